@@ -1,0 +1,5 @@
+import sys
+
+from acmelb.cli import main
+
+sys.exit(main())

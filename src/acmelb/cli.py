@@ -1,0 +1,88 @@
+"""The ``acmelb`` command line: parsing, printing and exit codes, no logic.
+
+Each sub-command lives in ``acmelb.commands.<name>`` and registers its own
+parser; heavy imports happen inside the command's ``run`` so that
+``acmelb --version`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from acmelb import __version__
+from acmelb.errors import AcmelbError
+
+# Order is the order shown in --help.
+COMMANDS = (
+    "issue",
+    "renew",
+    "revoke",
+    "certificates",
+    "account",
+    "serve",
+    "diagnose",
+    "explain",
+    "fix",
+    "lab",
+)
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"acmelb: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="acmelb",
+        description="ACME HTTP-01 certificates behind external load balancers.",
+    )
+    parser.add_argument("--version", action="version", version=f"acmelb {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks of internal errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"acmelb.commands.{name}")
+        except ModuleNotFoundError:
+            continue  # a command still under construction on this branch
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.run(args)
+        return code
+    except AcmelbError as exc:
+        print(f"acmelb: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("acmelb: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug in acmelb: say so without a traceback wall
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(
+            f"acmelb: internal error: {type(exc).__name__}: {exc} "
+            "(please report it; rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
