@@ -1,0 +1,91 @@
+"""``acmelb serve``: run the challenge responder in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="run the HTTP-01 challenge responder",
+        description="Answer GET/HEAD /.well-known/acme-challenge/<token> with the key "
+        "authorization (exact tokens, or any token in --stateless mode); 404 otherwise.",
+    )
+    parser.add_argument("--address", action="append", default=[], metavar="ADDR",
+                        help="address to listen on (repeatable; default: all IPv4 and IPv6)")
+    parser.add_argument("--port", type=int, default=80, help="TCP port (default 80)")
+    parser.add_argument("--token", action="append", default=[], help="a challenge token")
+    parser.add_argument("--key", action="append", default=[], metavar="KEY_AUTHORIZATION",
+                        help="the key authorization for the --token at the same position")
+    parser.add_argument("--stateless", action="store_true",
+                        help="answer every base64url token with TOKEN.THUMBPRINT")
+    parser.add_argument("--thumbprint", help="the account key thumbprint (acmelb account show)")
+    parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from acmelb.errors import UsageError
+    from acmelb.responder import (
+        TOKEN_PATTERN,
+        AnswerSource,
+        ExactTokens,
+        RequestLog,
+        Responder,
+        Stateless,
+    )
+
+    source: AnswerSource
+    if args.stateless:
+        if not args.thumbprint or args.token:
+            raise UsageError("--stateless needs --thumbprint and takes no --token")
+        try:
+            source = Stateless(args.thumbprint)
+        except ValueError as exc:
+            raise UsageError(f"--thumbprint: {exc}") from None
+    else:
+        if args.thumbprint:
+            raise UsageError("--thumbprint goes with --stateless")
+        if len(args.token) != len(args.key):
+            raise UsageError("give one --key for each --token")
+        if not args.token:
+            raise UsageError("nothing to serve: give --token T --key K, or --stateless "
+                             "--thumbprint X")
+        for token, key in zip(args.token, args.key, strict=True):
+            if not TOKEN_PATTERN.fullmatch(token) or not key.startswith(token + "."):
+                raise UsageError(f"--key for token {token!r} must be '{token}.THUMBPRINT' "
+                                 "and the token base64url")
+        source = ExactTokens(zip(args.token, args.key, strict=True))
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: not a TCP port")
+
+    def log(entry: RequestLog) -> None:
+        print(f"{entry.client} {entry.method} {entry.target} host={entry.host or '-'} "
+              f"ua={entry.user_agent or '-'!r} -> {entry.status} {entry.answer}",
+              file=sys.stderr, flush=True)
+
+    responder = Responder(source, addresses=args.address, port=args.port,
+                          log=None if args.quiet else log)
+
+    async def serve() -> None:
+        try:
+            await responder.start()
+        except OSError as exc:
+            raise UsageError(str(exc.strerror or exc)) from None
+        where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in responder.bound)
+        print(f"acmelb serve: listening on {where}", file=sys.stderr, flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await responder.close()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0

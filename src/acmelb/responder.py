@@ -1,0 +1,343 @@
+"""The built-in HTTP-01 challenge responder (asyncio, no framework).
+
+It answers exactly ``GET|HEAD /.well-known/acme-challenge/<token>`` with the
+key authorization as ``text/plain`` and no trailing newline, an explicit 404
+for anything else under that path or elsewhere, 405 for other methods and 400
+for malformed requests. Requests are parsed with hard limits and timeouts so
+that slow or hostile clients cannot pin it or grow its memory.
+
+Two answer sources:
+
+* ``ExactTokens``: a mutable token -> key authorization map (``--token/--key``
+  or the pending tokens of running issuances);
+* ``Stateless``: any base64url token answers ``token.THUMBPRINT`` (RFC 8555
+  §8.1 key authorization with a fixed account thumbprint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+# RFC 8555 §8.3: a token is base64url without padding; Let's Encrypt uses 43 chars.
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+MAX_HEAD_BYTES = 16 * 1024  # request line + headers
+REQUEST_TIMEOUT = 10.0  # seconds allowed to send one complete request head
+IDLE_TIMEOUT = 5.0  # keep-alive idle time between requests
+LISTEN_BACKLOG = 4096  # Pebble's VA opens 3 connections per challenge at once
+
+
+class AnswerSource(Protocol):
+    def answer(self, token: str) -> str | None:
+        """The key authorization for ``token``, or None for 404."""
+
+
+class ExactTokens:
+    """Answers only the tokens it holds; safe to change while serving."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        self._tokens: dict[str, str] = dict(pairs)
+
+    def add(self, token: str, key_authorization: str) -> None:
+        self._tokens[token] = key_authorization
+
+    def remove(self, token: str) -> None:
+        self._tokens.pop(token, None)
+
+    def answer(self, token: str) -> str | None:
+        return self._tokens.get(token)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+
+class Stateless:
+    """Any well-formed token answers ``token.thumbprint``."""
+
+    def __init__(self, thumbprint: str) -> None:
+        if not TOKEN_PATTERN.fullmatch(thumbprint):
+            raise ValueError("a thumbprint is base64url text (43 characters for SHA-256)")
+        self.thumbprint = thumbprint
+
+    def answer(self, token: str) -> str | None:
+        return f"{token}.{self.thumbprint}"
+
+
+@dataclass(frozen=True)
+class RequestLog:
+    """One line of the request log; the CLI decides how to show it."""
+
+    client: str
+    method: str
+    target: str
+    host: str
+    user_agent: str
+    status: int
+    answer: str  # "key authorization", "unknown token", ...
+
+
+LogSink = Callable[[RequestLog], None]
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    505: "HTTP Version Not Supported",
+}
+
+
+def _response(status: int, body: bytes, *, head_only: bool, close: bool,
+              extra: str = "") -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        "Server: acmelb\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"{extra}"
+        f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
+    ).encode("ascii")
+    return head if head_only else head + body
+
+
+def _printable(raw: bytes, limit: int = 200) -> str:
+    """Log-safe text: hostile input must not inject newlines or control bytes."""
+    text = raw[:limit].decode("latin-1")
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+
+
+class _ChallengeProtocol(asyncio.Protocol):
+    """One connection: parse request heads one at a time, keep-alive aware."""
+
+    def __init__(self, source: AnswerSource, log: LogSink | None) -> None:
+        self._source = source
+        self._log = log
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._client = "?"
+
+    # -- connection lifecycle -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._client = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        self._arm(REQUEST_TIMEOUT)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        if self._transport is None:
+            return
+        if self._buffer:
+            self._transport.write(_response(408, b"request timeout\n", head_only=False,
+                                            close=True))
+        self._transport.close()
+
+    # -- parsing --------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while self._transport is not None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    self._reject(431, "request head too large")
+                return
+            head = bytes(self._buffer[:end])
+            del self._buffer[: end + 4]
+            self._handle(head)
+            if self._transport is not None:
+                self._arm(REQUEST_TIMEOUT if self._buffer else IDLE_TIMEOUT)
+
+    def _reject(self, status: int, why: str, method: str = "?", target: str = "?") -> None:
+        assert self._transport is not None
+        self._transport.write(_response(status, why.encode() + b"\n", head_only=False,
+                                        close=True))
+        self._emit(method, target, "", "", status, why)
+        self._transport.close()
+        self._buffer.clear()
+
+    def _handle(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            # HTTP/0.9 ("GET /path") and garbage alike: there is no safe answer.
+            self._reject(400, "malformed request line", target=_printable(lines[0]))
+            return
+        method_raw, target_raw, version = parts
+        method, target = _printable(method_raw, 16), _printable(target_raw)
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            self._reject(505 if version.startswith(b"HTTP/") else 400,
+                         "unsupported HTTP version", method, target)
+            return
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                self._reject(400, "malformed header", method, target)
+                return
+            headers[name.lower()] = value.strip()
+        host = _printable(headers.get(b"host", b""), 100)
+        agent = _printable(headers.get(b"user-agent", b""), 100)
+        connection = headers.get(b"connection", b"").lower()
+        close = connection == b"close" or (version == b"HTTP/1.0" and connection != b"keep-alive")
+        if b"content-length" in headers or b"transfer-encoding" in headers:
+            # GET/HEAD carry no body here; refusing avoids request smuggling games.
+            self._reject(400, "request bodies are not accepted", method, target)
+            return
+        if method_raw not in (b"GET", b"HEAD"):
+            self._send(405, b"method not allowed\n", method, target, host, agent,
+                       "method not allowed", close=True, extra="Allow: GET, HEAD\r\n")
+            return
+        head_only = method_raw == b"HEAD"
+        path = target_raw.split(b"?", 1)[0]
+        token = ""
+        if path.startswith(CHALLENGE_PREFIX.encode()):
+            token = path[len(CHALLENGE_PREFIX):].decode("latin-1")
+        if token and TOKEN_PATTERN.fullmatch(token):
+            key_authorization = self._source.answer(token)
+            if key_authorization is not None:
+                self._send(200, key_authorization.encode("ascii"), method, target, host, agent,
+                           "key authorization", close=close, head_only=head_only)
+                return
+            self._send(404, b"unknown token\n", method, target, host, agent, "unknown token",
+                       close=close, head_only=head_only)
+            return
+        self._send(404, b"not found\n", method, target, host, agent, "not a challenge path",
+                   close=close, head_only=head_only)
+
+    def _send(self, status: int, body: bytes, method: str, target: str, host: str, agent: str,
+              answer: str, *, close: bool, head_only: bool = False, extra: str = "") -> None:
+        assert self._transport is not None
+        self._transport.write(_response(status, body, head_only=head_only, close=close,
+                                        extra=extra))
+        self._emit(method, target, host, agent, status, answer)
+        if close:
+            self._transport.close()
+            self._buffer.clear()
+
+    def _emit(self, method: str, target: str, host: str, agent: str, status: int,
+              answer: str) -> None:
+        if self._log is not None:
+            self._log(RequestLog(self._client, method, target, host, agent, status, answer))
+
+
+def _listen_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
+    """Bind every address; an empty list means all IPv4 and (if present) all IPv6."""
+    wanted = list(addresses) or ["0.0.0.0", "::"]
+    sockets: list[socket.socket] = []
+    try:
+        for address in wanted:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((address.strip("[]"), port))
+            except OSError as exc:
+                sock.close()
+                if not addresses and family == socket.AF_INET6:
+                    continue  # no IPv6 on this host: serving IPv4 alone is fine by default
+                raise OSError(exc.errno, f"cannot listen on {address} port {port}: "
+                              f"{exc.strerror}") from None
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+            sockets.append(sock)
+            port = port or sock.getsockname()[1]  # port 0: same ephemeral port everywhere
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Responder:
+    """Serve challenges on an event loop; use ``serve_forever`` or ``ResponderThread``."""
+
+    def __init__(self, source: AnswerSource, *, addresses: Sequence[str] = (), port: int = 80,
+                 log: LogSink | None = None) -> None:
+        self.source = source
+        self.addresses = tuple(addresses)
+        self.port = port
+        self.log = log
+        self._servers: list[asyncio.Server] = []
+        self.bound: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in _listen_sockets(self.addresses, self.port):
+            server = await loop.create_server(
+                lambda: _ChallengeProtocol(self.source, self.log), sock=sock)
+            self._servers.append(server)
+            host, port = sock.getsockname()[:2]
+            self.bound.append((host, port))
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
+
+
+class ResponderThread:
+    """Run a Responder in a background thread (the standalone solver's server)."""
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="acmelb-responder",
+                                        daemon=True)
+
+    def __enter__(self) -> ResponderThread:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self.responder.start(), self._loop)
+        try:
+            future.result(timeout=10)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.responder.close(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        self._loop.close()
