@@ -1,0 +1,242 @@
+"""Run Pebble, the ACME test CA, as a child process.
+
+Debian's ``pebble`` ships no configuration and no TLS certificate, so this
+module generates both: a throw-away CA and a leaf for the listen address
+(the file to pass as ``--ca-bundle``). Determinism matters in tests:
+``PEBBLE_VA_NOSLEEP=1`` and ``PEBBLE_AUTHZREUSE=0`` are always set and nonce
+rejection defaults to 0. Pebble is always pointed at a DNS server with
+``-dnsserver``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from acmelb.errors import LabError
+
+PEBBLE_BINARY = "pebble"
+
+
+def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
+    """A CA and a leaf certificate for ``host`` (an IP address or a DNS name)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmelb lab Pebble TLS CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                       critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    alt_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    try:
+        alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        alt_names.append(x509.DNSName(host))
+    if host != "127.0.0.1":
+        alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=29))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_path = workdir / "tls-ca.pem"
+    cert_path = workdir / "tls-cert.pem"
+    key_path = workdir / "tls-key.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(pem))
+    cert_path.write_bytes(leaf.public_bytes(pem))
+    key_path.write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PebbleCA:
+    """A running Pebble: ``directory_url``, ``ca_bundle`` and ``root_pem()``.
+
+    ``validation_port`` is the port Pebble's VA connects to for HTTP-01 (80 in
+    the lab, a high port on the loopback). ``netns_prefix`` runs Pebble in a
+    namespace, e.g. ``["ip", "netns", "exec", "alb1234-pub"]``. Ports given as 0
+    are picked free on the loopback (only meaningful without a namespace).
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 14000,
+                 management_port: int = 15000, validation_port: int = 5002,
+                 dns_server: str = "127.0.0.1:8053", netns_prefix: Sequence[str] = (),
+                 nonce_reject_percent: int = 0, env: Mapping[str, str] | None = None,
+                 workdir: Path | None = None) -> None:
+        if shutil.which(PEBBLE_BINARY) is None:
+            raise LabError("pebble is not installed (Debian: apt-get install pebble)")
+        self.host = host
+        self.port = port or _free_port(host)
+        self.management_port = management_port or _free_port(host)
+        self.validation_port = validation_port
+        self.dns_server = dns_server
+        self._prefix = list(netns_prefix)
+        self._env = {
+            "PEBBLE_VA_NOSLEEP": "1",
+            "PEBBLE_AUTHZREUSE": "0",
+            "PEBBLE_WFE_NONCEREJECT": str(nonce_reject_percent),
+            **(env or {}),
+        }
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="acmelb-pebble-"))
+        self.ca_bundle, self._cert, self._key = _write_tls_material(self.workdir, host)
+        self.log_path = self.workdir / "pebble.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def _base(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def directory_url(self) -> str:
+        return f"{self._base}/dir"
+
+    @property
+    def management_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.management_port}"
+
+    def start(self, timeout: float = 15.0) -> PebbleCA:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        config = {
+            "pebble": {
+                "listenAddress": f"{host}:{self.port}",
+                "managementListenAddress": f"{host}:{self.management_port}",
+                "certificate": str(self._cert),
+                "privateKey": str(self._key),
+                "httpPort": self.validation_port,
+                "tlsPort": 5001,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        config_path = self.workdir / "pebble-config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        cmd = [*self._prefix, PEBBLE_BINARY, "-config", str(config_path),
+               "-dnsserver", self.dns_server]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **self._env}, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LabError(f"pebble exited at start: {self._log_tail()}")
+            if self._answers("/dir", 0.5) is not None:
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise LabError(f"pebble did not answer on {self.directory_url} within {timeout:.0f} s")
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_bundle))
+
+    def _answers(self, path: str, timeout: float, base: str | None = None) -> bytes | None:
+        if self._prefix:
+            # The CA lives in a namespace: ask from inside it.
+            proc = subprocess.run(
+                [*self._prefix, "curl", "-sS", "--fail", "--max-time", str(timeout),
+                 "--cacert", str(self.ca_bundle), f"{base or self._base}{path}"],
+                capture_output=True, check=False)
+            return proc.stdout if proc.returncode == 0 else None
+        try:
+            with urllib.request.urlopen(f"{base or self._base}{path}", timeout=timeout,
+                                        context=self._ssl_context()) as response:
+                body: bytes = response.read()
+                return body
+        except (OSError, urllib.error.URLError):
+            return None
+
+    def root_pem(self) -> bytes:
+        """The root of the certificates Pebble issues (fresh at every Pebble start)."""
+        body = self._answers("/roots/0", 5.0, base=self.management_url)
+        if body is None:
+            raise LabError("could not fetch Pebble's root from its management port")
+        return body
+
+    def intermediate_pem(self) -> bytes:
+        body = self._answers("/intermediates/0", 5.0, base=self.management_url)
+        if body is None:
+            raise LabError("could not fetch Pebble's intermediate from its management port")
+        return body
+
+    def is_hung(self, timeout: float = 3.0) -> bool:
+        """Pebble 2.4 can deadlock: the directory answers, everything else hangs."""
+        return self._answers("/dir", timeout) is not None and \
+            self._answers("/nonce-plz", timeout) is None
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+            return lines[-1] if lines else "(no output)"
+        return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> PebbleCA:
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> PebbleCA:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
