@@ -29,6 +29,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import contextlib
 
     from acmelb.errors import UsageError
     from acmelb.responder import (
@@ -84,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
         finally:
             await responder.close()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
     return 0

@@ -22,6 +22,7 @@ network namespace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -113,10 +114,9 @@ def serve(listen_host: str, port: int, zone_path: Path) -> None:
     class UDPHandler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             data, sock = self.request
-            try:
+            # A malformed packet gets no answer, like real servers.
+            with contextlib.suppress(Exception):
                 sock.sendto(answer_query(zone.get(), data), self.client_address)
-            except Exception:  # a malformed packet gets no answer, like real servers
-                pass
 
     class TCPHandler(socketserver.StreamRequestHandler):
         def handle(self) -> None:

@@ -1,0 +1,272 @@
+"""Talking to an ACME server through certbot's ``acme`` library.
+
+The library does the protocol (JWS, nonces, messages); this module adds what
+a tool on a fleet needs around it: errors a person can act on, retries of what
+is safe to retry (``badNonce``, ``rateLimited`` and 5xx with ``Retry-After``,
+dropped connections), and short polling that honours ``Retry-After`` instead
+of the library's fixed one-second sleeps.
+
+Importing this module costs ~0.4 s (``acme.client``): import it only in
+commands that talk to a CA.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from acme import client as acme_client
+from acme import errors as acme_errors
+from acme import messages
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy import b64 as jose_b64
+from josepy import errors as jose_errors
+from josepy import jwa
+from josepy.jwk import JWK, JWKEC
+
+from acmelb import __version__
+from acmelb.errors import CAError, CAProblemError, CAUnreachableError, StateError, UsageError
+from acmelb.store import Store, atomic_write, ensure_private_dir
+
+DIRECTORY_ALIASES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+USER_AGENT = f"acmelb/{__version__} acme-python"
+NETWORK_TIMEOUT = 30
+MAX_BAD_NONCE_RETRIES = 10
+MAX_RETRY_WAIT = 60.0  # longest single Retry-After we honour before giving up
+MAX_TRANSIENT_RETRIES = 4
+
+T = TypeVar("T")
+
+
+def resolve_directory(value: str) -> str:
+    url = DIRECTORY_ALIASES.get(value, value)
+    if not url.startswith(("https://", "http://")):
+        raise UsageError(f"--directory {value!r}: give an https:// URL, 'letsencrypt' or "
+                         "'letsencrypt-staging'")
+    return url
+
+
+class _Network(acme_client.ClientNetwork):
+    """ClientNetwork that remembers the last response, for its Retry-After header."""
+
+    last_response: requests.Response | None = None
+
+    def _send_request(self, method: str, url: str, *args: Any,
+                      **kwargs: Any) -> requests.Response:
+        self.last_response = None
+        response = super()._send_request(method, url, *args, **kwargs)
+        self.last_response = response
+        return response
+
+    def retry_after_seconds(self, default: float) -> float:
+        header = self.last_response.headers.get("Retry-After") if self.last_response else None
+        return parse_retry_after(header, default)
+
+
+def parse_retry_after(header: str | None, default: float) -> float:
+    """Seconds to wait per an HTTP Retry-After value (delta-seconds or HTTP date)."""
+    if not header:
+        return default
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    directory_url: str
+    ca_bundle: Path | None = None
+    email: str | None = None
+
+
+def _problem_text(error: messages.Error) -> str:
+    code = error.code or (error.typ or "problem").rsplit(":", 1)[-1]
+    detail = error.detail or error.title or "no detail given"
+    return f"{detail} ({code})"
+
+
+class CAClient:
+    """One account at one ACME server, with one HTTP session for all requests."""
+
+    def __init__(self, config: CAConfig, account_key: JWK,
+                 account: messages.RegistrationResource | None = None) -> None:
+        self.config = config
+        self.key = account_key
+        alg = jwa.ES256 if isinstance(account_key, JWKEC) else jwa.RS256
+        self.net = _Network(account_key, account=account, alg=alg, user_agent=USER_AGENT,
+                            timeout=NETWORK_TIMEOUT)
+        if config.ca_bundle is not None:
+            if not config.ca_bundle.is_file():
+                raise UsageError(f"--ca-bundle {config.ca_bundle}: no such file")
+            # requests takes a CA bundle path wherever it takes verify=True.
+            self.net.verify_ssl = str(config.ca_bundle)  # type: ignore[assignment]
+        directory = self.call(lambda: acme_client.ClientV2.get_directory(
+            config.directory_url, self.net), what="fetch the directory")
+        self.acme = acme_client.ClientV2(directory, self.net)
+
+    @property
+    def thumbprint(self) -> str:
+        return jose_b64.b64encode(self.key.thumbprint()).decode("ascii")
+
+    # -- the retry policy -----------------------------------------------------
+    def call(self, fn: Callable[[], T], *, what: str) -> T:
+        """Run one protocol step; retry what is safe, translate failures to CAError."""
+        bad_nonces = transient = 0
+        while True:
+            try:
+                return fn()
+            except acme_errors.ConflictError:
+                raise  # not a failure: the caller knows what it means
+            except messages.Error as error:
+                if error.code == "badNonce" and bad_nonces < MAX_BAD_NONCE_RETRIES:
+                    bad_nonces += 1
+                    continue
+                status = self.net.last_response.status_code if self.net.last_response else 0
+                if (error.code in ("rateLimited", "serverInternal") or status >= 500) \
+                        and transient < MAX_TRANSIENT_RETRIES:
+                    transient += 1
+                    self._wait_before_retry(what, error, transient)
+                    continue
+                raise CAProblemError(f"the CA refused to {what}: {_problem_text(error)}",
+                                     error.typ) from None
+            except requests.exceptions.SSLError as exc:
+                raise CAUnreachableError(
+                    f"TLS verification failed for {self.config.directory_url}: "
+                    f"{_root_cause(exc)} (for a private or test CA, pass its certificate "
+                    "with --ca-bundle PEM)") from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    acme_errors.ClientError) as exc:
+                status = self.net.last_response.status_code if self.net.last_response else 0
+                retriable = not isinstance(exc, acme_errors.ClientError) or status >= 500
+                if retriable and transient < MAX_TRANSIENT_RETRIES:
+                    transient += 1
+                    time.sleep(min(0.25 * 2 ** transient, 4.0))
+                    continue
+                if isinstance(exc, acme_errors.ClientError):
+                    raise CAError(f"unexpected answer from the CA while trying to {what}: "
+                                  f"HTTP {status or '?'}") from None
+                raise CAUnreachableError(
+                    f"cannot reach the CA at {self.config.directory_url} to {what}: "
+                    f"{_root_cause(exc)}") from None
+            except (ValueError, jose_errors.DeserializationError) as exc:
+                raise CAError(f"the CA's answer while trying to {what} is not valid ACME "
+                              f"JSON ({exc}); is --directory the ACME directory URL?") from None
+
+    def _wait_before_retry(self, what: str, error: messages.Error, attempt: int) -> None:
+        wait = self.net.retry_after_seconds(default=min(0.5 * 2 ** attempt, 8.0))
+        if wait > MAX_RETRY_WAIT:
+            raise CAProblemError(
+                f"the CA refused to {what}: {_problem_text(error)}; it asks to retry after "
+                f"{wait:.0f} s, longer than acmelb waits ({MAX_RETRY_WAIT:.0f} s): "
+                "run again later", error.typ)
+        time.sleep(wait)
+
+    # -- polling --------------------------------------------------------------
+    def poll_until(self, fetch: Callable[[], T], done: Callable[[T], bool], *,
+                   deadline: float, what: str) -> T:
+        """Poll with short, growing intervals; honour Retry-After; stop at ``deadline``."""
+        interval = 0.02
+        while True:
+            value = self.call(fetch, what=what)
+            if done(value):
+                return value
+            if time.monotonic() >= deadline:
+                raise CAError(f"timed out waiting for the CA to {what}")
+            wait = self.net.retry_after_seconds(default=interval)
+            time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
+            interval = min(interval * 1.6, 1.0)
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc.args[-1] if exc.args else exc)
+    return text.split("] ", 1)[-1][:200]
+
+
+# -- accounts -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Account:
+    uri: str
+    thumbprint: str
+    contact: tuple[str, ...]
+    directory_url: str
+    key_path: Path
+
+
+def _load_key(path: Path) -> JWK:
+    try:
+        return JWK.json_loads(path.read_text())
+    except (ValueError, jose_errors.DeserializationError) as exc:
+        raise StateError(f"account key {path} is damaged: {exc}") from None
+
+
+def _new_key() -> JWK:
+    return JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+
+
+def open_account(store: Store, config: CAConfig, *, register: bool = True) -> CAClient:
+    """A client logged in as this directory's account, registering it if needed."""
+    store.prepare()
+    account_dir = store.account_dir(config.directory_url)
+    key_path = account_dir / "private_key.json"
+    regr_path = account_dir / "regr.json"
+    with store.lock("accounts"):
+        if key_path.exists():
+            key = _load_key(key_path)
+            if regr_path.exists():
+                try:
+                    regr = messages.RegistrationResource.json_loads(regr_path.read_text())
+                except (ValueError, jose_errors.DeserializationError) as exc:
+                    raise StateError(f"account record {regr_path} is damaged: {exc}") from None
+                return CAClient(config, key, regr)
+        elif not register:
+            raise StateError(f"no account for {config.directory_url} in {store.root}; "
+                             "run `acmelb account register` or `acmelb issue` first")
+        else:
+            key = _new_key()
+            ensure_private_dir(account_dir)
+            atomic_write(key_path, key.json_dumps().encode(), 0o600)
+        client = CAClient(config, key)
+        new = messages.NewRegistration.from_data(
+            email=config.email, terms_of_service_agreed=True)
+        try:
+            regr = client.call(lambda: client.acme.new_account(new), what="register an account")
+        except acme_errors.ConflictError as exc:
+            # The key is known to the CA already: fetch its account URL.
+            regr = messages.RegistrationResource(uri=str(exc.location),
+                                                 body=messages.Registration())
+            regr = client.call(lambda: client.acme.query_registration(regr),
+                               what="look up the account")
+        atomic_write(regr_path, regr.json_dumps(indent=2).encode(), 0o600)
+        atomic_write(account_dir / "meta.json",
+                     json.dumps({"directory": config.directory_url}).encode(), 0o600)
+        client.net.account = regr
+        return client
+
+
+def describe_account(client: CAClient, store: Store) -> Account:
+    regr = client.net.account
+    assert regr is not None
+    contact = tuple(regr.body.contact or ())
+    return Account(uri=regr.uri, thumbprint=client.thumbprint, contact=contact,
+                   directory_url=client.config.directory_url,
+                   key_path=store.account_dir(client.config.directory_url) / "private_key.json")

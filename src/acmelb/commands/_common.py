@@ -1,0 +1,60 @@
+"""Options shared by the commands that talk to a CA or use the state directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("ACMELB_STATE_DIR"):
+        return Path(os.environ["ACMELB_STATE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/acmelb")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "acmelb"
+
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="where accounts and certificates live (default: $ACMELB_STATE_DIR, "
+                        "/var/lib/acmelb as root, else ~/.local/state/acmelb)")
+
+
+def add_ca_options(parser: argparse.ArgumentParser, *, directory_required: bool) -> None:
+    parser.add_argument("--directory", required=directory_required, metavar="URL",
+                        help="ACME directory URL, or 'letsencrypt' / 'letsencrypt-staging'")
+    parser.add_argument("--ca-bundle", type=Path, metavar="PEM",
+                        help="trust this CA certificate for the ACME server's TLS")
+    parser.add_argument("--email", help="contact address for the account")
+    add_state_dir(parser)
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
+def ca_config(args: argparse.Namespace) -> Any:
+    from acmelb.ca import CAConfig, resolve_directory
+
+    return CAConfig(directory_url=resolve_directory(args.directory),
+                    ca_bundle=args.ca_bundle.resolve() if args.ca_bundle else None,
+                    email=args.email)
+
+
+def progress_printer(args: argparse.Namespace) -> Any:
+    quiet = getattr(args, "json", False) or getattr(args, "quiet", False)
+
+    def show(message: str) -> None:
+        if not quiet:
+            print(f"acmelb: {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))

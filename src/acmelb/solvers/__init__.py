@@ -1,0 +1,77 @@
+"""Solvers put a challenge's key authorization where the CA will fetch it.
+
+Like lego's providers, a solver only presents and cleans up; checking that
+the token is reachable through the load balancer is the self-check's job,
+which runs between ``present`` and answering the challenge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PendingChallenge:
+    """An HTTP-01 challenge this run must satisfy."""
+
+    name: str
+    token: str
+    key_authorization: str
+    authorization_url: str
+    challenge_url: str
+
+    @property
+    def validation_url(self) -> str:
+        return f"http://{self.name}/.well-known/acme-challenge/{self.token}"
+
+
+class Solver(Protocol):
+    """present/cleanup a batch of challenges; ``close`` releases what ``present`` opened."""
+
+    name: str
+
+    def present(self, challenges: Sequence[PendingChallenge]) -> None: ...
+
+    def cleanup(self, challenges: Sequence[PendingChallenge]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    kind: str = "standalone"  # standalone | stateless | webroot | hook
+    http_port: int = 80
+    addresses: tuple[str, ...] = ()
+    webroot: str | None = None
+    hook: str | None = None
+
+
+SOLVER_KINDS = ("standalone", "stateless", "webroot", "hook")
+
+
+def make_solver(options: SolverOptions, thumbprint: str) -> Solver:
+    from acmelb.errors import UsageError
+
+    if options.kind == "standalone":
+        from acmelb.solvers.standalone import StandaloneSolver
+
+        return StandaloneSolver(port=options.http_port, addresses=options.addresses)
+    if options.kind == "stateless":
+        from acmelb.solvers.stateless import StatelessSolver
+
+        return StatelessSolver(thumbprint)
+    if options.kind == "webroot":
+        if not options.webroot:
+            raise UsageError("--solver webroot needs --webroot DIR")
+        from acmelb.solvers.webroot import WebrootSolver
+
+        return WebrootSolver(options.webroot)
+    if options.kind == "hook":
+        if not options.hook:
+            raise UsageError("--solver hook needs --hook CMD")
+        from acmelb.solvers.hook import HookSolver
+
+        return HookSolver(options.hook)
+    raise UsageError(f"unknown solver {options.kind!r} (choose from {', '.join(SOLVER_KINDS)})")

@@ -1,0 +1,49 @@
+"""The webroot solver: write the token file under an existing web server's root."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from acmelb.errors import SolverError
+from acmelb.solvers import PendingChallenge
+
+
+class WebrootSolver:
+    name = "webroot"
+
+    def __init__(self, webroot: str) -> None:
+        self.root = Path(webroot)
+        if not self.root.is_dir():
+            raise SolverError(f"webroot {self.root} is not a directory")
+        self.challenge_dir = self.root / ".well-known" / "acme-challenge"
+        self._created: list[Path] = []
+
+    def present(self, challenges: Sequence[PendingChallenge]) -> None:
+        try:
+            for directory in (self.root / ".well-known", self.challenge_dir):
+                if not directory.exists():
+                    directory.mkdir(mode=0o755)
+                    directory.chmod(0o755)  # readable by the web server whatever our umask
+                    self._created.append(directory)
+            for challenge in challenges:
+                path = self.challenge_dir / challenge.token
+                tmp = path.with_name(f".{challenge.token}.tmp")
+                tmp.write_text(challenge.key_authorization)
+                tmp.chmod(0o644)
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise SolverError(f"webroot solver: cannot write under {self.challenge_dir}: "
+                              f"{exc.strerror or exc}") from None
+
+    def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
+        for challenge in challenges:
+            (self.challenge_dir / challenge.token).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for directory in reversed(self._created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if we made it and it is empty again
+        self._created.clear()
