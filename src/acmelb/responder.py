@@ -159,7 +159,7 @@ class _ChallengeProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         while self._transport is not None:
-            end = self._buffer.find(b"\r\n\r\n")
+            end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
             if end < 0:
                 if len(self._buffer) > MAX_HEAD_BYTES:
                     self._reject(431, "request head too large")
