@@ -1,0 +1,231 @@
+"""What a lab is made of: the load-balancer mode, the backends' behaviours, the address plan.
+
+A scenario is pure data; ``acmelb.lab.topology`` turns it into namespaces and
+processes. Every mode and behaviour here has a ground-truth test in
+``tests/lab/test_ground_truth.py`` and a row in ``docs/lab.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from acmelb.errors import UsageError
+from acmelb.names import normalize_name
+
+
+class Mode(StrEnum):
+    """How the load balancer forwards port 80 of the VIP to the backends."""
+
+    DNAT = "dnat"
+    DNAT_LOOPBACK = "dnat-loopback"
+    HAPROXY_TCP = "haproxy-tcp"
+    HAPROXY_TCP_PROXY = "haproxy-tcp-proxy"
+    HAPROXY_HTTP = "haproxy-http"
+    HAPROXY_HTTP_INTERCEPT = "haproxy-http-intercept"
+    ROUND_ROBIN = "round-robin"
+    FIREWALL = "firewall"
+    NO_BACKEND = "no-backend"
+
+    @property
+    def description(self) -> str:
+        return _MODE_DESCRIPTIONS[self]
+
+    @property
+    def uses_haproxy(self) -> bool:
+        return self not in (Mode.DNAT, Mode.DNAT_LOOPBACK)
+
+    @property
+    def haproxy_http(self) -> bool:
+        return self in (Mode.HAPROXY_HTTP, Mode.HAPROXY_HTTP_INTERCEPT, Mode.NO_BACKEND)
+
+    @property
+    def proxy_protocol(self) -> bool:
+        """Backends expect a PROXY protocol header on port 80."""
+        return self is Mode.HAPROXY_TCP_PROXY
+
+    @property
+    def balances(self) -> bool:
+        """Spread connections over all backends (otherwise: b1 active, the rest standby)."""
+        return self is Mode.ROUND_ROBIN
+
+
+_MODE_DESCRIPTIONS = {
+    Mode.DNAT: "iptables DNAT of VIP:80 to b1, no NAT loopback (hairpin times out)",
+    Mode.DNAT_LOOPBACK: "iptables DNAT of VIP:80 to b1 plus the MASQUERADE loopback rule",
+    Mode.HAPROXY_TCP: "HAProxy TCP pass-through to b1 (others standby)",
+    Mode.HAPROXY_TCP_PROXY: "HAProxy TCP with send-proxy; backends are nginx expecting "
+    "PROXY protocol",
+    Mode.HAPROXY_HTTP: "HAProxy HTTP mode passing the challenge through to b1",
+    Mode.HAPROXY_HTTP_INTERCEPT: "HAProxy HTTP mode answering every challenge itself with "
+    "another account's thumbprint",
+    Mode.ROUND_ROBIN: "HAProxy TCP round-robin over all backends",
+    Mode.FIREWALL: "HAProxy TCP, but port 80 dropped on the LB's public interface",
+    Mode.NO_BACKEND: "HAProxy HTTP mode whose backend pool is down: 503 for everything",
+}
+
+
+class Behaviour(StrEnum):
+    """What a backend serves on its port 80."""
+
+    RESPONDER = "responder"
+    STATELESS = "stateless"
+    WRONG_THUMBPRINT = "wrong-thumbprint"
+    NOT_FOUND = "not-found"
+    TRAILING_NEWLINE = "trailing-newline"
+    HTML_PAGE = "html-page"
+    REDIRECT_HTTPS = "redirect-https"
+    REDIRECT_BAD_PORT = "redirect-bad-port"
+    REDIRECT_LOOP = "redirect-loop"
+    NONE = "none"
+
+    @property
+    def description(self) -> str:
+        return _BEHAVIOUR_DESCRIPTIONS[self]
+
+    @property
+    def runs_responder(self) -> bool:
+        """Served by ``acmelb serve`` (the others by nginx, or by nothing)."""
+        return self in (Behaviour.RESPONDER, Behaviour.STATELESS, Behaviour.WRONG_THUMBPRINT)
+
+
+_BEHAVIOUR_DESCRIPTIONS = {
+    Behaviour.RESPONDER: "acmelb serve with the lab token and its key authorization",
+    Behaviour.STATELESS: "acmelb serve --stateless with the lab thumbprint",
+    Behaviour.WRONG_THUMBPRINT: "acmelb serve --stateless with another account's thumbprint",
+    Behaviour.NOT_FOUND: "nginx answering 404 for everything",
+    Behaviour.TRAILING_NEWLINE: "nginx answering the key authorization plus a newline",
+    Behaviour.HTML_PAGE: "nginx answering every path with a 200 HTML page of a few KiB",
+    Behaviour.REDIRECT_HTTPS: "nginx: 301 to the same URL on https (nothing listens on 443)",
+    Behaviour.REDIRECT_BAD_PORT: "nginx: 302 to the same URL on port 8080",
+    Behaviour.REDIRECT_LOOP: "nginx: 302 to the very same URL",
+    Behaviour.NONE: "nothing listens on port 80 (free for `acmelb issue` or `acmelb serve`)",
+}
+
+_BEHAVIOUR_ALIASES = {"404": Behaviour.NOT_FOUND, "html": Behaviour.HTML_PAGE}
+
+# RFC 8555 section 8.3's example token and RFC 7638's example thumbprint:
+# recognisable in logs and valid base64url of the right length.
+LAB_TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+LAB_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+# The account an intercepting LB (or a misconfigured stateless responder) answers for:
+# base64url(sha256("acmelb lab: another account")).
+OTHER_THUMBPRINT = "Ezr9sZbGqKjMB79QS2XAonqp4GCBtD8Tq0fo7bc2fWY"
+LAB_NAME = "app.acmelb.test"
+
+MAX_BACKENDS = 8
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """Addresses of one lab, all inside 198.18.0.0/15 (RFC 2544) and 2001:db8::/32.
+
+    Every lab uses the same plan: labs are isolated by namespace, not by address.
+    """
+
+    public_prefix: int = 24
+    public_host: str = "198.18.0.1"  # the internet: Pebble, DNS, the outside vantage
+    lb_public: str = "198.18.0.2"  # the LB's own address on its uplink (source NAT)
+    vip: str = "198.18.0.10"
+    backend_prefix: int = 24
+    backend_subnet: str = "198.18.1.0/24"
+    lb_backend: str = "198.18.1.1"  # the LB on the backend segment: the backends' gateway
+    public6_host: str = "2001:db8::1"
+    lb_public6: str = "2001:db8::2"
+    vip6: str = "2001:db8::10"
+    backend6_subnet: str = "2001:db8:1::/64"
+    lb_backend6: str = "2001:db8:1::1"
+
+    def backend(self, index: int) -> str:
+        """Address of backend ``b<index>`` (1-based)."""
+        return f"198.18.1.{10 + index}"
+
+    def backend6(self, index: int) -> str:
+        return f"2001:db8:1::{10 + index:x}"
+
+
+ADDRESSES = AddressPlan()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A load-balancer mode and what each backend (b1, b2, ...) serves.
+
+    ``shortcut`` names backends (``"b1"``) that short-circuit VIP:80 to
+    themselves in their own OUTPUT chain, as kube-proxy does for a
+    LoadBalancer IP. ``ipv6`` adds 2001:db8:: addresses, a v6 VIP and AAAA
+    answers everywhere. ``ca`` starts Pebble and its DNS server in the public
+    namespace.
+    """
+
+    mode: Mode
+    backends: tuple[Behaviour, ...] = (Behaviour.RESPONDER, Behaviour.RESPONDER)
+    shortcut: tuple[str, ...] = ()
+    name: str = LAB_NAME
+    token: str = LAB_TOKEN
+    thumbprint: str = LAB_THUMBPRINT
+    ipv6: bool = False
+    ca: bool = False
+    extra_tokens: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", parse_mode(self.mode))
+        object.__setattr__(self, "backends", tuple(parse_behaviour(b) for b in self.backends))
+        object.__setattr__(self, "name", normalize_name(self.name))
+        if not 1 <= len(self.backends) <= MAX_BACKENDS:
+            raise UsageError(f"a lab has 1 to {MAX_BACKENDS} backends, not {len(self.backends)}")
+        if self.mode is Mode.ROUND_ROBIN and len(self.backends) < 2:
+            raise UsageError("round-robin needs at least two backends")
+        for label, value in (("token", self.token), ("thumbprint", self.thumbprint)):
+            if not _BASE64URL.match(value):
+                raise UsageError(f"{label} {value!r}: must be base64url (A-Z a-z 0-9 _ -)")
+        for token, key in self.extra_tokens:
+            if not _BASE64URL.match(token) or not key.startswith(token + "."):
+                raise UsageError(f"extra token {token!r}: the key must be '{token}.THUMBPRINT'")
+        known = set(self.backend_roles)
+        for role in self.shortcut:
+            if role not in known:
+                raise UsageError(
+                    f"shortcut {role!r}: no such backend (have {', '.join(self.backend_roles)})")
+
+    @property
+    def key_authorization(self) -> str:
+        return f"{self.token}.{self.thumbprint}"
+
+    @property
+    def backend_roles(self) -> tuple[str, ...]:
+        return tuple(f"b{index}" for index in range(1, len(self.backends) + 1))
+
+    @property
+    def challenge_path(self) -> str:
+        return f"/.well-known/acme-challenge/{self.token}"
+
+    @classmethod
+    def parse(cls, spec: str, **options: object) -> Scenario:
+        """``MODE`` or ``MODE:BEHAVIOUR,BEHAVIOUR,...`` (e.g. ``dnat:responder,404``)."""
+        mode_text, _, backends_text = spec.partition(":")
+        if backends_text:
+            options["backends"] = tuple(part.strip() for part in backends_text.split(","))
+        return cls(mode=parse_mode(mode_text), **options)  # type: ignore[arg-type]
+
+
+def parse_mode(value: str | Mode) -> Mode:
+    try:
+        return Mode(value)
+    except ValueError:
+        choices = ", ".join(mode.value for mode in Mode)
+        raise UsageError(f"unknown lab mode {value!r} (choose from {choices})") from None
+
+
+def parse_behaviour(value: str | Behaviour) -> Behaviour:
+    if isinstance(value, Behaviour):
+        return value
+    if value in _BEHAVIOUR_ALIASES:
+        return _BEHAVIOUR_ALIASES[value]
+    try:
+        return Behaviour(value)
+    except ValueError:
+        choices = ", ".join(behaviour.value for behaviour in Behaviour)
+        raise UsageError(f"unknown backend behaviour {value!r} (choose from {choices})") from None

@@ -1,0 +1,557 @@
+"""Build, drive and tear down one lab: namespaces, links, rules and processes.
+
+::
+
+      alb<id>-pub                 alb<id>-lb                         alb<id>-b1 .. bN
+    +-------------+  veth   +-----------------------+  veth   +------------------+
+    | 198.18.0.1  |---------| up0 198.18.0.2        |  vbI    | eth0 198.18.1.1I |
+    | Pebble, DNS | eth0    |     VIP 198.18.0.10   |---br0---| default via      |
+    | (internet)  |         | br0 198.18.1.1        |         |   198.18.1.1     |
+    +-------------+         | haproxy / iptables    |         | responder/nginx  |
+                            +-----------------------+         +------------------+
+
+The public namespace has no route to the backend segment (it is the
+internet); the backends reach the public side through the LB as their NAT
+gateway. Nothing is connected to the host's own namespace.
+
+Every process is started through ``ip netns exec`` in a new session and
+recorded (PID and start time) in ``/run/acmelb-lab/<id>/state.json``, so any
+process can tear a lab down, and ``down_all`` finds exactly the lab's own
+processes and namespaces.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from acmelb.errors import LabError
+from acmelb.lab import configs, netns
+from acmelb.lab.fetch import FetchResult, curl_fetch
+from acmelb.lab.scenarios import ADDRESSES, Behaviour, Scenario
+
+if TYPE_CHECKING:
+    from acmelb.lab.pebble import PebbleCA
+
+STATE_ROOT = Path("/run/acmelb-lab")
+PUBLIC, LB = "pub", "lb"
+CA_PORT, CA_MANAGEMENT_PORT, DNS_PORT = 14000, 15000, 53
+START_TIMEOUT = 10.0
+_created_here: list[str] = []
+
+
+@dataclass
+class ProcessRecord:
+    """A process the lab started: enough to find it again, and to not kill a stranger."""
+
+    role: str
+    what: str
+    pid: int
+    start_ticks: int
+    argv: list[str]
+    log: str
+
+    def is_running(self) -> bool:
+        return _start_ticks(self.pid) == self.start_ticks
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot); None if gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+@dataclass
+class LabState:
+    """What ``state.json`` holds."""
+
+    id: str
+    scenario: dict[str, Any]
+    namespaces: dict[str, str]
+    owner_pid: int | None
+    owner_start_ticks: int | None
+    created: float
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> LabState:
+        data = json.loads(path.read_text())
+        data["processes"] = [ProcessRecord(**record) for record in data.get("processes", [])]
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+
+def _scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
+    return Scenario(
+        mode=data["mode"],
+        backends=tuple(data["backends"]),
+        shortcut=tuple(data["shortcut"]),
+        name=data["name"],
+        token=data["token"],
+        thumbprint=data["thumbprint"],
+        ipv6=data["ipv6"],
+        ca=data["ca"],
+        extra_tokens=tuple((token, key) for token, key in data.get("extra_tokens", ())),
+    )
+
+
+class Lab:
+    """One running lab. Build with ``build(scenario)``; find again with ``Lab.attach(id)``."""
+
+    def __init__(self, state: LabState, state_dir: Path) -> None:
+        self.state = state
+        self.state_dir = state_dir
+        self.scenario = _scenario_from_dict(state.scenario)
+        self.ca: PebbleCA | None = None  # set only in the process that started it
+        self._popens: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- identity and addresses ------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.state.id
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        """Role (``pub``, ``lb``, ``b1``...) to namespace name."""
+        return dict(self.state.namespaces)
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return self.scenario.backend_roles
+
+    def ns(self, role: str) -> str:
+        """The namespace name of ``role`` (a role or a full namespace name of this lab)."""
+        if role in self.state.namespaces:
+            return self.state.namespaces[role]
+        if role in self.state.namespaces.values():
+            return role
+        roles = ", ".join(self.state.namespaces)
+        raise LabError(f"lab {self.id} has no namespace {role!r} (roles: {roles})")
+
+    def exec_prefix(self, role: str) -> list[str]:
+        """The command prefix that runs a command in ``role``'s namespace."""
+        return netns.exec_prefix(self.ns(role))
+
+    def vantage(self, role: str) -> str:
+        """The same prefix as one string, for ``acmelb diagnose --inside/--outside``."""
+        return " ".join(self.exec_prefix(role))
+
+    @property
+    def vip(self) -> str:
+        return ADDRESSES.vip
+
+    @property
+    def vip6(self) -> str | None:
+        return ADDRESSES.vip6 if self.scenario.ipv6 else None
+
+    def backend_address(self, role: str) -> str:
+        return ADDRESSES.backend(self.backends.index(role) + 1)
+
+    @property
+    def url(self) -> str:
+        """The challenge URL of the lab token."""
+        return f"http://{self.scenario.name}{self.scenario.challenge_path}"
+
+    @property
+    def ca_directory_url(self) -> str | None:
+        return f"https://{ADDRESSES.public_host}:{CA_PORT}/dir" if self.scenario.ca else None
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """The TLS CA certificate to trust when talking to the lab's Pebble."""
+        return self.state_dir / "pebble" / "tls-ca.pem" if self.scenario.ca else None
+
+    @property
+    def dns_server(self) -> str | None:
+        return f"{ADDRESSES.public_host}:{DNS_PORT}" if self.scenario.ca else None
+
+    # -- driving -----------------------------------------------------------------
+
+    def run(self, role: str, argv: Sequence[str], *, input: str | None = None,
+            timeout: float | None = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run a command in ``role``'s namespace and wait for it (exit code not checked)."""
+        return netns.run_in(self.ns(role), argv, input=input, timeout=timeout)
+
+    def fetch(self, role: str, url: str | None = None, *, address: str | None = None,
+              proxy_protocol: bool = False, connect_timeout: float = 1.0,
+              max_time: float = 3.0, headers: Sequence[str] = ()) -> FetchResult:
+        """One plain HTTP GET (no redirects followed) from ``role``'s namespace.
+
+        ``url`` defaults to the lab's challenge URL, resolved by the namespace's
+        hosts file; ``address`` connects there instead (curl ``--resolve``).
+        ``proxy_protocol`` sends a PROXY v1 header first.
+        """
+        return curl_fetch(self.exec_prefix(role), url or self.url, address=address,
+                          proxy_protocol=proxy_protocol, connect_timeout=connect_timeout,
+                          max_time=max_time, headers=headers)
+
+    def start_process(self, role: str, what: str, argv: Sequence[str], *,
+                      env: Mapping[str, str] | None = None) -> ProcessRecord:
+        """Start a long-running process in ``role``'s namespace, recorded for teardown."""
+        log = self.state_dir / f"{role}-{what}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [*self.exec_prefix(role), *argv], stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.state_dir,
+                env={**os.environ, **(env or {})})
+        ticks = _start_ticks(popen.pid)
+        record = ProcessRecord(role, what, popen.pid, ticks or 0, list(argv), str(log))
+        self._popens[popen.pid] = popen
+        self.state.processes.append(record)
+        self._save()
+        return record
+
+    def processes(self) -> list[ProcessRecord]:
+        return list(self.state.processes)
+
+    def log_tail(self, record: ProcessRecord, lines: int = 3) -> str:
+        with contextlib.suppress(OSError):
+            text = Path(record.log).read_text(errors="replace").strip().splitlines()
+            return " | ".join(text[-lines:]) or "(no output)"
+        return "(no log)"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.state.save(self.state_dir / "state.json")
+
+    def down(self) -> None:
+        """Stop the lab's processes and delete its namespaces; safe to call twice."""
+        if self.ca is not None:
+            with contextlib.suppress(Exception):
+                self.ca.stop()
+        _stop_processes(self.state.processes, self._popens)
+        for name in self.state.namespaces.values():
+            netns.delete(name)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.down)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    @classmethod
+    def attach(cls, lab_id: str, *, state_root: Path = STATE_ROOT) -> Lab:
+        """The running lab ``lab_id``, from its state file."""
+        state_dir = state_root / lab_id
+        try:
+            return cls(LabState.load(state_dir / "state.json"), state_dir)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise LabError(f"no lab {lab_id!r} (no readable {state_dir}/state.json: "
+                           f"{exc})") from None
+
+    def is_stale(self) -> bool:
+        """Owned by a process that is gone (a test run that was killed)."""
+        owner = self.state.owner_pid
+        return owner is not None and _start_ticks(owner) != self.state.owner_start_ticks
+
+
+def _stop_processes(records: Sequence[ProcessRecord],
+                    popens: Mapping[int, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the recorded processes that are still ours, then SIGKILL after 2 s."""
+    running = [record for record in records if record.is_running()]
+    for record in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    while running and time.monotonic() < deadline:
+        for record in running:
+            if record.pid in popens:
+                popens[record.pid].poll()  # reap our own children
+        running = [record for record in running if record.is_running()]
+        if running:
+            time.sleep(0.01)
+    for record in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGKILL)
+    for popen in popens.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(2)
+
+
+# -- building ----------------------------------------------------------------------
+
+
+def build(scenario: Scenario, *, detached: bool = False,
+          state_root: Path = STATE_ROOT) -> Lab:
+    """Create the namespaces, links, rules and processes of ``scenario``.
+
+    ``detached`` labs outlive this process (``acmelb lab up``); the others are
+    torn down at exit at the latest. On any failure, what was built is removed.
+    """
+    netns.require_root()
+    lab = _allocate(scenario, state_root, owner=None if detached else os.getpid())
+    if not detached:
+        atexit.register(lab.down)
+    try:
+        _build_network(lab)
+        _start_services(lab)
+    except BaseException:
+        lab.down()
+        raise
+    return lab
+
+
+def _allocate(scenario: Scenario, state_root: Path, owner: int | None) -> Lab:
+    state_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for _ in range(20):
+        lab_id = secrets.token_hex(2)
+        if netns.lab_namespaces(f"alb{lab_id}-"):
+            continue
+        state_dir = state_root / lab_id
+        try:
+            state_dir.mkdir(mode=0o755)
+        except FileExistsError:
+            continue
+        roles = (PUBLIC, LB, *scenario.backend_roles)
+        state = LabState(
+            id=lab_id,
+            scenario={**asdict(scenario), "mode": scenario.mode.value,
+                      "backends": [b.value for b in scenario.backends]},
+            namespaces={role: f"alb{lab_id}-{role}" for role in roles},
+            owner_pid=owner,
+            owner_start_ticks=_start_ticks(owner) if owner else None,
+            created=time.time(),
+        )
+        lab = Lab(state, state_dir)
+        lab._save()
+        _created_here.append(lab_id)
+        return lab
+    raise LabError(f"could not allocate a free lab id under {state_root}")
+
+
+def _build_network(lab: Lab) -> None:
+    scenario = lab.scenario
+    ipv6 = scenario.ipv6
+    pub, lb = lab.ns(PUBLIC), lab.ns(LB)
+    hosts, resolv = configs.hosts_file(scenario), configs.resolv_conf(scenario)
+    for name in lab.namespaces.values():
+        netns.add(name)
+        netns.write_etc(name, "hosts", hosts)
+        netns.write_etc(name, "resolv.conf", resolv)
+
+    # Both ends of every veth are created directly inside lab namespaces:
+    # nothing ever appears in the host's namespace.
+    links = [f"link add eth0 netns {pub} type veth peer name {configs.UPLINK} netns {lb}"]
+    for index, role in enumerate(lab.backends, start=1):
+        links.append(f"link add vb{index} netns {lb} type veth peer name eth0 "
+                     f"netns {lab.ns(role)}")
+    netns.ip([], batch="\n".join(links) + "\n")
+
+    pub_cmds = ["link set lo up", "link set eth0 up",
+                f"addr add {ADDRESSES.public_host}/{ADDRESSES.public_prefix} dev eth0"]
+    lb_cmds = [
+        "link set lo up",
+        f"link add {configs.BRIDGE} type bridge",
+        f"link set {configs.BRIDGE} up",
+        f"addr add {ADDRESSES.lb_backend}/{ADDRESSES.backend_prefix} dev {configs.BRIDGE}",
+        f"link set {configs.UPLINK} up",
+        f"addr add {ADDRESSES.lb_public}/{ADDRESSES.public_prefix} dev {configs.UPLINK}",
+        f"addr add {ADDRESSES.vip}/32 dev {configs.UPLINK}",
+    ]
+    if ipv6:
+        # nodad: a tentative address cannot be used for a second or two.
+        pub_cmds.append(f"addr add {ADDRESSES.public6_host}/64 dev eth0 nodad")
+        lb_cmds += [
+            f"addr add {ADDRESSES.lb_backend6}/64 dev {configs.BRIDGE} nodad",
+            f"addr add {ADDRESSES.lb_public6}/64 dev {configs.UPLINK} nodad",
+            f"addr add {ADDRESSES.vip6}/128 dev {configs.UPLINK} nodad",
+        ]
+    for index in range(1, len(lab.backends) + 1):
+        lb_cmds.append(f"link set vb{index} master {configs.BRIDGE} up")
+    netns.ip([], namespace=pub, batch="\n".join(pub_cmds) + "\n")
+    netns.ip([], namespace=lb, batch="\n".join(lb_cmds) + "\n")
+    for index, role in enumerate(lab.backends, start=1):
+        cmds = ["link set lo up", "link set eth0 up",
+                f"addr add {ADDRESSES.backend(index)}/{ADDRESSES.backend_prefix} dev eth0",
+                f"route add default via {ADDRESSES.lb_backend}"]
+        if ipv6:
+            cmds += [f"addr add {ADDRESSES.backend6(index)}/64 dev eth0 nodad",
+                     f"route add default via {ADDRESSES.lb_backend6}"]
+        netns.ip([], namespace=lab.ns(role), batch="\n".join(cmds) + "\n")
+
+    netns.set_sysctls(lb, {
+        "net.ipv4.ip_forward": "1",
+        "net.ipv6.conf.all.forwarding": "1" if ipv6 else "0",
+        # Bridged frames must not pass through iptables: with it, conntrack sees
+        # the peer's direct reply and un-NATs it, and hairpin "works by accident".
+        "net.bridge.bridge-nf-call-iptables": "0",
+        "net.bridge.bridge-nf-call-ip6tables": "0",
+        "net.bridge.bridge-nf-call-arptables": "0",
+    })
+    _restore(lab, LB, "iptables-restore", configs.lb_iptables(scenario))
+    if ipv6:
+        _restore(lab, LB, "ip6tables-restore", configs.lb_ip6tables(scenario))
+    for role in scenario.shortcut:
+        index = lab.backends.index(role) + 1
+        _restore(lab, role, "iptables-restore", configs.shortcut_iptables(index))
+        if ipv6:
+            _restore(lab, role, "ip6tables-restore", configs.shortcut_iptables(index, ipv6=True))
+
+
+def _restore(lab: Lab, role: str, tool: str, rules: str) -> None:
+    (lab.state_dir / f"{role}-{tool}.rules").write_text(rules)
+    proc = lab.run(role, [tool], input=rules, timeout=10)
+    if proc.returncode != 0:
+        raise LabError(f"{tool} in {lab.ns(role)} failed: {proc.stderr.strip()}")
+
+
+def _responder_argv(scenario: Scenario, behaviour: Behaviour, *, behind_nginx: bool) -> list[str]:
+    argv = [sys.executable, "-m", "acmelb", "serve", "--quiet"]
+    if behind_nginx:
+        argv += ["--address", "127.0.0.1", "--port", str(configs.RESPONDER_BEHIND_NGINX_PORT)]
+    else:
+        argv += ["--address", "0.0.0.0", "--port", "80"]
+        if scenario.ipv6:
+            argv += ["--address", "::"]
+    if behaviour is Behaviour.RESPONDER:
+        for token, key in ((scenario.token, scenario.key_authorization),
+                           *scenario.extra_tokens):
+            argv += ["--token", token, "--key", key]
+    else:
+        from acmelb.lab.scenarios import OTHER_THUMBPRINT
+
+        thumbprint = (scenario.thumbprint if behaviour is Behaviour.STATELESS
+                      else OTHER_THUMBPRINT)
+        argv += ["--stateless", "--thumbprint", thumbprint]
+    return argv
+
+
+def _start_services(lab: Lab) -> None:
+    scenario = lab.scenario
+    expected: dict[str, set[int]] = {}
+    if scenario.mode.uses_haproxy:
+        config = lab.state_dir / "haproxy.cfg"
+        config.write_text(configs.haproxy_config(scenario))
+        lab.start_process(LB, "haproxy", ["haproxy", "-db", "-f", str(config)])
+        expected[LB] = {80}
+    for role, behaviour in zip(lab.backends, scenario.backends, strict=True):
+        if behaviour is Behaviour.NONE:
+            continue
+        behind_nginx = scenario.mode.proxy_protocol
+        if behaviour.runs_responder:
+            lab.start_process(role, "responder",
+                              _responder_argv(scenario, behaviour, behind_nginx=behind_nginx))
+            expected.setdefault(role, set()).add(
+                configs.RESPONDER_BEHIND_NGINX_PORT if behind_nginx else 80)
+        if not behaviour.runs_responder or behind_nginx:
+            workdir = lab.state_dir / f"{role}-nginx"
+            (workdir / "tmp").mkdir(parents=True)
+            config = workdir / "nginx.conf"
+            config.write_text(configs.nginx_config(scenario, behaviour, workdir))
+            lab.start_process(role, "nginx", ["nginx", "-e", str(workdir / "error.log"),
+                                              "-c", str(config), "-g", "daemon off;"])
+            expected.setdefault(role, set()).add(80)
+    if scenario.ca:
+        zone = lab.state_dir / "zone.json"
+        zone.write_text(json.dumps(configs.dns_zone(scenario)))
+        lab.start_process(PUBLIC, "dns", [
+            sys.executable, "-m", "acmelb.lab.dnsserver",
+            "--listen", f"{ADDRESSES.public_host}:{DNS_PORT}", "--zone", str(zone)])
+        expected[PUBLIC] = {DNS_PORT}
+    _wait_for_listeners(lab, expected)
+    if scenario.ca:
+        _start_ca(lab)
+
+
+def _wait_for_listeners(lab: Lab, expected: Mapping[str, set[int]]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    for role, ports in expected.items():
+        mine = [record for record in lab.state.processes if record.role == role]
+
+        def all_alive(records: Sequence[ProcessRecord] = mine) -> bool:
+            return all(record.is_running() for record in records)
+
+        if not netns.wait_listening(lab.ns(role), ports, deadline, all_alive):
+            dead = [record for record in mine if not record.is_running()]
+            if dead:
+                raise LabError(f"{dead[0].what} in {lab.ns(role)} exited at start: "
+                               f"{lab.log_tail(dead[0])}")
+            raise LabError(f"nothing listened on port(s) {sorted(ports)} in {lab.ns(role)} "
+                           f"within {START_TIMEOUT:.0f} s")
+
+
+def _start_ca(lab: Lab) -> None:
+    from acmelb.lab.pebble import PebbleCA
+
+    workdir = lab.state_dir / "pebble"
+    workdir.mkdir()
+    ca = PebbleCA(host=ADDRESSES.public_host, port=CA_PORT, management_port=CA_MANAGEMENT_PORT,
+                  validation_port=80, dns_server=f"{ADDRESSES.public_host}:{DNS_PORT}",
+                  netns_prefix=lab.exec_prefix(PUBLIC), workdir=workdir)
+    lab.ca = ca
+    try:
+        ca.start()
+    finally:
+        if ca.process is not None:
+            # Recorded so that any process (acmelb lab down) can stop it.
+            record = ProcessRecord(PUBLIC, "pebble", ca.process.pid,
+                                   _start_ticks(ca.process.pid) or 0, [], str(ca.log_path))
+            lab.state.processes.append(record)
+            lab._save()
+
+
+# -- finding labs ------------------------------------------------------------------
+
+
+def running_labs(*, state_root: Path = STATE_ROOT) -> list[Lab]:
+    """Every lab with a state file, oldest first."""
+    labs: list[Lab] = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in state_root.iterdir():
+            if (entry / "state.json").exists():
+                with contextlib.suppress(LabError):
+                    labs.append(Lab.attach(entry.name, state_root=state_root))
+    return sorted(labs, key=lambda lab: lab.state.created)
+
+
+def down_all(*, only_stale: bool = False, state_root: Path = STATE_ROOT) -> list[str]:
+    """Tear down every lab (or only those whose owning process is gone).
+
+    Also removes lab namespaces (``alb<4 hex>-*``) that have no state file
+    (a build interrupted before its first write). Returns what was removed.
+    """
+    removed: list[str] = []
+    for lab in running_labs(state_root=state_root):
+        if only_stale and not lab.is_stale():
+            continue
+        lab.down()
+        removed.append(lab.id)
+    if not only_stale:
+        known = {lab.id for lab in running_labs(state_root=state_root)}
+        for name in netns.lab_namespaces():
+            if name[3:7] not in known:
+                netns.delete(name)
+                removed.append(name)
+    return removed
+
+
+def created_in_this_process() -> list[str]:
+    """Ids of the labs this process built (for the no-leftovers test)."""
+    return list(_created_here)
