@@ -1,0 +1,289 @@
+"""``diagnose(target, vantages, options) -> Report``: why HTTP-01 validation fails.
+
+Stages run in order (``acmelb.checks.Stage``): the name, DNS as the CA sees
+it, then probes from every vantage (concurrently) judged by the HTTP checks,
+then the comparisons across vantages.  A fatal finding in the NAME or DNS
+stage stops before any probe.  The report carries two verdicts: would a CA
+validating like Let's Encrypt accept it (``acme-ca``), and would
+cert-manager's self-check pass from the inside vantages.
+
+Nothing here prints.  ``diagnose_challenge`` is the entry point for issuance.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from acmelb.checks import Stage, run_stage
+from acmelb.checks.base import (
+    Context,
+    Options,
+    Target,
+    VantageRun,
+    ca_path,
+    cm_verdict,
+    go_path,
+    le_verdict,
+)
+from acmelb.errors import InvalidNameError
+from acmelb.findings import Finding, sort_findings
+from acmelb.names import normalize_name
+from acmelb.resolution import lookup
+from acmelb.vantage import Local, Role, Vantage, VantageFailure
+
+SCHEMA = "acmelb.diagnosis/v1"
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+
+__all__ = [
+    "SCHEMA",
+    "Options",
+    "Report",
+    "Target",
+    "diagnose",
+    "diagnose_challenge",
+    "diagnose_many",
+    "make_target",
+]
+
+
+@dataclass
+class Report:
+    target: Target
+    findings: list[Finding]
+    verdicts: dict[str, str]
+    runs: list[VantageRun] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.sev.failing for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "name": self.target.name,
+            "url": self.target.url,
+            "ok": self.ok,
+            "verdicts": dict(self.verdicts),
+            "findings": [f.to_json() for f in self.findings],
+            "probes": probes_json(self.runs),
+            "token": self.target.token,
+            "random_token": self.target.random_token,
+        }
+        if self.target.challenge:
+            data["challenge"] = {"name": self.target.challenge, "reason": self.target.reason}
+        return data
+
+
+def probes_json(runs: Sequence[VantageRun]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for run in runs:
+        for a in run.attempts:
+            f = a.final
+            out.append({
+                "vantage": run.label,
+                "address": a.address,
+                "attempt": a.number,
+                "target": a.target,
+                "proxy_protocol": a.proxy,
+                "outcome": f.outcome,
+                "status": f.status,
+                "error": f.error or None,
+                "body_prefix": f.body[:200] if f.outcome == "response" else None,
+                "body_length": f.raw.get("body_length"),
+                "elapsed_ms": int(f.raw.get("elapsed_ms") or 0),
+                "server": f.header("Server"),
+                "redirects": [
+                    {"url": h.url, "status": h.status, "location": h.raw.get("redirect_to")}
+                    for h in a.redirects
+                ],
+                "runner": run.runner,
+            })
+    return out
+
+
+def make_target(
+    name: str,
+    token: str | None = None,
+    key_authorization: str | None = None,
+    thumbprint: str | None = None,
+) -> Target:
+    """Build a Target; with no token a random one (reachability and routing only)."""
+    random = token is None
+    tok = token or secrets.token_urlsafe(32)
+    key = key_authorization
+    if key is None and thumbprint is not None:
+        key = f"{tok}.{thumbprint}"
+    return Target(name=name, token=tok, key_authorization=key, random_token=random)
+
+
+def _probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> dict[str, Any]:
+    t = ctx.options.timeout
+    return {
+        "name": ctx.target.name,
+        "url": ctx.target.url,
+        "repeat": ctx.options.repeat,
+        "addresses": addresses,
+        "resolve": ctx.options.resolve if not vantage.remote else {},
+        "proxy_protocol": "on-failure",
+        "local_probe": vantage.role is Role.INSIDE,
+        "options": {
+            "connect_timeout": t,
+            "read_timeout": t,
+            "total_timeout": 2 * t,
+            "body_cap": 1024 * 1024,
+        },
+    }
+
+
+def _run_vantage(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> VantageRun:
+    request = _probe_request(ctx, vantage, addresses)
+    budget = 20 + (ctx.options.repeat + 2) * 4 * 2 * ctx.options.timeout
+    result = vantage.run(request, budget)
+    if isinstance(result, VantageFailure):
+        return VantageRun(vantage.label, vantage.role.value, vantage.remote, None,
+                          failure=result.reason, failure_details=result.details)
+    return VantageRun(vantage.label, vantage.role.value, vantage.remote, result)
+
+
+def _local_addresses(ctx: Context) -> list[str] | None:
+    """Addresses for this process's probes: --resolve first, else the CA-like DNS lookup."""
+    override = ctx.options.resolve.get(ctx.target.name)
+    if override:
+        return list(override)
+    if ctx.dns is not None:
+        return ctx.dns.addresses
+    return None
+
+
+def verdicts(ctx: Context) -> dict[str, str]:
+    fatal = any(f.sev.name == "FATAL" for f in ctx.findings)
+    return {
+        "acme-ca": FAIL if fatal else _verdict(ctx, ctx.outside, ca=True),
+        "cert-manager-self-check": FAIL if fatal else _verdict(ctx, ctx.inside, ca=False),
+    }
+
+
+def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
+    if not runs:
+        return UNKNOWN
+    results: list[bool] = []
+    unknown = False
+    for run in runs:
+        numbers = sorted({a.number for a in run.public_attempts})
+        if not numbers:
+            return FAIL  # resolved to nothing there
+        for n in numbers:
+            a = ca_path(run.attempts, n) if ca else go_path(run.attempts, n)
+            if a is None:
+                continue
+            v = le_verdict(a, ctx.target) if ca else cm_verdict(a, ctx.target)
+            if ca and not v.ok and v.code is not None and v.code.value == "dns-reserved-address":
+                results.append(False)
+            elif ctx.target.key_authorization is None and v.ok:
+                unknown = True  # reachable, but content cannot be judged without the key
+            else:
+                results.append(v.ok)
+    if ca:
+        dns_bad = any(f.code.value == "dns-reserved-address" and f.sev.failing
+                      for f in ctx.findings)
+        if dns_bad:
+            return FAIL
+    if results and not all(results):
+        return FAIL
+    if unknown or not results:
+        return UNKNOWN
+    return PASS
+
+
+def diagnose(
+    target: Target,
+    vantages: Sequence[Vantage],
+    options: Options | None = None,
+    *,
+    cluster: bool = False,
+) -> Report:
+    """Diagnose one target from the given vantages (at least one)."""
+    opts = options or Options()
+    ctx = Context(target=target, options=opts, cluster=cluster)
+    try:
+        target.name = normalize_name(target.name)
+    except InvalidNameError as exc:
+        ctx.name_error = str(exc)
+    run_stage(ctx, Stage.NAME)
+    if not _fatal(ctx):
+        covered = target.name in opts.resolve and opts.dns_server is None
+        if not covered:
+            ctx.dns = lookup(target.name, opts.dns_server, timeout=min(opts.timeout, 5.0))
+        run_stage(ctx, Stage.DNS)
+    if not _fatal(ctx):
+        local_addrs = _local_addresses(ctx)
+        with ThreadPoolExecutor(max_workers=max(1, len(vantages))) as pool:
+            futures = [
+                pool.submit(_run_vantage, ctx, v, None if v.remote else local_addrs)
+                for v in vantages
+            ]
+            ctx.runs = [f.result() for f in futures]
+        run_stage(ctx, Stage.HTTP)
+        run_stage(ctx, Stage.COMPARE)
+    return Report(
+        target=target,
+        findings=sort_findings(ctx.findings),
+        verdicts=verdicts(ctx),
+        runs=ctx.runs,
+    )
+
+
+def _fatal(ctx: Context) -> bool:
+    return any(f.sev.name == "FATAL" for f in ctx.findings)
+
+
+def diagnose_many(
+    targets: Sequence[Target],
+    vantages: Sequence[Vantage],
+    options: Options | None = None,
+    *,
+    cluster: bool = False,
+    workers: int = 4,
+    on_done: Callable[[Report], None] | None = None,
+) -> list[Report]:
+    """Diagnose several targets concurrently (bounded); reports in the order given."""
+    if len(targets) == 1:
+        reports = [diagnose(targets[0], vantages, options, cluster=cluster)]
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+            reports = list(pool.map(
+                lambda t: diagnose(t, vantages, options, cluster=cluster), targets
+            ))
+    if on_done is not None:
+        for r in reports:
+            on_done(r)
+    return reports
+
+
+def diagnose_challenge(
+    name: str,
+    token: str,
+    key_authorization: str,
+    *,
+    inside: Sequence[str] = (),
+    outside: Sequence[str] = (),
+    here: str = "outside",
+    options: Options | None = None,
+) -> Report:
+    """For issuance: diagnose one pending HTTP-01 challenge (no ACME client imported)."""
+    from acmelb.vantage import CommandPrefix
+
+    vantages: list[Vantage] = [Local(Role(here))]
+    vantages += [CommandPrefix(Role.INSIDE, p) for p in inside]
+    vantages += [CommandPrefix(Role.OUTSIDE, p) for p in outside]
+    target = make_target(name, token, key_authorization)
+    cluster = any(p.startswith("kubectl") for p in inside)
+    return diagnose(target, vantages, options, cluster=cluster)

@@ -1,0 +1,84 @@
+"""cert-manager Challenge lists (``kubectl get challenges -A -o json``) as diagnosis targets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from acmelb.errors import UsageError
+
+
+@dataclass
+class Challenge:
+    namespace: str
+    name: str
+    dns_name: str
+    type: str
+    token: str | None
+    key: str | None
+    state: str
+    reason: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def http01(self) -> bool:
+        return self.type.upper().replace("_", "-") == "HTTP-01"
+
+    @property
+    def pending(self) -> bool:
+        return self.state in ("", "pending", "processing")
+
+
+def parse_challenges(text: str, source: str = "input") -> list[Challenge]:
+    """Parse a Challenge List (or a single Challenge); UsageError with the reason if malformed."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a JSON object (a List of Challenges)")
+    if data.get("kind") == "Challenge":
+        items: Any = [data]
+    else:
+        items = data.get("items")
+        if not isinstance(items, list):
+            raise UsageError(
+                f"{source}: no 'items' list; expected `kubectl get challenges -A -o json` output"
+            )
+    out: list[Challenge] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise UsageError(f"{source}: items[{i}] is not an object")
+        kind = item.get("kind")
+        if kind is not None and kind != "Challenge":
+            raise UsageError(f"{source}: items[{i}] is a {kind}, not a cert-manager Challenge")
+        meta = item.get("metadata") or {}
+        spec = item.get("spec")
+        status = item.get("status") or {}
+        if not isinstance(spec, dict) or not isinstance(meta, dict) or not isinstance(
+            status, dict
+        ):
+            raise UsageError(f"{source}: items[{i}] has no spec")
+        dns_name = spec.get("dnsName")
+        ctype = spec.get("type")
+        if not isinstance(dns_name, str) or not isinstance(ctype, str):
+            raise UsageError(f"{source}: items[{i}] lacks spec.dnsName or spec.type")
+        token, key = spec.get("token"), spec.get("key")
+        if not isinstance(token, str | None) or not isinstance(key, str | None):
+            raise UsageError(f"{source}: items[{i}] has a non-string token or key")
+        reason = status.get("reason")
+        out.append(Challenge(
+            namespace=str(meta.get("namespace") or "default"),
+            name=str(meta.get("name") or f"items[{i}]"),
+            dns_name=dns_name,
+            type=ctype,
+            token=token,
+            key=key,
+            state=str(status.get("state") or ""),
+            reason=reason if isinstance(reason, str) and reason else None,
+        ))
+    return out

@@ -1,0 +1,718 @@
+"""A stdlib-only HTTP-01 fetch that measures the way an ACME CA validates.
+
+This one file runs in three ways, and measures the same way in each:
+
+* imported by acmelb (``run_request(request) -> result``);
+* as a script: ``python3 probe.py REQUEST.json`` or ``python3 probe.py -``;
+* shipped to a remote vantage: its source on stdin to ``python3 -`` with the
+  request as an argument, ``python3 - --request-b64 BASE64`` (base64 survives
+  the shell that ``ssh`` puts in between).
+
+It prints one JSON object (``PROBE_SCHEMA``).  It must not import anything
+from acmelb and must run on any Python >= 3.6 a node may have, so it keeps
+to plain syntax: no dataclasses, no ``match``, no walrus.
+
+What it emulates (Let's Encrypt's validation authority, Boulder): a GET on
+port 80 with ``Accept: */*``, the name resolved to AAAA and A, redirects
+recorded hop by hop.  It follows redirects like Go's client (the more
+lenient cert-manager self-check) and records each hop, so that the caller
+can apply Boulder's stricter rules to the same chain.
+"""
+
+# ruff: noqa: UP006, UP031, UP035, UP041, UP045, SIM105
+# (plain syntax on purpose: this file must run on the oldest python3 a node has)
+import base64
+import json
+import os
+import re
+import socket
+import ssl
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+Hop = Dict[str, Any]
+
+PROBE_SCHEMA = "acmelb.probe/v1"
+DEFAULT_USER_AGENT = "acmelb-probe/1 (+HTTP-01 diagnosis; emulates an ACME validator)"
+MAX_HOPS = 10
+BODY_KEEP = 2048  # characters of body kept as evidence
+HEADER_LIMIT = 64 * 1024
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)  # what Go's client follows
+
+# Outcomes of one fetch (one hop).  "response" is the only one with a status.
+OUTCOMES = (
+    "response",
+    "dns-error",
+    "connect-timeout",
+    "connect-refused",
+    "connect-error",
+    "reset",
+    "empty-reply",
+    "read-timeout",
+    "total-timeout",
+    "tls-on-http-port",
+    "bad-response",
+    "redirect-error",
+)
+DIAL_ERRORS = ("connect-timeout", "connect-refused", "connect-error")
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _family_name(family: int) -> str:
+    return "ipv6" if family == socket.AF_INET6 else "ipv4"
+
+
+def _is_ip(text: str) -> bool:
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, text)
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+def _family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def resolve(name: str, overrides: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
+    """Resolve ``name`` on this host: ``{"aaaa": [...], "a": [...], "error": str|None}``.
+
+    ``overrides`` maps lower-case names to address lists (like curl --resolve).
+    """
+    key = name.lower().rstrip(".")
+    if overrides and key in overrides:
+        addrs = list(overrides[key])
+        return {
+            "name": key,
+            "source": "override",
+            "aaaa": [a for a in addrs if ":" in a],
+            "a": [a for a in addrs if ":" not in a],
+            "error": None,
+        }
+    if _is_ip(key.strip("[]")):
+        addr = key.strip("[]")
+        return {
+            "name": key,
+            "source": "literal",
+            "aaaa": [addr] if ":" in addr else [],
+            "a": [] if ":" in addr else [addr],
+            "error": None,
+        }
+    aaaa = []  # type: List[str]
+    a = []  # type: List[str]
+    try:
+        infos = socket.getaddrinfo(key, 80, 0, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return {"name": key, "source": "system", "aaaa": [], "a": [], "error": str(exc)}
+    except (OSError, UnicodeError) as exc:
+        return {"name": key, "source": "system", "aaaa": [], "a": [], "error": str(exc)}
+    for family, _t, _p, _c, sockaddr in infos:
+        addr = str(sockaddr[0])
+        if family == socket.AF_INET6 and addr not in aaaa:
+            aaaa.append(addr)
+        elif family == socket.AF_INET and addr not in a:
+            a.append(addr)
+    return {"name": key, "source": "system", "aaaa": aaaa, "a": a, "error": None}
+
+
+def _split_url(url: str) -> Tuple[str, str, int, str]:
+    """Return (scheme, host, port, path) or raise ValueError."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)", url)
+    if not m:
+        raise ValueError("not an absolute URL: %r" % url)
+    scheme = m.group(1).lower()
+    authority = m.group(2)
+    path = m.group(3) or "/"
+    if "@" in authority:
+        authority = authority.rsplit("@", 1)[1]
+    port = None
+    if authority.startswith("["):
+        end = authority.find("]")
+        host = authority[1:end]
+        rest = authority[end + 1 :]
+        if rest.startswith(":") and rest[1:]:
+            port = int(rest[1:])
+    elif authority.count(":") == 1:
+        host, p = authority.split(":")
+        if p:
+            if not p.isdigit():
+                raise ValueError("bad port in %r" % url)
+            port = int(p)
+    else:
+        host = authority
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    if not path.startswith("/"):
+        path = "/" + path
+    return scheme, host.lower().rstrip("."), port, path
+
+
+def _join_url(base: str, location: str) -> str:
+    """Resolve a Location header against the URL that produced it."""
+    location = location.strip()
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", location):
+        return location
+    scheme, host, port, path = _split_url(base)
+    default = 443 if scheme == "https" else 80
+    hostport = ("[%s]" % host if ":" in host else host) + ("" if port == default else ":%d" % port)
+    if location.startswith("//"):
+        return scheme + ":" + location
+    if location.startswith("/"):
+        return "%s://%s%s" % (scheme, hostport, location)
+    directory = path.split("?", 1)[0].rsplit("/", 1)[0]
+    return "%s://%s%s/%s" % (scheme, hostport, directory, location)
+
+
+def _proxy_header(sock: socket.socket, family: int) -> bytes:
+    src = sock.getsockname()
+    dst = sock.getpeername()
+    proto = "TCP6" if family == socket.AF_INET6 else "TCP4"
+    return ("PROXY %s %s %s %d %d\r\n" % (proto, src[0], dst[0], src[1], dst[1])).encode("ascii")
+
+
+class _Reader:
+    """Reads from a socket under a read timeout and a total deadline."""
+
+    def __init__(self, sock: socket.socket, read_timeout: float, deadline: float) -> None:
+        self.sock = sock
+        self.read_timeout = read_timeout
+        self.deadline = deadline
+        self.buf = b""
+        self.total = 0
+        self.eof = False
+
+    def _fill(self) -> bool:
+        remaining = self.deadline - _now()
+        if remaining <= 0:
+            raise _Deadline()
+        self.sock.settimeout(min(self.read_timeout, remaining))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            if self.deadline - _now() <= 0.001:
+                raise _Deadline() from None
+            raise
+        if not data:
+            self.eof = True
+            return False
+        self.total += len(data)
+        self.buf += data
+        return True
+
+    def read_until(self, marker: bytes, limit: int) -> Optional[bytes]:
+        while marker not in self.buf:
+            if len(self.buf) > limit:
+                raise ValueError("header section longer than %d bytes" % limit)
+            if not self._fill():
+                return None
+        idx = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:idx], self.buf[idx:]
+        return out
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                break
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_to_eof(self, cap: int) -> bytes:
+        while len(self.buf) <= cap and self._fill():
+            pass
+        out, self.buf = self.buf[: cap + 1], b""
+        return out
+
+
+def _read_chunked(reader: _Reader, cap: int) -> Tuple[bytes, bool]:
+    body = b""
+    while True:
+        line = reader.read_until(b"\r\n", 4096)
+        if line is None:
+            raise ValueError("chunked body ended early")
+        size_text = line.strip().split(b";", 1)[0]
+        size = int(size_text, 16)
+        if size == 0:
+            # trailers up to the blank line; tolerate their absence
+            while True:
+                trailer = reader.read_until(b"\r\n", 4096)
+                if trailer is None or trailer == b"\r\n":
+                    break
+            return body, False
+        chunk = reader.read_exact(size)
+        body += chunk
+        if len(chunk) < size:
+            raise ValueError("chunked body ended early")
+        if len(body) > cap:
+            return body[: cap + 1], True
+        reader.read_exact(2)
+
+
+def _decode_body(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("latin-1")
+
+
+def _looks_tls(data: bytes) -> bool:
+    # A TLS record: content type alert (21) or handshake (22), major version 3.
+    return len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03
+
+
+def _tls_handshake_ok(address: str, port: int, host: str, timeout: float) -> bool:
+    """After a failed plain-HTTP exchange: does this port speak TLS?"""
+    family = _family_of(address)
+    try:
+        raw = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    raw.settimeout(timeout)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        raw.connect((address, port))
+        tls = ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host)
+        tls.close()
+        return True
+    except (OSError, ssl.SSLError, ValueError):
+        return False
+    finally:
+        try:
+            raw.close()
+        except OSError:
+            pass
+
+
+def fetch_once(
+    url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool = False
+) -> Hop:
+    """One GET of ``url`` sent to ``address`` (no redirect following).
+
+    Returns a hop record: outcome, status, headers, body, timings.
+    """
+    connect_timeout = float(opts.get("connect_timeout", 5.0))
+    read_timeout = float(opts.get("read_timeout", connect_timeout))
+    total_timeout = float(opts.get("total_timeout", connect_timeout * 2))
+    body_cap = int(opts.get("body_cap", 1024 * 1024))
+    user_agent = opts.get("user_agent") or DEFAULT_USER_AGENT
+    scheme, host, port, path = _split_url(url)
+    family = _family_of(address)
+    rec = {  # type: Hop
+        "url": url,
+        "address": address,
+        "port": port,
+        "family": _family_name(family),
+        "proxy_protocol": bool(proxy_protocol),
+        "outcome": None,
+        "error": None,
+        "status": None,
+        "reason": None,
+        "headers": [],
+        "body": None,
+        "body_length": None,
+        "body_truncated": False,
+        "connect_ms": None,
+        "elapsed_ms": None,
+    }
+    start = _now()
+    deadline = start + total_timeout
+    sock = None
+    try:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            rec["outcome"], rec["error"] = "connect-error", str(exc)
+            return rec
+        sock.settimeout(min(connect_timeout, total_timeout))
+        try:
+            sock.connect((address, port))
+        except socket.timeout:
+            rec["outcome"] = "connect-timeout"
+            rec["error"] = "connect timed out after %.1f s" % min(connect_timeout, total_timeout)
+            return rec
+        except ConnectionRefusedError:
+            rec["outcome"], rec["error"] = "connect-refused", "connection refused"
+            return rec
+        except OSError as exc:
+            rec["outcome"], rec["error"] = "connect-error", exc.strerror or str(exc)
+            return rec
+        rec["connect_ms"] = int((_now() - start) * 1000)
+        if proxy_protocol:
+            sock.sendall(_proxy_header(sock, family))
+        if scheme == "https":
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # the CA ignores certificate errors here
+            sock.settimeout(max(0.001, min(read_timeout, deadline - _now())))
+            try:
+                sock = ctx.wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+            except socket.timeout:
+                rec["outcome"], rec["error"] = "read-timeout", "TLS handshake timed out"
+                return rec
+            except (ssl.SSLError, OSError) as exc:
+                rec["outcome"], rec["error"] = "bad-response", "TLS handshake failed: %s" % exc
+                return rec
+        default = 443 if scheme == "https" else 80
+        host_header = ("[%s]" % host if ":" in host else host) + (
+            "" if port == default else ":%d" % port
+        )
+        request = (
+            "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
+            "Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
+            % (path, host_header, user_agent)
+        ).encode("latin-1")
+        try:
+            sock.sendall(request)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            rec["outcome"], rec["error"] = "reset", "connection reset while sending: %s" % exc
+            return rec
+        reader = _Reader(sock, read_timeout, deadline)
+        try:
+            head = reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
+        except ConnectionResetError:
+            rec["outcome"] = "reset"
+            rec["error"] = "connection reset by peer before any response"
+            if reader.total:
+                rec["error"] = "connection reset after %d bytes of non-HTTP data" % reader.total
+            return rec
+        except socket.timeout:
+            if reader.total:
+                rec["outcome"] = "read-timeout"
+                rec["error"] = "incomplete response header, then no data for %.1f s" % read_timeout
+            else:
+                rec["outcome"] = "read-timeout"
+                rec["error"] = "connected, no response for %.1f s" % read_timeout
+            return rec
+        except ValueError as exc:
+            rec["outcome"], rec["error"] = "bad-response", str(exc)
+            return rec
+        if head is None:
+            data = reader.buf
+            if not data:
+                rec["outcome"] = "empty-reply"
+                rec["error"] = "connection accepted, then closed without any response"
+            elif _looks_tls(data):
+                rec["outcome"] = "tls-on-http-port"
+                rec["error"] = "a TLS record came back: plain HTTP was sent to a TLS port"
+            elif data.startswith(b"HTTP/"):
+                rec["outcome"] = "bad-response"
+                rec["error"] = "truncated response header"
+            else:
+                rec["outcome"] = "bad-response"
+                rec["error"] = "not an HTTP response: %r" % data[:60]
+            rec["body"] = _decode_body(data[:BODY_KEEP]) if data else None
+            return rec
+        if _looks_tls(head):
+            rec["outcome"] = "tls-on-http-port"
+            rec["error"] = "a TLS record came back: plain HTTP was sent to a TLS port"
+            return rec
+        lines = head.decode("latin-1").split("\r\n")
+        status_line = lines[0]
+        m = re.match(r"^HTTP/\d(?:\.\d)?\s+(\d{3})(?:\s+(.*))?$", status_line)
+        if not m:
+            rec["outcome"] = "bad-response"
+            rec["error"] = "not an HTTP status line: %r" % status_line[:80]
+            return rec
+        status = int(m.group(1))
+        rec["status"] = status
+        rec["reason"] = (m.group(2) or "").strip()
+        headers = []  # type: List[List[str]]
+        for line in lines[1:]:
+            if not line:
+                continue
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers.append([k.strip(), v.strip()])
+        rec["headers"] = headers[:100]
+        hmap = {}  # type: Dict[str, str]
+        for k, v in headers:
+            hmap.setdefault(k.lower(), v)
+        truncated = False
+        try:
+            if status in (204, 304) or 100 <= status < 200:
+                body = b""
+            elif "chunked" in hmap.get("transfer-encoding", "").lower():
+                body, truncated = _read_chunked(reader, body_cap)
+            elif "content-length" in hmap and hmap["content-length"].strip().isdigit():
+                length = int(hmap["content-length"].strip())
+                body = reader.read_exact(min(length, body_cap + 1))
+                truncated = length > body_cap
+            else:
+                body = reader.read_to_eof(body_cap)
+            if len(body) > body_cap:
+                body, truncated = body[: body_cap + 1], True
+        except ConnectionResetError:
+            body = reader.buf
+            rec["error"] = "connection reset while reading the body"
+        except socket.timeout:
+            body = reader.buf
+            rec["error"] = "body incomplete: no data for %.1f s" % read_timeout
+        except ValueError as exc:
+            body = reader.buf
+            rec["error"] = "body unreadable: %s" % exc
+        rec["outcome"] = "response"
+        rec["body"] = _decode_body(body[:BODY_KEEP])
+        rec["body_length"] = len(body) if not truncated else len(body) - 1
+        rec["body_truncated"] = truncated
+        if truncated:
+            rec["body_length"] = body_cap
+        return rec
+    except _Deadline:
+        rec["outcome"] = "total-timeout"
+        rec["error"] = "no complete response within %.1f s" % total_timeout
+        return rec
+    except ConnectionResetError as exc:
+        rec["outcome"], rec["error"] = "reset", "connection reset: %s" % exc
+        return rec
+    except OSError as exc:
+        rec["outcome"], rec["error"] = "connect-error", str(exc)
+        return rec
+    finally:
+        rec["elapsed_ms"] = int((_now() - start) * 1000)
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def _finish_tls_check(rec: Hop, opts: Dict[str, Any]) -> Hop:
+    """Turn an empty/reset/garbled answer into tls-on-http-port when the port speaks TLS."""
+    garbled = rec["outcome"] in ("empty-reply", "reset", "bad-response")
+    if garbled and rec["url"].startswith("http:"):
+        timeout = float(opts.get("connect_timeout", 5.0))
+        _s, host, port, _p = _split_url(rec["url"])
+        if _tls_handshake_ok(rec["address"], port, host, timeout):
+            rec["error"] = "%s; a TLS handshake on the same port succeeds" % rec["error"]
+            rec["outcome"] = "tls-on-http-port"
+    if rec["outcome"] == "response" and rec["status"] == 400:
+        text = (rec["body"] or "").lower()
+        markers = ("plain http request was sent to https port", "http request to an https server")
+        if any(m in text for m in markers):
+            rec["tls_listener"] = True
+    return rec
+
+
+def _location(rec: Hop) -> Optional[str]:
+    for k, v in rec["headers"]:
+        if k.lower() == "location":
+            return str(v)
+    return None
+
+
+def fetch_chain(
+    url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool = False
+) -> Dict[str, Any]:
+    """Fetch ``url`` at ``address``, following redirects like Go (recorded hop by hop).
+
+    The first hop goes to ``address``; later hops resolve their own host
+    (overrides first) and dial the first AAAA address, the first A address
+    only after a dial error.  Returns ``{"final": hop, "redirects": [hop, ...]}``:
+    ``redirects`` holds every hop that answered with a redirect, in order.
+    """
+    overrides = opts.get("resolve_map") or {}
+    redirects = []  # type: List[Dict[str, Any]]
+    seen = [url]
+    current_url = url
+    candidates = [address]
+    first_target = _split_url(url)[1:3]
+    while True:
+        use_proxy = proxy_protocol and _split_url(current_url)[1:3] == first_target
+        hop = fetch_once(current_url, candidates[0], opts, use_proxy)
+        if hop["outcome"] in DIAL_ERRORS and len(candidates) > 1:
+            hop = fetch_once(current_url, candidates[1], opts, use_proxy)
+        hop = _finish_tls_check(hop, opts)
+        location = _location(hop) if hop["outcome"] == "response" else None
+        if hop["outcome"] != "response" or hop["status"] not in REDIRECT_STATUSES or not location:
+            return {"final": hop, "redirects": redirects}
+        target = _join_url(current_url, location)
+        hop["location"] = location
+        hop["redirect_to"] = target
+        redirects.append(hop)
+        problem = None
+        scheme = target.split(":", 1)[0].lower()
+        host = ""
+        if scheme not in ("http", "https"):
+            problem = "unsupported scheme %r in redirect target %s" % (scheme, target)
+        elif target in seen:
+            problem = "redirect loop: %s was already visited" % target
+        elif len(redirects) > MAX_HOPS:
+            problem = "stopped after %d redirects" % MAX_HOPS
+        if problem is None:
+            try:
+                host = _split_url(target)[1]
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            return {"final": _redirect_error(target, problem), "redirects": redirects}
+        seen.append(target)
+        res = resolve(host, overrides)
+        candidates = res["aaaa"][:1] + res["a"][:1]
+        if not candidates:
+            final = _redirect_error(
+                target, "cannot resolve %s: %s" % (host, res["error"] or "no address")
+            )
+            final["outcome"] = "dns-error"
+            return {"final": final, "redirects": redirects}
+        current_url = target
+
+
+def _redirect_error(url: str, problem: str) -> Hop:
+    return {
+        "url": url,
+        "address": None,
+        "port": None,
+        "family": None,
+        "proxy_protocol": False,
+        "outcome": "redirect-error",
+        "error": problem,
+        "status": None,
+        "reason": None,
+        "headers": [],
+        "body": None,
+        "body_length": None,
+        "body_truncated": False,
+        "connect_ms": None,
+        "elapsed_ms": 0,
+    }
+
+
+def _local_addresses() -> List[str]:
+    """This host's (this network namespace's) own IPv4 addresses, loopback first."""
+    found = ["127.0.0.1"]
+    try:
+        with open("/proc/net/fib_trie") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return found
+    prev = None
+    for line in lines:
+        s = line.strip()
+        if s.startswith("/32 host LOCAL") and prev:
+            addr = prev.split()[-1]
+            if not addr.startswith("127.") and addr not in found:
+                found.append(addr)
+        prev = s
+    return found[:6]
+
+
+def _usable_response(hop: Hop) -> bool:
+    return hop["outcome"] == "response" and hop["status"] is not None and hop["status"] < 500
+
+
+def _proxy_worth_trying(hop: Hop) -> bool:
+    """Connected, but no usable HTTP answer: maybe the listener wants a PROXY header."""
+    if hop["outcome"] in ("empty-reply", "reset", "read-timeout", "total-timeout", "bad-response"):
+        return True
+    return bool(hop["outcome"] == "response" and hop["status"] == 400)
+
+
+def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
+    """Run a probe request (a dict, see the module doc) and return the result dict."""
+    started = _now()
+    name = request["name"]
+    url = request["url"]
+    repeat = max(1, int(request.get("repeat", 1)))
+    overrides = {}  # type: Dict[str, List[str]]
+    for k, v in (request.get("resolve") or {}).items():
+        overrides[k.lower().rstrip(".")] = list(v) if isinstance(v, list) else [v]
+    opts = dict(request.get("options") or {})
+    opts["resolve_map"] = overrides
+    proxy_mode = request.get("proxy_protocol", "on-failure")
+    if request.get("addresses") is not None:
+        addrs = list(request["addresses"])
+        resolution = {
+            "name": name,
+            "source": "given",
+            "aaaa": [a for a in addrs if ":" in a],
+            "a": [a for a in addrs if ":" not in a],
+            "error": None,
+        }
+    else:
+        resolution = resolve(name, overrides)
+    attempts = []  # type: List[Dict[str, Any]]
+    ordered = resolution["aaaa"] + resolution["a"]
+    for address in ordered[: int(request.get("max_addresses", 8))]:
+        for n in range(1, repeat + 1):
+            use_proxy = proxy_mode == "always"
+            chain = fetch_chain(url, address, opts, proxy_protocol=use_proxy)
+            attempts.append(_attempt(address, n, "public", chain, use_proxy))
+        first = attempts[-repeat]["final"]
+        if proxy_mode == "on-failure" and _proxy_worth_trying(first):
+            chain = fetch_chain(url, address, opts, proxy_protocol=True)
+            attempts.append(_attempt(address, 1, "public", chain, True))
+    local = []  # type: List[Dict[str, Any]]
+    if request.get("local_probe"):
+        for address in _local_addresses():
+            chain = fetch_chain(url, address, opts, proxy_protocol=False)
+            local.append(_attempt(address, 1, "local", chain, False))
+            if proxy_mode != "never" and _proxy_worth_trying(chain["final"]):
+                pchain = fetch_chain(url, address, opts, proxy_protocol=True)
+                if _usable_response(pchain["final"]):
+                    local.append(_attempt(address, 1, "local", pchain, True))
+            if chain["final"]["outcome"] not in DIAL_ERRORS:
+                break
+    return {
+        "schema": PROBE_SCHEMA,
+        "runner": "python",
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "host": socket.gethostname(),
+        "name": name,
+        "url": url,
+        "resolution": resolution,
+        "attempts": attempts + local,
+        "elapsed_ms": int((_now() - started) * 1000),
+    }
+
+
+def _attempt(
+    address: str, n: int, target: str, chain: Dict[str, Any], proxy: bool
+) -> Dict[str, Any]:
+    return {
+        "address": address,
+        "attempt": n,
+        "target": target,
+        "proxy_protocol": proxy,
+        "final": chain["final"],
+        "redirects": chain["redirects"],
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["--request-b64"] and len(argv) == 2:
+            request = json.loads(base64.b64decode(argv[1]).decode("utf-8"))
+        elif len(argv) == 1 and argv[0] == "-":
+            request = json.load(sys.stdin)
+        elif len(argv) == 1 and os.path.isfile(argv[0]):
+            with open(argv[0]) as fh:
+                request = json.load(fh)
+        elif len(argv) == 1:
+            request = json.loads(argv[0])
+        else:
+            sys.stderr.write("usage: probe.py REQUEST.json | - | JSON | --request-b64 B64\n")
+            return 2
+        result = run_request(request)
+    except (ValueError, KeyError, TypeError) as exc:
+        sys.stdout.write(json.dumps({"schema": PROBE_SCHEMA, "error": "bad request: %s" % exc}))
+        sys.stdout.write("\n")
+        return 2
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
