@@ -1,0 +1,1 @@
+"""Fixes acmelb can print or apply: NAT loopback, LB pass-through config, Kubernetes."""
