@@ -49,7 +49,9 @@ STATE_ROOT = Path("/run/acmelb-lab")
 PUBLIC, LB = "pub", "lb"
 CA_PORT, CA_MANAGEMENT_PORT, DNS_PORT = 14000, 15000, 53
 START_TIMEOUT = 10.0
-_created_here: list[str] = []
+# What this process built, for the no-leftovers check at the end of a test run.
+_labs_built_here: list[tuple[str, Path]] = []
+_processes_started_here: list[ProcessRecord] = []
 
 
 @dataclass
@@ -219,10 +221,15 @@ class Lab:
                 env={**os.environ, **(env or {})})
         ticks = _start_ticks(popen.pid)
         record = ProcessRecord(role, what, popen.pid, ticks or 0, list(argv), str(log))
-        self._popens[popen.pid] = popen
-        self.state.processes.append(record)
-        self._save()
+        self._record(record, popen)
         return record
+
+    def _record(self, record: ProcessRecord, popen: subprocess.Popen[bytes] | None) -> None:
+        if popen is not None:
+            self._popens[popen.pid] = popen
+        self.state.processes.append(record)
+        _processes_started_here.append(record)
+        self._save()
 
     def processes(self) -> list[ProcessRecord]:
         return list(self.state.processes)
@@ -341,7 +348,7 @@ def _allocate(scenario: Scenario, state_root: Path, owner: int | None) -> Lab:
         )
         lab = Lab(state, state_dir)
         lab._save()
-        _created_here.append(lab_id)
+        _labs_built_here.append((lab_id, state_dir))
         return lab
     raise LabError(f"could not allocate a free lab id under {state_root}")
 
@@ -513,8 +520,7 @@ def _start_ca(lab: Lab) -> None:
             # Recorded so that any process (acmelb lab down) can stop it.
             record = ProcessRecord(PUBLIC, "pebble", ca.process.pid,
                                    _start_ticks(ca.process.pid) or 0, [], str(ca.log_path))
-            lab.state.processes.append(record)
-            lab._save()
+            lab._record(record, None)
 
 
 # -- finding labs ------------------------------------------------------------------
@@ -552,6 +558,14 @@ def down_all(*, only_stale: bool = False, state_root: Path = STATE_ROOT) -> list
     return removed
 
 
-def created_in_this_process() -> list[str]:
-    """Ids of the labs this process built (for the no-leftovers test)."""
-    return list(_created_here)
+def leftovers_of_this_process() -> list[str]:
+    """What the labs built by this process left behind: namespaces, files, processes."""
+    problems: list[str] = []
+    for lab_id, state_dir in _labs_built_here:
+        problems += [f"namespace {name}" for name in netns.lab_namespaces(f"alb{lab_id}-")]
+        problems += [f"file {path}" for path in netns.NETNS_ETC_DIR.glob(f"alb{lab_id}-*")]
+        if state_dir.exists():
+            problems.append(f"state directory {state_dir}")
+    problems += [f"process {record.pid} ({record.what} in {record.role})"
+                 for record in _processes_started_here if record.is_running()]
+    return problems
