@@ -27,7 +27,10 @@ pytestmark = pytest.mark.timeout(120)
 
 def _issue(local_ca: LocalCA, state: Path, *names: str, extra: tuple[str, ...] = ()
            ) -> subprocess.CompletedProcess[str]:
-    return run_acmelb("issue", *names, *local_ca.ca_args(state), *extra)
+    # Pebble validates on a random high port here, where no LB-aware self-check applies;
+    # the self-check has its own tests in the lab.
+    check = () if "--self-check" in extra else ("--self-check", "off")
+    return run_acmelb("issue", *names, *local_ca.ca_args(state), *check, *extra)
 
 
 def _standalone(local_ca: LocalCA) -> tuple[str, ...]:
@@ -308,6 +311,15 @@ def test_wrong_directory_url_and_untrusted_tls(local_ca: LocalCA, tmp_path: Path
     assert closed.returncode == 1
     assert "cannot reach the CA at https://127.0.0.1:1/dir" in closed.stderr
     assert len(closed.stderr.strip().splitlines()) == 1
+
+
+def test_self_check_is_skipped_with_a_note_off_port_80(local_ca: LocalCA, tmp_path: Path
+                                                        ) -> None:
+    result = _issue(local_ca, tmp_path / "state", "note.test",
+                    extra=(*_standalone(local_ca), "--self-check", "strict"))
+    assert result.returncode == 0, result.stderr
+    assert f"self-check skipped: the responder listens on port {local_ca.http_port}" in \
+        result.stderr
 
 
 def test_port_in_use_is_a_clear_error(local_ca: LocalCA, tmp_path: Path) -> None:

@@ -38,30 +38,109 @@ def register(sub: Any) -> None:
     parser.add_argument("--reuse-key", action="store_true",
                         help="keep the existing private key of this certificate")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    check = parser.add_argument_group(
+        "self-check", "diagnose each challenge through the load balancer before answering it "
+        "(the same engine and vantage options as `acmelb diagnose`)")
+    check.add_argument("--self-check", choices=("strict", "tolerant", "off"), default="strict",
+                       help="strict: refuse on any error (default); tolerant: accept "
+                       "inside-only errors when the outside path passes; off")
+    check.add_argument("--here", choices=("inside", "outside"), default="outside",
+                       help="where this process stands (default: outside)")
+    check.add_argument("--inside", action="append", default=[], metavar="CMD",
+                       help="a vantage behind the LB, as a command prefix ('ssh node1')")
+    check.add_argument("--outside", action="append", default=[], metavar="CMD",
+                       help="a vantage on the public side, as a command prefix")
+    check.add_argument("--resolve", action="append", default=[], metavar="NAME:ADDRESS",
+                       help="like curl --resolve, for this process's probes")
+    check.add_argument("--dns-server", metavar="ADDRESS[:PORT]", help="DNS server to ask")
+    check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="per connection attempt (default 5)")
+    check.add_argument("--self-check-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="how long to wait for a token to propagate (default 60)")
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _self_check(args: argparse.Namespace, show: Any) -> Any:
+    from acmelb.commands.diagnose import _resolve_map
     from acmelb.errors import UsageError
+    from acmelb.resolution import parse_dns_server
+    from acmelb.selfcheck import SelfCheck, SelfCheckOptions
+
+    if args.self_check == "off":
+        return None
+    if args.solver == "standalone" and args.http_port != 80 and not (args.inside or
+                                                                       args.outside):
+        # A CA validates on port 80; a responder elsewhere means a test CA set up for it.
+        show(f"self-check skipped: the responder listens on port {args.http_port}, and a CA "
+             "validating like Let's Encrypt fetches port 80 (pass --self-check off to "
+             "silence this)")
+        return None
+    if not 0 < args.timeout <= 120 or args.self_check_timeout < 0:
+        raise UsageError("--timeout must be in (0, 120] and --self-check-timeout >= 0")
+    return SelfCheck(SelfCheckOptions(
+        mode=args.self_check, here=args.here, inside=tuple(args.inside),
+        outside=tuple(args.outside), resolve=_resolve_map(args.resolve),
+        dns_server=parse_dns_server(args.dns_server) if args.dns_server else None,
+        timeout=args.timeout, total_timeout=args.self_check_timeout))
+
+
+def _show_refusal(args: argparse.Namespace, refused: Any) -> None:
+    import sys
+
+    from acmelb.commands.diagnose import render
+
+    if args.json:
+        print_json({"ok": False, "error": str(refused),
+                    "self_check": [r.to_json() for r in refused.reports]})
+        return
+    print(f"acmelb: {refused}", file=sys.stderr)
+    for report in refused.reports:
+        print(file=sys.stderr)
+        render(report, sys.stderr, colour=sys.stderr.isatty())
+
+
+def run(args: argparse.Namespace) -> int:
+    from acmelb.errors import UsageError, ValidationFailedError
     from acmelb.issuance import Issuer, IssueRequest
+    from acmelb.selfcheck import SelfCheckRefused, compare_with_ca
     from acmelb.solvers import SolverOptions
     from acmelb.store import Store
 
     if not 0 < args.http_port < 65536:
         raise UsageError(f"--http-port {args.http_port}: not a TCP port")
+    show = progress_printer(args)
+    self_check = _self_check(args, show)
     request = IssueRequest(
         names=tuple(args.names), ca=ca_config(args),
         solver=SolverOptions(kind=args.solver, http_port=args.http_port,
                              addresses=tuple(args.http_address), webroot=args.webroot,
                              hook=args.hook),
         key_type=args.key_type, reuse_key=args.reuse_key)
-    issuer = Issuer(Store(state_dir(args)), progress=progress_printer(args))
-    result = issuer.issue(request)
+    issuer = Issuer(Store(state_dir(args)), progress=show, self_check=self_check)
+    try:
+        result = issuer.issue(request)
+    except SelfCheckRefused as refused:
+        _show_refusal(args, refused)
+        return 1
+    except ValidationFailedError as failed:
+        if self_check is not None and self_check.reports:
+            for line in compare_with_ca(self_check.reports, failed.failures):
+                show(line)
+        raise
+    warnings = [] if self_check is None else [
+        f"{r.name}: {f.code.value}: {f.title}" for r in self_check.tolerated
+        for f in r.findings if f.sev.failing]
+    for line in warnings:
+        show(f"warning (tolerated by --self-check tolerant): {line}")
     if args.json:
-        print_json({"name": result.name, "names": list(result.names),
-                    "version": result.version, "not_after": result.not_after.isoformat(),
-                    "live_dir": str(result.live_dir), "fullchain": str(result.fullchain),
-                    "privkey": str(result.privkey)})
+        doc: dict[str, Any] = {
+            "name": result.name, "names": list(result.names), "version": result.version,
+            "not_after": result.not_after.isoformat(), "live_dir": str(result.live_dir),
+            "fullchain": str(result.fullchain), "privkey": str(result.privkey),
+            "warnings": warnings}
+        if self_check is not None:
+            doc["self_check"] = [r.to_json() for r in self_check.reports]
+        print_json(doc)
     else:
         print(f"Certificate for {', '.join(result.names)} issued, valid until "
               f"{result.not_after:%Y-%m-%d %H:%M} UTC.\n"
