@@ -32,7 +32,7 @@ from acmelb.checks.base import (
 from acmelb.errors import InvalidNameError
 from acmelb.findings import Finding, sort_findings
 from acmelb.names import normalize_name
-from acmelb.resolution import lookup
+from acmelb.resolution import DnsResult, lookup
 from acmelb.vantage import Local, Role, Vantage, VantageFailure
 
 SCHEMA = "acmelb.diagnosis/v1"
@@ -43,6 +43,7 @@ __all__ = [
     "Options",
     "Report",
     "Target",
+    "analyse",
     "diagnose",
     "diagnose_challenge",
     "diagnose_many",
@@ -239,6 +240,34 @@ def diagnose(
         verdicts=verdicts(ctx),
         runs=ctx.runs,
     )
+
+
+def analyse(
+    target: Target,
+    runs: Sequence[VantageRun],
+    options: Options | None = None,
+    *,
+    dns: DnsResult | None = None,
+    cluster: bool = False,
+) -> Report:
+    """Run every stage on results already measured (recorded probes, a DNS result).
+
+    No network: this is how checks are tested on recorded probe results, and how a
+    caller that probed by other means gets the same findings and verdicts.
+    """
+    ctx = Context(target=target, options=options or Options(), cluster=cluster, dns=dns)
+    try:
+        target.name = normalize_name(target.name)
+    except InvalidNameError as exc:
+        ctx.name_error = str(exc)
+    for stage in (Stage.NAME, Stage.DNS):
+        run_stage(ctx, stage)
+    if not _fatal(ctx):
+        ctx.runs = list(runs)
+        run_stage(ctx, Stage.HTTP)
+        run_stage(ctx, Stage.COMPARE)
+    return Report(target=target, findings=sort_findings(ctx.findings), verdicts=verdicts(ctx),
+                  runs=ctx.runs)
 
 
 def _fatal(ctx: Context) -> bool:

@@ -654,7 +654,7 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
             attempts.append(_attempt(address, 1, "public", chain, True))
     local = []  # type: List[Dict[str, Any]]
     if request.get("local_probe"):
-        for address in _local_addresses():
+        for address in request.get("local_addresses") or _local_addresses():
             chain = fetch_chain(url, address, opts, proxy_protocol=False)
             local.append(_attempt(address, 1, "local", chain, False))
             if proxy_mode != "never" and _proxy_worth_trying(chain["final"]):

@@ -177,14 +177,28 @@ def caa_permits(caa: CaaResult, ca_identity: str, wildcard: bool = False) -> tup
         return True, f"CAA at {caa.owner} has no issue property"
     allowed = []
     for rec in relevant:
-        domain = rec.value.split(";", 1)[0].strip().lower()
+        domain, _, params = rec.value.partition(";")
+        domain = domain.strip().lower()
         allowed.append(domain or ";")
-        if domain == ca_identity.lower():
-            return True, f"CAA at {caa.owner} allows {ca_identity}"
+        if domain != ca_identity.lower():
+            continue
+        methods = _caa_param(params, "validationmethods")
+        if methods is not None and "http-01" not in methods.split(","):
+            return False, (f"CAA at {caa.owner} allows {ca_identity} only with "
+                           f"validationmethods={methods}, not http-01")
+        return True, f"CAA at {caa.owner} allows {ca_identity}"
     return False, (
         f"CAA at {caa.owner} allows only {', '.join(repr(a) for a in allowed)}, "
         f"not {ca_identity!r}"
     )
+
+
+def _caa_param(params: str, key: str) -> str | None:
+    for part in params.split(";"):
+        k, sep, v = part.strip().partition("=")
+        if sep and k.strip().lower() == key:
+            return v.strip().lower()
+    return None
 
 
 def lookup(
