@@ -172,9 +172,9 @@ class _ChallengeProtocol(asyncio.Protocol):
 
     def _reject(self, status: int, why: str, method: str = "?", target: str = "?") -> None:
         assert self._transport is not None
+        self._emit(method, target, "", "", status, why)
         self._transport.write(_response(status, why.encode() + b"\n", head_only=False,
                                         close=True))
-        self._emit(method, target, "", "", status, why)
         self._transport.close()
         self._buffer.clear()
 
@@ -230,9 +230,10 @@ class _ChallengeProtocol(asyncio.Protocol):
     def _send(self, status: int, body: bytes, method: str, target: str, host: str, agent: str,
               answer: str, *, close: bool, head_only: bool = False, extra: str = "") -> None:
         assert self._transport is not None
+        # Log first: whoever reads the answer may then rely on the log line existing.
+        self._emit(method, target, host, agent, status, answer)
         self._transport.write(_response(status, body, head_only=head_only, close=close,
                                         extra=extra))
-        self._emit(method, target, host, agent, status, answer)
         if close:
             self._transport.close()
             self._buffer.clear()
