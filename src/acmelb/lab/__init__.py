@@ -23,7 +23,14 @@ from acmelb.lab.scenarios import (
     Mode,
     Scenario,
 )
-from acmelb.lab.topology import Lab, ProcessRecord, build, down_all, running_labs
+from acmelb.lab.topology import (
+    Lab,
+    ProcessRecord,
+    build,
+    down_all,
+    remove_orphan_namespaces,
+    running_labs,
+)
 
 __all__ = [
     "ADDRESSES",
@@ -40,5 +47,6 @@ __all__ = [
     "Scenario",
     "build",
     "down_all",
+    "remove_orphan_namespaces",
     "running_labs",
 ]

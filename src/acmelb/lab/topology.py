@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -273,6 +273,42 @@ class Lab:
             raise LabError(f"no lab {lab_id!r} (no readable {state_dir}/state.json: "
                            f"{exc})") from None
 
+    def summary(self) -> dict[str, Any]:
+        """Everything a person or a script needs to use the lab (``acmelb lab status``)."""
+        scenario = self.scenario
+        return {
+            "id": self.id,
+            "mode": scenario.mode.value,
+            "mode_description": scenario.mode.description,
+            "name": scenario.name,
+            "vip": self.vip,
+            "vip6": self.vip6,
+            "url": self.url,
+            "token": scenario.token,
+            "key_authorization": scenario.key_authorization,
+            "namespaces": self.namespaces,
+            "outside": self.vantage(PUBLIC),
+            "backends": [
+                {"role": role, "behaviour": behaviour.value, "address": self.backend_address(role),
+                 "namespace": self.ns(role), "inside": self.vantage(role),
+                 "shortcut": role in scenario.shortcut}
+                for role, behaviour in zip(self.backends, scenario.backends, strict=True)
+            ],
+            "ca": None if not scenario.ca else {
+                "directory_url": self.ca_directory_url, "ca_bundle": str(self.ca_bundle),
+                "dns_server": self.dns_server},
+            "detached": self.state.owner_pid is None,
+            "owner_pid": self.state.owner_pid,
+            "created": self.state.created,
+            "state_dir": str(self.state_dir),
+            "processes": [
+                {"role": record.role, "what": record.what, "pid": record.pid,
+                 "running": record.is_running(), "log": record.log}
+                for record in self.state.processes
+            ],
+            "namespaces_present": sorted(set(self.namespaces.values()) & set(netns.existing())),
+        }
+
     def is_stale(self) -> bool:
         """Owned by a process that is gone (a test run that was killed)."""
         owner = self.state.owner_pid
@@ -362,6 +398,12 @@ def _build_network(lab: Lab) -> None:
         netns.add(name)
         netns.write_etc(name, "hosts", hosts)
         netns.write_etc(name, "resolv.conf", resolv)
+        if ipv6:
+            # Before any link exists: without duplicate address detection, link-local
+            # addresses are usable at once, and the first neighbour discovery does
+            # not stall the first connection for a second.
+            netns.set_sysctls(name, {"net.ipv6.conf.default.accept_dad": "0",
+                                     "net.ipv6.conf.all.accept_dad": "0"})
 
     # Both ends of every veth are created directly inside lab namespaces:
     # nothing ever appears in the host's namespace.
@@ -538,23 +580,30 @@ def running_labs(*, state_root: Path = STATE_ROOT) -> list[Lab]:
 
 
 def down_all(*, only_stale: bool = False, state_root: Path = STATE_ROOT) -> list[str]:
-    """Tear down every lab (or only those whose owning process is gone).
-
-    Also removes lab namespaces (``alb<4 hex>-*``) that have no state file
-    (a build interrupted before its first write). Returns what was removed.
-    """
+    """Tear down every lab with a state file (or only those whose owner process is gone)."""
     removed: list[str] = []
     for lab in running_labs(state_root=state_root):
         if only_stale and not lab.is_stale():
             continue
         lab.down()
         removed.append(lab.id)
-    if not only_stale:
-        known = {lab.id for lab in running_labs(state_root=state_root)}
-        for name in netns.lab_namespaces():
-            if name[3:7] not in known:
-                netns.delete(name)
-                removed.append(name)
+    return removed
+
+
+def remove_orphan_namespaces(*, state_root: Path = STATE_ROOT,
+                             ids: Collection[str] | None = None) -> list[str]:
+    """Delete lab-named namespaces (``alb<4 hex>-*``) that no state file accounts for.
+
+    A lab writes its state file before creating any namespace and removes it
+    after deleting them all, so such a namespace can only be left by a crash or
+    by hand. ``ids`` restricts the sweep to those lab ids.
+    """
+    removed: list[str] = []
+    for name in netns.lab_namespaces():
+        lab_id = name[3:7]
+        if (ids is None or lab_id in ids) and not (state_root / lab_id / "state.json").exists():
+            netns.delete(name)
+            removed.append(name)
     return removed
 
 

@@ -1,0 +1,221 @@
+"""``acmelb lab``: build, inspect and remove load-balancer labs (root only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from acmelb.lab import Lab
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "lab",
+        help="reproduce a load-balancer topology locally (network namespaces, root only)",
+        description="Real load-balancer topologies in network namespaces: a public side "
+        "(the internet, optionally with the Pebble test CA), an LB holding a VIP, and "
+        "backends behind it. See docs/lab.md.",
+    )
+    actions = parser.add_subparsers(dest="lab_action", metavar="ACTION",
+                                    parser_class=type(parser))
+    up = actions.add_parser(
+        "up", help="build a lab and leave it running",
+        description="Build a lab and leave it running until `acmelb lab down`. SCENARIO is "
+        "a mode, optionally with the backends' behaviours: MODE[:BEHAVIOUR,BEHAVIOUR...], "
+        "e.g. `dnat` or `haproxy-tcp-proxy:responder,not-found` (see `acmelb lab list`).")
+    up.add_argument("scenario", metavar="SCENARIO")
+    up.add_argument("--backend", action="append", default=[], metavar="BEHAVIOUR",
+                    help="behaviour of the next backend (repeatable; default: two responders)")
+    up.add_argument("--shortcut", action="append", default=[], metavar="BACKEND",
+                    help="give this backend (b1, b2...) kube-proxy's shortcut of VIP:80 to "
+                    "itself (repeatable)")
+    up.add_argument("--name", help="the DNS name served (default app.acmelb.test)")
+    up.add_argument("--token", help="the challenge token the responders serve")
+    up.add_argument("--thumbprint", help="the account thumbprint of the key authorization")
+    up.add_argument("--ipv6", action="store_true", help="add IPv6 (2001:db8::/32) everywhere")
+    up.add_argument("--ca", action="store_true",
+                    help="run Pebble and its DNS server on the public side")
+    up.add_argument("--json", action="store_true", help="print the lab as JSON")
+    up.set_defaults(run=run_up)
+
+    down = actions.add_parser("down", help="remove labs",
+                              description="Stop a lab's processes and delete its namespaces.")
+    down.add_argument("ids", nargs="*", metavar="ID", help="lab ids (see `acmelb lab status`)")
+    down.add_argument("--all", action="store_true",
+                      help="remove every acmelb lab: its recorded processes and alb<id>-* "
+                      "namespaces, nothing else")
+    down.set_defaults(run=run_down)
+
+    status = actions.add_parser("status", help="show the running labs")
+    status.add_argument("ids", nargs="*", metavar="ID")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=run_status)
+
+    listing = actions.add_parser("list", help="list the LB modes and backend behaviours")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=run_list)
+
+    execute = actions.add_parser(
+        "exec", help="run a command inside a lab namespace",
+        description="Run CMD in a lab namespace. NS is a role (pub, lb, b1...) when one lab "
+        "is up, ID:ROLE, or a full namespace name (alb1a2b-b1).")
+    execute.add_argument("namespace", metavar="NS")
+    execute.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD")
+    execute.set_defaults(run=run_exec)
+    parser.set_defaults(run=lambda args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from acmelb.errors import UsageError
+    from acmelb.lab import Scenario, build
+    from acmelb.lab.netns import require_root
+
+    require_root()
+    options: dict[str, Any] = {"shortcut": tuple(args.shortcut), "ipv6": args.ipv6,
+                               "ca": args.ca}
+    for key in ("name", "token", "thumbprint"):
+        if getattr(args, key):
+            options[key] = getattr(args, key)
+    if args.backend:
+        if ":" in args.scenario:
+            raise UsageError("give the backends either in SCENARIO (MODE:B1,B2) or with "
+                             "--backend, not both")
+        options["backends"] = tuple(args.backend)
+    scenario = Scenario.parse(args.scenario, **options)
+    started = time.monotonic()
+    lab = build(scenario, detached=True)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(json.dumps(lab.summary(), indent=2))
+    else:
+        print(_render(lab, f"up in {elapsed:.2f} s"))
+    return 0
+
+
+def _render(lab: Lab, note: str = "") -> str:
+    info = lab.summary()
+    scenario = lab.scenario
+    lines = [f"lab {info['id']}: {info['mode']} - {info['mode_description']}"
+             + (f" ({note})" if note else "")]
+    vip = info["vip"] + (f", {info['vip6']}" if info["vip6"] else "")
+    lines.append(f"  name     {info['name']} -> VIP {vip}")
+    lines.append(f"  url      {info['url']}")
+    lines.append(f"  key      {info['key_authorization']}")
+    lines.append(f"  outside  {info['outside']}")
+    for backend in info["backends"]:
+        shortcut = ", VIP shortcut" if backend["shortcut"] else ""
+        lines.append(f"  {backend['role']:<8} {backend['inside']}  ({backend['address']}: "
+                     f"{backend['behaviour']}{shortcut})")
+    if info["ca"]:
+        lines.append(f"  CA       {info['ca']['directory_url']} "
+                     f"(--ca-bundle {info['ca']['ca_bundle']})")
+    down = [p for p in info["processes"] if not p["running"]]
+    if down:
+        lines.append("  stopped  " + ", ".join(f"{p['what']} in {p['role']}" for p in down))
+    if note:
+        first = lab.backends[0]
+        lines += [
+            "try:",
+            f"  acmelb lab exec {info['id']}:pub -- curl -sS {info['url']}",
+            f"  acmelb lab exec {info['id']}:{first} -- curl -sS -m 3 {info['url']}",
+            f"  {info['outside']} acmelb diagnose {scenario.name} --token {scenario.token} "
+            f"--key {scenario.key_authorization} --inside '{lab.vantage(first)}'",
+            f"  acmelb lab down {info['id']}",
+        ]
+    return "\n".join(lines)
+
+
+def run_down(args: argparse.Namespace) -> int:
+    from acmelb.errors import UsageError
+    from acmelb.lab import Lab, down_all, remove_orphan_namespaces
+    from acmelb.lab.netns import require_root
+
+    require_root()
+    if args.all == bool(args.ids):
+        raise UsageError("give lab ids or --all")
+    if args.all:
+        removed = down_all() + remove_orphan_namespaces()
+    else:
+        labs = [Lab.attach(lab_id) for lab_id in args.ids]
+        for lab in labs:
+            lab.down()
+        removed = [lab.id for lab in labs]
+    print(f"removed: {', '.join(removed)}" if removed else "no lab to remove")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from acmelb.lab import Lab, running_labs
+    from acmelb.lab.netns import require_root
+
+    require_root()
+    labs = [Lab.attach(lab_id) for lab_id in args.ids] if args.ids else running_labs()
+    if args.json:
+        print(json.dumps([lab.summary() for lab in labs], indent=2))
+        return 0
+    if not labs:
+        print("no lab is up (acmelb lab up SCENARIO)")
+        return 0
+    for lab in labs:
+        owner = "detached" if lab.state.owner_pid is None else f"owned by pid {lab.state.owner_pid}"
+        age = time.time() - lab.state.created
+        print(_render(lab, ""))
+        print(f"  state    {lab.state_dir}, {owner}, up {age:.0f} s")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from acmelb.lab import Behaviour, Mode
+
+    if args.json:
+        print(json.dumps({"modes": {m.value: m.description for m in Mode},
+                          "behaviours": {b.value: b.description for b in Behaviour}},
+                         indent=2))
+        return 0
+    print("LB modes (acmelb lab up MODE[:BEHAVIOUR,...]):")
+    for mode in Mode:
+        print(f"  {mode.value:<24} {mode.description}")
+    print("backend behaviours:")
+    for behaviour in Behaviour:
+        print(f"  {behaviour.value:<24} {behaviour.description}")
+    return 0
+
+
+def run_exec(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from acmelb.errors import UsageError
+    from acmelb.lab import Lab, running_labs
+    from acmelb.lab.netns import LAB_NAMESPACE, require_root
+
+    require_root()
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("give a command after --, e.g. acmelb lab exec b1 -- curl -sS URL")
+    target: str = args.namespace
+    if LAB_NAMESPACE.match(target):
+        lab = Lab.attach(target[3:7])
+    elif ":" in target:
+        lab_id, _, target = target.partition(":")
+        lab = Lab.attach(lab_id)
+    else:
+        labs = running_labs()
+        if len(labs) != 1:
+            ids = ", ".join(lab.id for lab in labs) or "none"
+            raise UsageError(f"{len(labs)} labs are up ({ids}): say which, as ID:{target}")
+        lab = labs[0]
+    try:
+        return subprocess.run([*lab.exec_prefix(target), *command], check=False).returncode
+    except KeyboardInterrupt:
+        return 130
