@@ -8,6 +8,7 @@ loopback range.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import random
 import socket
@@ -98,17 +99,13 @@ class Server:
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         self._stop = True
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 # -- behaviours -------------------------------------------------------------------------
@@ -171,7 +168,7 @@ def proxy_required(inner: Handler) -> Handler:
         if not req.startswith(b"PROXY TCP"):
             conn.close()
             return
-        line, _, rest = req.partition(b"\r\n")
+        _line, _, rest = req.partition(b"\r\n")
         inner(conn, rest)
     return h
 
@@ -185,7 +182,7 @@ def tls_context(tmp: Path) -> ssl.SSLContext:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probe.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(1)
             .not_valid_before(now - datetime.timedelta(days=1))
@@ -217,10 +214,8 @@ class FullBacklog:
         for _ in range(3):
             s = socket.socket()
             s.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 s.connect((self.address, 80))
-            except BlockingIOError:
-                pass
             self.fillers.append(s)
         time.sleep(0.05)
 

@@ -270,7 +270,7 @@ def test_plain_redirect_to_port_80_is_fine() -> None:
     assert r.findings == [] and r.verdicts["acme-ca"] == "pass"
 
 
-# -- comparisons across vantages --------------------------------------------------------------------
+# -- comparisons across vantages ----------------------------------------------------------
 
 def test_nat_loopback_names_the_addresses() -> None:
     r = analyse(target(), [outside("ok", PUBLIC), inside("timeout", PUBLIC, source="given")],

@@ -111,7 +111,7 @@ def test_proxy_header_sent_only_when_asked(serve: Serve) -> None:
     ok = chain("http://app.test/", s.address, proxy_protocol=True)["final"]
     assert ok["status"] == 200 and ok["proxy_protocol"] is True
     line = s.requests[-1].split(b"\r\n", 1)[0].decode()
-    assert line.startswith(f"PROXY TCP4 127.") and line.endswith(" 80")
+    assert line.startswith("PROXY TCP4 127.") and line.endswith(" 80")
 
 
 def test_body_cap_and_chunked(serve: Serve) -> None:
