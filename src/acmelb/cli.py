@@ -27,6 +27,7 @@ COMMANDS = (
     "explain",
     "fix",
     "lab",
+    "demo",
 )
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3

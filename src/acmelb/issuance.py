@@ -73,6 +73,16 @@ class IssueResult:
     account_thumbprint: str
 
 
+@dataclass(frozen=True)
+class Deactivation:
+    """An authorization this run deactivated after deciding not to answer it."""
+
+    name: str
+    url: str
+    status: str  # as the CA reports it after deactivation
+    challenge_status: str  # the http-01 challenge's status: "pending" = never answered
+
+
 def normalize_names(raw: Sequence[str]) -> tuple[str, ...]:
     if not raw:
         raise UsageError("give at least one name")
@@ -141,6 +151,7 @@ class Issuer:
         self.store = store
         self.progress = progress or (lambda _msg: None)
         self.self_check = self_check
+        self.deactivated: list[Deactivation] = []
 
     def issue(self, request: IssueRequest) -> IssueResult:
         names = normalize_names(request.names)
@@ -240,10 +251,19 @@ class Issuer:
         for authz in order.authorizations:
             try:
                 current = client.acme.poll(authz)[0]
-                if current.body.status == messages.STATUS_PENDING:
-                    client.acme.deactivate_authorization(current)
+                if current.body.status != messages.STATUS_PENDING:
+                    continue
+                done = client.acme.deactivate_authorization(current)
             except Exception:  # best effort on an already failing path
                 continue
+            answered = [str(c.status) for c in done.body.challenges
+                        if isinstance(c.chall, acme_challenges.HTTP01)]
+            record = Deactivation(name=done.body.identifier.value, url=done.uri,
+                                  status=str(done.body.status),
+                                  challenge_status=answered[0] if answered else "none")
+            self.deactivated.append(record)
+            self.progress(f"deactivated the authorization for {record.name} ({record.url}): "
+                          f"now {record.status}, challenge {record.challenge_status}")
 
     def _cleanup(self, solver: Solver, pending: Sequence[PendingChallenge]) -> None:
         try:

@@ -21,8 +21,9 @@ hairpin verdict comes after one connect timeout.
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,12 +59,18 @@ class SelfCheckOptions:
     timeout: float = 5.0  # per connection attempt
     total_timeout: float = 60.0  # propagation wait, all rounds together
     repeat: int = 3
+    assume_public: tuple[str, ...] = ()  # CIDRs treated as public (labs, test networks)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"--self-check {self.mode!r}: choose strict, tolerant or off")
         if self.here not in ("inside", "outside"):
             raise UsageError(f"--here {self.here!r}: choose inside or outside")
+        for cidr in self.assume_public:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise UsageError(f"--assume-public {cidr!r}: not a network") from None
 
 
 def _failing_codes(report: Report) -> set[str]:
@@ -94,8 +101,10 @@ def tolerable(report: Report, key_authorization: str) -> bool:
 class SelfCheck:
     """Callable seam for ``Issuer``: raises SelfCheckRefused, keeps every report."""
 
-    def __init__(self, options: SelfCheckOptions) -> None:
+    def __init__(self, options: SelfCheckOptions,
+                 progress: Callable[[str], None] | None = None) -> None:
         self.options = options
+        self.progress = progress or (lambda _message: None)
         self.reports: list[Report] = []
         self.tolerated: list[Report] = []
 
@@ -108,7 +117,8 @@ class SelfCheck:
             challenge.name, challenge.token, challenge.key_authorization,
             inside=opts.inside, outside=opts.outside, here=opts.here,
             options=Options(repeat=opts.repeat, timeout=opts.timeout,
-                            dns_server=opts.dns_server, resolve=dict(opts.resolve)))
+                            dns_server=opts.dns_server, resolve=dict(opts.resolve),
+                            assume_public=list(opts.assume_public)))
 
     def _settle(self, challenge: PendingChallenge) -> Report:
         deadline = time.monotonic() + self.options.total_timeout
@@ -130,6 +140,9 @@ class SelfCheck:
         for challenge in challenges:
             report = self._settle(challenge)
             self.reports.append(report)
+            verdicts = ", ".join(f"{k} {v}" for k, v in report.verdicts.items())
+            codes = ", ".join(sorted(_failing_codes(report))) or "no error"
+            self.progress(f"self-check of {challenge.name}: {codes} ({verdicts})")
             if report.ok:
                 continue
             if self.options.mode == "tolerant" and tolerable(report,

@@ -55,6 +55,8 @@ def register(sub: Any) -> None:
     check.add_argument("--dns-server", metavar="ADDRESS[:PORT]", help="DNS server to ask")
     check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                        help="per connection attempt (default 5)")
+    check.add_argument("--assume-public", action="append", default=[], metavar="CIDR",
+                       help="treat addresses in CIDR as public (labs, test networks)")
     check.add_argument("--self-check-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="how long to wait for a token to propagate (default 60)")
     parser.set_defaults(run=run)
@@ -81,16 +83,19 @@ def _self_check(args: argparse.Namespace, show: Any) -> Any:
         mode=args.self_check, here=args.here, inside=tuple(args.inside),
         outside=tuple(args.outside), resolve=_resolve_map(args.resolve),
         dns_server=parse_dns_server(args.dns_server) if args.dns_server else None,
-        timeout=args.timeout, total_timeout=args.self_check_timeout))
+        timeout=args.timeout, total_timeout=args.self_check_timeout,
+        assume_public=tuple(args.assume_public)), progress=show)
 
 
-def _show_refusal(args: argparse.Namespace, refused: Any) -> None:
+def _show_refusal(args: argparse.Namespace, refused: Any, deactivated: Any) -> None:
+    import dataclasses
     import sys
 
     from acmelb.commands.diagnose import render
 
     if args.json:
         print_json({"ok": False, "error": str(refused),
+                    "deactivated": [dataclasses.asdict(d) for d in deactivated],
                     "self_check": [r.to_json() for r in refused.reports]})
         return
     print(f"acmelb: {refused}", file=sys.stderr)
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = issuer.issue(request)
     except SelfCheckRefused as refused:
-        _show_refusal(args, refused)
+        _show_refusal(args, refused, issuer.deactivated)
         return 1
     except ValidationFailedError as failed:
         if self_check is not None and self_check.reports:
