@@ -80,7 +80,7 @@ class Deactivation:
     name: str
     url: str
     status: str  # as the CA reports it after deactivation
-    challenge_status: str  # the http-01 challenge's status: "pending" = never answered
+    challenge_status: str  # the http-01 challenge before deactivation: "pending" = unanswered
 
 
 def normalize_names(raw: Sequence[str]) -> tuple[str, ...]:
@@ -256,14 +256,15 @@ class Issuer:
                 done = client.acme.deactivate_authorization(current)
             except Exception:  # best effort on an already failing path
                 continue
-            answered = [str(c.status) for c in done.body.challenges
-                        if isinstance(c.chall, acme_challenges.HTTP01)]
+            # The challenge as it stood just before: "pending" means it was never answered.
+            before = [c.status.name for c in current.body.challenges
+                      if isinstance(c.chall, acme_challenges.HTTP01)]
             record = Deactivation(name=done.body.identifier.value, url=done.uri,
-                                  status=str(done.body.status),
-                                  challenge_status=answered[0] if answered else "none")
+                                  status=done.body.status.name,
+                                  challenge_status=before[0] if before else "none")
             self.deactivated.append(record)
             self.progress(f"deactivated the authorization for {record.name} ({record.url}): "
-                          f"now {record.status}, challenge {record.challenge_status}")
+                          f"now {record.status}; its challenge was {record.challenge_status}")
 
     def _cleanup(self, solver: Solver, pending: Sequence[PendingChallenge]) -> None:
         try:
