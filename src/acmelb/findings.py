@@ -8,6 +8,7 @@ and the evidence lines.  The CLI renders findings; nothing here prints.
 from __future__ import annotations
 
 import enum
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,28 +145,34 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
 # Remedy texts.  Functions so that the evidence (addresses, names) fills them.
 
 
-def remedy_nat_loopback(public: list[str], backends: list[str], cluster: bool) -> str:
+def remedy_nat_loopback(public: list[str], backends: list[str], cluster: bool,
+                        name: str = "NAME", inside: str | None = None) -> str:
     pub = public[0] if public else "PUBLIC_IP"
     back = backends[0] if backends else "BACKEND_IP"
+    subnet = (back.rsplit(".", 1)[0] + ".0/24") if backends and ":" not in back else "SUBNET"
+    verify = f" --verify-from {shlex.quote(inside)}" if inside else ""
     lines = [
         "Give the path from inside a route to the public address, in one of these ways:",
         "1. Enable NAT loopback (hairpin NAT) on the load balancer or router. On a Linux",
         "   router that DNATs port 80, add the hairpin SNAT next to the DNAT rule:",
         f"     iptables -t nat -A PREROUTING -d {pub} -p tcp --dport 80 "
         f"-j DNAT --to-destination {back}:80",
-        f"     iptables -t nat -A POSTROUTING -d {back} -p tcp --dport 80 "
-        "-m conntrack --ctstate DNAT -j MASQUERADE",
-        f"   (`acmelb fix nat-loopback` renders, applies and verifies these rules for {pub}.)",
+        f"     iptables -t nat -A POSTROUTING -s {subnet} -d {back} -p tcp --dport 80 "
+        "-j MASQUERADE",
+        "   or let acmelb render, apply and verify them (run it on the LB):",
+        f"     acmelb fix nat-loopback --vip {pub} --backend {back} --subnet {subnet} "
+        f"--apply{verify}",
         "2. Or answer the name with the internal address inside (split-horizon DNS), so that",
         f"   inside clients go straight to {back}.",
     ]
     if cluster:
         lines += [
             "3. In Kubernetes: a CoreDNS rewrite that points the name at the ingress Service",
-            "   (what hairpin-proxy does), e.g. in the Corefile:",
-            "     rewrite name NAME ingress-nginx-controller.ingress-nginx.svc.cluster.local",
-            "   or make cert-manager skip the self-check: `waitInsteadOfSelfCheck` on the",
-            "   HTTP-01 solver (cert-manager >= 1.21), or resolve through public DNS with",
+            "   (what hairpin-proxy does), in the Corefile:",
+            f"     rewrite name {name} ingress-nginx-controller.ingress-nginx.svc.cluster.local",
+            "   (`acmelb fix k8s --case hairpin` prints it), or make cert-manager skip the",
+            "   self-check: `waitInsteadOfSelfCheck` on the HTTP-01 solver (cert-manager",
+            "   >= 1.21), or let it resolve through public DNS with the controller flag",
             "   --acme-http01-solver-nameservers=8.8.8.8:53 if the inside DNS differs.",
         ]
     return "\n".join(lines)
@@ -185,25 +192,30 @@ REMEDY_TCP_PASSTHROUGH = "\n".join(
         "  nginx:    stream { server { listen 80; proxy_pass BACKEND:80; } }",
         "Or, if it must stay in HTTP mode, route /.well-known/acme-challenge/ to the",
         "backend and turn off the device's own ACME/certificate feature for this name.",
+        "(`acmelb fix lb-tcp --haproxy|--nginx --vip VIP --backend BACKEND` prints the",
+        "configuration for given addresses.)",
     ]
 )
 
 
-REMEDY_PROXY_PROTOCOL = "\n".join(
-    [
-        "The backend expects a PROXY protocol header, which only the load balancer adds;",
-        "clients inside reach the backend without passing through the LB. Fix one of:",
-        "- Kubernetes >= 1.30: set status.loadBalancer.ingress[].ipMode: Proxy on the Service",
-        "  (the cloud controller does it when supported) so kube-proxy stops short-circuiting",
-        "  the LB address;",
-        "- give the LB a hostname instead of an IP in the Service status with the provider's",
-        "  annotation: service.beta.kubernetes.io/do-loadbalancer-hostname: NAME (DigitalOcean),",
-        "  load-balancer.hetzner.cloud/hostname: NAME (Hetzner),",
-        '  service.beta.kubernetes.io/scw-loadbalancer-use-hostname: "true" (Scaleway);',
-        "- or have cert-manager skip the self-check: waitInsteadOfSelfCheck on the HTTP-01",
-        "  solver (cert-manager >= 1.21).",
-    ]
-)
+def remedy_proxy_protocol(name: str = "NAME") -> str:
+    return "\n".join(
+        [
+            "The backend expects a PROXY protocol header, which only the load balancer adds;",
+            "clients inside reach the backend without passing through the LB. Fix one of:",
+            "- Kubernetes >= 1.30: set status.loadBalancer.ingress[].ipMode: Proxy on the",
+            "  Service (the cloud controller does it when supported) so that kube-proxy stops",
+            "  short-circuiting the LB address;",
+            "- give the LB a hostname instead of an IP in the Service status with the",
+            "  provider's annotation:",
+            f"    service.beta.kubernetes.io/do-loadbalancer-hostname: {name}  (DigitalOcean)",
+            f"    load-balancer.hetzner.cloud/hostname: {name}  (Hetzner)",
+            '    service.beta.kubernetes.io/scw-loadbalancer-use-hostname: "true"  (Scaleway)',
+            "  (`acmelb fix k8s --case proxy-protocol --provider ...` prints the manifest);",
+            "- or have cert-manager skip the self-check: waitInsteadOfSelfCheck on the HTTP-01",
+            "  solver (cert-manager >= 1.21).",
+        ]
+    )
 
 
 def remedy_split_horizon(inside: list[str], outside: list[str]) -> str:

@@ -604,7 +604,7 @@ def _local_addresses() -> List[str]:
             if not addr.startswith("127.") and addr not in found:
                 found.append(addr)
         prev = s
-    return found[:6]
+    return found[:3]
 
 
 def _usable_response(hop: Hop) -> bool:
@@ -661,7 +661,7 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
                 pchain = fetch_chain(url, address, opts, proxy_protocol=True)
                 if _usable_response(pchain["final"]):
                     local.append(_attempt(address, 1, "local", pchain, True))
-            if chain["final"]["outcome"] not in DIAL_ERRORS:
+            if len(local) >= 4:
                 break
     return {
         "schema": PROBE_SCHEMA,

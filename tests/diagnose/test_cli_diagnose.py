@@ -59,7 +59,7 @@ def key_args() -> list[str]:
 
 
 def test_healthy_json_exit_0(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_main(["diagnose", "good.example.test", "--dns-server", world["dns"],
+    code, out, _err = run_main(["diagnose", "good.example.test", "--dns-server", world["dns"],
                                *key_args(), *FAST, "--json"], capsys)
     doc = json.loads(out)
     jsonschema.validate(doc, SCHEMA)
@@ -197,7 +197,7 @@ def test_malformed_challenges_file_exit_2_with_reason(
         content: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
-    code, out, err = run_main(["diagnose", "--challenges", str(path)], capsys)
+    code, _out, err = run_main(["diagnose", "--challenges", str(path)], capsys)
     assert code == 2 and needle in err and "Traceback" not in err
 
 
@@ -209,8 +209,8 @@ def test_internal_failure_exit_3_without_traceback(monkeypatch: pytest.MonkeyPat
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(acmelb.diagnose, "diagnose_many", boom)
-    code, out, err = run_main(["diagnose", "a.example.com", "--resolve", "a.example.com:127.0.0.1"],
-                              capsys)
+    code, _out, err = run_main(
+        ["diagnose", "a.example.com", "--resolve", "a.example.com:127.0.0.1"], capsys)
     assert code == 3 and "internal error" in err and "Traceback" not in err
 
 

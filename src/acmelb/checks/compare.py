@@ -19,11 +19,11 @@ from acmelb.checks.base import (
     le_verdict,
 )
 from acmelb.findings import (
-    REMEDY_PROXY_PROTOCOL,
-    Code,
+        Code,
     Finding,
     Severity,
     remedy_nat_loopback,
+    remedy_proxy_protocol,
     remedy_split_horizon,
 )
 
@@ -62,6 +62,12 @@ def _backend_addresses(ctx: Context) -> list[str]:
     return out
 
 
+def _prefix(label: str) -> str | None:
+    """The command prefix of a remote vantage label (``inside:ssh node1`` -> ``ssh node1``)."""
+    prefix = label.split(":", 1)[1]
+    return None if prefix == "local" else prefix
+
+
 class ProxyProtocol:
     codes = (Code.PROXY_PROTOCOL_REQUIRED,)
     stage = Stage.COMPARE
@@ -93,13 +99,13 @@ class ProxyProtocol:
                      "kube-proxy short-circuits the LB's IP to the Service). Outside clients, "
                      "the CA included, go through the LB and succeed; cert-manager's "
                      "self-check from inside fails.")
-            remedy = REMEDY_PROXY_PROTOCOL
+            remedy = remedy_proxy_protocol(ctx.target.name)
         else:
             expl += ". Here even the path the CA takes arrives without the header."
             remedy = ("Make the load balancer send PROXY protocol to this backend (HAProxy: "
                       "`server web1 BACKEND:80 send-proxy`; nginx stream: `proxy_protocol "
                       "on;`), or turn off `accept-proxy`/`proxy_protocol` on the backend's "
-                      "port-80 listener.\n" + REMEDY_PROXY_PROTOCOL)
+                      "port-80 listener.\n" + remedy_proxy_protocol(ctx.target.name))
         return [Finding(Code.PROXY_PROTOCOL_REQUIRED,
                         "the backend requires PROXY protocol and this path bypasses the LB",
                         expl, remedy, vantages=vantages, evidence=dedupe(ev))]
@@ -144,7 +150,8 @@ class NatLoopback:
             "port 80 from outside but does not hairpin connections that start inside "
             "(NAT loopback). The CA validates from outside and may pass, but checks run "
             "from inside (cert-manager's self-check, monitoring) fail.",
-            remedy_nat_loopback(public, backends, ctx.cluster),
+            remedy_nat_loopback(public, backends, ctx.cluster, ctx.target.name,
+                                _prefix(vantages[0]) if vantages else None),
             vantages=vantages, evidence=dedupe(ev, 4) + dedupe(outside_ok, 2),
         )]
 

@@ -1,0 +1,180 @@
+"""`acmelb diagnose` end to end on the load-balancer lab: each finding code on a real topology.
+
+The command runs in the lab's public namespace (the internet: this process is
+the outside vantage) and reaches behind the LB with ``--inside 'ip netns exec
+<backend>'``, exactly as a user would with ``ssh node1``.  The lab's ground
+truth (tests/lab/test_ground_truth.py) says what each mode does; these tests
+check that the diagnosis names it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import subprocess
+import sys
+from typing import Any
+
+import jsonschema
+import pytest
+
+from acmelb.lab import ADDRESSES, OTHER_THUMBPRINT, Lab
+
+from .conftest import LabFactory
+
+pytestmark = pytest.mark.lab
+
+SCHEMA = json.loads(importlib.resources.files("acmelb").joinpath(
+    "schemas/diagnosis-v1.json").read_text())
+
+
+def diagnose(lab: Lab, *extra: str, inside: tuple[str, ...] = ("b1",), key: bool = True,
+             repeat: int = 2, timeout: float = 1) -> tuple[int, dict[str, Any]]:
+    sc = lab.scenario
+    argv = [sys.executable, "-m", "acmelb", "diagnose", sc.name, "--json",
+            "--timeout", str(timeout), "--repeat", str(repeat),
+            "--resolve", f"{sc.name}:{lab.vip}", "--assume-public", "198.18.0.0/15"]
+    if key:
+        argv += ["--token", sc.token, "--key", sc.key_authorization]
+    for role in inside:
+        argv += ["--inside", lab.vantage(role)]
+    argv += list(extra)
+    proc = subprocess.run([*lab.exec_prefix("pub"), *argv], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert proc.returncode == (0 if doc["ok"] else 1)
+    return proc.returncode, doc
+
+
+def codes(doc: dict[str, Any]) -> list[str]:
+    return [f["code"] for f in doc["findings"]]
+
+
+def finding(doc: dict[str, Any], code: str) -> dict[str, Any]:
+    found = [f for f in doc["findings"] if f["code"] == code]
+    assert found, f"{code} not in {codes(doc)}"
+    return found[0]
+
+
+def test_dnat_without_hairpin_is_nat_loopback(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("dnat")
+    rc, doc = diagnose(lab)
+    assert rc == 1 and codes(doc) == ["nat-loopback"]
+    f = finding(doc, "nat-loopback")
+    assert f["vantages"] == [f"inside:{lab.vantage('b1')}"]
+    assert f"-d {ADDRESSES.vip}" in f["remedy"]
+    assert f"--backend {lab.backend_address('b1')}" in f["remedy"]
+    assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
+
+
+def test_dnat_with_loopback_is_healthy(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("dnat-loopback"), inside=("b1", "b2"))
+    assert rc == 0 and doc["findings"] == []
+    assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "pass"}
+
+
+def test_proxy_protocol_backend_reached_through_a_shortcut(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("haproxy-tcp-proxy", shortcut=("b1",))
+    rc, doc = diagnose(lab)
+    assert rc == 1 and "proxy-protocol-required" in codes(doc)
+    assert "nat-loopback" not in codes(doc)
+    assert "ipMode: Proxy" in finding(doc, "proxy-protocol-required")["remedy"]
+    assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
+
+
+def test_http_mode_lb_answering_itself(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("haproxy-http-intercept"))
+    assert rc == 1 and "lb-intercepts-challenge" in codes(doc)
+    assert "thumbprint-mismatch" not in codes(doc)
+    f = finding(doc, "lb-intercepts-challenge")
+    assert OTHER_THUMBPRINT in f["explanation"] and "mode tcp" in f["remedy"]
+    assert doc["verdicts"]["acme-ca"] == "fail"
+
+
+def test_http_mode_lb_answers_any_token(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("haproxy-http-intercept"), key=False, inside=())
+    assert rc == 1 and codes(doc) == ["lb-intercepts-challenge"]
+    assert doc["random_token"] is True
+
+
+def test_backend_with_another_accounts_thumbprint(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("wrong-thumbprint", "responder")))
+    assert rc == 1 and "thumbprint-mismatch" in codes(doc)
+    assert "lb-intercepts-challenge" not in codes(doc)
+
+
+def test_round_robin_with_one_backend_lacking_the_token(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("round-robin", backends=("responder", "not-found")),
+                       inside=(), repeat=4)
+    assert rc == 1 and "inconsistent-backends" in codes(doc)
+    assert "challenge-not-found" in codes(doc)
+
+
+def test_firewall_drops_port_80(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("firewall"), inside=(), repeat=1)
+    assert rc == 1 and codes(doc) == ["port-80-timeout"]
+    assert "timed out" in finding(doc, "port-80-timeout")["evidence"][0]
+
+
+def test_nothing_listening_behind_dnat_is_refused(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("dnat", backends=("none",)), inside=(), repeat=1)
+    assert rc == 1 and codes(doc) == ["port-80-refused"]
+
+
+def test_tcp_lb_with_dead_backend_closes_without_reply(lab_scenario: LabFactory) -> None:
+    # HAProxy retries the refused backend before it gives up and closes the client side
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("none",)), inside=(), repeat=1,
+                       timeout=4)
+    assert rc == 1 and "empty-reply" in codes(doc)
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("none",)), inside=(), repeat=1)
+    assert rc == 1 and "read-timeout" in codes(doc)  # with less patience: no answer in time
+
+
+def test_no_backend_503_with_haproxy_fingerprint(lab_scenario: LabFactory) -> None:
+    # HAProxy waits `timeout connect 2s` for the dead pool before its 503
+    rc, doc = diagnose(lab_scenario("no-backend"), inside=(), repeat=1, timeout=4)
+    assert rc == 1 and "http-error-status" in codes(doc)
+    assert "HAProxy" in finding(doc, "middlebox-fingerprint")["title"]
+
+
+def test_backend_404(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("not-found",)), inside=(),
+                       repeat=1)
+    assert rc == 1 and "challenge-not-found" in codes(doc)
+
+
+def test_trailing_newline(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("dnat-loopback", backends=("trailing-newline",)))
+    assert rc == 0 and codes(doc) == ["trailing-whitespace"]
+    assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
+
+
+def test_html_page(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("html-page",)), inside=(),
+                       repeat=1)
+    assert rc == 1 and "body-too-large" in codes(doc)
+
+
+@pytest.mark.parametrize("behaviour,code", [
+    ("redirect-bad-port", "redirect-bad-target"),
+    ("redirect-loop", "redirect-loop"),
+])
+def test_redirects(lab_scenario: LabFactory, behaviour: str, code: str) -> None:
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=(behaviour,)), inside=(), repeat=1)
+    assert rc == 1 and code in codes(doc)
+
+
+def test_redirect_to_https(lab_scenario: LabFactory) -> None:
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("redirect-https",)), inside=(),
+                       repeat=1)
+    assert "redirect-https" in codes(doc)
+    # nothing listens on 443 in the lab: the CA follows the redirect and is refused there
+    assert rc == 1 and "port-80-refused" in codes(doc)
+
+
+def test_unusable_inside_vantage(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("dnat-loopback")
+    rc, doc = diagnose(lab, "--inside", "ip netns exec acmelb-no-such-ns", inside=())
+    assert rc == 0 and codes(doc) == ["vantage-unusable"]
