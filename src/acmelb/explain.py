@@ -183,7 +183,11 @@ _EXPECTED = (
     re.compile(r"expected '([^']*)' but got: (.*)$", re.S),
     re.compile(r"did not match this challenge \"([^\"]*)\" != \"(.*?)\"", re.S),
 )
-_ADDR_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]|dial tcp (\[?[0-9a-fA-F:.]+\]?):\d+")
+_ADDR_RE = re.compile(
+    r"\[([0-9a-fA-F:.]+)\]|dial tcp (\[?[0-9a-fA-F:.]+\]?):\d+|"
+    r"(?:^|\s)((?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}|\d+\.\d+\.\d+\.\d+): "
+    r"(?:Fetching|Invalid response)"
+)
 _DOMAIN_RE = re.compile(r"(?:Domain|Identifier|for):?\s+([a-z0-9*][a-z0-9.-]*\.[a-z]{2,})", re.I)
 
 
@@ -233,10 +237,8 @@ def _content(exp: Explanation) -> tuple[list[str], str]:
         "responder answers the path, or only some backends have the token.")
 
 
-def _next_command(exp: Explanation) -> str | None:
-    if not exp.name:
-        return None
-    parts = ["acmelb", "diagnose", exp.name]
+def _next_command(exp: Explanation) -> str:
+    parts = ["acmelb", "diagnose", exp.name or "NAME"]
     if exp.token:
         parts += ["--token", exp.token]
         if exp.expected and exp.expected.startswith(exp.token + "."):
@@ -279,13 +281,15 @@ def explain(text: str) -> Explanation:
                 received = received[:-2] + {"n": "\n", "r": "\r", "t": "\t"}[received[-1]]
             exp.received = received
             break
+    if exp.token is None and exp.expected and KEYAUTH_RE.match(exp.expected):
+        exp.token = exp.expected.split(".", 1)[0]
     status = re.search(r"wrong status code '(\d+)'|Invalid response from \S+:\s*(\d{3})\b|"
                        r"Non-200 status code from HTTP: (\d{3})", raw)
     if status and exp.received is None:
         exp.received = "HTTP " + next(g for g in status.groups() if g)
     am = _ADDR_RE.search(raw)
     if am:
-        exp.address = (am.group(1) or am.group(2) or "").strip("[]") or None
+        exp.address = (am.group(1) or am.group(2) or am.group(3) or "").strip("[]") or None
     for pattern, candidates, why, sources in _RULES:
         if sources and exp.source not in sources:
             continue
