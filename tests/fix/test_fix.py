@@ -131,9 +131,10 @@ def _fix(namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _save(namespace: str, tool: str) -> str:
-    argv = ["nft", "list", "ruleset"] if tool == "nft" else ["iptables-save"]
-    out = netns.run_in(namespace, argv).stdout
-    return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+    if tool == "nft":
+        return netns.run_in(namespace, ["nft", "list", "ruleset"]).stdout
+    return nat_loopback.normalize_iptables_save(
+        netns.run_in(namespace, ["iptables-save"]).stdout)
 
 
 @pytest.mark.lab

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from acmelb.fix.nat_loopback import normalize_iptables_save
 from acmelb.lab import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
@@ -18,8 +19,7 @@ def fix(lab: Lab, *args: str) -> Any:
 
 
 def ruleset(lab: Lab) -> str:
-    out = lab.run("lb", ["iptables-save"]).stdout
-    return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+    return normalize_iptables_save(lab.run("lb", ["iptables-save"]).stdout)
 
 
 def test_apply_verify_idempotent_undo(lab_scenario: Any) -> None:

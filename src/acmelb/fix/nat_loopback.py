@@ -203,8 +203,11 @@ def snapshot(plan: LoopbackPlan) -> str:
     """The whole ruleset as text, normalised only where it changes by itself."""
     if plan.tool == "nft":
         return _must(["nft", "list", "ruleset"])
-    text = _must([f"{_iptables_binary(plan)}-save"])
-    # iptables-save stamps the time in comments and may print live counters.
+    return normalize_iptables_save(_must([f"{_iptables_binary(plan)}-save"]))
+
+
+def normalize_iptables_save(text: str) -> str:
+    """iptables-save output without what changes by itself: time stamps and counters."""
     lines = [_COUNTERS.sub("[0:0]", line) for line in text.splitlines()
              if not line.startswith("#")]
     return "\n".join(lines) + "\n"
