@@ -197,6 +197,44 @@ def test_behaviours_behind_proxy_protocol(lab_scenario: LabFactory, behaviour: s
     assert (through_lb.status, through_lb.body) == (direct.status, direct.body)
 
 
+# -- IPv6: the same truths through the v6 VIP ---------------------------------------
+
+IPV6_TRUTH = {
+    # mode: (public fetch, fetch from b1, fetch from b2)
+    "dnat": ("key", "timeout", "timeout"),
+    "dnat-loopback": ("key", "key", "key"),
+    "haproxy-tcp": ("key", "key", "key"),
+    "haproxy-http-intercept": ("other", "other", "other"),
+    "firewall": ("timeout", "key", "key"),
+    "no-backend": ("503", "503", "503"),
+}
+
+
+def classify(result: FetchResult) -> str:
+    if is_key(result):
+        return "key"
+    if is_key(result, f"{LAB_TOKEN}.{OTHER_THUMBPRINT}"):
+        return "other"
+    if timed_out(result):
+        return "timeout"
+    return str(result.status) if result.outcome == "response" else result.outcome
+
+
+@pytest.mark.parametrize("mode", list(IPV6_TRUTH))
+def test_ipv6_vip(lab_scenario: LabFactory, mode: str) -> None:
+    lab = lab_scenario(mode, ipv6=True)
+    assert lab.vip6 == ADDRESSES.vip6
+    seen = tuple(classify(lab.fetch(role, address=ADDRESSES.vip6)) for role in ("pub", "b1", "b2"))
+    assert seen == IPV6_TRUTH[mode]
+
+
+def test_ipv6_proxy_protocol_shortcut(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("haproxy-tcp-proxy", ipv6=True, shortcut=("b1",))
+    assert is_key(lab.fetch("pub", address=ADDRESSES.vip6))
+    assert lab.fetch("b1", address=ADDRESSES.vip6).outcome == "empty-reply"
+    assert is_key(lab.fetch("b1", address=ADDRESSES.vip6, proxy_protocol=True))
+
+
 # -- the network is sealed ------------------------------------------------------------
 
 
@@ -208,11 +246,15 @@ def test_public_side_cannot_reach_backends_directly(lab_scenario: LabFactory) ->
 
 
 def test_no_namespace_has_a_route_out_of_the_lab(lab_scenario: LabFactory) -> None:
-    lab = lab_scenario("haproxy-tcp")
+    lab = lab_scenario("haproxy-tcp", ipv6=True)
+    gateways = {"-4": ADDRESSES.lb_backend, "-6": ADDRESSES.lb_backend6}
+    lab_prefixes = {"-4": ("198.18.",), "-6": ("2001:db8:", "fe80::")}
     for role in lab.namespaces:
-        routes = lab.run(role, ["ip", "-4", "route", "show"]).stdout
-        for line in routes.splitlines():
-            if line.startswith("default"):
-                assert f"via {ADDRESSES.lb_backend} " in line + " ", (role, line)
-            else:
-                assert line.split()[0].startswith("198.18."), (role, line)
+        for family in ("-4", "-6"):
+            routes = lab.run(role, ["ip", family, "route", "show"]).stdout
+            for line in routes.splitlines():
+                if line.startswith("default"):
+                    # Only backends have one, and it points at the LB.
+                    assert role.startswith("b") and f"via {gateways[family]} " in line, line
+                else:
+                    assert line.split()[0].startswith(lab_prefixes[family]), (role, line)
