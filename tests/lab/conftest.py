@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from acmelb.lab import Lab, Scenario, build, down_all
-from acmelb.lab.topology import leftovers_of_this_process
+from acmelb.lab.topology import down_labs_of_this_process, leftovers_of_this_process
 
 REQUIRED_TOOLS = ("ip", "iptables-restore", "haproxy", "nginx", "curl")
 
@@ -76,10 +76,16 @@ def lab_scenario(lab_available: None) -> Iterator[LabFactory]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any lab built in it left a namespace, process or file behind."""
+    """Fail the run if any lab built in it left a namespace, process or file behind.
+
+    Then remove the leftovers, so that one leaking test does not leak into the next run.
+    """
     problems = leftovers_of_this_process()
     if problems:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_line("lab leftovers: " + "; ".join(problems), red=True)
+            reporter.write_sep("=", "lab leftovers (now removed)", red=True)
+            for problem in problems:
+                reporter.write_line(problem)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        down_labs_of_this_process()

@@ -618,3 +618,14 @@ def leftovers_of_this_process() -> list[str]:
     problems += [f"process {record.pid} ({record.what} in {record.role})"
                  for record in _processes_started_here if record.is_running()]
     return problems
+
+
+def down_labs_of_this_process() -> None:
+    """Tear down whatever the labs built by this process left (after reporting it)."""
+    for lab_id, state_dir in _labs_built_here:
+        if (state_dir / "state.json").exists():
+            with contextlib.suppress(LabError):
+                Lab.attach(lab_id, state_root=state_dir.parent).down()
+        for name in netns.lab_namespaces(f"alb{lab_id}-"):
+            netns.delete(name)
+    _stop_processes([r for r in _processes_started_here if r.is_running()], {})
