@@ -70,6 +70,19 @@ def test_building_takes_well_under_a_second(lab_scenario: LabFactory) -> None:
     assert min(timings) < 1.0, timings
 
 
+def test_parallel_labs_do_not_collide(lab_scenario: LabFactory) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    modes = ("dnat", "firewall", "haproxy-http-intercept")
+    with ThreadPoolExecutor(len(modes)) as pool:
+        labs = list(pool.map(lab_scenario, modes))
+    assert len({lab.id for lab in labs}) == len(modes)
+    # Same addresses everywhere, yet each answers as its own mode.
+    outcomes = [(lab.fetch("pub").outcome, lab.fetch("pub").status) for lab in labs]
+    assert outcomes == [("response", 200), ("timeout", None), ("response", 200)]
+    assert labs[0].fetch("pub").text != labs[2].fetch("pub").text
+
+
 def test_a_failed_build_removes_what_it_built(lab_scenario: LabFactory,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     before = set(netns.lab_namespaces())

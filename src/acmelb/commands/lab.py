@@ -167,6 +167,8 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     for lab in labs:
         owner = "detached" if lab.state.owner_pid is None else f"owned by pid {lab.state.owner_pid}"
+        if lab.is_stale():
+            owner += " (gone: stale, `acmelb lab down` it)"
         age = time.time() - lab.state.created
         print(_render(lab, ""))
         print(f"  state    {lab.state_dir}, {owner}, up {age:.0f} s")
@@ -211,6 +213,8 @@ def run_exec(args: argparse.Namespace) -> int:
         lab = Lab.attach(lab_id)
     else:
         labs = running_labs()
+        if not labs:
+            raise UsageError("no lab is up (acmelb lab up SCENARIO)")
         if len(labs) != 1:
             ids = ", ".join(lab.id for lab in labs) or "none"
             raise UsageError(f"{len(labs)} labs are up ({ids}): say which, as ID:{target}")
