@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from acmelb.errors import LabError
 from acmelb.lab import configs, netns
 from acmelb.lab.fetch import FetchResult, curl_fetch
-from acmelb.lab.scenarios import ADDRESSES, Behaviour, Scenario
+from acmelb.lab.scenarios import ADDRESSES, OTHER_THUMBPRINT, Behaviour, Scenario
 
 if TYPE_CHECKING:
     from acmelb.lab.pebble import PebbleCA
@@ -484,8 +484,6 @@ def _responder_argv(scenario: Scenario, behaviour: Behaviour, *, behind_nginx: b
                            *scenario.extra_tokens):
             argv += ["--token", token, "--key", key]
     else:
-        from acmelb.lab.scenarios import OTHER_THUMBPRINT
-
         thumbprint = (scenario.thumbprint if behaviour is Behaviour.STATELESS
                       else OTHER_THUMBPRINT)
         argv += ["--stateless", "--thumbprint", thumbprint]
