@@ -116,8 +116,12 @@ def make_target(
     key_authorization: str | None = None,
     thumbprint: str | None = None,
 ) -> Target:
-    """Build a Target; with no token a random one (reachability and routing only)."""
-    random = token is None
+    """Build a Target; with no token a random one (reachability and routing only).
+
+    A thumbprint without a token checks a stateless responder: a random token
+    must come back as ``token.thumbprint``.
+    """
+    random = token is None and thumbprint is None
     tok = token or secrets.token_urlsafe(32)
     key = key_authorization
     if key is None and thumbprint is not None:

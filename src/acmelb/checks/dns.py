@@ -106,6 +106,8 @@ class Caa:
         assert ctx.dns is not None and ctx.dns.caa is not None
         caa = ctx.dns.caa
         if caa.error:
+            if ctx.has(Code.DNS_LOOKUP_FAILED):
+                return []  # the same broken zone, already reported
             return [Finding(
                 Code.DNS_LOOKUP_FAILED,
                 "the CAA lookup fails",

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     key = p.add_mutually_exclusive_group()
     key.add_argument("--key", metavar="KEY_AUTHORIZATION", help="the expected body")
     key.add_argument("--thumbprint", metavar="ACCOUNT_THUMBPRINT",
-                     help="the account key thumbprint (key = token.thumbprint)")
+                     help="the account key thumbprint (key = token.thumbprint); without "
+                     "--token, checks a stateless responder with a random token")
     p.add_argument("--challenges", metavar="FILE",
                    help="`kubectl get challenges -A -o json` output ('-' = stdin)")
     p.add_argument("--inside", action="append", default=[], metavar="CMD",
@@ -154,8 +155,6 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("give a NAME, --from-file or --challenges")
         if args.key and not args.token:
             raise UsageError("--key needs --token")
-        if args.thumbprint and not args.token:
-            raise UsageError("--thumbprint needs --token")
         if args.key and args.token and not args.key.startswith(args.token + "."):
             raise UsageError("--key must be TOKEN.THUMBPRINT for the --token given")
         targets = [make_target(n, args.token, args.key, args.thumbprint) for n in names]
