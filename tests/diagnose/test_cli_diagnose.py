@@ -133,6 +133,14 @@ def test_resolve_overrides_dns_for_this_process(world: dict[str, Any],
     assert code == 0 and doc["probes"][0]["address"] == good
 
 
+def test_resolve_forms() -> None:
+    from acmelb.commands.diagnose import _resolve_map
+
+    assert _resolve_map(["A.example.com:2001:db8::1", "a.example.com:80:127.0.0.9",
+                         "a.example.com:[::1]", "b.example.com.:80:[2001:db8::2]"]) == {
+        "a.example.com": ["2001:db8::1", "127.0.0.9", "::1"], "b.example.com": ["2001:db8::2"]}
+
+
 def test_challenges_file(world: dict[str, Any], capsys: pytest.CaptureFixture[str],
                          tmp_path: Path) -> None:
     data = json.loads(FIXTURE.read_text())
@@ -167,6 +175,7 @@ def test_challenges_from_stdin_human(world: dict[str, Any], capsys: pytest.Captu
     (["diagnose", "a.example.com", "--no-such-flag"], "unrecognized arguments"),
     (["diagnose"], "give a NAME"),
     (["diagnose", "a.example.com", "--resolve", "bogus"], "--resolve"),
+    (["diagnose", "a.example.com", "--resolve", "a.example.com:443:127.0.0.1"], "port 80"),
     (["diagnose", "a.example.com", "--dns-server", "not-an-ip"], "--dns-server"),
     (["diagnose", "a.example.com", "--repeat", "0"], "--repeat"),
     (["diagnose", "a.example.com", "--here", "sideways"], "invalid choice"),

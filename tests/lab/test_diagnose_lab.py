@@ -178,3 +178,16 @@ def test_unusable_inside_vantage(lab_scenario: LabFactory) -> None:
     lab = lab_scenario("dnat-loopback")
     rc, doc = diagnose(lab, "--inside", "ip netns exec acmelb-no-such-ns", inside=())
     assert rc == 0 and codes(doc) == ["vantage-unusable"]
+
+
+def test_aaaa_path_dead_ipv4_fine(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("dnat-loopback", ipv6=True)
+    sc = lab.scenario
+    # an unassigned address of the public IPv6 segment: neighbour discovery never answers
+    rc, doc = diagnose(lab, "--resolve", f"{sc.name}:2001:db8::99", inside=(), repeat=1)
+    assert rc == 0 and codes(doc) == ["ipv6-unreachable"]
+    assert finding(doc, "ipv6-unreachable")["severity"] == "warning"  # the CA falls back
+    assert doc["verdicts"]["acme-ca"] == "pass"
+    rc, doc = diagnose(lab, "--resolve", f"{sc.name}:{lab.vip6}", inside=(), repeat=1)
+    assert rc == 0 and doc["findings"] == []
+    assert {p["address"] for p in doc["probes"]} == {lab.vip6, lab.vip}

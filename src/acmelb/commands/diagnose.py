@@ -74,18 +74,26 @@ def _resolve_map(items: list[str]) -> dict[str, list[str]]:
     from acmelb.errors import UsageError
 
     out: dict[str, list[str]] = {}
+    def is_ip(text: str) -> bool:
+        try:
+            ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return False
+        return True
+
     for item in items:
         name, sep, addr = item.partition(":")
-        # curl's NAME:PORT:ADDRESS form is accepted too (the port must be 80)
-        if sep and addr.count(":") >= 1 and addr.split(":", 1)[0].isdigit():
-            port, _, addr = addr.partition(":")
+        if not name or not sep:
+            raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
+        if not is_ip(addr):
+            # curl's NAME:PORT:ADDRESS form is accepted too (the port must be 80)
+            port, _, rest = addr.partition(":")
+            if not (port.isdigit() and is_ip(rest)):
+                raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
             if port != "80":
                 raise UsageError(f"--resolve {item!r}: only port 80 is probed")
+            addr = rest
         addr = addr.strip("[]")
-        try:
-            ipaddress.ip_address(addr)
-        except ValueError:
-            raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS") from None
         out.setdefault(name.lower().rstrip("."), []).append(addr)
     return out
 
