@@ -19,7 +19,7 @@ lenient cert-manager self-check) and records each hop, so that the caller
 can apply Boulder's stricter rules to the same chain.
 """
 
-# ruff: noqa: UP006, UP031, UP035, UP041, UP045, SIM105
+# ruff: noqa: UP006, UP031, UP035, UP041, UP045, SIM105, B905
 # (plain syntax on purpose: this file must run on the oldest python3 a node has)
 import base64
 import json
@@ -28,6 +28,7 @@ import re
 import socket
 import ssl
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -641,28 +642,32 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
         }
     else:
         resolution = resolve(name, overrides)
-    attempts = []  # type: List[Dict[str, Any]]
     ordered = resolution["aaaa"] + resolution["a"]
-    for address in ordered[: int(request.get("max_addresses", 8))]:
-        for n in range(1, repeat + 1):
-            use_proxy = proxy_mode == "always"
-            chain = fetch_chain(url, address, opts, proxy_protocol=use_proxy)
-            attempts.append(_attempt(address, n, "public", chain, use_proxy))
-        first = attempts[-repeat]["final"]
-        if proxy_mode == "on-failure" and _proxy_worth_trying(first):
-            chain = fetch_chain(url, address, opts, proxy_protocol=True)
-            attempts.append(_attempt(address, 1, "public", chain, True))
-    local = []  # type: List[Dict[str, Any]]
+    ordered = ordered[: int(request.get("max_addresses", 8))]
+    always = proxy_mode == "always"
+    jobs = [(a, n, "public", always) for a in ordered for n in range(1, repeat + 1)]
     if request.get("local_probe"):
-        for address in request.get("local_addresses") or _local_addresses():
-            chain = fetch_chain(url, address, opts, proxy_protocol=False)
-            local.append(_attempt(address, 1, "local", chain, False))
-            if proxy_mode != "never" and _proxy_worth_trying(chain["final"]):
-                pchain = fetch_chain(url, address, opts, proxy_protocol=True)
-                if _usable_response(pchain["final"]):
-                    local.append(_attempt(address, 1, "local", pchain, True))
-            if len(local) >= 4:
-                break
+        local_addrs = request.get("local_addresses") or _local_addresses()
+        jobs += [(a, 1, "local", False) for a in local_addrs[:3]]
+    done = _parallel(url, opts, jobs)
+    if proxy_mode == "on-failure" or (proxy_mode != "never" and request.get("local_probe")):
+        retry = []
+        for job, chain in zip(jobs, done):
+            worth = _proxy_worth_trying(chain["final"]) and not job[3]
+            if worth and job[2] == "public" and job[1] == 1 and proxy_mode == "on-failure":
+                retry.append((job[0], 1, "public", True))
+            elif worth and job[2] == "local":
+                retry.append((job[0], 1, "local", True))
+        retried = _parallel(url, opts, retry)
+        for job, chain in zip(retry, retried):
+            if job[2] == "public" or _usable_response(chain["final"]):
+                jobs.append(job)
+                done.append(chain)
+    attempts = [_attempt(j[0], j[1], j[2], c, j[3]) for j, c in zip(jobs, done)]
+    # public probes first (address order, attempt, PROXY last), then the local ones
+    rank = {a: i for i, a in enumerate(ordered)}
+    attempts.sort(key=lambda x: (x["target"] != "public", rank.get(x["address"], 99),
+                                 x["proxy_protocol"], x["attempt"]))
     return {
         "schema": PROBE_SCHEMA,
         "runner": "python",
@@ -671,9 +676,38 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
         "name": name,
         "url": url,
         "resolution": resolution,
-        "attempts": attempts + local,
+        "attempts": attempts,
         "elapsed_ms": int((_now() - started) * 1000),
     }
+
+
+def _parallel(
+    url: str, opts: Dict[str, Any], jobs: List[Tuple[str, int, str, bool]]
+) -> List[Dict[str, Any]]:
+    """Run fetch_chain for every job on up to 8 threads; results in job order."""
+    results = [None] * len(jobs)  # type: List[Any]
+    lock = threading.Lock()
+    queue = list(enumerate(jobs))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                index, job = queue.pop(0)
+            try:
+                results[index] = fetch_chain(url, job[0], opts, proxy_protocol=job[3])
+            except Exception as exc:  # a probe bug must not lose the other results
+                hop = _redirect_error(url, "probe failure: %s: %s" % (type(exc).__name__, exc))
+                hop["outcome"] = "connect-error"
+                results[index] = {"final": hop, "redirects": []}
+
+    threads = [threading.Thread(target=worker) for _ in range(min(8, len(jobs)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def _attempt(
