@@ -47,6 +47,16 @@ def test_dnat_with_shortcut_bypasses_the_lb(lab_scenario: LabFactory) -> None:
     assert timed_out(lab.fetch("b2"))  # no shortcut there: still the hairpin
 
 
+def test_dnat_with_split_horizon_dns_avoids_the_hairpin(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("dnat", split_horizon=True)
+    resolved = {role: lab.run(role, ["getent", "ahostsv4", lab.scenario.name]).stdout.split()[0]
+                for role in ("pub", "b1", "b2")}
+    assert resolved == {"pub": ADDRESSES.vip, "b1": ADDRESSES.backend(1),
+                        "b2": ADDRESSES.backend(1)}
+    for role in ("pub", "b1", "b2"):
+        assert is_key(lab.fetch(role)), (role, lab.fetch(role))
+
+
 def test_dnat_loopback_everyone_gets_key(lab_scenario: LabFactory) -> None:
     lab = lab_scenario("dnat-loopback")
     for role in ("pub", "b1", "b2"):

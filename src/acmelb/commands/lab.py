@@ -37,6 +37,8 @@ def register(sub: Any) -> None:
     up.add_argument("--token", help="the challenge token the responders serve")
     up.add_argument("--thumbprint", help="the account thumbprint of the key authorization")
     up.add_argument("--ipv6", action="store_true", help="add IPv6 (2001:db8::/32) everywhere")
+    up.add_argument("--split-horizon", action="store_true",
+                    help="backends resolve the name to b1's address, the public side to the VIP")
     up.add_argument("--ca", action="store_true",
                     help="run Pebble and its DNS server on the public side")
     up.add_argument("--json", action="store_true", help="print the lab as JSON")
@@ -81,7 +83,7 @@ def run_up(args: argparse.Namespace) -> int:
 
     require_root()
     options: dict[str, Any] = {"shortcut": tuple(args.shortcut), "ipv6": args.ipv6,
-                               "ca": args.ca}
+                               "ca": args.ca, "split_horizon": args.split_horizon}
     for key in ("name", "token", "thumbprint"):
         if getattr(args, key):
             options[key] = getattr(args, key)
@@ -107,7 +109,9 @@ def _render(lab: Lab, note: str = "") -> str:
     lines = [f"lab {info['id']}: {info['mode']} - {info['mode_description']}"
              + (f" ({note})" if note else "")]
     vip = info["vip"] + (f", {info['vip6']}" if info["vip6"] else "")
-    lines.append(f"  name     {info['name']} -> VIP {vip}")
+    lines.append(f"  name     {info['name']} -> VIP {vip}"
+                 + (f" (from the backends: {lab.backend_address(lab.backends[0])})"
+                    if info["split_horizon"] else ""))
     lines.append(f"  url      {info['url']}")
     lines.append(f"  key      {info['key_authorization']}")
     lines.append(f"  outside  {info['outside']}")

@@ -189,12 +189,18 @@ def nginx_config(scenario: Scenario, behaviour: Behaviour, workdir: Path) -> str
     ]) + "\n"
 
 
-def hosts_file(scenario: Scenario) -> str:
-    """/etc/hosts for every lab namespace: the name resolves to the VIP, as in public DNS."""
+def hosts_file(scenario: Scenario, *, inside: bool = False) -> str:
+    """/etc/hosts of a lab namespace: the name resolves to the VIP, as in public DNS.
+
+    ``inside`` (a backend's) with ``split_horizon``: to b1's own address instead.
+    """
+    internal = inside and scenario.split_horizon
+    v4 = ADDRESSES.backend(1) if internal else ADDRESSES.vip
+    v6 = ADDRESSES.backend6(1) if internal else ADDRESSES.vip6
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     if scenario.ipv6:
-        lines.append(f"{ADDRESSES.vip6}\t{scenario.name}")
-    lines.append(f"{ADDRESSES.vip}\t{scenario.name}")
+        lines.append(f"{v6}\t{scenario.name}")
+    lines.append(f"{v4}\t{scenario.name}")
     return "\n".join(lines) + "\n"
 
 

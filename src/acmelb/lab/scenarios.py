@@ -157,7 +157,9 @@ class Scenario:
     themselves in their own OUTPUT chain, as kube-proxy does for a
     LoadBalancer IP. ``ipv6`` adds 2001:db8:: addresses, a v6 VIP and AAAA
     answers everywhere. ``ca`` starts Pebble and its DNS server in the public
-    namespace.
+    namespace. ``split_horizon`` makes the backends resolve the name to b1's
+    own address (an internal zone, or CoreDNS rewriting it as hairpin-proxy
+    does) while the public side still gets the VIP.
     """
 
     mode: Mode
@@ -168,6 +170,7 @@ class Scenario:
     thumbprint: str = LAB_THUMBPRINT
     ipv6: bool = False
     ca: bool = False
+    split_horizon: bool = False
     extra_tokens: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:

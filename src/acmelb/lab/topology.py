@@ -115,6 +115,7 @@ def _scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         thumbprint=data["thumbprint"],
         ipv6=data["ipv6"],
         ca=data["ca"],
+        split_horizon=data.get("split_horizon", False),
         extra_tokens=tuple((token, key) for token, key in data.get("extra_tokens", ())),
     )
 
@@ -283,6 +284,7 @@ class Lab:
             "name": scenario.name,
             "vip": self.vip,
             "vip6": self.vip6,
+            "split_horizon": scenario.split_horizon,
             "url": self.url,
             "token": scenario.token,
             "key_authorization": scenario.key_authorization,
@@ -393,10 +395,11 @@ def _build_network(lab: Lab) -> None:
     scenario = lab.scenario
     ipv6 = scenario.ipv6
     pub, lb = lab.ns(PUBLIC), lab.ns(LB)
-    hosts, resolv = configs.hosts_file(scenario), configs.resolv_conf(scenario)
-    for name in lab.namespaces.values():
+    resolv = configs.resolv_conf(scenario)
+    for role, name in lab.namespaces.items():
         netns.add(name)
-        netns.write_etc(name, "hosts", hosts)
+        inside = role in lab.backends
+        netns.write_etc(name, "hosts", configs.hosts_file(scenario, inside=inside))
         netns.write_etc(name, "resolv.conf", resolv)
         if ipv6:
             # Before any link exists: without duplicate address detection, link-local
