@@ -29,11 +29,20 @@ SCHEMA = json.loads(importlib.resources.files("acmelb").joinpath(
 
 
 def diagnose(lab: Lab, *extra: str, inside: tuple[str, ...] = ("b1",), key: bool = True,
-             repeat: int = 2, timeout: float = 1) -> tuple[int, dict[str, Any]]:
+             repeat: int = 2, timeout: float = 1, dns: bool = False,
+             assume_public: bool = True) -> tuple[int, dict[str, Any]]:
+    """Run `acmelb diagnose` in the public namespace; names from --resolve, or (``dns``)
+    from the lab's DNS server."""
     sc = lab.scenario
     argv = [sys.executable, "-m", "acmelb", "diagnose", sc.name, "--json",
-            "--timeout", str(timeout), "--repeat", str(repeat),
-            "--resolve", f"{sc.name}:{lab.vip}", "--assume-public", "198.18.0.0/15"]
+            "--timeout", str(timeout), "--repeat", str(repeat)]
+    if dns:
+        assert lab.dns_server is not None
+        argv += ["--dns-server", lab.dns_server]
+    else:
+        argv += ["--resolve", f"{sc.name}:{lab.vip}"]
+    if assume_public:
+        argv += ["--assume-public", "198.18.0.0/15"]
     if key:
         argv += ["--token", sc.token, "--key", sc.key_authorization]
     for role in inside:
@@ -191,3 +200,23 @@ def test_aaaa_path_dead_ipv4_fine(lab_scenario: LabFactory) -> None:
     rc, doc = diagnose(lab, "--resolve", f"{sc.name}:{lab.vip6}", inside=(), repeat=1)
     assert rc == 0 and doc["findings"] == []
     assert {p["address"] for p in doc["probes"]} == {lab.vip6, lab.vip}
+
+
+def test_split_horizon_inside_goes_straight_to_the_backend(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("dnat", split_horizon=True)
+    rc, doc = diagnose(lab, dns=False)
+    assert rc == 0 and codes(doc) == ["dns-split-horizon"]
+    f = finding(doc, "dns-split-horizon")
+    assert lab.backend_address("b1") in f["explanation"] and ADDRESSES.vip in f["explanation"]
+    assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "pass"}
+
+
+def test_names_from_the_labs_dns_server(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("dnat-loopback", ca=True)
+    rc, doc = diagnose(lab, dns=True)
+    assert rc == 0 and doc["findings"] == []
+    assert {p["address"] for p in doc["probes"] if p["target"] == "public"} == {lab.vip}
+    # without --assume-public the lab's addresses are what they are: a reserved range
+    rc, doc = diagnose(lab, dns=True, assume_public=False, inside=())
+    assert rc == 1 and codes(doc) == ["dns-reserved-address"]
+    assert "198.18.0.10: benchmarking range" in finding(doc, "dns-reserved-address")["evidence"][0]
