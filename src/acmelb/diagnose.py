@@ -20,17 +20,17 @@ from typing import Any
 
 from acmelb.checks import Stage, run_stage
 from acmelb.checks.base import (
+    Attempt,
     Context,
     Options,
     Target,
     VantageRun,
-    ca_path,
     cm_verdict,
     go_path,
     le_verdict,
 )
 from acmelb.errors import InvalidNameError
-from acmelb.findings import Finding, sort_findings
+from acmelb.findings import Code, Finding, Severity, sort_findings
 from acmelb.names import normalize_name
 from acmelb.resolution import DnsResult, lookup
 from acmelb.vantage import Local, Role, Vantage, VantageFailure
@@ -169,38 +169,51 @@ def _local_addresses(ctx: Context) -> list[str] | None:
 
 
 def verdicts(ctx: Context) -> dict[str, str]:
-    fatal = any(f.sev.name == "FATAL" for f in ctx.findings)
+    name_fatal = ctx.name_error is not None
+    fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
     return {
         "acme-ca": FAIL if fatal else _verdict(ctx, ctx.outside, ca=True),
-        "cert-manager-self-check": FAIL if fatal else _verdict(ctx, ctx.inside, ca=False),
+        # a fatal DNS finding stopped the probes: the inside was never asked
+        "cert-manager-self-check": FAIL if name_fatal else (
+            UNKNOWN if fatal else _verdict(ctx, ctx.inside, ca=False)),
     }
+
+
+def ca_attempts(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """The probes a CA's perspectives would make: each dials AAAA first, A after a dial error.
+
+    Several perspectives, each with its own DNS answer order, together reach every
+    address of the family they use, so every such address counts.
+    """
+    pub = [a for a in attempts if a.target == "public" and not a.proxy]
+    v6 = [a for a in pub if a.family == "ipv6"]
+    v4 = [a for a in pub if a.family == "ipv4"]
+    if v6 and not any(a.dial_error for a in v6):
+        return v6
+    return [a for a in v6 if not a.dial_error] + v4
 
 
 def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
     if not runs:
         return UNKNOWN
+    if ca and any(f.code is Code.DNS_RESERVED_ADDRESS and f.sev.failing for f in ctx.findings):
+        return FAIL
     results: list[bool] = []
     unknown = False
     for run in runs:
         numbers = sorted({a.number for a in run.public_attempts})
         if not numbers:
             return FAIL  # resolved to nothing there
-        for n in numbers:
-            a = ca_path(run.attempts, n) if ca else go_path(run.attempts, n)
-            if a is None:
-                continue
+        if ca:
+            chosen: list[Attempt] = ca_attempts(run.attempts)
+        else:
+            chosen = [a for a in (go_path(run.attempts, n) for n in numbers) if a is not None]
+        for a in chosen:
             v = le_verdict(a, ctx.target) if ca else cm_verdict(a, ctx.target)
-            if ca and not v.ok and v.code is not None and v.code.value == "dns-reserved-address":
-                results.append(False)
-            elif ctx.target.key_authorization is None and v.ok:
+            if ctx.target.key_authorization is None and v.ok:
                 unknown = True  # reachable, but content cannot be judged without the key
             else:
                 results.append(v.ok)
-    if ca:
-        dns_bad = any(f.code.value == "dns-reserved-address" and f.sev.failing
-                      for f in ctx.findings)
-        if dns_bad:
-            return FAIL
     if results and not all(results):
         return FAIL
     if unknown or not results:

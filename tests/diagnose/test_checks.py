@@ -335,6 +335,22 @@ def test_inside_only_failure_is_reported_from_inside() -> None:
     assert f.vantages == ["inside:ssh node1"] and "inside" in f.title
 
 
+def test_two_a_records_one_wrong_fails_the_ca_verdict() -> None:
+    """Several perspectives reach every A address: one bad backend address fails validation."""
+    good = recording("ok", PUBLIC)
+    bad = recording("not-found", "203.0.113.11")
+    good["attempts"] += bad["attempts"]
+    good["resolution"]["a"] = [PUBLIC, "203.0.113.11"]
+    r = analyse(target(), [VantageRun("outside:local", "outside", False, good)])
+    assert "challenge-not-found" in codes(r) and r.verdicts["acme-ca"] == "fail"
+
+
+def test_dns_fatal_leaves_the_self_check_unknown() -> None:
+    r = analyse(target(), [outside("ok"), inside("ok", source="given")],
+                dns=_dns(a_status="nxdomain", aaaa_status="nxdomain"))
+    assert r.verdicts == {"acme-ca": "fail", "cert-manager-self-check": "unknown"}
+
+
 def test_vantage_unusable() -> None:
     broken = VantageRun("inside:ssh node9", "inside", True, None,
                         failure="neither python3 nor curl could run a probe there",

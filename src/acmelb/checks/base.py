@@ -390,18 +390,6 @@ def cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     return classify_response(final, target, trim=False, max_body=None)
 
 
-def ca_path(attempts: Sequence[Attempt], number: int) -> Attempt | None:
-    """The attempt the CA's dial order picks: first AAAA, first A only after a dial error."""
-    pub = [a for a in attempts if a.target == "public" and not a.proxy and a.number == number]
-    v6 = [a for a in pub if a.family == "ipv6"]
-    v4 = [a for a in pub if a.family == "ipv4"]
-    if v6 and v4 and v6[0].dial_error:
-        return v4[0]
-    if v6:
-        return v6[0]
-    return v4[0] if v4 else None
-
-
 def go_path(attempts: Sequence[Attempt], number: int) -> Attempt | None:
     """The attempt Go's dialer picks: addresses in order until one connects."""
     pub = [a for a in attempts if a.target == "public" and not a.proxy and a.number == number]
