@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from acmelb.checks.base import KEYAUTH_RE
+from acmelb.findings import KEYAUTH_RE
 
 SCHEMA = "acmelb.explain/v1"
 

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from acmelb.findings import Code, Finding
+from acmelb.findings import KEYAUTH_RE, Code, Finding
 from acmelb.resolution import DnsResult
 
-KEYAUTH_RE = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})$")
 LE_REDIRECT_STATUSES = (301, 302, 307, 308)
 LE_MAX_REDIRECTS = 10
 LE_MAX_BODY = 128
