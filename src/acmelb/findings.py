@@ -13,7 +13,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # A well-formed key authorization: token "." base64url(SHA-256 thumbprint) (RFC 8555 8.1).
 KEYAUTH_RE = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})$")
 
