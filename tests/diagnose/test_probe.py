@@ -205,3 +205,31 @@ def test_probe_source_is_stdlib_only() -> None:
 ])
 def test_join_url(url: str, location: str, expected: str) -> None:
     assert probe._join_url(url, location) == expected
+
+
+def free_port6() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_ipv6_and_proxy_tcp6(serve: Serve) -> None:
+    port = free_port6()
+    s = serve(proxy_required(answer(200, KEYAUTH)), address="::1", port=port)
+    hop = chain(f"http://app.test:{port}/", "::1", proxy_protocol=True)["final"]
+    assert hop["status"] == 200 and hop["family"] == "ipv6"
+    line = next(r for r in s.requests if r.startswith(b"PROXY")).split(b"\r\n", 1)[0]
+    assert line.startswith(b"PROXY TCP6 ::1 ::1 ")
+    assert f"Host: app.test:{port}" in s.requests[-1].decode(errors="replace")
+
+
+def test_redirect_target_dials_aaaa_first_then_a_after_a_dial_error(serve: Serve) -> None:
+    port = free_port6()  # nothing listens on [::1]:port
+    final = serve(answer(200, KEYAUTH), port=port)
+    first = serve(answer(302, "", {"Location": f"http://two.test:{port}/x"}))
+    out = chain("http://app.test/", first.address,
+                opts={"resolve_map": {"two.test": ["::1", final.address]}})
+    assert out["final"]["address"] == final.address and out["final"]["status"] == 200
