@@ -220,3 +220,35 @@ def test_names_from_the_labs_dns_server(lab_scenario: LabFactory) -> None:
     rc, doc = diagnose(lab, dns=True, assume_public=False, inside=())
     assert rc == 1 and codes(doc) == ["dns-reserved-address"]
     assert "198.18.0.10: benchmarking range" in finding(doc, "dns-reserved-address")["evidence"][0]
+
+
+def test_cert_manager_challenge_list_on_a_hairpin_less_lb(lab_scenario: LabFactory,
+                                                           tmp_path: Any) -> None:
+    """`kubectl get challenges -A -o json` as cert-manager leaves it when its self-check
+    times out: the diagnosis names nat-loopback, and the reason's explanation agreed."""
+    lab = lab_scenario("dnat")
+    sc = lab.scenario
+    url = lab.url
+    reason = (f"Waiting for HTTP-01 challenge propagation: failed to perform self check GET "
+              f"request '{url}': Get \"{url}\": context deadline exceeded (Client.Timeout "
+              "exceeded while awaiting headers)")
+    challenges = {"apiVersion": "v1", "kind": "List", "items": [{
+        "apiVersion": "acme.cert-manager.io/v1", "kind": "Challenge",
+        "metadata": {"name": "app-tls-1", "namespace": "shop"},
+        "spec": {"dnsName": sc.name, "token": sc.token, "key": sc.key_authorization,
+                 "type": "HTTP-01"},
+        "status": {"state": "pending", "processing": True, "presented": True,
+                   "reason": reason},
+    }]}
+    path = tmp_path / "challenges.json"
+    path.write_text(json.dumps(challenges))
+    proc = subprocess.run(
+        [*lab.exec_prefix("pub"), sys.executable, "-m", "acmelb", "diagnose", "--challenges",
+         str(path), "--inside", lab.vantage("b1"), "--resolve", f"{sc.name}:{lab.vip}",
+         "--assume-public", "198.18.0.0/15", "--timeout", "1", "--repeat", "1"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    out = proc.stdout
+    assert "challenge shop/app-tls-1" in out and "cert-manager says: Waiting for HTTP-01" in out
+    assert "that message points to: nat-loopback" in out
+    assert "nat-loopback: no NAT loopback" in out and "CoreDNS" in out
