@@ -152,13 +152,26 @@ def test_challenges_file(world: dict[str, Any], capsys: pytest.CaptureFixture[st
     path.write_text(json.dumps(data))
     code, out, err = run_main(["diagnose", "--challenges", str(path), "--dns-server",
                                world["dns"], *FAST, "--json"], capsys)
-    doc = json.loads(out)
-    jsonschema.validate(doc, SCHEMA)
+    docs = json.loads(out)
+    jsonschema.validate(docs, SCHEMA)
+    assert len(docs) == 1  # --challenges always prints an array
+    doc = docs[0]
     assert "skipping shop/wild-dns01" in err and "DNS-01" in err
     assert doc["name"] == "www.example.com" and doc["challenge"]["name"].startswith("shop/")
     assert doc["token"] == data["items"][0]["spec"]["token"]
     assert "nat-loopback" in doc["challenge"]["explain"]["candidates"]
     assert code == 0 and doc["verdicts"]["acme-ca"] == "pass"
+
+
+def test_challenges_with_nothing_pending(capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    data = json.loads(FIXTURE.read_text())
+    data["items"][0]["status"]["state"] = "valid"
+    path = tmp_path / "ch.json"
+    path.write_text(json.dumps(data))
+    code, out, err = run_main(["diagnose", "--challenges", str(path), "--json"], capsys)
+    assert code == 0 and json.loads(out) == []
+    assert "state valid" in err and "no pending HTTP-01 challenge" in err
 
 
 def test_challenges_from_stdin_human(world: dict[str, Any], capsys: pytest.CaptureFixture[str],

@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         docs = [r.to_json() for r in reports]
         for doc, r in zip(docs, reports, strict=True):
             _attach_explain(doc, r)
-        out: Any = docs[0] if len(docs) == 1 else docs
+        # one name: the report; several (or none left to diagnose): an array of reports
+        out: Any = docs[0] if len(docs) == 1 and not args.challenges else docs
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
