@@ -155,7 +155,8 @@ def _parse(stdout: bytes) -> ProbeResult | None:
 # curl fallback: fewer details (no redirect chain, resolution by curl itself).
 
 _CURL_MARK = "\n@@ACMELB@@"
-_CURL_FORMAT = _CURL_MARK + " %{http_code} %{remote_ip} %{size_download} %{time_total}"
+_CURL_FORMAT = (_CURL_MARK + " %{http_code} %{remote_ip} %{size_download} %{time_total} "
+               "%{num_redirects} %{url_effective}")
 
 _CURL_EXIT = {
     7: ("connect-refused", "connection refused (curl exit 7)"),
@@ -164,7 +165,8 @@ _CURL_EXIT = {
     56: ("reset", "failure receiving data, connection reset (curl exit 56)"),
     6: ("dns-error", "could not resolve host (curl exit 6)"),
     35: ("tls-on-http-port", "TLS error (curl exit 35)"),
-    1: ("bad-response", "unsupported protocol (curl exit 1)"),
+    1: ("redirect-error", "unsupported protocol in a redirect (curl exit 1)"),
+    47: ("redirect-error", "stopped after 10 redirects (curl exit 47)"),
     8: ("bad-response", "weird server reply (curl exit 8)"),
 }
 
@@ -184,6 +186,7 @@ def curl_probe(
         cmd = [
             *prefix, "curl", "-sS", "--http1.1", "-o", "-", "-D", "-",
             "--connect-timeout", f"{timeout:g}", "--max-time", f"{total:g}",
+            "-L", "--max-redirs", "10", "--proto-redir", "=http,https",
             "-H", "Accept: */*", "-A", _probe.DEFAULT_USER_AGENT, "-w", _CURL_FORMAT,
             request["url"],
         ]
@@ -215,20 +218,33 @@ def curl_probe(
             )
             hop["outcome"] = outcome
             hop["error"] = f"{text}: {_excerpt(proc.stderr, 160)}"
-        else:
-            head, _sep, body = body_part.partition("\r\n\r\n")
-            lines = head.split("\r\n")
+        redirects: list[dict[str, Any]] = []
+        if proc.returncode == 0 and code != 0:
+            # -D - prints the header block of every hop before the final body
+            rest = body_part
+            current = str(request["url"])
+            hops = int(fields[4]) if len(fields) > 4 and fields[4].isdigit() else 0
+            for _ in range(hops):
+                block, _sep, rest = rest.partition("\r\n\r\n")
+                status, reason, headers = _parse_head(block)
+                location = next((v for k, v in headers if k.lower() == "location"), "")
+                target = _probe._join_url(current, location) if location else current
+                redirects.append({**hop, "url": current, "status": status, "reason": reason,
+                                  "headers": headers, "location": location,
+                                  "redirect_to": target, "body": "", "body_length": 0})
+                current = target
+            head, _sep, body = rest.partition("\r\n\r\n")
+            status, reason, headers = _parse_head(head)
+            hop["url"] = fields[5] if len(fields) > 5 else current
             hop["status"] = code
-            hop["reason"] = lines[0].split(" ", 2)[2] if lines[0].count(" ") >= 2 else ""
-            hop["headers"] = [[k.strip(), v.strip()] for k, _, v in
-                              (ln.partition(":") for ln in lines[1:]) if k]
+            hop["reason"] = reason
+            hop["headers"] = headers
             hop["body"] = body[: _probe.BODY_KEEP]
             hop["body_length"] = len(body.encode("utf-8"))
         if remote_ip:
             key = "aaaa" if ":" in remote_ip else "a"
             if remote_ip not in resolution[key]:
                 resolution[key].append(remote_ip)
-        redirects: list[dict[str, Any]] = []
         attempts.append({
             "address": remote_ip or "?", "attempt": n, "target": "public",
             "proxy_protocol": False, "final": hop, "redirects": redirects,
@@ -238,6 +254,15 @@ def curl_probe(
         "name": request["name"], "url": request["url"], "resolution": resolution,
         "attempts": attempts, "elapsed_ms": sum(a["final"]["elapsed_ms"] for a in attempts),
     }
+
+
+def _parse_head(block: str) -> tuple[int | None, str, list[list[str]]]:
+    lines = block.split("\r\n")
+    parts = lines[0].split(" ", 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    reason = parts[2] if len(parts) > 2 else ""
+    headers = [[k.strip(), v.strip()] for k, _, v in (ln.partition(":") for ln in lines[1:]) if k]
+    return status, reason, headers
 
 
 def parse_here(text: str) -> Role:
