@@ -13,8 +13,10 @@ import datetime
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -153,25 +155,65 @@ class Issuer:
         self.self_check = self_check
         self.deactivated: list[Deactivation] = []
 
-    def issue(self, request: IssueRequest) -> IssueResult:
+    def issue(self, request: IssueRequest, *, client: CAClient | None = None,
+              solver: Solver | None = None) -> IssueResult:
+        """One certificate. ``client`` and ``solver`` may be shared by concurrent calls."""
         names = normalize_names(request.names)
         if request.key_type not in KEY_TYPES:
             raise UsageError(f"unknown key type {request.key_type!r} "
                              f"(choose from {', '.join(KEY_TYPES)})")
         self.store.prepare()
-        client = open_account(self.store, request.ca)
+        client = client or open_account(self.store, request.ca)
         lineage_name = names[0]
         with self.store.lock(lineage_name):
-            return self._issue_locked(client, request, names, self.store.lineage(lineage_name))
+            return self._issue_locked(client, request, names, self.store.lineage(lineage_name),
+                                      solver)
+
+    def issue_many(self, requests: Sequence[IssueRequest], *, concurrency: int = 8,
+                   on_done: Callable[[IssueRequest, IssueResult | AcmelbError], None]
+                   | None = None) -> list[IssueResult | AcmelbError]:
+        """Many certificates with one account and one solver, ``concurrency`` orders at a time.
+
+        Every request must use the same CA and solver settings. A failure of one
+        certificate is returned in its place; the others go on.
+        """
+        if not requests:
+            return []
+        ca, solver_options = requests[0].ca, requests[0].solver
+        if any(r.ca != ca or r.solver != solver_options for r in requests):
+            raise UsageError("every certificate of one run must use the same CA and solver")
+        first = open_account(self.store, ca)  # registers the account once, before the rush
+        solver = make_solver(solver_options, first.thumbprint)
+        # One HTTP session (and nonce pool) per worker thread: requests' sessions and the
+        # acme library's nonce handling are not made for sharing between threads.
+        per_thread = threading.local()
+
+        def one(request: IssueRequest) -> IssueResult | AcmelbError:
+            try:
+                if not hasattr(per_thread, "client"):
+                    per_thread.client = open_account(self.store, ca)
+                outcome: IssueResult | AcmelbError = self.issue(
+                    request, client=per_thread.client, solver=solver)
+            except AcmelbError as exc:
+                outcome = exc
+            if on_done is not None:
+                on_done(request, outcome)
+            return outcome
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(requests)))) as pool:
+                return list(pool.map(one, requests))
+        finally:
+            solver.close()
 
     def _issue_locked(self, client: CAClient, request: IssueRequest, names: tuple[str, ...],
-                      lineage: Lineage) -> IssueResult:
+                      lineage: Lineage, shared_solver: Solver | None) -> IssueResult:
         key_pem = (lineage.read("privkey") if request.reuse_key and lineage.exists()
                    else generate_key(request.key_type))
         csr_pem = acme_crypto.make_csr(key_pem, list(names))
         self.progress(f"ordering a certificate for {', '.join(names)}")
         order = client.call(lambda: client.acme.new_order(csr_pem), what="create the order")
-        solver = make_solver(request.solver, client.thumbprint)
+        solver = shared_solver or make_solver(request.solver, client.thumbprint)
         pending, challenge_bodies = self._pending_challenges(client, order)
         try:
             if pending:
@@ -186,7 +228,7 @@ class Issuer:
             self._deactivate_pending(client, order)
             raise
         finally:
-            self._cleanup(solver, pending)
+            self._cleanup(solver, pending, close=shared_solver is None)
         self.progress("finalizing the order")
         fullchain_pem = self._finalize(client, order)
         cert_pem, chain_pem = split_chain(fullchain_pem)
@@ -266,14 +308,16 @@ class Issuer:
             self.progress(f"deactivated the authorization for {record.name} ({record.url}): "
                           f"now {record.status}; its challenge was {record.challenge_status}")
 
-    def _cleanup(self, solver: Solver, pending: Sequence[PendingChallenge]) -> None:
+    def _cleanup(self, solver: Solver, pending: Sequence[PendingChallenge], *,
+                 close: bool) -> None:
         try:
             if pending:
                 solver.cleanup(pending)
         except SolverError as exc:
             self.progress(f"warning: {exc}")
         finally:
-            solver.close()
+            if close:
+                solver.close()
 
     def _finalize(self, client: CAClient, order: messages.OrderResource) -> bytes:
         deadline = time.monotonic() + FINALIZE_TIMEOUT
@@ -361,34 +405,47 @@ class RenewOutcome:
 
 def renew(store: Store, names: Sequence[str] | None, *, days: float,
           deploy_hook: str | None = None, force: bool = False,
-          progress: Progress | None = None,
-          self_check: SelfCheck | None = None) -> list[RenewOutcome]:
-    """Renew the named lineages (all when ``names`` is None) that expire within ``days``."""
+          progress: Progress | None = None, self_check: SelfCheck | None = None,
+          concurrency: int = 8) -> list[RenewOutcome]:
+    """Renew the named lineages (all when ``names`` is None) that expire within ``days``.
+
+    Due lineages that share a CA and a solver are renewed concurrently.
+    """
     infos = {info.name: info for info in inspect_certificates(store)}
     wanted = list(infos) if names is None else [normalize_name(n) for n in names]
-    outcomes = []
-    issuer = Issuer(store, progress=progress, self_check=self_check)
+    outcomes: dict[str, RenewOutcome] = {}
+    due: dict[tuple[CAConfig, SolverOptions], list[tuple[str, IssueRequest]]] = {}
     for name in wanted:
         info = infos.get(name)
         if info is None:
-            outcomes.append(RenewOutcome(name, "failed", f"no certificate named {name} in "
-                                         f"{store.root}"))
-            continue
-        if not force and info.days_left is not None and info.days_left > days:
-            outcomes.append(RenewOutcome(name, "not-due",
-                                         f"expires in {info.days_left:.0f} days"))
-            continue
+            outcomes[name] = RenewOutcome(name, "failed",
+                                          f"no certificate named {name} in {store.root}")
+        elif not force and info.days_left is not None and info.days_left > days:
+            outcomes[name] = RenewOutcome(name, "not-due",
+                                          f"expires in {info.days_left:.0f} days")
+        else:
+            try:
+                request = request_from_renewal(store.lineage(name).renewal_params())
+            except AcmelbError as exc:
+                outcomes[name] = RenewOutcome(name, "failed", str(exc))
+                continue
+            due.setdefault((request.ca, request.solver), []).append((name, request))
+    issuer = Issuer(store, progress=progress, self_check=self_check)
+    for batch in due.values():
         try:
-            request = request_from_renewal(store.lineage(name).renewal_params())
-            result = issuer.issue(request)
-        except AcmelbError as exc:
-            outcomes.append(RenewOutcome(name, "failed", str(exc)))
-            continue
-        detail = f"renewed, valid until {result.not_after:%Y-%m-%d %H:%M} UTC"
-        if deploy_hook:
-            detail += _run_deploy_hook(deploy_hook, result)
-        outcomes.append(RenewOutcome(name, "renewed", detail, result))
-    return outcomes
+            results: list[IssueResult | AcmelbError] = issuer.issue_many(
+                [request for _, request in batch], concurrency=concurrency)
+        except AcmelbError as exc:  # the account or the solver failed for the whole batch
+            results = [exc] * len(batch)
+        for (name, _), result in zip(batch, results, strict=True):
+            if isinstance(result, AcmelbError):
+                outcomes[name] = RenewOutcome(name, "failed", str(result))
+                continue
+            detail = f"renewed, valid until {result.not_after:%Y-%m-%d %H:%M} UTC"
+            if deploy_hook:
+                detail += _run_deploy_hook(deploy_hook, result)
+            outcomes[name] = RenewOutcome(name, "renewed", detail, result)
+    return [outcomes[name] for name in wanted]
 
 
 def _run_deploy_hook(command: str, result: IssueResult) -> str:

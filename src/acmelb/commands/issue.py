@@ -22,7 +22,12 @@ def register(sub: Any) -> None:
         "issue", help="obtain a certificate for one or more names over HTTP-01",
         description="Order a certificate for NAME... (one certificate, all names), prove "
         "control of each name over HTTP-01, and store it under STATE/live/FIRST-NAME/.")
-    parser.add_argument("names", nargs="+", metavar="NAME")
+    parser.add_argument("names", nargs="*", metavar="NAME")
+    parser.add_argument("--from-file", metavar="FILE",
+                        help="issue many certificates in one run: one certificate per line, "
+                        "its names separated by spaces or commas ('-' = stdin; # comments)")
+    parser.add_argument("--concurrency", type=int, default=8, metavar="N",
+                        help="orders in flight at once with --from-file (default 8)")
     add_ca_options(parser, directory_required=True)
     parser.add_argument("--solver", choices=SOLVERS, default="standalone",
                         help="how the token is served (default: standalone)")
@@ -104,6 +109,72 @@ def _show_refusal(args: argparse.Namespace, refused: Any, deactivated: Any) -> N
         render(report, sys.stderr, colour=sys.stderr.isatty())
 
 
+def _read_certificate_list(path: str) -> list[tuple[str, ...]]:
+    import sys
+    from pathlib import Path
+
+    from acmelb.errors import UsageError
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--from-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    from acmelb.issuance import normalize_names
+
+    groups = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].replace(",", " ").strip()
+        if line:
+            try:
+                groups.append(normalize_names(line.split()))
+            except UsageError as exc:
+                raise UsageError(f"--from-file {path} line {number}: {exc}") from None
+    if not groups:
+        raise UsageError(f"--from-file {path}: no names in it")
+    return groups
+
+
+def _issue_many(args: argparse.Namespace, issuer: Any, requests: list[Any]) -> int:
+    import sys
+    import threading
+
+    from acmelb.errors import AcmelbError
+
+    total, done, failed = len(requests), 0, 0
+    lock = threading.Lock()
+    bar = sys.stderr.isatty() and not args.json
+
+    def on_done(request: Any, outcome: Any) -> None:
+        nonlocal done, failed
+        with lock:
+            done += 1
+            failed += isinstance(outcome, AcmelbError)
+            if bar:
+                print(f"\racmelb: {done}/{total} done, {failed} failed", end="",
+                      file=sys.stderr, flush=True)
+
+    outcomes = issuer.issue_many(requests, concurrency=args.concurrency, on_done=on_done)
+    if bar:
+        print(file=sys.stderr)
+    rows: list[dict[str, Any]] = []
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if isinstance(outcome, AcmelbError):
+            rows.append({"names": list(request.names), "ok": False, "error": str(outcome)})
+        else:
+            rows.append({"names": list(outcome.names), "ok": True,
+                         "not_after": outcome.not_after.isoformat(),
+                         "fullchain": str(outcome.fullchain), "privkey": str(outcome.privkey)})
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            what = (f"issued, valid until {row['not_after'][:16].replace('T', ' ')} UTC"
+                    if row["ok"] else f"failed: {row['error']}")
+            print(f"{' '.join(row['names'])}: {what}")
+        print(f"{total - failed} of {total} certificates issued.")
+    return 1 if failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from acmelb.errors import UsageError, ValidationFailedError
     from acmelb.issuance import Issuer, IssueRequest
@@ -113,14 +184,23 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.http_port < 65536:
         raise UsageError(f"--http-port {args.http_port}: not a TCP port")
+    if bool(args.names) == bool(args.from_file):
+        raise UsageError("give NAME... for one certificate, or --from-file FILE for many")
+    if not 1 <= args.concurrency <= 256:
+        raise UsageError("--concurrency must be between 1 and 256")
     show = progress_printer(args)
+    groups = [tuple(args.names)] if args.names else _read_certificate_list(args.from_file)
     self_check = _self_check(args, show)
-    request = IssueRequest(
-        names=tuple(args.names), ca=ca_config(args),
-        solver=SolverOptions(kind=args.solver, http_port=args.http_port,
-                             addresses=tuple(args.http_address), webroot=args.webroot,
-                             hook=args.hook),
-        key_type=args.key_type, reuse_key=args.reuse_key)
+    solver = SolverOptions(kind=args.solver, http_port=args.http_port,
+                           addresses=tuple(args.http_address), webroot=args.webroot,
+                           hook=args.hook)
+    requests = [IssueRequest(names=names, ca=ca_config(args), solver=solver,
+                             key_type=args.key_type, reuse_key=args.reuse_key)
+                for names in groups]
+    if args.from_file:
+        issuer = Issuer(Store(state_dir(args)), self_check=self_check)
+        return _issue_many(args, issuer, requests)
+    request = requests[0]
     issuer = Issuer(Store(state_dir(args)), progress=show, self_check=self_check)
     try:
         result = issuer.issue(request)

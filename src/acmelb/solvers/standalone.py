@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from acmelb.errors import SolverError
@@ -16,10 +17,15 @@ class StandaloneSolver:
         self.tokens = ExactTokens()
         self._responder = Responder(self.tokens, addresses=addresses, port=port)
         self._thread: ResponderThread | None = None
+        self._start_lock = threading.Lock()  # concurrent orders share one server
 
     def present(self, challenges: Sequence[PendingChallenge]) -> None:
         for challenge in challenges:
             self.tokens.add(challenge.token, challenge.key_authorization)
+        with self._start_lock:
+            self._start()
+
+    def _start(self) -> None:
         if self._thread is None:
             thread = ResponderThread(self._responder)
             try:
