@@ -212,6 +212,9 @@ def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
             v = le_verdict(a, ctx.target) if ca else cm_verdict(a, ctx.target)
             if ctx.target.key_authorization is None and v.ok:
                 unknown = True  # reachable, but content cannot be judged without the key
+            elif (ctx.target.random_token and v.code is Code.LB_INTERCEPTS_CHALLENGE
+                  and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)):
+                unknown = True  # the backend's own stateless responder: needs our thumbprint
             else:
                 results.append(v.ok)
     if results and not all(results):
