@@ -155,6 +155,14 @@ class CAClient:
                     acme_errors.ClientError) as exc:
                 status = self.net.last_response.status_code if self.net.last_response else 0
                 retriable = not isinstance(exc, acme_errors.ClientError) or status >= 500
+                if isinstance(exc, requests.exceptions.ReadTimeout):
+                    if self._looks_hung():
+                        raise CAUnreachableError(
+                            f"the CA at {self.config.directory_url} accepts connections and "
+                            f"serves its directory, but did not answer while trying to {what} "
+                            f"within {NETWORK_TIMEOUT} s: it looks hung (a test Pebble can "
+                            "deadlock: restart it); run again later") from None
+                    retriable = transient < 1  # a slow CA gets one more chance, not four
                 if retriable and transient < MAX_TRANSIENT_RETRIES:
                     transient += 1
                     time.sleep(min(0.25 * 2 ** transient, 4.0))
@@ -168,6 +176,15 @@ class CAClient:
             except (ValueError, jose_errors.DeserializationError) as exc:
                 raise CAError(f"the CA's answer while trying to {what} is not valid ACME "
                               f"JSON ({exc}); is --directory the ACME directory URL?") from None
+
+    def _looks_hung(self) -> bool:
+        """Directory answers at once while a real request timed out: a deadlocked CA."""
+        try:
+            response = self.net.session.get(self.config.directory_url, timeout=5,
+                                            verify=self.net.verify_ssl)
+        except requests.exceptions.RequestException:
+            return False
+        return response.status_code == 200
 
     def _wait_before_retry(self, what: str, error: messages.Error, attempt: int) -> None:
         wait = self.net.retry_after_seconds(default=min(0.5 * 2 ** attempt, 8.0))
