@@ -248,7 +248,10 @@ def diagnose(
         local_addrs = _local_addresses(ctx)
         with ThreadPoolExecutor(max_workers=max(1, len(vantages))) as pool:
             futures = [
-                pool.submit(_run_vantage, ctx, v, None if v.remote else local_addrs)
+                # this process standing inside resolves like the inside does (the system's
+                # resolver), unless --resolve says otherwise; outside, like the CA
+                pool.submit(_run_vantage, ctx, v,
+                            None if v.remote or v.role is Role.INSIDE else local_addrs)
                 for v in vantages
             ]
             ctx.runs = [f.result() for f in futures]

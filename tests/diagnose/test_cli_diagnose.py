@@ -133,6 +133,17 @@ def test_resolve_overrides_dns_for_this_process(world: dict[str, Any],
     assert code == 0 and doc["probes"][0]["address"] == good
 
 
+def test_here_inside(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    good = world["good"].address
+    code, out, _ = run_main(["diagnose", "good.example.test", "--here", "inside", "--resolve",
+                             f"good.example.test:{good}", "--dns-server", world["dns"],
+                             *key_args(), *FAST, "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["verdicts"] == {"acme-ca": "unknown",
+                                             "cert-manager-self-check": "pass"}
+    assert {p["vantage"] for p in doc["probes"]} == {"inside:local"}
+
+
 def test_resolve_forms() -> None:
     from acmelb.commands.diagnose import _resolve_map
 

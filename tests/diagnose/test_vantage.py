@@ -57,7 +57,7 @@ def test_curl_fallback_follows_and_records_redirects(serve: Serve, curl_only: Pa
     assert not isinstance(result, VantageFailure)
     assert result["runner"] == "curl" and "exited" in result["fallback_note"]
     attempt = result["attempts"][0]
-    assert [h["status"] for h in attempt["redirects"]] == [301, 302]
+    assert [h["status"] for h in attempt["redirects"]] == [301, 302], (result, s.requests)
     assert attempt["redirects"][1]["redirect_to"] == f"http://{s.address}/c"
     assert attempt["final"]["status"] == 200 and attempt["final"]["body"] == KEYAUTH
     assert len(result["attempts"]) == 2
