@@ -182,24 +182,26 @@ def remedy_nat_loopback(public: list[str], backends: list[str], cluster: bool,
     return "\n".join(lines)
 
 
-REMEDY_TCP_PASSTHROUGH = "\n".join(
-    [
-        "Switch the load balancer for port 80 to TCP pass-through (layer 4) so that",
-        "/.well-known/acme-challenge/ reaches the backend that holds the token:",
-        "  HAProxy:  frontend http-in",
-        "              mode tcp",
-        "              bind :80",
-        "              default_backend web",
-        "            backend web",
-        "              mode tcp",
-        "              server web1 BACKEND:80",
-        "  nginx:    stream { server { listen 80; proxy_pass BACKEND:80; } }",
-        "Or, if it must stay in HTTP mode, route /.well-known/acme-challenge/ to the",
-        "backend and turn off the device's own ACME/certificate feature for this name.",
-        "(`acmelb fix lb-tcp --haproxy|--nginx --vip VIP --backend BACKEND` prints the",
-        "configuration for given addresses.)",
-    ]
-)
+def remedy_tcp_passthrough(vip: str = "VIP", backends: list[str] | None = None) -> str:
+    backs = backends or ["BACKEND"]
+    servers = [f"              server web{i} {b}:80" for i, b in enumerate(backs, start=1)]
+    return "\n".join(
+        [
+            "Switch the load balancer for port 80 to TCP pass-through (layer 4) so that",
+            "/.well-known/acme-challenge/ reaches the backend that holds the token:",
+            "  HAProxy:  frontend http-in",
+            "              mode tcp",
+            f"              bind {vip}:80",
+            "              default_backend web",
+            "            backend web",
+            "              mode tcp",
+            *servers,
+            f"  nginx:    stream {{ server {{ listen {vip}:80; proxy_pass {backs[0]}:80; }} }}",
+            "Or, if it must stay in HTTP mode, route /.well-known/acme-challenge/ to the",
+            "backend and turn off the device's own ACME/certificate feature for this name.",
+            f"(`acmelb fix lb-tcp --haproxy --vip {vip} --backend {backs[0]}` prints it too.)",
+        ]
+    )
 
 
 def remedy_proxy_protocol(name: str = "NAME") -> str:

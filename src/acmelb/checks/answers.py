@@ -19,7 +19,7 @@ from acmelb.checks.base import (
     le_redirect_problem,
     le_verdict,
 )
-from acmelb.findings import REMEDY_TCP_PASSTHROUGH, Code, Finding, Severity
+from acmelb.findings import Code, Finding, Severity, remedy_tcp_passthrough
 
 Failures = dict[Code, list[tuple[Attempt, Verdict]]]
 
@@ -59,7 +59,7 @@ def _evidence(items: list[tuple[Attempt, Verdict]], limit: int = 6) -> list[str]
     lines: list[str] = []
     for a, v in items:
         line = describe(a)
-        if v.detail and v.detail not in line and v.code not in (Code.PORT_80_TIMEOUT,):
+        if v.detail and v.detail not in line and v.code not in _SELF_EXPLAINED:
             line += f" [{v.detail}]"
         lines.append(line)
     return dedupe(lines, limit)
@@ -321,6 +321,22 @@ class Ipv6:
         return out
 
 
+def _backends(ctx: Context) -> list[str]:
+    """Addresses at which inside vantages reached the backend itself (not loopback)."""
+    out: list[str] = []
+    for r in ctx.inside:
+        for a in r.local_attempts:
+            if a.final.outcome == "response" and not a.address.startswith("127.") \
+                    and a.address not in out:
+                out.append(a.address)
+    return out
+
+
+_SELF_EXPLAINED = (Code.THUMBPRINT_MISMATCH, Code.LB_INTERCEPTS_CHALLENGE, Code.WRONG_CONTENT,
+                   Code.CHALLENGE_NOT_FOUND, Code.HTTP_ERROR_STATUS, Code.PORT_80_TIMEOUT,
+                   Code.PORT_80_REFUSED, Code.EMPTY_REPLY, Code.READ_TIMEOUT)
+
+
 class Interception:
     """A key authorization that is not ours: LB in HTTP mode, or another account's responder."""
 
@@ -362,7 +378,7 @@ class Interception:
                 f"key authorization that is not ours, while {why}. An LB in HTTP mode with "
                 "its own ACME/certificate feature (or a proxy with a stateless responder) "
                 "answers /.well-known/acme-challenge/ before the request reaches the backend.",
-                REMEDY_TCP_PASSTHROUGH,
+                remedy_tcp_passthrough(items[0][0].address, _backends(ctx)),
                 vantages=_vantages(items), evidence=ev,
             )]
         if ctx.target.random_token:
