@@ -191,6 +191,11 @@ _ADDR_RE = re.compile(
 _DOMAIN_RE = re.compile(r"(?:Domain|Identifier|for):?\s+([a-z0-9*][a-z0-9.-]*\.[a-z]{2,})", re.I)
 
 
+_CM_WRAPS_CA = re.compile(
+    r"(Error accepting authorization|Accepting challenge authorization failed|"
+    r"acme: authorization error for)", re.I)
+
+
 def _source(text: str) -> str:
     for name, pat in _SOURCES:
         if pat.search(text):
@@ -258,6 +263,11 @@ def explain(text: str) -> Explanation:
     """Explain one error message; ``recognised`` is False when nothing matched."""
     raw = text.strip()
     exp = Explanation(source=_source(raw))
+    # cert-manager's Challenge reason when the *CA* rejected the authorization: the cause
+    # is on the CA's path (outside), not the self-check's (inside).
+    context = exp.source
+    if _CM_WRAPS_CA.search(raw):
+        exp.source, context = "cert-manager", "acme-ca"
     urls = _URL_RE.findall(raw)
     challenge_urls = [u for u in urls if "/.well-known/acme-challenge/" in u]
     if challenge_urls or urls:
@@ -291,7 +301,7 @@ def explain(text: str) -> Explanation:
     if am:
         exp.address = (am.group(1) or am.group(2) or am.group(3) or "").strip("[]") or None
     for pattern, candidates, why, sources in _RULES:
-        if sources and exp.source not in sources:
+        if sources and context not in sources:
             continue
         if not pattern.search(raw):
             continue

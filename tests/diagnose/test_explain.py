@@ -82,6 +82,16 @@ CASES = [
      "HTTP 404"),
     (f'Get "{URL}": dial tcp 198.51.100.7:80: connect: connection refused', "acme-ca",
      "port-80-refused", None, None),
+    ("Error accepting authorization: acme: authorization error for www.example.com: 400 "
+     "urn:ietf:params:acme:error:connection: 198.51.100.7: Fetching "
+     f"{URL}: Timeout during connect (likely firewall problem)", "cert-manager",
+     "port-80-timeout", None, None),
+    ("Accepting challenge authorization failed: acme: authorization error for www.example.com:"
+     f" 403 urn:ietf:params:acme:error:unauthorized: 198.51.100.7: Invalid response from {URL}"
+     ": 404", "cert-manager", "challenge-not-found", None, "HTTP 404"),
+    ("Waiting for http-01 challenge propagation: failed to perform self check GET request "
+     f"'{URL}': Get {URL}: dial tcp 198.51.100.7:80: i/o timeout", "cert-manager",
+     "nat-loopback", None, None),
     ("Certbot failed to authenticate some domains (authenticator: standalone). The Certificate "
      "Authority reported these problems:\n  Domain: www.example.com\n  Type:   unauthorized\n"
      f"  Detail: 198.51.100.7: Invalid response from {URL}: 404\n",
