@@ -252,3 +252,24 @@ def test_cert_manager_challenge_list_on_a_hairpin_less_lb(lab_scenario: LabFacto
     assert "challenge shop/app-tls-1" in out and "cert-manager says: Waiting for HTTP-01" in out
     assert "that message points to: nat-loopback" in out
     assert "nat-loopback: no NAT loopback" in out and "CoreDNS" in out
+
+
+def test_run_from_behind_the_lb_with_a_remote_outside_vantage(lab_scenario: LabFactory) -> None:
+    """The other arrangement: acmelb runs on a node behind the LB (--here inside) and reaches
+    the internet side through a command prefix (--outside); both resolve the name themselves."""
+    lab = lab_scenario("dnat")
+    sc = lab.scenario
+    proc = subprocess.run(
+        [*lab.exec_prefix("b2"), sys.executable, "-m", "acmelb", "diagnose", sc.name, "--json",
+         "--here", "inside", "--outside", lab.vantage("pub"), "--token", sc.token,
+         "--key", sc.key_authorization, "--timeout", "1", "--repeat", "1",
+         "--assume-public", "198.18.0.0/15", "--resolve", f"{sc.name}:{lab.vip}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    doc = json.loads(proc.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert proc.returncode == 1 and codes(doc) == ["nat-loopback"]
+    assert finding(doc, "nat-loopback")["vantages"] == ["inside:local"]
+    assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
+    outside = [p for p in doc["probes"] if p["vantage"] == f"outside:{lab.vantage('pub')}"]
+    assert outside and all(p["status"] == 200 for p in outside)
