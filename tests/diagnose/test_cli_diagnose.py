@@ -208,6 +208,10 @@ def test_challenges_from_stdin_human(world: dict[str, Any], capsys: pytest.Captu
     (["diagnose", "--challenges", "/nonexistent/file.json"], "No such file"),
     (["diagnose", "--from-file", "/nonexistent/names"], "No such file"),
     (["diagnose", "a.example.com", "--key", "x.y"], "--key needs --token"),
+    (["diagnose", "--from-file", "-", "--challenges", "-"], "both read standard input"),
+    (["diagnose", "a.example.com", "--token", "t", "--key", "u.v"], "TOKEN.THUMBPRINT"),
+    (["diagnose", "a.example.com", "--timeout", "0"], "--timeout"),
+    (["diagnose", "a.example.com", "--assume-public", "nope"], "--assume-public"),
 ])
 def test_bad_input_exit_2_one_line_no_traceback(argv: list[str], needle: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:

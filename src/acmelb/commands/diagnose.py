@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     vantages += [CommandPrefix(Role.OUTSIDE, c) for c in args.outside]
 
     names = list(args.names)
+    if args.from_file == "-" and args.challenges == "-":
+        raise UsageError("--from-file and --challenges cannot both read standard input")
     if args.from_file:
         names += [ln.strip() for ln in _read(args.from_file, "--from-file").splitlines()
                   if ln.strip() and not ln.lstrip().startswith("#")]
