@@ -99,7 +99,7 @@ class CommandPrefix:
             raise UsageError(f"--{role.value} {prefix!r}: command {argv[0]!r} not found")
         self.role = role
         self.prefix = prefix
-        self.argv = argv
+        self.argv = with_stdin(argv)
 
     @property
     def label(self) -> str:
@@ -122,10 +122,10 @@ class CommandPrefix:
         result = _parse(proc.stdout)
         if result is not None:
             return result
-        details.append(
-            f"`{self.prefix} python3 -` exited {proc.returncode}: "
-            f"{_excerpt(proc.stderr) or _excerpt(proc.stdout) or 'no output'}"
-        )
+        said = _excerpt(proc.stderr) or _excerpt(proc.stdout)
+        if not said and proc.returncode == 0:
+            said = "no output (does the prefix pass standard input to the command?)"
+        details.append(f"`{self.prefix} python3 -` exited {proc.returncode}: {said or 'no output'}")
         if proc.returncode == 255 and self.argv[0] == "ssh":
             return VantageFailure("ssh failed", details)
         curl = curl_probe(self.argv, request, budget)
@@ -134,6 +134,22 @@ class CommandPrefix:
             return VantageFailure("neither python3 nor curl could run a probe there", details)
         curl["fallback_note"] = details[0]
         return curl
+
+
+_STDIN_FLAGS = {"-i", "--stdin", "-it", "-ti", "--interactive"}
+
+
+def with_stdin(argv: list[str]) -> list[str]:
+    """``kubectl exec``/``oc exec``/``docker exec``/``podman exec`` pass standard input only
+    with ``-i``: add it, since the probe's source travels on standard input."""
+    tool = argv[0].rsplit("/", 1)[-1]
+    if tool not in ("kubectl", "oc", "docker", "podman", "nerdctl", "crictl") or "exec" not in argv:
+        return list(argv)
+    if any(a in _STDIN_FLAGS or (a.startswith("--stdin=") and a != "--stdin=false")
+           for a in argv):
+        return list(argv)
+    i = argv.index("exec") + 1
+    return [*argv[:i], "-i", *argv[i:]]
 
 
 def _parse(stdout: bytes) -> ProbeResult | None:

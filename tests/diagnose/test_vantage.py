@@ -88,3 +88,19 @@ def test_prefix_validation() -> None:
     with pytest.raises(UsageError):
         parse_here("sideways")
     assert Local(Role.OUTSIDE).label == "outside:local"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["kubectl", "exec", "-n", "ns", "pod", "--"], ["kubectl", "exec", "-i", "-n", "ns", "pod",
+                                                    "--"]),
+    (["kubectl", "exec", "-i", "pod", "--"], ["kubectl", "exec", "-i", "pod", "--"]),
+    (["kubectl", "-n", "x", "exec", "deploy/nginx", "--"],
+     ["kubectl", "-n", "x", "exec", "-i", "deploy/nginx", "--"]),
+    (["docker", "exec", "web"], ["docker", "exec", "-i", "web"]),
+    (["ssh", "node1"], ["ssh", "node1"]),
+    (["ip", "netns", "exec", "ns"], ["ip", "netns", "exec", "ns"]),
+])
+def test_exec_prefixes_get_stdin(argv: list[str], expected: list[str]) -> None:
+    from acmelb.vantage import with_stdin
+
+    assert with_stdin(argv) == expected
