@@ -288,3 +288,16 @@ def test_subprocess_with_remote_vantages(world: dict[str, Any], tmp_path: Path) 
     assert doc["findings"][0]["vantages"] == [f"inside:{broken}"]
     assert proc.returncode == 0 and doc["verdicts"] == {
         "acme-ca": "pass", "cert-manager-self-check": "unknown"}
+
+
+def test_colour_only_on_a_terminal(world: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["diagnose", "missing.example.test", "--dns-server", world["dns"], *key_args(),
+            *FAST]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    _code, out, _err = run_main(argv, capsys)
+    assert "\033[31m" in out and "challenge-not-found" in out
+    monkeypatch.setenv("NO_COLOR", "1")
+    _code, out, _err = run_main(argv, capsys)
+    assert "\033[" not in out
