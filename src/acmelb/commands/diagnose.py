@@ -230,6 +230,9 @@ def render(report: Report, out: TextIO, colour: bool = False) -> None:
     vantages = sorted({r.label + ("" if r.usable else " (unusable)") for r in report.runs})
     if vantages:
         print(f"  vantages: {', '.join(vantages)}", file=out)
+    if report.runs and not any(r.role == "inside" for r in report.runs):
+        print("  (no inside vantage: add --inside 'ssh NODE' to check what cert-manager's "
+              "self-check sees: NAT loopback, PROXY protocol, split horizon)", file=out)
     if not report.findings:
         print("  " + c("OK", "pass") + ": no problem found", file=out)
         return
