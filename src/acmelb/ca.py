@@ -68,8 +68,16 @@ class _Network(acme_client.ClientNetwork):
         self.last_response = response
         return response
 
+    def status(self) -> int:
+        """The last response's HTTP status, 0 if there was none.
+
+        (Not ``if self.last_response``: a requests Response is falsy for 4xx/5xx.)
+        """
+        return self.last_response.status_code if self.last_response is not None else 0
+
     def retry_after_seconds(self, default: float) -> float:
-        header = self.last_response.headers.get("Retry-After") if self.last_response else None
+        header = (self.last_response.headers.get("Retry-After")
+                  if self.last_response is not None else None)
         return parse_retry_after(header, default)
 
 
@@ -138,11 +146,11 @@ class CAClient:
                 if error.code == "badNonce" and bad_nonces < MAX_BAD_NONCE_RETRIES:
                     bad_nonces += 1
                     continue
-                status = self.net.last_response.status_code if self.net.last_response else 0
+                status = self.net.status()
                 if (error.code in ("rateLimited", "serverInternal") or status >= 500) \
                         and transient < MAX_TRANSIENT_RETRIES:
                     transient += 1
-                    self._wait_before_retry(what, error, transient)
+                    self._wait_before_retry(what, _problem_text(error), transient, error.typ)
                     continue
                 raise CAProblemError(f"the CA refused to {what}: {_problem_text(error)}",
                                      error.typ) from None
@@ -153,8 +161,12 @@ class CAClient:
                     "with --ca-bundle PEM)") from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                     acme_errors.ClientError) as exc:
-                status = self.net.last_response.status_code if self.net.last_response else 0
-                retriable = not isinstance(exc, acme_errors.ClientError) or status >= 500
+                status = self.net.status()
+                # A 429 or 5xx without an ACME problem: a proxy or load balancer in front
+                # of the CA (an HTML error page); as retriable as the CA's own.
+                answered = isinstance(exc, acme_errors.ClientError) and (
+                    status >= 500 or status == 429)
+                retriable = not isinstance(exc, acme_errors.ClientError) or answered
                 if isinstance(exc, requests.exceptions.ReadTimeout):
                     if self._looks_hung():
                         raise CAUnreachableError(
@@ -165,7 +177,10 @@ class CAClient:
                     retriable = transient < 1  # a slow CA gets one more chance, not four
                 if retriable and transient < MAX_TRANSIENT_RETRIES:
                     transient += 1
-                    time.sleep(min(0.25 * 2 ** transient, 4.0))
+                    if answered:
+                        self._wait_before_retry(what, f"HTTP {status}", transient, None)
+                    else:
+                        time.sleep(min(0.25 * 2 ** transient, 4.0))
                     continue
                 if isinstance(exc, acme_errors.ClientError):
                     raise CAError(f"unexpected answer from the CA while trying to {what}: "
@@ -186,13 +201,14 @@ class CAClient:
             return False
         return response.status_code == 200
 
-    def _wait_before_retry(self, what: str, error: messages.Error, attempt: int) -> None:
+    def _wait_before_retry(self, what: str, problem: str, attempt: int,
+                           typ: str | None) -> None:
         wait = self.net.retry_after_seconds(default=min(0.5 * 2 ** attempt, 8.0))
         if wait > MAX_RETRY_WAIT:
             raise CAProblemError(
-                f"the CA refused to {what}: {_problem_text(error)}; it asks to retry after "
+                f"the CA refused to {what}: {problem}; it asks to retry after "
                 f"{wait:.0f} s, longer than acmelb waits ({MAX_RETRY_WAIT:.0f} s): "
-                "run again later", error.typ)
+                "run again later", typ)
         time.sleep(wait)
 
     # -- polling --------------------------------------------------------------
