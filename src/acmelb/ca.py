@@ -160,6 +160,7 @@ class CAClient:
                     f"{_root_cause(exc)} (for a private or test CA, pass its certificate "
                     "with --ca-bundle PEM)") from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError,  # the answer was cut short
                     acme_errors.ClientError) as exc:
                 status = self.net.status()
                 # A 429 or 5xx without an ACME problem: a proxy or load balancer in front
