@@ -145,7 +145,7 @@ def test_here_inside(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) 
 
 
 def test_resolve_forms() -> None:
-    from acmelb.commands.diagnose import _resolve_map
+    from acmelb.commands._common import resolve_map as _resolve_map
 
     assert _resolve_map(["A.example.com:2001:db8::1", "a.example.com:80:127.0.0.9",
                          "a.example.com:[::1]", "b.example.com.:80:[2001:db8::2]"]) == {

@@ -58,3 +58,47 @@ def progress_printer(args: argparse.Namespace) -> Any:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def read_input(path: str, what: str) -> str:
+    """The text of FILE, or of stdin for '-'; a UsageError naming the option otherwise."""
+    from acmelb.errors import UsageError
+
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def resolve_map(items: list[str]) -> dict[str, list[str]]:
+    """--resolve NAME:ADDRESS (or curl's NAME:80:ADDRESS) values as a name -> addresses map."""
+    import ipaddress
+
+    from acmelb.errors import UsageError
+
+    out: dict[str, list[str]] = {}
+    def is_ip(text: str) -> bool:
+        try:
+            ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return False
+        return True
+
+    for item in items:
+        name, sep, addr = item.partition(":")
+        if not name or not sep:
+            raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
+        if not is_ip(addr):
+            # curl's NAME:PORT:ADDRESS form is accepted too (the port must be 80)
+            port, _, rest = addr.partition(":")
+            if not (port.isdigit() and is_ip(rest)):
+                raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
+            if port != "80":
+                raise UsageError(f"--resolve {item!r}: only port 80 is probed")
+            addr = rest
+        addr = addr.strip("[]")
+        out.setdefault(name.lower().rstrip("."), []).append(addr)
+    return out

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any, TextIO
 
+from acmelb.commands._common import read_input, resolve_map
+
 if TYPE_CHECKING:
     from acmelb.diagnose import Report
 
@@ -56,48 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(run=run)
 
 
-def _read(path: str, what: str) -> str:
-    from acmelb.errors import UsageError
-
-    try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
-def _resolve_map(items: list[str]) -> dict[str, list[str]]:
-    import ipaddress
-
-    from acmelb.errors import UsageError
-
-    out: dict[str, list[str]] = {}
-    def is_ip(text: str) -> bool:
-        try:
-            ipaddress.ip_address(text.strip("[]"))
-        except ValueError:
-            return False
-        return True
-
-    for item in items:
-        name, sep, addr = item.partition(":")
-        if not name or not sep:
-            raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
-        if not is_ip(addr):
-            # curl's NAME:PORT:ADDRESS form is accepted too (the port must be 80)
-            port, _, rest = addr.partition(":")
-            if not (port.isdigit() and is_ip(rest)):
-                raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
-            if port != "80":
-                raise UsageError(f"--resolve {item!r}: only port 80 is probed")
-            addr = rest
-        addr = addr.strip("[]")
-        out.setdefault(name.lower().rstrip("."), []).append(addr)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import ipaddress
 
@@ -121,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         ca_identity=args.ca_identity,
         dns_server=parse_dns_server(args.dns_server) if args.dns_server else None,
-        resolve=_resolve_map(args.resolve),
+        resolve=resolve_map(args.resolve),
         assume_public=list(args.assume_public),
     )
     vantages: list[Vantage] = [Local(Role(args.here))]
@@ -132,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_file == "-" and args.challenges == "-":
         raise UsageError("--from-file and --challenges cannot both read standard input")
     if args.from_file:
-        names += [ln.strip() for ln in _read(args.from_file, "--from-file").splitlines()
+        names += [ln.strip() for ln in read_input(args.from_file, "--from-file").splitlines()
                   if ln.strip() and not ln.lstrip().startswith("#")]
     infos: list[str] = []
     targets: list[Target] = []
@@ -143,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         cluster = True
         if args.token or args.key or args.thumbprint:
             raise UsageError("--challenges brings its own tokens; drop --token/--key/--thumbprint")
-        challenges = parse_challenges(_read(args.challenges, "--challenges"), args.challenges)
+        challenges = parse_challenges(read_input(args.challenges, "--challenges"), args.challenges)
         wanted = {n.lower().rstrip(".") for n in names}
         for ch in challenges:
             if wanted and ch.dns_name.lower() not in wanted:

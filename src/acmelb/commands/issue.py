@@ -10,6 +10,8 @@ from acmelb.commands._common import (
     ca_config,
     print_json,
     progress_printer,
+    read_input,
+    resolve_map,
     state_dir,
 )
 
@@ -68,7 +70,6 @@ def register(sub: Any) -> None:
 
 
 def _self_check(args: argparse.Namespace, show: Any) -> Any:
-    from acmelb.commands.diagnose import _resolve_map
     from acmelb.errors import UsageError
     from acmelb.resolution import parse_dns_server
     from acmelb.selfcheck import SelfCheck, SelfCheckOptions
@@ -86,7 +87,7 @@ def _self_check(args: argparse.Namespace, show: Any) -> Any:
         raise UsageError("--timeout must be in (0, 120] and --self-check-timeout >= 0")
     return SelfCheck(SelfCheckOptions(
         mode=args.self_check, here=args.here, inside=tuple(args.inside),
-        outside=tuple(args.outside), resolve=_resolve_map(args.resolve),
+        outside=tuple(args.outside), resolve=resolve_map(args.resolve),
         dns_server=parse_dns_server(args.dns_server) if args.dns_server else None,
         timeout=args.timeout, total_timeout=args.self_check_timeout,
         assume_public=tuple(args.assume_public)), progress=show)
@@ -110,15 +111,9 @@ def _show_refusal(args: argparse.Namespace, refused: Any, deactivated: Any) -> N
 
 
 def _read_certificate_list(path: str) -> list[tuple[str, ...]]:
-    import sys
-    from pathlib import Path
-
     from acmelb.errors import UsageError
 
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--from-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_input(path, "--from-file")
     from acmelb.issuance import normalize_names
 
     groups = []
