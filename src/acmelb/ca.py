@@ -33,7 +33,7 @@ from josepy.jwk import JWK, JWKEC
 
 from acmelb import __version__
 from acmelb.errors import CAError, CAProblemError, CAUnreachableError, StateError, UsageError
-from acmelb.store import Store, atomic_write, ensure_private_dir
+from acmelb.store import Store, atomic_write, ensure_private_dir, remove_stale_temps
 
 DIRECTORY_ALIASES = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
@@ -264,6 +264,7 @@ def open_account(store: Store, config: CAConfig, *, register: bool = True) -> CA
     key_path = account_dir / "private_key.json"
     regr_path = account_dir / "regr.json"
     with store.lock("accounts"):
+        remove_stale_temps(account_dir)  # left by a run killed while writing here
         if key_path.exists():
             key = _load_key(key_path)
             if regr_path.exists():

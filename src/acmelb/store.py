@@ -19,11 +19,13 @@ half way is finished by the next run (``repair``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -90,12 +92,45 @@ def _atomic_symlink(target: str, link: Path) -> None:
     os.replace(tmp, link)
 
 
-def _remove_stale_temps(directory: Path) -> None:
-    """Temp files of killed runs: never read by anyone, safe to drop under the lock."""
+def _temp_name(path: Path) -> re.Pattern[str]:
+    """What ``atomic_write`` and ``Store._switch`` call their temporary ``path``."""
+    return re.compile(rf"\.{re.escape(path.name)}\.\d+{re.escape(TMP_SUFFIX)}")
+
+
+def remove_stale_temps(directory: Path, only: re.Pattern[str] | None = None) -> None:
+    """Temp files (and staging directories) of killed runs: never read by anyone, safe
+    to drop under the lock that guards ``directory`` (or, with ``only``, the names
+    that match it)."""
     with contextlib.suppress(FileNotFoundError):
         for entry in directory.iterdir():
-            if entry.name.endswith(TMP_SUFFIX):
-                entry.unlink(missing_ok=True)
+            if entry.name.endswith(TMP_SUFFIX) and (only is None or only.fullmatch(entry.name)):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+_remove_stale_temps = remove_stale_temps
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries atomically (Linux renameat2); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False  # this file system (or kernel) cannot exchange
+    raise OSError(err, os.strerror(err), str(b))
 
 
 @dataclass(frozen=True)
@@ -221,6 +256,9 @@ class Store:
         lineage = self.lineage(name)
         _remove_stale_temps(lineage.archive_dir)
         _remove_stale_temps(lineage.live_dir)
+        # Staging directories of a killed switch, and the old live/ a switch left behind.
+        remove_stale_temps(lineage.live_dir.parent, _temp_name(lineage.live_dir))
+        remove_stale_temps(lineage.renewal_path.parent, _temp_name(lineage.renewal_path))
         marker = lineage.live_dir / _SWITCH_MARKER
         if marker.exists():
             try:
@@ -244,7 +282,6 @@ class Store:
         self.prepare()
         lineage = self.lineage(name)
         ensure_private_dir(lineage.archive_dir)
-        ensure_private_dir(lineage.live_dir)
         versions = self._versions(lineage)
         version = max(versions, default=0) + 1
         contents = {
@@ -258,9 +295,35 @@ class Store:
         ensure_private_dir(lineage.renewal_path.parent)
         atomic_write(lineage.renewal_path,
                      json.dumps(renewal, indent=2, sort_keys=True).encode() + b"\n", 0o600)
-        # The marker makes a switch interrupted between two links resumable.
-        atomic_write(lineage.live_dir / _SWITCH_MARKER, str(version).encode(), 0o600)
-        self._link_version(lineage, version)
-        (lineage.live_dir / _SWITCH_MARKER).unlink()
-        _fsync_dir(lineage.live_dir)
+        self._switch(lineage, version)
         return lineage
+
+    def _switch(self, lineage: Lineage, version: int) -> None:
+        """Point live/NAME at ``version``: all four links at once.
+
+        The links are made in a staging directory next to live/NAME, which then
+        takes its place in one atomic step (a rename, or renameat2's exchange when
+        live/NAME exists), so a reader or a kill sees the old set or the new set,
+        never a certificate of one version with the key of another.
+        """
+        live_root = lineage.live_dir.parent
+        staging = live_root / f".{lineage.name}.{os.getpid()}{TMP_SUFFIX}"
+        shutil.rmtree(staging, ignore_errors=True)
+        ensure_private_dir(staging)
+        for kind in KINDS:
+            target = os.path.relpath(lineage.archive_dir / f"{kind}{version}.pem",
+                                     lineage.live_dir)
+            os.symlink(target, staging / f"{kind}.pem")
+        _fsync_dir(staging)
+        if not lineage.live_dir.exists():
+            os.rename(staging, lineage.live_dir)
+        elif _exchange(staging, lineage.live_dir):
+            shutil.rmtree(staging)  # now the previous live/NAME
+        else:
+            # No atomic exchange here: switch link by link; the marker makes a switch
+            # interrupted between two links resumable (``repair``).
+            shutil.rmtree(staging)
+            atomic_write(lineage.live_dir / _SWITCH_MARKER, str(version).encode(), 0o600)
+            self._link_version(lineage, version)
+            (lineage.live_dir / _SWITCH_MARKER).unlink()
+        _fsync_dir(live_root)
