@@ -177,19 +177,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_HEAD = _any
 
+    _upstream: http.client.HTTPSConnection | None = None
+
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        # One upstream connection per client connection, like a real reverse proxy.
         proxy = self.owner
-        conn = http.client.HTTPSConnection(proxy.upstream_host, proxy.upstream_port,
-                                           context=proxy._upstream_ctx, timeout=60)
+        if self._upstream is None:
+            self._upstream = http.client.HTTPSConnection(
+                proxy.upstream_host, proxy.upstream_port, context=proxy._upstream_ctx,
+                timeout=60)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("connection", "content-length")}
         try:
-            headers = {k: v for k, v in self.headers.items()
-                       if k.lower() not in ("connection", "content-length")}
-            conn.request(self.command, self.path, body=body or None, headers=headers)
-            response = conn.getresponse()
+            self._upstream.request(self.command, self.path, body=body or None,
+                                   headers=headers)
+            response = self._upstream.getresponse()
             data = response.read()
-            return response.status, response.getheaders(), data
-        finally:
-            conn.close()
+        except BaseException:
+            self._upstream.close()
+            self._upstream = None
+            raise
+        return response.status, response.getheaders(), data
+
+    def finish(self) -> None:
+        super().finish()
+        if self._upstream is not None:
+            self._upstream.close()
 
     def _fake(self, fault: Fault) -> None:
         code = _PROBLEMS.get(fault.status)
