@@ -96,7 +96,8 @@ def test_a_failed_build_removes_what_it_built(lab_scenario: LabFactory,
 def test_processes_and_namespaces_are_recorded(lab_scenario: LabFactory) -> None:
     lab = lab_scenario("haproxy-tcp-proxy", backends=("responder", "not-found"))
     what = sorted((record.role, record.what) for record in lab.processes())
-    assert what == [("b1", "nginx"), ("b1", "responder"), ("b2", "nginx"), ("lb", "haproxy")]
+    assert what == [("b1", "nginx"), ("b1", "responder"), ("b2", "nginx"), ("lb", "haproxy"),
+                    ("pub", "dns")]
     assert all(record.is_running() for record in lab.processes())
     assert all(len(name) <= 15 for name in lab.namespaces.values())
     assert set(lab.namespaces.values()) <= set(netns.existing())

@@ -205,14 +205,13 @@ def hosts_file(scenario: Scenario, *, inside: bool = False) -> str:
 
 
 def resolv_conf(scenario: Scenario) -> str:
-    """/etc/resolv.conf for every lab namespace: the lab's DNS server, or nothing.
+    """/etc/resolv.conf for every lab namespace: the lab's DNS server.
 
     Without it, lookups not answered by the hosts file (the AAAA of the name)
     would go to the host's resolver, which a lab namespace cannot reach, and
     wait out glibc's 5 s timeout.
     """
-    server = ADDRESSES.public_host if scenario.ca else "127.0.0.1"
-    return f"nameserver {server}\noptions timeout:1 attempts:1\n"
+    return f"nameserver {ADDRESSES.public_host}\noptions timeout:1 attempts:1\n"
 
 
 def dns_zone(scenario: Scenario) -> dict[str, object]:

@@ -188,8 +188,8 @@ class Lab:
         return self.state_dir / "pebble" / "tls-ca.pem" if self.scenario.ca else None
 
     @property
-    def dns_server(self) -> str | None:
-        return f"{ADDRESSES.public_host}:{DNS_PORT}" if self.scenario.ca else None
+    def dns_server(self) -> str:
+        return f"{ADDRESSES.public_host}:{DNS_PORT}"
 
     # -- driving -----------------------------------------------------------------
 
@@ -518,13 +518,13 @@ def _start_services(lab: Lab) -> None:
             lab.start_process(role, "nginx", ["nginx", "-e", str(workdir / "error.log"),
                                               "-c", str(config), "-g", "daemon off;"])
             expected.setdefault(role, set()).add(80)
-    if scenario.ca:
-        zone = lab.state_dir / "zone.json"
-        zone.write_text(json.dumps(configs.dns_zone(scenario)))
-        lab.start_process(PUBLIC, "dns", [
-            sys.executable, "-m", "acmelb.lab.dnsserver",
-            "--listen", f"{ADDRESSES.public_host}:{DNS_PORT}", "--zone", str(zone)])
-        expected[PUBLIC] = {DNS_PORT}
+    # The internet has DNS: every lab serves its name, so diagnosis resolves it like a CA.
+    zone = lab.state_dir / "zone.json"
+    zone.write_text(json.dumps(configs.dns_zone(scenario)))
+    lab.start_process(PUBLIC, "dns", [
+        sys.executable, "-m", "acmelb.lab.dnsserver",
+        "--listen", f"{ADDRESSES.public_host}:{DNS_PORT}", "--zone", str(zone)])
+    expected[PUBLIC] = {DNS_PORT}
     _wait_for_listeners(lab, expected)
     if scenario.ca:
         _start_ca(lab)
