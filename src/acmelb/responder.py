@@ -127,6 +127,9 @@ class _ChallengeProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._client = "?"
+        # Flow control: a client that sends requests but does not read the answers
+        # must not make us buffer them without bound; stop reading until it does.
+        self._paused = False
 
     # -- connection lifecycle -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,8 +150,22 @@ class _ChallengeProtocol(asyncio.Protocol):
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(seconds, self._on_timeout)
 
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._transport is not None:
+            self._transport.resume_reading()
+            self._process()
+
     def _on_timeout(self) -> None:
         if self._transport is None:
+            return
+        if self._paused:
+            self._transport.abort()  # it does not read: nothing more to flush to it
             return
         if self._buffer:
             self._transport.write(_response(408, b"request timeout\n", head_only=False,
@@ -158,7 +175,10 @@ class _ChallengeProtocol(asyncio.Protocol):
     # -- parsing --------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        while self._transport is not None:
+        self._process()
+
+    def _process(self) -> None:
+        while self._transport is not None and not self._paused:
             end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
             if end < 0:
                 if len(self._buffer) > MAX_HEAD_BYTES:
