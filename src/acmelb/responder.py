@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import threading
@@ -57,6 +58,29 @@ class ExactTokens:
 
     def __len__(self) -> int:
         return len(self._tokens)
+
+
+class PendingDirectory:
+    """The pending tokens of running issuances: one file per token in a directory.
+
+    ``acmelb issue --solver serve`` writes ``STATE/pending/<token>`` and removes it
+    when done; a long-running ``acmelb serve --pending`` answers from there. The
+    token is matched against TOKEN_PATTERN before it becomes a file name, so
+    no request can name a path outside the directory.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = os.fspath(directory)
+
+    def answer(self, token: str) -> str | None:
+        if not TOKEN_PATTERN.fullmatch(token):
+            return None
+        try:
+            with open(os.path.join(self.directory, token), encoding="ascii") as handle:
+                key_authorization = handle.read(512)
+        except (OSError, UnicodeDecodeError):
+            return None
+        return key_authorization if key_authorization.startswith(token + ".") else None
 
 
 class Stateless:

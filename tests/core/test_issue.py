@@ -135,6 +135,46 @@ def test_stateless_solver_with_acmelb_serve(local_ca: LocalCA, tmp_path: Path) -
     assert openssl_verify(local_ca.root_bundle, state / "live" / "stateless.test").returncode == 0
 
 
+def test_serve_solver_with_a_running_acmelb_serve_pending(local_ca: LocalCA, tmp_path: Path
+                                                         ) -> None:
+    state = tmp_path / "state"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "acmelb", "serve", "--pending", "--state-dir", str(state),
+         "--address", "127.0.0.1", "--port", str(local_ca.http_port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        assert "listening" in server.stderr.readline()
+        result = _issue(local_ca, state, "pending.test", "www.pending.test",
+                        extra=("--solver", "serve"))
+        assert result.returncode == 0, result.stderr
+        served = [server.stderr.readline() for _ in range(6)]  # Pebble's VA: 3 GETs a name
+    finally:
+        server.terminate()
+        server.wait(5)
+    assert sum("-> 200 key authorization" in line for line in served) == 6
+    assert openssl_verify(local_ca.root_bundle, state / "live" / "pending.test").returncode == 0
+    assert list((state / "pending").iterdir()) == []  # nothing left pending
+
+
+def test_reuse_key_keeps_the_private_key(local_ca: LocalCA, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    assert _issue(local_ca, state, "reuse.test", extra=_standalone(local_ca)).returncode == 0
+    key = (state / "live" / "reuse.test" / "privkey.pem").read_bytes()
+    again = _issue(local_ca, state, "reuse.test", extra=(*_standalone(local_ca), "--reuse-key"))
+    assert again.returncode == 0, again.stderr
+    assert (state / "live" / "reuse.test" / "privkey.pem").read_bytes() == key
+    assert os.readlink(state / "live" / "reuse.test" / "cert.pem").endswith("cert2.pem")
+    fresh = _issue(local_ca, state, "reuse.test",
+                   extra=(*_standalone(local_ca), "--key-type", "rsa2048"))
+    assert fresh.returncode == 0, fresh.stderr
+    new_key = (state / "live" / "reuse.test" / "privkey.pem").read_bytes()
+    assert new_key != key and b"PRIVATE KEY" in new_key
+    cert = x509.load_pem_x509_certificate((state / "live" / "reuse.test" / "cert.pem")
+                                          .read_bytes())
+    assert cert.public_key().key_size == 2048  # type: ignore[union-attr]
+
+
 def test_webroot_solver_behind_nginx(local_ca: LocalCA, tmp_path: Path) -> None:
     webroot = tmp_path / "www"
     webroot.mkdir()

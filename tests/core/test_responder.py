@@ -9,10 +9,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from acmelb.responder import ExactTokens, RequestLog, Responder, ResponderThread, Stateless
+from acmelb.responder import (
+    ExactTokens,
+    PendingDirectory,
+    RequestLog,
+    Responder,
+    ResponderThread,
+    Stateless,
+)
 
 THUMB = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 TOKEN = "tok_en-1"
@@ -144,3 +152,20 @@ def test_serve_command_runs_and_refuses_bad_input() -> None:
                    str(blocker.getsockname()[1]))
     assert busy.returncode == 2 and "cannot listen on 127.0.0.1" in busy.stderr
     assert "Traceback" not in busy.stderr
+
+
+def test_pending_directory_answers_only_well_formed_tokens(tmp_path: Path) -> None:
+    pending = tmp_path / "pending"
+    pending.mkdir()
+    (pending / "tok1").write_text("tok1.thumb")
+    (pending / "bad").write_text("not a key authorization")
+    (tmp_path / "secret").write_text("secret.thumb")
+    source = PendingDirectory(pending)
+    assert source.answer("tok1") == "tok1.thumb"
+    assert source.answer("bad") is None  # a file that is not TOKEN.THUMBPRINT
+    assert source.answer("missing") is None
+    assert source.answer("../secret") is None and source.answer("..") is None
+    with ResponderThread(Responder(source, addresses=["127.0.0.1"], port=0)) as thread:
+        port = thread.responder.bound[0][1]
+        assert get(port, "/.well-known/acme-challenge/tok1")[:2] == (200, b"tok1.thumb")
+        assert get(port, "/.well-known/acme-challenge/..%2fsecret")[0] == 404

@@ -15,7 +15,7 @@ from acmelb.commands._common import (
     state_dir,
 )
 
-SOLVERS = ("standalone", "stateless", "webroot", "hook")
+SOLVERS = ("standalone", "stateless", "webroot", "hook", "serve")
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa4096")
 
 
@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
                         help="orders in flight at once with --from-file (default 8)")
     add_ca_options(parser, directory_required=True)
     parser.add_argument("--solver", choices=SOLVERS, default="standalone",
-                        help="how the token is served (default: standalone)")
+                        help="how the token is served (default: standalone; serve: a running "
+                        "`acmelb serve --pending` with the same --state-dir answers)")
     parser.add_argument("--http-port", type=int, default=80,
                         help="port of the standalone responder (default 80)")
     parser.add_argument("--http-address", action="append", default=[], metavar="ADDR",
@@ -188,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
     self_check = _self_check(args, show)
     solver = SolverOptions(kind=args.solver, http_port=args.http_port,
                            addresses=tuple(args.http_address), webroot=args.webroot,
-                           hook=args.hook)
+                           hook=args.hook,
+                           state_dir=str(state_dir(args).resolve())
+                           if args.solver == "serve" else None)
     requests = [IssueRequest(names=names, ca=ca_config(args), solver=solver,
                              key_type=args.key_type, reuse_key=args.reuse_key)
                 for names in groups]

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from acmelb.commands._common import add_state_dir, state_dir
+
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -23,6 +25,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--stateless", action="store_true",
                         help="answer every base64url token with TOKEN.THUMBPRINT")
     parser.add_argument("--thumbprint", help="the account key thumbprint (acmelb account show)")
+    parser.add_argument("--pending", action="store_true",
+                        help="answer the pending tokens of running `acmelb issue --solver serve` "
+                        "runs that use the same --state-dir")
+    add_state_dir(parser)
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
     parser.set_defaults(run=run)
 
@@ -36,13 +42,23 @@ def run(args: argparse.Namespace) -> int:
         TOKEN_PATTERN,
         AnswerSource,
         ExactTokens,
+        PendingDirectory,
         RequestLog,
         Responder,
         Stateless,
     )
 
     source: AnswerSource
-    if args.stateless:
+    modes = sum((bool(args.stateless), bool(args.pending), bool(args.token)))
+    if modes > 1:
+        raise UsageError("choose one of --token/--key, --stateless or --pending")
+    if args.pending:
+        from acmelb.solvers.serve import pending_dir
+
+        directory = pending_dir(state_dir(args))
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        source = PendingDirectory(directory)
+    elif args.stateless:
         if not args.thumbprint or args.token:
             raise UsageError("--stateless needs --thumbprint and takes no --token")
         try:
@@ -55,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         if len(args.token) != len(args.key):
             raise UsageError("give one --key for each --token")
         if not args.token:
-            raise UsageError("nothing to serve: give --token T --key K, or --stateless "
-                             "--thumbprint X")
+            raise UsageError("nothing to serve: give --token T --key K, --stateless "
+                             "--thumbprint X, or --pending")
         for token, key in zip(args.token, args.key, strict=True):
             if not TOKEN_PATTERN.fullmatch(token) or not key.startswith(token + "."):
                 raise UsageError(f"--key for token {token!r} must be '{token}.THUMBPRINT' "

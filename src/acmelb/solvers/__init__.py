@@ -41,14 +41,15 @@ class Solver(Protocol):
 
 @dataclass(frozen=True)
 class SolverOptions:
-    kind: str = "standalone"  # standalone | stateless | webroot | hook
+    kind: str = "standalone"  # standalone | stateless | webroot | hook | serve
     http_port: int = 80
     addresses: tuple[str, ...] = ()
     webroot: str | None = None
     hook: str | None = None
+    state_dir: str | None = None  # for the serve solver: where STATE/pending lives
 
 
-SOLVER_KINDS = ("standalone", "stateless", "webroot", "hook")
+SOLVER_KINDS = ("standalone", "stateless", "webroot", "hook", "serve")
 
 
 def make_solver(options: SolverOptions, thumbprint: str) -> Solver:
@@ -74,4 +75,12 @@ def make_solver(options: SolverOptions, thumbprint: str) -> Solver:
         from acmelb.solvers.hook import HookSolver
 
         return HookSolver(options.hook)
+    if options.kind == "serve":
+        if not options.state_dir:
+            raise UsageError("--solver serve needs the state directory")
+        from pathlib import Path
+
+        from acmelb.solvers.serve import ServeSolver
+
+        return ServeSolver(Path(options.state_dir))
     raise UsageError(f"unknown solver {options.kind!r} (choose from {', '.join(SOLVER_KINDS)})")

@@ -1,0 +1,48 @@
+"""The serve solver: a long-running ``acmelb serve --pending`` on this host answers.
+
+Each challenge is written to ``STATE/pending/<token>`` (the key authorization
+is public by design, so 0644) and removed at cleanup. This suits a host where
+port 80 belongs to a permanent ``acmelb serve`` rather than to each run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from acmelb.errors import SolverError
+from acmelb.solvers import PendingChallenge
+
+
+def pending_dir(state_dir: Path) -> Path:
+    return state_dir / "pending"
+
+
+class ServeSolver:
+    name = "serve"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.directory = pending_dir(state_dir)
+
+    def present(self, challenges: Sequence[PendingChallenge]) -> None:
+        try:
+            self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            for challenge in challenges:
+                path = self.directory / challenge.token
+                tmp = path.with_name(f".{challenge.token}.tmp")
+                tmp.write_text(challenge.key_authorization, encoding="ascii")
+                tmp.chmod(0o644)
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise SolverError(f"serve solver: cannot write to {self.directory}: "
+                              f"{exc.strerror or exc}") from None
+
+    def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
+        for challenge in challenges:
+            with contextlib.suppress(OSError):
+                (self.directory / challenge.token).unlink()
+
+    def close(self) -> None:
+        return None
