@@ -7,8 +7,10 @@ which runs between ``present`` and answering the challenge.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -37,6 +39,24 @@ class Solver(Protocol):
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def write_token_files(directory: Path, challenges: Sequence[PendingChallenge]) -> None:
+    """One world-readable file per token, each written whole (temp file, then rename).
+
+    A key authorization is public by design; the web server must be able to read it.
+    """
+    for challenge in challenges:
+        path = directory / challenge.token
+        tmp = path.with_name(f".{challenge.token}.tmp")
+        tmp.write_text(challenge.key_authorization, encoding="ascii")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+
+
+def remove_token_files(directory: Path, challenges: Sequence[PendingChallenge]) -> None:
+    for challenge in challenges:
+        (directory / challenge.token).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -78,8 +98,6 @@ def make_solver(options: SolverOptions, thumbprint: str) -> Solver:
     if options.kind == "serve":
         if not options.state_dir:
             raise UsageError("--solver serve needs the state directory")
-        from pathlib import Path
-
         from acmelb.solvers.serve import ServeSolver
 
         return ServeSolver(Path(options.state_dir))

@@ -7,13 +7,11 @@ port 80 belongs to a permanent ``acmelb serve`` rather than to each run.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from acmelb.errors import SolverError
-from acmelb.solvers import PendingChallenge
+from acmelb.solvers import PendingChallenge, remove_token_files, write_token_files
 
 
 def pending_dir(state_dir: Path) -> Path:
@@ -29,20 +27,13 @@ class ServeSolver:
     def present(self, challenges: Sequence[PendingChallenge]) -> None:
         try:
             self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-            for challenge in challenges:
-                path = self.directory / challenge.token
-                tmp = path.with_name(f".{challenge.token}.tmp")
-                tmp.write_text(challenge.key_authorization, encoding="ascii")
-                tmp.chmod(0o644)
-                os.replace(tmp, path)
+            write_token_files(self.directory, challenges)
         except OSError as exc:
             raise SolverError(f"serve solver: cannot write to {self.directory}: "
                               f"{exc.strerror or exc}") from None
 
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
-        for challenge in challenges:
-            with contextlib.suppress(OSError):
-                (self.directory / challenge.token).unlink()
+        remove_token_files(self.directory, challenges)
 
     def close(self) -> None:
         return None

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from acmelb.errors import SolverError
-from acmelb.solvers import PendingChallenge
+from acmelb.solvers import PendingChallenge, remove_token_files, write_token_files
 
 
 class WebrootSolver:
@@ -28,19 +27,13 @@ class WebrootSolver:
                     directory.mkdir(mode=0o755)
                     directory.chmod(0o755)  # readable by the web server whatever our umask
                     self._created.append(directory)
-            for challenge in challenges:
-                path = self.challenge_dir / challenge.token
-                tmp = path.with_name(f".{challenge.token}.tmp")
-                tmp.write_text(challenge.key_authorization)
-                tmp.chmod(0o644)
-                os.replace(tmp, path)
+            write_token_files(self.challenge_dir, challenges)
         except OSError as exc:
             raise SolverError(f"webroot solver: cannot write under {self.challenge_dir}: "
                               f"{exc.strerror or exc}") from None
 
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
-        for challenge in challenges:
-            (self.challenge_dir / challenge.token).unlink(missing_ok=True)
+        remove_token_files(self.challenge_dir, challenges)
 
     def close(self) -> None:
         for directory in reversed(self._created):
