@@ -13,6 +13,7 @@ Nothing here prints.  ``diagnose_challenge`` is the entry point for issuance.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from acmelb.vantage import Local, Role, Vantage, VantageFailure
 
 SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+# Diagnoses in flight at once with several names: mostly waiting on DNS and probes.
+DEFAULT_WORKERS = 16
 
 __all__ = [
     "SCHEMA",
@@ -246,15 +249,16 @@ def diagnose(
         run_stage(ctx, Stage.DNS)
     if not _fatal(ctx):
         local_addrs = _local_addresses(ctx)
-        with ThreadPoolExecutor(max_workers=max(1, len(vantages))) as pool:
-            futures = [
-                # this process standing inside resolves like the inside does (the system's
-                # resolver), unless --resolve says otherwise; outside, like the CA
-                pool.submit(_run_vantage, ctx, v,
-                            None if v.remote or v.role is Role.INSIDE else local_addrs)
-                for v in vantages
-            ]
-            ctx.runs = [f.result() for f in futures]
+        # this process standing inside resolves like the inside does (the system's
+        # resolver), unless --resolve says otherwise; outside, like the CA
+        jobs = [(v, None if v.remote or v.role is Role.INSIDE else local_addrs)
+                for v in vantages]
+        if len(jobs) == 1:  # the common case on a fleet: no thread for one vantage
+            ctx.runs = [_run_vantage(ctx, *jobs[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                futures = [pool.submit(_run_vantage, ctx, v, addrs) for v, addrs in jobs]
+                ctx.runs = [f.result() for f in futures]
         run_stage(ctx, Stage.HTTP)
         run_stage(ctx, Stage.COMPARE)
     return Report(
@@ -303,21 +307,29 @@ def diagnose_many(
     options: Options | None = None,
     *,
     cluster: bool = False,
-    workers: int = 4,
+    workers: int = DEFAULT_WORKERS,
     on_done: Callable[[Report], None] | None = None,
 ) -> list[Report]:
-    """Diagnose several targets concurrently (bounded); reports in the order given."""
+    """Diagnose several targets concurrently (bounded); reports in the order given.
+
+    ``on_done`` is called once per report as each finishes (from a worker thread,
+    never two at once), so that a caller can show progress on a long run.  Open
+    probe sockets are bounded by the probe's shared pool (``probe.MAX_OPEN``),
+    however many diagnoses run at once.
+    """
+    lock = threading.Lock()
+
+    def one(target: Target) -> Report:
+        report = diagnose(target, vantages, options, cluster=cluster)
+        if on_done is not None:
+            with lock:
+                on_done(report)
+        return report
+
     if len(targets) == 1:
-        reports = [diagnose(targets[0], vantages, options, cluster=cluster)]
-    else:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
-            reports = list(pool.map(
-                lambda t: diagnose(t, vantages, options, cluster=cluster), targets
-            ))
-    if on_done is not None:
-        for r in reports:
-            on_done(r)
-    return reports
+        return [one(targets[0])]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+        return list(pool.map(one, targets))
 
 
 def diagnose_challenge(

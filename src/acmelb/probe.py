@@ -619,15 +619,34 @@ def _proxy_worth_trying(hop: Hop) -> bool:
     return bool(hop["outcome"] == "response" and hop["status"] == 400)
 
 
+_LAST_OVERRIDES = [None, None]  # type: List[Any]
+_OVERRIDES_LOCK = threading.Lock()
+
+
+def _overrides(raw: Dict[str, Any]) -> Dict[str, List[str]]:
+    """``resolve`` with lower-case names and list values.
+
+    A fleet run passes the same map of thousands of names to every probe in this
+    process: it is normalised once (remembered by identity), not once per probe.
+    """
+    with _OVERRIDES_LOCK:
+        if _LAST_OVERRIDES[0] is raw:
+            return _LAST_OVERRIDES[1]  # type: ignore[no-any-return]
+    out = {}  # type: Dict[str, List[str]]
+    for k, v in raw.items():
+        out[k.lower().rstrip(".")] = list(v) if isinstance(v, list) else [v]
+    with _OVERRIDES_LOCK:
+        _LAST_OVERRIDES[0], _LAST_OVERRIDES[1] = raw, out
+    return out
+
+
 def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
     """Run a probe request (a dict, see the module doc) and return the result dict."""
     started = _now()
     name = request["name"]
     url = request["url"]
     repeat = max(1, int(request.get("repeat", 1)))
-    overrides = {}  # type: Dict[str, List[str]]
-    for k, v in (request.get("resolve") or {}).items():
-        overrides[k.lower().rstrip(".")] = list(v) if isinstance(v, list) else [v]
+    overrides = _overrides(request.get("resolve") or {})
     opts = dict(request.get("options") or {})
     opts["resolve_map"] = overrides
     proxy_mode = request.get("proxy_protocol", "on-failure")
@@ -681,10 +700,29 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+# Probe fetches of this process run on one shared pool of threads: no thread is started
+# per probe, and however many diagnoses run at once (a fleet), at most MAX_OPEN probe
+# sockets are open (each fetch holds one socket at a time).  One request still runs at
+# most PER_REQUEST fetches at once.
+MAX_OPEN = 64
+PER_REQUEST = 8
+_POOL = []  # type: List[Any]
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> Any:
+    with _POOL_LOCK:
+        if not _POOL:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL.append(ThreadPoolExecutor(MAX_OPEN, thread_name_prefix="acmelb-probe"))
+        return _POOL[0]
+
+
 def _parallel(
     url: str, opts: Dict[str, Any], jobs: List[Tuple[str, int, str, bool]]
 ) -> List[Dict[str, Any]]:
-    """Run fetch_chain for every job on up to 8 threads; results in job order."""
+    """Run fetch_chain for every job, up to PER_REQUEST at once; results in job order."""
     results = [None] * len(jobs)  # type: List[Any]
     lock = threading.Lock()
     queue = list(enumerate(jobs))
@@ -702,11 +740,12 @@ def _parallel(
                 hop["outcome"] = "connect-error"
                 results[index] = {"final": hop, "redirects": []}
 
-    threads = [threading.Thread(target=worker) for _ in range(min(8, len(jobs)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    if len(jobs) <= 1:
+        worker()  # nothing to overlap: no thread
+        return results
+    futures = [_pool().submit(worker) for _ in range(min(PER_REQUEST, len(jobs)))]
+    for future in futures:
+        future.result()
     return results
 
 

@@ -132,14 +132,25 @@ def run(args: argparse.Namespace) -> int:
     info_out = sys.stderr if args.json else sys.stdout
     for line in infos:
         print(f"info: {line}", file=info_out)
-    reports = diagnose_many(targets, vantages, options, cluster=cluster)
+    progress = Progress(len(targets), sys.stderr) if (
+        len(targets) > 1 and not args.json and sys.stderr.isatty()) else None
+    reports = diagnose_many(targets, vantages, options, cluster=cluster,
+                            on_done=progress.update if progress else None)
+    if progress is not None:
+        progress.close()
     if args.json:
         docs = [r.to_json() for r in reports]
         for doc, r in zip(docs, reports, strict=True):
             _attach_explain(doc, r)
-        # one name: the report; several (or none left to diagnose): an array of reports
-        out: Any = docs[0] if len(docs) == 1 and not args.challenges else docs
-        json.dump(out, sys.stdout, indent=2)
+        if len(docs) == 1 and not args.challenges:
+            # one name: the report, indented
+            json.dump(docs[0], sys.stdout, indent=2)
+        else:
+            # several (or none left to diagnose): an array, one report per line; compact
+            # lines go through the C encoder (indent= falls back to pure Python, which
+            # costs a fleet run more than its probes)
+            sys.stdout.write("[\n" + ",\n".join(json.dumps(d) for d in docs) + "\n]"
+                             if docs else "[]")
         sys.stdout.write("\n")
     else:
         colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -148,6 +159,34 @@ def run(args: argparse.Namespace) -> int:
                 print()
             render(r, sys.stdout, colour)
     return 0 if all(r.ok for r in reports) else 1
+
+
+class Progress:
+    """``acmelb: diagnosed 340/1000, 12 failing`` on one terminal line, redrawn at most
+    ten times a second; only for a terminal (the caller decides) and gone at the end."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.total, self.out = total, out
+        self.done = self.failing = 0
+        self._drawn = 0.0
+
+    def update(self, report: Report) -> None:
+        self.done += 1
+        self.failing += not report.ok
+        now = self._clock()
+        if now - self._drawn >= 0.1 or self.done == self.total:
+            self._drawn = now
+            self.out.write(f"\racmelb: diagnosed {self.done}/{self.total}, "
+                           f"{self.failing} failing\033[K")
+            self.out.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.out.write("\r\033[K")
+            self.out.flush()
 
 
 def _attach_explain(doc: dict[str, Any], report: Report) -> None:
