@@ -51,6 +51,12 @@ class Run:
     stdout: str
     stderr: str
     timed_out: bool = False
+    tree_peak_kib: int = 0  # with sample_tree: peak of the summed PSS of the process tree
+
+    @property
+    def peak_mib(self) -> float:
+        """The larger of ru_maxrss and the sampled tree peak (worker processes count)."""
+        return max(self.maxrss_kib, self.tree_peak_kib) / 1024
 
     def check(self) -> Run:
         if self.returncode != 0 or self.timed_out:
@@ -60,9 +66,34 @@ class Run:
         return self
 
 
+def tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children(p))
+    return out
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (a forked worker's) counted once overall."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss_kib(pid)
+
+
 def run(cmd: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None = None,
-        cwd: Path | None = None, stdin_text: str | None = None) -> Run:
-    """Run ``cmd`` to completion: wall time, exit code, peak RSS (os.wait4), output."""
+        cwd: Path | None = None, stdin_text: str | None = None,
+        sample_tree: bool = False) -> Run:
+    """Run ``cmd`` to completion: wall time, exit code, peak RSS (os.wait4), output.
+
+    ``sample_tree``: also sample the summed PSS of the child and its descendants every
+    20 ms (ru_maxrss sees one process; a fleet diagnosis forks workers).
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.TemporaryFile() as inp:
         if stdin_text is not None:
@@ -81,17 +112,30 @@ def run(cmd: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None 
 
         timer = threading.Timer(timeout, kill)
         timer.start()
+        peak = [0]
+        finished = threading.Event()
+
+        def sample() -> None:
+            while not finished.wait(0.02):
+                peak[0] = max(peak[0], sum(pss_kib(p) for p in tree(proc.pid)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        if sample_tree:
+            sampler.start()
         try:
             _pid, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
+            finished.set()
+            if sample_tree:
+                sampler.join()
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         return Run(list(cmd), seconds, proc.returncode, int(usage.ru_maxrss),
                    out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
-                   timed_out.is_set())
+                   timed_out.is_set(), peak[0])
 
 
 def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:

@@ -12,6 +12,8 @@ Nothing here prints.  ``diagnose_challenge`` is the entry point for issuance.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -40,6 +42,9 @@ SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 # Diagnoses in flight at once with several names: mostly waiting on DNS and probes.
 DEFAULT_WORKERS = 16
+# From this many names on, diagnose_many spreads them over worker processes.
+PROCESS_THRESHOLD = 64
+MAX_PROCESSES = 4
 
 __all__ = [
     "SCHEMA",
@@ -301,6 +306,21 @@ def _fatal(ctx: Context) -> bool:
     return any(f.sev.name == "FATAL" for f in ctx.findings)
 
 
+def _processes(count: int, wanted: int | None) -> int:
+    if wanted is not None:
+        return max(1, wanted)
+    if count < PROCESS_THRESHOLD or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_PROCESSES))
+
+
+def _diagnose_chunk(targets: Sequence[Target], vantages: Sequence[Vantage],
+                    options: Options | None, cluster: bool, workers: int) -> list[Report]:
+    """One worker process's share of a fleet (module level: it is pickled by name)."""
+    return diagnose_many(targets, vantages, options, cluster=cluster, workers=workers,
+                         processes=1)
+
+
 def diagnose_many(
     targets: Sequence[Target],
     vantages: Sequence[Vantage],
@@ -308,15 +328,26 @@ def diagnose_many(
     *,
     cluster: bool = False,
     workers: int = DEFAULT_WORKERS,
+    processes: int | None = None,
     on_done: Callable[[Report], None] | None = None,
 ) -> list[Report]:
     """Diagnose several targets concurrently (bounded); reports in the order given.
 
-    ``on_done`` is called once per report as each finishes (from a worker thread,
-    never two at once), so that a caller can show progress on a long run.  Open
-    probe sockets are bounded by the probe's shared pool (``probe.MAX_OPEN``),
-    however many diagnoses run at once.
+    A fleet (``PROCESS_THRESHOLD`` targets or more) is split in chunks over worker
+    processes, one per CPU up to ``MAX_PROCESSES`` (``processes`` overrides): the
+    checks and the probes' bookkeeping are Python work that one interpreter runs on
+    one core, and threads fighting over it cost more than they overlap. Within a
+    process, ``workers`` diagnoses (shared out between the processes) run at once on
+    threads, and open probe sockets are bounded by the probe's shared pool
+    (``probe.MAX_OPEN`` per process).
+
+    ``on_done`` is called once per report as each finishes (in this process, never
+    two at once), so that a caller can show progress on a long run.
     """
+    procs = _processes(len(targets), processes)
+    if procs > 1:
+        return _diagnose_in_processes(targets, vantages, options, cluster=cluster,
+                                      workers=workers, processes=procs, on_done=on_done)
     lock = threading.Lock()
 
     def one(target: Target) -> Report:
@@ -330,6 +361,36 @@ def diagnose_many(
         return [one(targets[0])]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
         return list(pool.map(one, targets))
+
+
+def _diagnose_in_processes(
+    targets: Sequence[Target],
+    vantages: Sequence[Vantage],
+    options: Options | None,
+    *,
+    cluster: bool,
+    workers: int,
+    processes: int,
+    on_done: Callable[[Report], None] | None,
+) -> list[Report]:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # small chunks: progress moves steadily and a slow chunk does not leave a core idle
+    size = max(1, -(-len(targets) // (processes * 8)))
+    chunks = [(i, list(targets[i:i + size])) for i in range(0, len(targets), size)]
+    reports: list[Report | None] = [None] * len(targets)
+    per_process = max(1, workers // processes)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        futures = {pool.submit(_diagnose_chunk, chunk, vantages, options, cluster,
+                               per_process): start for start, chunk in chunks}
+        for future in as_completed(futures):
+            start = futures[future]
+            for k, report in enumerate(future.result()):
+                reports[start + k] = report
+                if on_done is not None:
+                    on_done(report)
+    return [r for r in reports if r is not None]
 
 
 def diagnose_challenge(

@@ -710,6 +710,11 @@ _POOL = []  # type: List[Any]
 _POOL_LOCK = threading.Lock()
 
 
+if hasattr(os, "register_at_fork"):  # Python >= 3.7
+    # a forked child (a fleet's worker process) has none of the parent's pool threads
+    os.register_at_fork(after_in_child=_POOL.clear)
+
+
 def _pool() -> Any:
     with _POOL_LOCK:
         if not _POOL:
