@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="the CA's CAA identity (default letsencrypt.org)")
     p.add_argument("--assume-public", action="append", default=[], metavar="CIDR",
                    help="treat addresses in CIDR as public (labs, test networks)")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="names diagnosed at once with several names (default 16; raise it "
+                   "for a fleet where many names time out)")
     p.add_argument("--json", action="store_true", help="print the acmelb.diagnosis/v1 JSON")
     p.set_defaults(run=run)
 
@@ -62,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
     import ipaddress
 
     from acmelb.checks.base import Options
-    from acmelb.diagnose import Target, diagnose_many, make_target
+    from acmelb.diagnose import DEFAULT_WORKERS, Target, diagnose_many, make_target
     from acmelb.errors import UsageError
     from acmelb.resolution import parse_dns_server
     from acmelb.vantage import CommandPrefix, Local, Role, Vantage
 
     if args.repeat < 1 or args.repeat > 50:
         raise UsageError("--repeat must be between 1 and 50")
+    if args.concurrency is not None and not 1 <= args.concurrency <= 1024:
+        raise UsageError("--concurrency must be between 1 and 1024")
     if not 0 < args.timeout <= 120:
         raise UsageError("--timeout must be between 0 and 120 seconds")
     for cidr in args.assume_public:
@@ -135,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(len(targets), sys.stderr) if (
         len(targets) > 1 and not args.json and sys.stderr.isatty()) else None
     reports = diagnose_many(targets, vantages, options, cluster=cluster,
+                            workers=args.concurrency or DEFAULT_WORKERS,
                             on_done=progress.update if progress else None)
     if progress is not None:
         progress.close()
