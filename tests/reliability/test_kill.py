@@ -95,6 +95,7 @@ def test_kill_at_every_state_change_of_a_first_issuance(local_ca: LocalCA,
     total = _count(tmp_path / "count-state", _issue_args(local_ca, tmp_path / "count-state",
                                                          "kill.test"), tmp_path / "count")
     assert total >= 15  # directories, account key, archive, renewal, links
+    print(f"\nfirst issuance: {total} state changes, killed before each")
     for n in range(1, total + 1):
         state = tmp_path / f"s{n}"
         args = _issue_args(local_ca, state, "kill.test")
@@ -115,6 +116,7 @@ def test_kill_at_every_state_change_of_a_renewal(local_ca: LocalCA, tmp_path: Pa
     assert first.returncode == 0, first.stderr
     total = _count(state, _renew_args(state), tmp_path / "count")
     assert total >= 10
+    print(f"\nrenewal: {total} state changes, killed before each")
     for n in range(1, total + 1):
         keys, versions = _account_keys(state), check_state(state)
         killed = _killed_at(state, n, _renew_args(state), tmp_path / "unused")
@@ -155,4 +157,5 @@ def test_kill_at_random_moments_of_issue_and_renew(local_ca: LocalCA, tmp_path: 
         again = _run(args)
         _check_recovered(state, local_ca.root_bundle, again,
                          f"seed {seed}, run {index}, killed after {delay:.3f} s")
+    print(f"\nrandom kills: seed {seed}, {runs} runs over {span:.2f} s, {landed} landed mid-run")
     assert landed >= runs * 2 // 3, f"seed {seed}: only {landed} kills landed mid-run"
