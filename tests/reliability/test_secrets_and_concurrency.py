@@ -46,6 +46,7 @@ def test_modes_are_tight_at_every_step_even_with_umask_0(local_ca: LocalCA,
         assert result["violations"] == [], args
         total += int(result["checks"])  # type: ignore[call-overload]
     assert total > 100  # it really looked, again and again
+    print(f"\nmodes: {total} checks of the whole state dir over {len(runs)} runs, 0 violations")
     assert set(check_state(state, local_ca.root_bundle)) == {"perm.test", "perm-rsa.test"}
 
 
