@@ -11,9 +11,12 @@
 
 Every file is written to a temporary name, fsynced and renamed; keys and
 directories are created 0600/0700 from the first byte. A new version goes to
-``archive/`` completely before ``live/`` links move, so a failed or killed run
-never replaces a good certificate with a partial one; a switch interrupted
-half way is finished by the next run (``repair``).
+``archive/`` completely before ``live/`` moves, so a failed or killed run
+never replaces a good certificate with a partial one. ``live/NAME`` moves to
+the new version in one atomic step (its four links are made in a staging
+directory that takes its place), so nobody ever sees the certificate of one
+version with the key of another. What a killed run leaves behind (temp files,
+a staging directory) is dropped by the next run under the lock (``repair``).
 """
 
 from __future__ import annotations
