@@ -183,3 +183,30 @@ def test_concurrent_first_runs_register_one_account(local_ca: LocalCA, tmp_path:
     assert [r.returncode for r in results] == [0] * 4, [r.stderr for r in results]
     assert len({json.loads(r.stdout)["uri"] for r in results}) == 1
     assert len(list((state / "accounts").rglob("private_key.json"))) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="commands/serve.py (--pending) and solvers/serve.py "
+                   "create STATE/pending with mkdir(0o755, parents=True): on a new state dir "
+                   "the state root itself is created 0755")
+def test_serve_pending_creates_a_new_state_dir_0700(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from tests.conftest import free_port
+
+    state = tmp_path / "new" / "state"
+    old = os.umask(0o022)  # the usual umask
+    try:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "acmelb", "serve", "--pending", "--state-dir", str(state),
+             "--address", "127.0.0.1", "--port", str(free_port())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+    finally:
+        os.umask(old)
+    try:
+        assert server.stderr is not None and "listening" in server.stderr.readline()
+    finally:
+        server.terminate()
+        server.wait(5)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
