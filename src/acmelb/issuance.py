@@ -34,6 +34,7 @@ from acmelb.ca import CAClient, CAConfig, open_account
 from acmelb.errors import (
     AcmelbError,
     CAError,
+    CAProblemError,
     SolverError,
     StateError,
     UsageError,
@@ -222,7 +223,7 @@ class Issuer:
                 solver.present(pending)
                 if self.self_check is not None:
                     self.self_check(pending)
-                self._answer(client, challenge_bodies)
+                self._answer(client, order, challenge_bodies)
                 self._wait_for_authorizations(client, order)
         except AcmelbError:
             self._deactivate_pending(client, order)
@@ -268,11 +269,29 @@ class Issuer:
             bodies.append(challb)
         return pending, bodies
 
-    def _answer(self, client: CAClient, bodies: Sequence[messages.ChallengeBody]) -> None:
+    def _answer(self, client: CAClient, order: messages.OrderResource,
+                bodies: Sequence[messages.ChallengeBody]) -> None:
         for challb in bodies:
             response = challb.chall.response(client.key)
-            client.call(partial(client.acme.answer_challenge, challb, response),
-                        what="answer the challenge")
+            try:
+                client.call(partial(client.acme.answer_challenge, challb, response),
+                            what="answer the challenge")
+            except CAProblemError:
+                # A lost answer to a POST the CA did act on: the retried POST meets a
+                # challenge that is no longer pending. That is the answer we wanted.
+                if not self._challenge_left_pending(client, order, challb):
+                    continue
+                raise
+
+    def _challenge_left_pending(self, client: CAClient, order: messages.OrderResource,
+                                challb: messages.ChallengeBody) -> bool:
+        for authz in order.authorizations:
+            current = client.call(partial(_poll_authorization, client, authz),
+                                  what="look up the challenge")
+            for candidate in current.body.challenges:
+                if candidate.uri == challb.uri:
+                    return bool(candidate.status == messages.STATUS_PENDING)
+        return True
 
     def _wait_for_authorizations(self, client: CAClient, order: messages.OrderResource) -> None:
         deadline = time.monotonic() + AUTHORIZATION_TIMEOUT
@@ -331,7 +350,8 @@ class Issuer:
             client.call(lambda: client.acme.begin_finalization(order), what="finalize the order")
         except CAError:
             # The first attempt may have reached the CA before the connection broke.
-            if fetch_order().status not in (messages.STATUS_PROCESSING, messages.STATUS_VALID):
+            status = client.call(fetch_order, what="look up the order").status
+            if status not in (messages.STATUS_PROCESSING, messages.STATUS_VALID):
                 raise
         body = client.poll_until(
             fetch_order,

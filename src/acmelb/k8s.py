@@ -55,7 +55,9 @@ def parse_challenges(text: str, source: str = "input") -> list[Challenge]:
             raise UsageError(f"{source}: items[{i}] is not an object")
         kind = item.get("kind")
         if kind is not None and kind != "Challenge":
-            raise UsageError(f"{source}: items[{i}] is a {kind}, not a cert-manager Challenge")
+            # repr(): the input's text must not reach the terminal raw (newlines, escapes).
+            raise UsageError(f"{source}: items[{i}] is a {str(kind)[:60]!r}, "
+                             "not a cert-manager Challenge")
         meta = item.get("metadata") or {}
         spec = item.get("spec")
         status = item.get("status") or {}

@@ -120,16 +120,10 @@ STEPS = ["/dir", "/nonce-plz", "/sign-me-up", "/order-plz", "/authZ/", "/chalZ/"
          "/finalize-order/", "/my-order/", "/certZ/"]
 
 
-# Known bug (src/acmelb/issuance.py, Issuer._answer): when the answer to the challenge
-# POST is lost after the CA acted on it, the retried POST meets a challenge that is no
-# longer pending; Pebble answers 400 "Cannot update challenge with status valid, only
-# status pending (malformed)" and the run fails. It should poll the challenge instead.
-_LOST_ANSWER = pytest.mark.xfail(
-    strict=True, reason="issuance.py _answer: a retried challenge POST that the CA already "
-    "processed fails with 'Cannot update challenge with status valid' (malformed)")
-CASES = [pytest.param(step, action, marks=[_LOST_ANSWER] if (step, action) in {
-    ("/chalZ/", "drop-after"), ("/chalZ/", "truncate")} else [])
-    for step in STEPS for action in ("drop-before", "drop-after", "truncate")]
+# A lost answer to the challenge POST (the CA acted on it) used to fail the run: the
+# retried POST met a challenge no longer pending. Issuer._answer now looks the challenge
+# up and carries on.
+CASES = [(step, action) for step in STEPS for action in ("drop-before", "drop-after", "truncate")]
 
 
 @pytest.mark.parametrize(("step", "action"), CASES)
@@ -170,13 +164,9 @@ def test_lost_challenge_answer_fails_cleanly_and_a_rerun_completes(
 
 @pytest.mark.parametrize("dead", [
     "/order-plz",
-    # Known bug (src/acmelb/issuance.py, Issuer._finalize, the line
-    # `if fetch_order().status not in ...`): after finalize fails with a CAError, the
-    # order is fetched outside client.call, so a broken connection escapes as an
-    # internal error (exit 3, ConnectionError) instead of a clear CA error (exit 1).
-    pytest.param("/(finalize-order|my-order|certZ)/", marks=pytest.mark.xfail(
-        strict=True, reason="issuance.py _finalize: fetch_order() outside client.call "
-        "-> exit 3 ConnectionError")),
+    # After a failed finalize the order is looked up through the same retry policy, so a
+    # dead connection there is a clear CA error too (it once escaped as exit 3).
+    "/(finalize-order|my-order|certZ)/",
 ])
 def test_dead_connection_gives_up_after_a_bound_and_a_rerun_completes(
         local_ca: LocalCA, fault_proxy: FaultProxy, tmp_path: Path, dead: str) -> None:
@@ -197,3 +187,24 @@ def test_dead_connection_gives_up_after_a_bound_and_a_rerun_completes(
     _ok(issue_via(fault_proxy, local_ca, state, "dead.test"), fault_proxy)
     assert check_state(state, local_ca.root_bundle) == {"dead.test": 1}
     assert temp_files(state) == []
+
+
+@pytest.mark.slow
+def test_a_ca_slower_than_the_network_timeout_is_given_up_on(
+        local_ca: LocalCA, fault_proxy: FaultProxy, tmp_path: Path) -> None:
+    """The CA accepts the order request and never answers in time (its directory still
+    answers at once): acmelb gives up after one network timeout and says so."""
+    from acmelb.ca import NETWORK_TIMEOUT
+
+    state = tmp_path / "s"
+    fault_proxy.set_faults(Fault("delay", "/order-plz", "POST", times=None,
+                                 seconds=NETWORK_TIMEOUT + 15))
+    start = time.monotonic()
+    failed = issue_via(fault_proxy, local_ca, state, "hung.test", timeout=NETWORK_TIMEOUT * 3)
+    elapsed = time.monotonic() - start
+    assert failed.returncode == 1, failed.stderr
+    assert NETWORK_TIMEOUT <= elapsed < NETWORK_TIMEOUT * 2, elapsed
+    assert f"did not answer while trying to create the order within {NETWORK_TIMEOUT} s" in \
+        failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert check_state(state) == {}

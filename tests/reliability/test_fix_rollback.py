@@ -104,15 +104,9 @@ def _assert_failed_and_identical(namespace: str, before: dict[str, str], code: i
 
 ALL = ("iptables-save", "ip6tables-save", "nft")
 IPTABLES = ("iptables-save", "ip6tables-save")
-# Known bug (src/acmelb/fix/nat_loopback.py, snapshot/_restore/undo with the iptables
-# backend): the snapshot is iptables-save only. On an iptables-nft host, (a) the undo leaves
-# the nft base chain that iptables-nft created for acmelb's jump (here ip6 nat POSTROUTING,
-# which the operator had not used), and (b) the iptables-restore fallback recreates
-# `table ip nat` at the end of the nft ruleset; iptables-save cannot see either, so the
-# rollback reports success while `nft list ruleset` differs. Fix: snapshot and restore with
-# `nft list ruleset` / `nft -f` ("flush ruleset" + snapshot) when iptables is the nft variant.
-NFT_VIEW_BUG = pytest.mark.xfail(strict=True, reason="nat_loopback: iptables rollback is "
-                                 "identical for iptables-save but not for nft list ruleset")
+# With the iptables backend on an iptables-nft host, the rollback is judged in both views
+# (iptables-save and nft list ruleset): nat_loopback reverses exactly the commands it ran and
+# drops the empty base chains iptables-nft created for them.
 
 
 @pytest.mark.parametrize("tool", ["iptables", "nft"])
@@ -137,8 +131,7 @@ def test_verifier_that_cannot_run_is_refused_before_touching_anything(lb: str) -
     assert _rulesets(lb) == before
 
 
-@pytest.mark.parametrize("views", [IPTABLES, pytest.param(("nft",), marks=NFT_VIEW_BUG)],
-                         ids=["iptables-save", "nft"])
+@pytest.mark.parametrize("views", [IPTABLES, ("nft",)], ids=["iptables-save", "nft"])
 def test_ipv6_failed_verification_restores(lb: str, views: tuple[str, ...]) -> None:
     before = _rulesets(lb)
     code, err = _fix(lb, "--apply", "--verify-from", f"ip netns exec {lb}",
@@ -146,8 +139,7 @@ def test_ipv6_failed_verification_restores(lb: str, views: tuple[str, ...]) -> N
     _assert_failed_and_identical(lb, before, code, err, "previous ruleset was restored", views)
 
 
-@pytest.mark.parametrize("views", [IPTABLES, pytest.param(("nft",), marks=NFT_VIEW_BUG)],
-                         ids=["iptables-save", "nft"])
+@pytest.mark.parametrize("views", [IPTABLES, ("nft",)], ids=["iptables-save", "nft"])
 def test_apply_failing_half_way_restores_even_a_stale_chain(lb: str, views: tuple[str, ...]
                                                             ) -> None:
     """A chain left by an earlier, interrupted acmelb (or a namesake) makes the apply

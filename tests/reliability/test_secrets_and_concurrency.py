@@ -185,9 +185,6 @@ def test_concurrent_first_runs_register_one_account(local_ca: LocalCA, tmp_path:
     assert len(list((state / "accounts").rglob("private_key.json"))) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="commands/serve.py (--pending) and solvers/serve.py "
-                   "create STATE/pending with mkdir(0o755, parents=True): on a new state dir "
-                   "the state root itself is created 0755")
 def test_serve_pending_creates_a_new_state_dir_0700(tmp_path: Path) -> None:
     import os
     import stat

@@ -54,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("choose one of --token/--key, --stateless or --pending")
     if args.pending:
         from acmelb.solvers.serve import pending_dir
+        from acmelb.store import Store
 
+        Store(state_dir(args)).prepare()  # a new state dir is 0700 from the start
         directory = pending_dir(state_dir(args))
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o755, exist_ok=True)
         source = PendingDirectory(directory)
     elif args.stateless:
         if not args.thumbprint or args.token:

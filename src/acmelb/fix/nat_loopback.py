@@ -18,11 +18,13 @@ run any number of times.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from acmelb.errors import AcmelbError, UsageError
 
@@ -197,13 +199,53 @@ def _must(cmd: Sequence[str], stdin: str | None = None) -> str:
 
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+_NFT_COUNTERS = re.compile(r"counter packets \d+ bytes \d+")
 
 
-def snapshot(plan: LoopbackPlan) -> str:
-    """The whole ruleset as text, normalised only where it changes by itself."""
+@dataclass(frozen=True)
+class Snapshot:
+    """The ruleset as the tool in use sees it and, on an nf_tables kernel, as nft sees it.
+
+    iptables-nft keeps state that iptables-save cannot show (base chains it created,
+    where a table sits in the ruleset), so a rollback is judged in both views.
+    """
+
+    iptables: str | None
+    nft: str | None
+    nft_chains: frozenset[tuple[str, str, str]] = frozenset()  # (family, table, chain)
+
+
+def _iptables_uses_nft(plan: LoopbackPlan) -> bool:
+    return "nf_tables" in _run([_iptables_binary(plan), "-V"]).stdout
+
+
+def _nft_objects(kind: str) -> list[dict[str, Any]]:
+    out = _run(["nft", "-j", "list", kind])
+    if out.returncode != 0:
+        return []
+    try:
+        items = json.loads(out.stdout).get("nftables", [])
+    except ValueError:
+        return []
+    return [item[kind[:-1]] for item in items if kind[:-1] in item]
+
+
+def _nft_chains() -> frozenset[tuple[str, str, str]]:
+    return frozenset((c["family"], c["table"], c["name"]) for c in _nft_objects("chains"))
+
+
+def snapshot(plan: LoopbackPlan) -> Snapshot:
+    """The whole ruleset, normalised only where it changes by itself (counters)."""
     if plan.tool == "nft":
-        return _must(["nft", "list", "ruleset"])
-    return normalize_iptables_save(_must([f"{_iptables_binary(plan)}-save"]))
+        return Snapshot(None, _nft_ruleset_without_counters())
+    saved = normalize_iptables_save(_must([f"{_iptables_binary(plan)}-save"]))
+    if _iptables_uses_nft(plan) and _run(["nft", "--version"]).returncode == 0:
+        return Snapshot(saved, _nft_ruleset_without_counters(), _nft_chains())
+    return Snapshot(saved, None)
+
+
+def _nft_ruleset_without_counters() -> str:
+    return _NFT_COUNTERS.sub("counter packets 0 bytes 0", _must(["nft", "list", "ruleset"]))
 
 
 def normalize_iptables_save(text: str) -> str:
@@ -220,21 +262,46 @@ def is_applied(plan: LoopbackPlan) -> bool:
     return _run([_iptables_binary(plan), "-t", "nat", "-S", PRE_CHAIN]).returncode == 0
 
 
-def apply(plan: LoopbackPlan) -> bool:
-    """Add the rules unless present; return True when something was added."""
+def apply(plan: LoopbackPlan) -> list[list[str]]:
+    """Add the rules unless present; return the commands that changed something.
+
+    If a command fails half way, the ones before it are reversed (and only those:
+    a chain of the same name that was already there stays) and FixError is raised.
+    """
     if is_applied(plan):
-        return False
+        return []
     if plan.tool == "nft":
         _must(["nft", "-f", "-"], nft_script(plan))
-        return True
+        return [["nft", "add", "table", NFT_TABLE]]
     binary = _iptables_binary(plan)
+    done: list[list[str]] = []
     try:
         for rule in iptables_rules(plan):
-            _must([binary, "-t", "nat", *rule])
+            command = [binary, "-t", "nat", *rule]
+            _must(command)
+            done.append(command)
     except FixError:
-        undo(plan)
+        _reverse(done)
         raise
-    return True
+    return done
+
+
+def _reverse(commands: Sequence[Sequence[str]]) -> None:
+    """Undo iptables commands, last first: -A becomes -D, -N becomes -X."""
+    inverse = {"-A": "-D", "-N": "-X", "-I": "-D"}
+    for command in reversed(commands):
+        flag = command[3]
+        if flag in inverse:
+            _run([*command[:3], inverse[flag], *command[4:]])
+
+
+def _drop_new_base_chains(before: Snapshot) -> None:
+    """iptables-nft creates a base chain on first use and never removes it: drop the
+    empty ones that the snapshot did not have."""
+    for family, table, name in sorted(_nft_chains() - before.nft_chains):
+        listing = _run(["nft", "-j", "list", "chain", family, table, name])
+        if listing.returncode == 0 and '"rule"' not in listing.stdout:
+            _run(["nft", "delete", "chain", family, table, name])
 
 
 def undo(plan: LoopbackPlan) -> bool:
@@ -254,18 +321,31 @@ def undo(plan: LoopbackPlan) -> bool:
     return removed
 
 
-def _restore(plan: LoopbackPlan, before: str) -> None:
-    """Undo, and if that does not give back the same ruleset, restore the snapshot whole."""
-    undo(plan)
+def _restore(plan: LoopbackPlan, before: Snapshot, added: Sequence[Sequence[str]]) -> None:
+    """Take back exactly what this run added; if the ruleset still differs, restore the
+    snapshot whole with the tool's own restore."""
+    if plan.tool == "nft":
+        undo(plan)
+    else:
+        _reverse(added)
+        if before.nft is not None:
+            _drop_new_base_chains(before)
     if snapshot(plan) == before:
         return
     if plan.tool == "nft":
-        _must(["nft", "-f", "-"], "flush ruleset\n" + before)
+        assert before.nft is not None
+        # One nft transaction: it applies whole or not at all.
+        _must(["nft", "-f", "-"], "flush ruleset\n" + before.nft)
     else:
-        _must([f"{_iptables_binary(plan)}-restore"], before)
-    if snapshot(plan) != before:
+        assert before.iptables is not None
+        _must([f"{_iptables_binary(plan)}-restore"], before.iptables)
+    after = snapshot(plan)
+    if after.iptables != before.iptables or (plan.tool == "nft" and after.nft != before.nft):
         raise FixError("could not restore the previous ruleset exactly; compare it with "
                        "the snapshot by hand")
+    if after.nft != before.nft:
+        raise FixError("restored the previous ruleset as iptables-save shows it, but nft list "
+                       "ruleset still differs (iptables-nft rebuilt a table); check it by hand")
 
 
 @dataclass(frozen=True)
@@ -281,22 +361,19 @@ Verifier = Callable[[], tuple[bool, str]]
 def apply_and_verify(plan: LoopbackPlan, verify: Verifier | None) -> ApplyOutcome:
     """Apply idempotently; if ``verify`` fails, roll back to the identical ruleset."""
     before = snapshot(plan)
-    try:
-        changed = apply(plan)
-    except BaseException:
-        _restore(plan, before)
-        raise
+    added = apply(plan)  # takes back its own partial work if it fails
+    changed = bool(added)
     if verify is None:
         return ApplyOutcome(changed, None, "rules in place (not verified)")
     try:
         ok, detail = verify()
     except BaseException:
         if changed:
-            _restore(plan, before)
+            _restore(plan, before, added)
         raise
     if ok:
         return ApplyOutcome(changed, True, detail)
     if changed:
-        _restore(plan, before)
+        _restore(plan, before, added)
         raise FixError(f"verification failed ({detail}); the previous ruleset was restored")
     raise FixError(f"the rules were already in place but verification fails: {detail}")

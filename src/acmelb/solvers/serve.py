@@ -26,7 +26,7 @@ class ServeSolver:
 
     def present(self, challenges: Sequence[PendingChallenge]) -> None:
         try:
-            self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o755, exist_ok=True)  # the issuer made the 0700 root
             write_token_files(self.directory, challenges)
         except OSError as exc:
             raise SolverError(f"serve solver: cannot write to {self.directory}: "
