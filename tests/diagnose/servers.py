@@ -42,9 +42,7 @@ def http_response(status: int, body: bytes | str = b"", headers: dict[str, str] 
     return head.encode() + b"\r\n" + body
 
 
-def read_request(conn: socket.socket, timeout: float = 10.0) -> bytes:
-    # Generous: on a loaded 2-core machine a client may take seconds to send its request;
-    # a short timeout here turned a slow request into a wrong route (a flaky test).
+def read_request(conn: socket.socket, timeout: float = 2.0) -> bytes:
     conn.settimeout(timeout)
     data = b""
     try:
@@ -106,6 +104,12 @@ class Server:
 
     def close(self) -> None:
         self._stop = True
+        # shutdown() wakes the thread blocked in accept(); closing alone would leave it
+        # blocked on a file descriptor number that the next test's listening socket
+        # reuses, and the old handler would then answer that test's connections.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
         with contextlib.suppress(OSError):
             self.sock.close()
 
