@@ -72,6 +72,10 @@ class CannedServer:
 
     def close(self) -> None:
         self._stop = True
+        # Wake accept() before closing: see tests/diagnose/servers.py Server.close.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
         self.sock.close()
 
 
