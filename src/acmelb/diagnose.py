@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,8 +41,10 @@ from acmelb.vantage import Local, Role, Vantage, VantageFailure
 
 SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
-# Diagnoses in flight at once with several names: mostly waiting on DNS and probes.
-DEFAULT_WORKERS = 16
+# Diagnoses in flight at once with several names. Broken names wait out timeouts (a hung
+# backend: read timeout, then the PROXY retry), so the bound is generous; on fast answers
+# the threads cost some CPU (see benchmarks/README.md).
+DEFAULT_WORKERS = 64
 # From this many names on, diagnose_many spreads them over worker processes.
 PROCESS_THRESHOLD = 64
 MAX_PROCESSES = 4
@@ -314,11 +317,17 @@ def _processes(count: int, wanted: int | None) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_PROCESSES))
 
 
-def _diagnose_chunk(targets: Sequence[Target], vantages: Sequence[Vantage],
-                    options: Options | None, cluster: bool, workers: int) -> list[Report]:
-    """One worker process's share of a fleet (module level: it is pickled by name)."""
-    return diagnose_many(targets, vantages, options, cluster=cluster, workers=workers,
-                         processes=1)
+def _fleet_worker(part: list[tuple[int, Target]], vantages: Sequence[Vantage],
+                  options: Options | None, cluster: bool, workers: int, queue: Any) -> None:
+    """A worker process: diagnose its share, sending ``(index, report)`` as each finishes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
+    index = {id(t): i for i, t in part}
+    try:
+        diagnose_many([t for _, t in part], vantages, options, cluster=cluster,
+                      workers=workers, processes=1,
+                      on_done=lambda r: queue.put((index[id(r.target)], r)))
+    except BaseException as exc:  # the parent raises it
+        queue.put((-1, exc))
 
 
 def diagnose_many(
@@ -373,23 +382,45 @@ def _diagnose_in_processes(
     processes: int,
     on_done: Callable[[Report], None] | None,
 ) -> list[Report]:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """Each worker process takes every ``processes``-th name (slow names, often neighbours
+    in a list, are spread out) and runs ``workers / processes`` diagnoses at once on
+    threads, each thread taking the next name when it is done: a hung name holds one
+    thread, not a batch. Reports come back one by one, as they finish."""
+    import queue as queue_module
 
-    # small chunks: progress moves steadily and a slow chunk does not leave a core idle
-    size = max(1, -(-len(targets) // (processes * 8)))
-    chunks = [(i, list(targets[i:i + size])) for i in range(0, len(targets), size)]
-    reports: list[Report | None] = [None] * len(targets)
-    per_process = max(1, workers // processes)
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        futures = {pool.submit(_diagnose_chunk, chunk, vantages, options, cluster,
-                               per_process): start for start, chunk in chunks}
-        for future in as_completed(futures):
-            start = futures[future]
-            for k, report in enumerate(future.result()):
-                reports[start + k] = report
-                if on_done is not None:
-                    on_done(report)
+    results = context.Queue()
+    per_process = max(1, workers // processes)
+    indexed = list(enumerate(targets))
+    children = [
+        context.Process(target=_fleet_worker, daemon=True, args=(
+            indexed[k::processes], vantages, options, cluster, per_process, results))
+        for k in range(processes)
+    ]
+    reports: list[Report | None] = [None] * len(targets)
+    missing = len(targets)
+    try:
+        for child in children:
+            child.start()
+        while missing:
+            try:
+                index, item = results.get(timeout=1.0)
+            except queue_module.Empty:
+                if any(c.exitcode not in (None, 0) for c in children):
+                    raise RuntimeError("a diagnosis worker process died") from None
+                continue
+            if index < 0:
+                raise item
+            reports[index] = item
+            missing -= 1
+            if on_done is not None:
+                on_done(item)
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # done, failed or interrupted: nothing goes on
+            child.join(5)
+        results.close()
     return [r for r in reports if r is not None]
 
 

@@ -745,10 +745,9 @@ def _parallel(
                 hop["outcome"] = "connect-error"
                 results[index] = {"final": hop, "redirects": []}
 
-    if len(jobs) <= 1:
-        worker()  # nothing to overlap: no thread
-        return results
-    futures = [_pool().submit(worker) for _ in range(min(PER_REQUEST, len(jobs)))]
+    # this thread works too (one hand-off fewer); with one job, no other thread at all
+    futures = [_pool().submit(worker) for _ in range(min(PER_REQUEST, len(jobs)) - 1)]
+    worker()
     for future in futures:
         future.result()
     return results

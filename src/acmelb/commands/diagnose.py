@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--assume-public", action="append", default=[], metavar="CIDR",
                    help="treat addresses in CIDR as public (labs, test networks)")
     p.add_argument("--concurrency", type=int, default=None, metavar="N",
-                   help="names diagnosed at once with several names (default 16; raise it "
+                   help="names diagnosed at once with several names (default 64; raise it "
                    "for a fleet where many names time out)")
     p.add_argument("--json", action="store_true", help="print the acmelb.diagnosis/v1 JSON")
     p.set_defaults(run=run)
