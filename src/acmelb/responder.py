@@ -150,7 +150,7 @@ class _ChallengeProtocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._client = "?"
+        self._deadline = 0.0  # loop time when the connection times out
         # Flow control: a client that sends requests but does not read the answers
         # must not make us buffer them without bound; stop reading until it does.
         self._paused = False
@@ -159,9 +159,6 @@ class _ChallengeProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self._client = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
         self._arm(REQUEST_TIMEOUT)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -170,9 +167,17 @@ class _ChallengeProtocol(asyncio.Protocol):
         self._transport = None
 
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._on_timeout)
+        # One timer per connection, moved lazily: a request only sets the deadline, and
+        # the timer, when it fires early, sleeps again until the deadline (no cancel and
+        # new timer per request).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if self._timer is not None and deadline < self._deadline:
+            self._timer.cancel()  # a shorter limit than the one armed: re-arm now
+            self._timer = None
+        self._deadline = deadline
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._on_timeout)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -186,7 +191,12 @@ class _ChallengeProtocol(asyncio.Protocol):
             self._process()
 
     def _on_timeout(self) -> None:
+        self._timer = None
         if self._transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:  # the deadline moved since: wait until it
+            self._timer = loop.call_at(self._deadline, self._on_timeout)
             return
         if self._paused:
             self._transport.abort()  # it does not read: nothing more to flush to it
@@ -211,7 +221,7 @@ class _ChallengeProtocol(asyncio.Protocol):
             head = bytes(self._buffer[:end])
             del self._buffer[: end + 4]
             self._handle(head)
-            if self._transport is not None:
+            if self._transport is not None and not self._transport.is_closing():
                 self._arm(REQUEST_TIMEOUT if self._buffer else IDLE_TIMEOUT)
 
     def _reject(self, status: int, why: str, method: str = "?", target: str = "?") -> None:
@@ -285,7 +295,14 @@ class _ChallengeProtocol(asyncio.Protocol):
     def _emit(self, method: str, target: str, host: str, agent: str, status: int,
               answer: str) -> None:
         if self._log is not None:
-            self._log(RequestLog(self._client, method, target, host, agent, status, answer))
+            self._log(RequestLog(self._peer(), method, target, host, agent, status, answer))
+
+    def _peer(self) -> str:
+        """The client as ``ADDR:PORT`` (``[ADDR]:PORT``), asked for only when logging."""
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        if not peer:
+            return "?"
+        return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
 
 
 def _listen_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
