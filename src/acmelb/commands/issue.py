@@ -72,8 +72,6 @@ def register(sub: Any) -> None:
 
 def _self_check(args: argparse.Namespace, show: Any) -> Any:
     from acmelb.errors import UsageError
-    from acmelb.resolution import parse_dns_server
-    from acmelb.selfcheck import SelfCheck, SelfCheckOptions
 
     if args.self_check == "off":
         return None
@@ -86,6 +84,10 @@ def _self_check(args: argparse.Namespace, show: Any) -> Any:
         return None
     if not 0 < args.timeout <= 120 or args.self_check_timeout < 0:
         raise UsageError("--timeout must be in (0, 120] and --self-check-timeout >= 0")
+    # Only now: dnspython and the diagnosis engine cost ~30 ms a run that skips them.
+    from acmelb.resolution import parse_dns_server
+    from acmelb.selfcheck import SelfCheck, SelfCheckOptions
+
     return SelfCheck(SelfCheckOptions(
         mode=args.self_check, here=args.here, inside=tuple(args.inside),
         outside=tuple(args.outside), resolve=resolve_map(args.resolve),
