@@ -113,8 +113,6 @@ def remove_stale_temps(directory: Path, only: re.Pattern[str] | None = None) -> 
                     entry.unlink(missing_ok=True)
 
 
-_remove_stale_temps = remove_stale_temps
-
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -257,8 +255,8 @@ class Store:
     def repair(self, name: str) -> None:
         """Finish a live/ switch that a killed run left half done (call under the lock)."""
         lineage = self.lineage(name)
-        _remove_stale_temps(lineage.archive_dir)
-        _remove_stale_temps(lineage.live_dir)
+        remove_stale_temps(lineage.archive_dir)
+        remove_stale_temps(lineage.live_dir)
         # Staging directories of a killed switch, and the old live/ a switch left behind.
         remove_stale_temps(lineage.live_dir.parent, _temp_name(lineage.live_dir))
         remove_stale_temps(lineage.renewal_path.parent, _temp_name(lineage.renewal_path))
