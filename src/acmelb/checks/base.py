@@ -13,6 +13,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from acmelb.findings import KEYAUTH_RE, Code, Finding
@@ -104,6 +105,10 @@ class Attempt:
     vantage: str
     role: str  # inside | outside
     raw: dict[str, Any]
+    # le_verdict / cm_verdict / le_redirect_problem, computed once per attempt and target
+    # (the checks ask for them many times a name); not part of the attempt's value.
+    _memo: dict[str, tuple[Target | None, Verdict | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -121,11 +126,11 @@ class Attempt:
     def proxy(self) -> bool:
         return bool(self.raw.get("proxy_protocol"))
 
-    @property
+    @cached_property
     def final(self) -> Hop:
         return Hop(self.raw["final"])
 
-    @property
+    @cached_property
     def redirects(self) -> list[Hop]:
         return [Hop(h) for h in self.raw.get("redirects") or []]
 
@@ -146,6 +151,9 @@ class VantageRun:
     result: dict[str, Any] | None
     failure: str | None = None
     failure_details: list[str] = field(default_factory=list)
+    # the Attempt views, built once per result (the checks walk them many times a name)
+    _views: tuple[object, list[Any], int, list[Attempt]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def usable(self) -> bool:
@@ -159,7 +167,14 @@ class VantageRun:
     def attempts(self) -> list[Attempt]:
         if self.result is None:
             return []
-        return [Attempt(self.label, self.role, a) for a in self.result.get("attempts") or []]
+        raw = self.result.get("attempts") or []
+        views = self._views
+        if (views is not None and views[0] is self.result and views[1] is raw
+                and views[2] == len(raw)):
+            return list(views[3])
+        made = [Attempt(self.label, self.role, a) for a in raw]
+        self._views = (self.result, raw, len(raw), made)
+        return list(made)
 
     @property
     def public_attempts(self) -> list[Attempt]:
@@ -258,8 +273,23 @@ def _port_of(url: str) -> tuple[str, str, int | None]:
     return scheme, host, port
 
 
+def _memo(attempt: Attempt, key: str, target: Target | None) -> tuple[bool, Verdict | None]:
+    hit = attempt._memo.get(key)
+    if hit is not None and hit[0] is target:
+        return True, hit[1]
+    return False, None
+
+
 def le_redirect_problem(attempt: Attempt) -> Verdict | None:
     """The first redirect in the chain Let's Encrypt would refuse, or None."""
+    found, v = _memo(attempt, "redirect", None)
+    if not found:
+        v = _le_redirect_problem(attempt)
+        attempt._memo["redirect"] = (None, v)
+    return v
+
+
+def _le_redirect_problem(attempt: Attempt) -> Verdict | None:
     seen = {attempt.final.url} if not attempt.redirects else {attempt.redirects[0].url}
     notes: list[Code] = []
     for i, hop in enumerate(attempt.redirects, start=1):
@@ -365,6 +395,15 @@ def _short(body: str, limit: int = 80) -> str:
 
 def le_verdict(attempt: Attempt, target: Target) -> Verdict:
     """Would Let's Encrypt's validator accept this attempt (one address, redirects included)?"""
+    found, v = _memo(attempt, "le", target)
+    if found and v is not None:
+        return v
+    v = _le_verdict(attempt, target)
+    attempt._memo["le"] = (target, v)
+    return v
+
+
+def _le_verdict(attempt: Attempt, target: Target) -> Verdict:
     red = le_redirect_problem(attempt)
     if red is not None and not red.ok:
         return red
@@ -380,6 +419,15 @@ def le_verdict(attempt: Attempt, target: Target) -> Verdict:
 
 def cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     """Would cert-manager's self-check accept this attempt (Go redirects, 1 MiB, no trim)?"""
+    found, v = _memo(attempt, "cm", target)
+    if found and v is not None:
+        return v
+    v = _cm_verdict(attempt, target)
+    attempt._memo["cm"] = (target, v)
+    return v
+
+
+def _cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     final = attempt.final
     if final.outcome == "redirect-error":
         return Verdict(False, Code.REDIRECT_TOO_MANY, final.error)
