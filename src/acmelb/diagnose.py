@@ -36,7 +36,7 @@ from acmelb.checks.base import (
 from acmelb.errors import InvalidNameError
 from acmelb.findings import Code, Finding, Severity, sort_findings
 from acmelb.names import normalize_name
-from acmelb.resolution import DnsResult, lookup
+from acmelb.resolution import CaaCache, DnsResult, lookup
 from acmelb.vantage import Local, Role, Vantage, VantageFailure
 
 SCHEMA = "acmelb.diagnosis/v1"
@@ -241,8 +241,12 @@ def diagnose(
     options: Options | None = None,
     *,
     cluster: bool = False,
+    caa_cache: CaaCache | None = None,
 ) -> Report:
-    """Diagnose one target from the given vantages (at least one)."""
+    """Diagnose one target from the given vantages (at least one).
+
+    ``caa_cache`` (``diagnose_many`` passes one per run) shares the CAA sets of parent
+    names between the targets of a run."""
     opts = options or Options()
     ctx = Context(target=target, options=opts, cluster=cluster)
     try:
@@ -253,7 +257,8 @@ def diagnose(
     if not _fatal(ctx):
         covered = target.name in opts.resolve and opts.dns_server is None
         if not covered:
-            ctx.dns = lookup(target.name, opts.dns_server, timeout=min(opts.timeout, 5.0))
+            ctx.dns = lookup(target.name, opts.dns_server, timeout=min(opts.timeout, 5.0),
+                             caa_cache=caa_cache)
         run_stage(ctx, Stage.DNS)
     if not _fatal(ctx):
         local_addrs = _local_addresses(ctx)
@@ -358,9 +363,10 @@ def diagnose_many(
         return _diagnose_in_processes(targets, vantages, options, cluster=cluster,
                                       workers=workers, processes=procs, on_done=on_done)
     lock = threading.Lock()
+    caa_cache = CaaCache()  # this run's (this worker process's) parent CAA sets
 
     def one(target: Target) -> Report:
-        report = diagnose(target, vantages, options, cluster=cluster)
+        report = diagnose(target, vantages, options, cluster=cluster, caa_cache=caa_cache)
         if on_done is not None:
             with lock:
                 on_done(report)

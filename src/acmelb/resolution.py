@@ -9,15 +9,25 @@ here too.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.flags
+import dns.inet
 import dns.message
 import dns.name
+import dns.nameserver
+import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 
 from acmelb.errors import UsageError
 
@@ -103,10 +113,167 @@ def make_resolver(server: tuple[str, int] | None, timeout: float) -> dns.resolve
     return res
 
 
-def _query(res: dns.resolver.Resolver, name: str, rdtype: str) -> RRsetResult:
+# A question's answer RRset (None: no answer), or the exception dns.resolver.Resolver's
+# resolve() raises for it.
+Ask = Callable[[str, str], "dns.rrset.RRset | None"]
+
+
+def _resolver_ask(res: dns.resolver.Resolver) -> Ask:
+    def ask(name: str, rdtype: str) -> dns.rrset.RRset | None:
+        return res.resolve(name, rdtype, raise_on_no_answer=False).rrset
+    return ask
+
+
+_RDTYPES = {t: dns.rdatatype.RdataType.make(t) for t in ("A", "AAAA", "CAA")}
+_IN = dns.rdataclass.IN
+
+
+class _Server:
+    """Questions to one DNS server, asked the way ``dns.resolver.Resolver`` asks a single
+    nameserver (the same query, UDP then TCP on truncation, the same retries, the same
+    exceptions and messages), without its per-question machinery: one UDP socket for
+    all the questions of a lookup, and a blocking receive instead of a new selector
+    per wait. Not thread-safe: one per lookup."""
+
+    def __init__(self, server: tuple[str, int], timeout: float) -> None:
+        self.address, self.port = server
+        self.timeout = timeout
+        self.family = dns.inet.af_for_address(self.address)
+        self.destination = dns.inet.low_level_address_tuple(server, self.family)
+        self.label = str(dns.nameserver.Do53Nameserver(self.address, self.port))
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def ask(self, name: str, rdtype: str) -> dns.rrset.RRset | None:
+        qname = dns.name.from_text(name, None)
+        if not qname.is_absolute():
+            qname = qname.concatenate(dns.name.root)
+        request = dns.message.make_query(qname, _RDTYPES.get(rdtype) or rdtype, _IN)
+        errors: list[Any] = []
+        start = time.time()
+        backoff = 0.10
+        tcp = False
+        first = True
+        while True:
+            if not first and not tcp:  # the resolver's pause before asking again
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2)
+            first = False
+            duration = time.time() - start
+            if duration < 0:
+                if duration < -1:
+                    raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
+                        timeout=duration, errors=errors)
+                duration = 0
+            if duration >= self.timeout:
+                raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
+                    timeout=duration, errors=errors)
+            request.set_random_id()  # type: ignore[no-untyped-call]
+            attempt_tcp = tcp
+            tcp = False
+            try:
+                if attempt_tcp:
+                    response = dns.query.tcp(request, self.address,
+                                             timeout=self.timeout - duration, port=self.port)
+                else:
+                    response = self._udp(request, self.timeout - duration)
+            except Exception as ex:
+                errors.append((self.label, attempt_tcp, self.port, ex, None))
+                if isinstance(ex, dns.exception.FormError | EOFError | OSError
+                              | NotImplementedError):
+                    raise _no_nameservers(request, errors) from None
+                if isinstance(ex, dns.message.Truncated):
+                    if attempt_tcp:
+                        raise _no_nameservers(request, errors) from None
+                    tcp = True
+                continue
+            assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
+            rcode = response.rcode()
+            if rcode == dns.rcode.NOERROR or rcode == dns.rcode.NXDOMAIN:
+                try:
+                    chained = response.resolve_chaining()
+                except Exception as e:
+                    errors.append((self.label, attempt_tcp, self.port, e, response))
+                    raise _no_nameservers(request, errors) from None
+                if rcode == dns.rcode.NXDOMAIN:
+                    raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
+                        qnames=[qname], responses={qname: response})
+                answer: dns.rrset.RRset | None = chained.answer
+                return answer
+            if rcode == dns.rcode.YXDOMAIN:
+                raise dns.resolver.YXDOMAIN
+            errors.append((self.label, attempt_tcp, self.port, dns.rcode.to_text(rcode),
+                           response))
+            raise _no_nameservers(request, errors)
+
+    def _udp(self, request: dns.message.Message, timeout: float) -> dns.message.Message:
+        """``dns.query.udp(..., raise_on_truncation=True, ignore_errors=True,
+        ignore_unexpected=True)`` on this lookup's socket."""
+        wire = request.to_wire()
+        expiration = time.time() + timeout
+        if self.sock is None:
+            self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        sock = self.sock
+        sock.settimeout(max(timeout, 0.0))
+        sock.sendto(wire, self.destination)
+        while True:
+            remaining = expiration - time.time()
+            if remaining <= 0:
+                raise dns.exception.Timeout
+            sock.settimeout(remaining)
+            try:
+                data, source = sock.recvfrom(65535)
+            except TimeoutError:
+                raise dns.exception.Timeout from None
+            if not dns.query._matches_destination(  # type: ignore[no-untyped-call]
+                    self.family, source, self.destination, True):
+                continue
+            try:
+                r = dns.message.from_wire(data, keyring=request.keyring,
+                                          request_mac=request.mac, raise_on_truncation=True)
+            except dns.message.Truncated as e:
+                if not request.is_response(e.message()):  # type: ignore[no-untyped-call]
+                    continue
+                raise
+            except Exception:
+                continue
+            if not request.is_response(r):
+                continue
+            return r
+
+
+def _no_nameservers(request: dns.message.Message, errors: list[Any]) -> Exception:
+    exc: Exception = dns.resolver.NoNameservers(  # type: ignore[no-untyped-call]
+        request=request, errors=errors)
+    return exc
+
+
+class CaaCache:
+    """CAA sets of parent names found during one run, shared by its lookups (the zone's
+    set is the same for all its names): ``(server, name) -> records``. Only answers are
+    kept, never a failure. Thread-safe; a forked worker process has its own."""
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[tuple[str, int] | None, str], list[CaaRecord]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, server: tuple[str, int] | None, name: str) -> list[CaaRecord] | None:
+        with self._lock:
+            return self._sets.get((server, name))
+
+    def put(self, server: tuple[str, int] | None, name: str, records: list[CaaRecord]) -> None:
+        with self._lock:
+            self._sets[(server, name)] = records
+
+
+def _query(ask: Ask, name: str, rdtype: str) -> RRsetResult:
     out = RRsetResult(rdtype=rdtype)
     try:
-        answer = res.resolve(name, rdtype, raise_on_no_answer=False)
+        rrset = ask(name, rdtype)
     except dns.resolver.NXDOMAIN:
         out.status, out.error = "nxdomain", f"NXDOMAIN looking up {rdtype} for {name}"
         return out
@@ -121,18 +288,18 @@ def _query(res: dns.resolver.Resolver, name: str, rdtype: str) -> RRsetResult:
     except dns.exception.DNSException as exc:
         out.status, out.error = "error", f"{rdtype} lookup for {name} failed: {exc}"
         return out
-    if answer.rrset is None:
+    if rrset is None:
         out.status = "nodata"
         return out
-    for rdata in answer.rrset:
+    for rdata in rrset:
         if rdtype in ("A", "AAAA"):
             out.addresses.append(rdata.address)
     return out
 
 
-def _caa_at(res: dns.resolver.Resolver, name: str) -> tuple[list[CaaRecord], str | None]:
+def _caa_at(ask: Ask, name: str) -> tuple[list[CaaRecord], str | None]:
     try:
-        answer = res.resolve(name, "CAA", raise_on_no_answer=False)
+        rrset = ask(name, "CAA")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return [], None
     except dns.resolver.NoNameservers as exc:
@@ -140,20 +307,31 @@ def _caa_at(res: dns.resolver.Resolver, name: str) -> tuple[list[CaaRecord], str
     except dns.exception.DNSException as exc:
         return [], f"CAA lookup for {name} failed: {exc}"
     records: list[CaaRecord] = []
-    if answer.rrset is not None:
-        for rdata in answer.rrset:
+    if rrset is not None:
+        for rdata in rrset:
             value = rdata.value.decode("utf-8", "replace")
             records.append(CaaRecord(int(rdata.flags), rdata.tag.decode("ascii").lower(), value,
                                      name))
     return records, None
 
 
-def lookup_caa(res: dns.resolver.Resolver, name: str) -> CaaResult:
-    """RFC 8659 tree climbing: the first name from NAME upwards with a CAA set applies."""
+def lookup_caa(res: dns.resolver.Resolver | Ask, name: str, cache: CaaCache | None = None,
+               server: tuple[str, int] | None = None) -> CaaResult:
+    """RFC 8659 tree climbing: the first name from NAME upwards with a CAA set applies.
+
+    With ``cache``, the sets found at parent names (``server``'s answers) are kept and
+    reused by the other names of the run."""
+    ask = _resolver_ask(res) if isinstance(res, dns.resolver.Resolver) else res
     labels = name.rstrip(".").split(".")
     for i in range(len(labels) - 1):
         candidate = ".".join(labels[i:])
-        records, error = _caa_at(res, candidate)
+        cached = cache.get(server, candidate) if cache is not None and i else None
+        if cached is not None:
+            records, error = list(cached), None
+        else:
+            records, error = _caa_at(ask, candidate)
+            if cache is not None and i and error is None:
+                cache.put(server, candidate, list(records))
         if error is not None:
             return CaaResult(owner=candidate, error=error)
         if records:
@@ -202,12 +380,21 @@ def _caa_param(params: str, key: str) -> str | None:
 
 
 def lookup(
-    name: str, server: tuple[str, int] | None, timeout: float = 5.0, caa: bool = True
+    name: str, server: tuple[str, int] | None, timeout: float = 5.0, caa: bool = True,
+    caa_cache: CaaCache | None = None,
 ) -> DnsResult:
-    res = make_resolver(server, timeout)
-    a = _query(res, name, "A")
-    aaaa = _query(res, name, "AAAA")
-    caa_result = lookup_caa(res, name) if caa else None
+    """A, AAAA and (``caa``) the CAA climb for ``name``. A given ``server`` is asked
+    directly (one socket for the lookup); without one, the system's resolver
+    configuration applies. ``caa_cache`` shares parent names' CAA sets within a run."""
+    direct = _Server(server, timeout) if server is not None else None
+    ask = direct.ask if direct is not None else _resolver_ask(make_resolver(server, timeout))
+    try:
+        a = _query(ask, name, "A")
+        aaaa = _query(ask, name, "AAAA")
+        caa_result = lookup_caa(ask, name, caa_cache, server) if caa else None
+    finally:
+        if direct is not None:
+            direct.close()
     label = f"{server[0]}:{server[1]}" if server else None
     return DnsResult(name=name, server=label, a=a, aaaa=aaaa, caa=caa_result)
 
