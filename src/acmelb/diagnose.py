@@ -68,6 +68,8 @@ class Report:
     findings: list[Finding]
     verdicts: dict[str, str]
     runs: list[VantageRun] = field(default_factory=list)
+    # to_json() made ahead of time by a fleet worker process (see prepare_json)
+    _doc: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -77,7 +79,16 @@ class Report:
     def ok(self) -> bool:
         return not any(f.sev.failing for f in self.findings)
 
+    def prepare_json(self) -> None:
+        """Build the JSON document now (a worker process does, in parallel); the next
+        ``to_json()`` hands it over instead of building it in the parent."""
+        self._doc = self._build_json()
+
     def to_json(self) -> dict[str, Any]:
+        doc, self._doc = self._doc, None
+        return doc if doc is not None else self._build_json()
+
+    def _build_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "schema": SCHEMA,
             "name": self.target.name,
@@ -327,10 +338,14 @@ def _fleet_worker(part: list[tuple[int, Target]], vantages: Sequence[Vantage],
     """A worker process: diagnose its share, sending ``(index, report)`` as each finishes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
     index = {id(t): i for i, t in part}
+
+    def done(report: Report) -> None:
+        report.prepare_json()  # here, in parallel, rather than in the parent at the end
+        queue.put((index[id(report.target)], report))
+
     try:
         diagnose_many([t for _, t in part], vantages, options, cluster=cluster,
-                      workers=workers, processes=1,
-                      on_done=lambda r: queue.put((index[id(r.target)], r)))
+                      workers=workers, processes=1, on_done=done)
     except BaseException as exc:  # the parent raises it
         queue.put((-1, exc))
 

@@ -4,6 +4,9 @@
 the errors met on the way) and never raises for DNS trouble: DNS trouble is
 evidence.  Reserved-range classification and CAA (RFC 8659) evaluation live
 here too.
+
+dnspython (~60 ms to import) is imported when a lookup first needs it: a run whose
+names are all given with ``--resolve`` never does.
 """
 
 from __future__ import annotations
@@ -14,22 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import dns.exception
-import dns.flags
-import dns.inet
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.query
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.resolver
-import dns.rrset
+from typing import TYPE_CHECKING, Any
 
 from acmelb.errors import UsageError
+
+if TYPE_CHECKING:
+    import dns.message
+    import dns.resolver
+    import dns.rrset
 
 DEFAULT_CA_IDENTITY = "letsencrypt.org"
 
@@ -98,6 +93,8 @@ def parse_dns_server(text: str) -> tuple[str, int]:
 
 
 def make_resolver(server: tuple[str, int] | None, timeout: float) -> dns.resolver.Resolver:
+    import dns.resolver
+
     if server is None:
         try:
             res = dns.resolver.Resolver()
@@ -124,9 +121,6 @@ def _resolver_ask(res: dns.resolver.Resolver) -> Ask:
     return ask
 
 
-_RDTYPES = {t: dns.rdatatype.RdataType.make(t) for t in ("A", "AAAA", "CAA")}
-_IN = dns.rdataclass.IN
-
 
 class _Server:
     """Questions to one DNS server, asked the way ``dns.resolver.Resolver`` asks a single
@@ -136,6 +130,9 @@ class _Server:
     per wait. Not thread-safe: one per lookup."""
 
     def __init__(self, server: tuple[str, int], timeout: float) -> None:
+        import dns.inet
+        import dns.nameserver
+
         self.address, self.port = server
         self.timeout = timeout
         self.family = dns.inet.af_for_address(self.address)
@@ -149,10 +146,18 @@ class _Server:
             self.sock = None
 
     def ask(self, name: str, rdtype: str) -> dns.rrset.RRset | None:
+        import dns.exception
+        import dns.message
+        import dns.name
+        import dns.query
+        import dns.rcode
+        import dns.rdataclass
+        import dns.resolver
+
         qname = dns.name.from_text(name, None)
         if not qname.is_absolute():
             qname = qname.concatenate(dns.name.root)
-        request = dns.message.make_query(qname, _RDTYPES.get(rdtype) or rdtype, _IN)
+        request = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
         errors: list[Any] = []
         start = time.time()
         backoff = 0.10
@@ -213,6 +218,10 @@ class _Server:
     def _udp(self, request: dns.message.Message, timeout: float) -> dns.message.Message:
         """``dns.query.udp(..., raise_on_truncation=True, ignore_errors=True,
         ignore_unexpected=True)`` on this lookup's socket."""
+        import dns.exception
+        import dns.message
+        import dns.query
+
         wire = request.to_wire()
         expiration = time.time() + timeout
         if self.sock is None:
@@ -247,6 +256,8 @@ class _Server:
 
 
 def _no_nameservers(request: dns.message.Message, errors: list[Any]) -> Exception:
+    import dns.resolver
+
     exc: Exception = dns.resolver.NoNameservers(  # type: ignore[no-untyped-call]
         request=request, errors=errors)
     return exc
@@ -271,6 +282,9 @@ class CaaCache:
 
 
 def _query(ask: Ask, name: str, rdtype: str) -> RRsetResult:
+    import dns.exception
+    import dns.resolver
+
     out = RRsetResult(rdtype=rdtype)
     try:
         rrset = ask(name, rdtype)
@@ -298,6 +312,9 @@ def _query(ask: Ask, name: str, rdtype: str) -> RRsetResult:
 
 
 def _caa_at(ask: Ask, name: str) -> tuple[list[CaaRecord], str | None]:
+    import dns.exception
+    import dns.resolver
+
     try:
         rrset = ask(name, "CAA")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -321,6 +338,8 @@ def lookup_caa(res: dns.resolver.Resolver | Ask, name: str, cache: CaaCache | No
 
     With ``cache``, the sets found at parent names (``server``'s answers) are kept and
     reused by the other names of the run."""
+    import dns.resolver
+
     ask = _resolver_ask(res) if isinstance(res, dns.resolver.Resolver) else res
     labels = name.rstrip(".").split(".")
     for i in range(len(labels) - 1):

@@ -155,6 +155,11 @@ class VantageRun:
     _views: tuple[object, list[Any], int, list[Attempt]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_views"] = None  # a cache: not sent to another process
+        return state
+
     @property
     def usable(self) -> bool:
         return self.result is not None
