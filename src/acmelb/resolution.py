@@ -164,9 +164,11 @@ class _Server:
         tcp = False
         first = True
         while True:
-            if not first and not tcp:  # the resolver's pause before asking again
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2)
+            if not first:  # make_query gave the first attempt its random id
+                if not tcp:  # the resolver's pause before asking again
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 2)
+                request.set_random_id()  # type: ignore[no-untyped-call]
             first = False
             duration = time.time() - start
             if duration < 0:
@@ -177,7 +179,6 @@ class _Server:
             if duration >= self.timeout:
                 raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
                     timeout=duration, errors=errors)
-            request.set_random_id()  # type: ignore[no-untyped-call]
             attempt_tcp = tcp
             tcp = False
             try:
