@@ -139,6 +139,74 @@ class _Server:
         self.destination = dns.inet.low_level_address_tuple(server, self.family)
         self.label = str(dns.nameserver.Do53Nameserver(self.address, self.port))
         self.sock: socket.socket | None = None
+        # first UDP attempts made ahead by prefetch(): (name, rdtype) -> (qname, request,
+        # start, response or the exception the attempt raised)
+        self._first: dict[tuple[str, str], tuple[Any, dns.message.Message, float, Any]] = {}
+
+    def prefetch(self, questions: list[tuple[str, str]]) -> None:
+        """Make the first UDP attempt of several questions at once (one round trip instead
+        of one each); ``ask`` then goes on from each attempt's outcome as if it had just
+        made it (retries, TCP on truncation, errors: all as without it)."""
+        import dns.exception
+        import dns.message
+        import dns.name
+        import dns.query
+        import dns.rdataclass
+
+        start = time.time()
+        pending: dict[tuple[str, str], tuple[Any, dns.message.Message]] = {}
+        for name, rdtype in questions:
+            try:
+                qname = dns.name.from_text(name, None)
+                if not qname.is_absolute():
+                    qname = qname.concatenate(dns.name.root)
+                request = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
+            except Exception:
+                continue  # ask() meets (and raises) it itself
+            try:
+                if self.sock is None:
+                    self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+                self.sock.settimeout(max(self.timeout, 0.0))
+                self.sock.sendto(request.to_wire(), self.destination)
+            except Exception as ex:
+                self._first[(name, rdtype)] = (qname, request, start, ex)
+                continue
+            pending[(name, rdtype)] = (qname, request)
+        expiration = start + self.timeout
+        sock = self.sock
+        while pending and sock is not None:
+            remaining = expiration - time.time()
+            if remaining <= 0:
+                break
+            sock.settimeout(remaining)
+            try:
+                data, source = sock.recvfrom(65535)
+            except TimeoutError:
+                break
+            except Exception as ex:
+                for key, (qn, req) in pending.items():
+                    self._first[key] = (qn, req, start, ex)
+                pending.clear()
+                break
+            if not dns.query._matches_destination(  # type: ignore[no-untyped-call]
+                    self.family, source, self.destination, True):
+                continue
+            outcome: Any = None
+            try:
+                outcome = dns.message.from_wire(data, raise_on_truncation=True)
+                answered = outcome
+            except dns.message.Truncated as e:
+                outcome, answered = e, e.message()  # type: ignore[no-untyped-call]
+            except Exception:
+                continue
+            for key, (qn, req) in pending.items():
+                if req.is_response(answered):
+                    self._first[key] = (qn, req, start, outcome)
+                    del pending[key]
+                    break
+        for key, (qn, req) in pending.items():
+            self._first[key] = (qn, req, start,
+                                dns.exception.Timeout())  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         if self.sock is not None:
@@ -154,12 +222,17 @@ class _Server:
         import dns.rdataclass
         import dns.resolver
 
-        qname = dns.name.from_text(name, None)
-        if not qname.is_absolute():
-            qname = qname.concatenate(dns.name.root)
-        request = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
+        made = self._first.pop((name, rdtype), None)
+        outcome: Any = None
+        if made is not None:  # the first attempt, made by prefetch()
+            qname, request, start, outcome = made
+        else:
+            qname = dns.name.from_text(name, None)
+            if not qname.is_absolute():
+                qname = qname.concatenate(dns.name.root)
+            request = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
+            start = time.time()
         errors: list[Any] = []
-        start = time.time()
         backoff = 0.10
         tcp = False
         first = True
@@ -169,8 +242,9 @@ class _Server:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 2)
                 request.set_random_id()  # type: ignore[no-untyped-call]
+            prefetched = first and made is not None
             first = False
-            duration = time.time() - start
+            duration = 0.0 if prefetched else time.time() - start
             if duration < 0:
                 if duration < -1:
                     raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
@@ -182,7 +256,11 @@ class _Server:
             attempt_tcp = tcp
             tcp = False
             try:
-                if attempt_tcp:
+                if prefetched:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    response = outcome
+                elif attempt_tcp:
                     response = dns.query.tcp(request, self.address,
                                              timeout=self.timeout - duration, port=self.port)
                 else:
@@ -409,6 +487,8 @@ def lookup(
     direct = _Server(server, timeout) if server is not None else None
     ask = direct.ask if direct is not None else _resolver_ask(make_resolver(server, timeout))
     try:
+        if direct is not None:  # the questions asked in any case, in one round trip
+            direct.prefetch([(name, "A"), (name, "AAAA")] + ([(name, "CAA")] if caa else []))
         a = _query(ask, name, "A")
         aaaa = _query(ask, name, "AAAA")
         caa_result = lookup_caa(ask, name, caa_cache, server) if caa else None
