@@ -72,6 +72,7 @@ class Server:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((self.address, port))
+        self.port = self.sock.getsockname()[1]  # port 0: the one the kernel chose
         self.sock.listen(backlog)
         self._stop = False
         self._thread = threading.Thread(target=self._serve, daemon=True)

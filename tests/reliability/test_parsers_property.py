@@ -14,8 +14,6 @@ import contextlib
 import importlib.resources
 import io
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from acmelb.diagnose import analyse
 from acmelb.errors import InvalidNameError, UsageError
 from acmelb.k8s import parse_challenges
 from acmelb.names import normalize_name
+from tests.diagnose.servers import Server
 
 DIAG = json.loads(importlib.resources.files("acmelb").joinpath(
     "schemas/diagnosis-v1.json").read_text())
@@ -38,45 +37,13 @@ TOKEN = "tok_" + "T" * 39
 KEY = f"{TOKEN}.{'A' * 43}"
 
 
-class CannedServer:
+class CannedServer(Server):
     """Answers every connection on 127.0.0.1 with ``self.answer`` and closes."""
 
     def __init__(self) -> None:
         self.answer = b""
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port: int = self.sock.getsockname()[1]
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(2)
-            data = b""
-            while b"\r\n\r\n" not in data and len(data) < 65536:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            conn.sendall(self.answer)
-
-    def close(self) -> None:
-        self._stop = True
-        # Wake accept() before closing: see tests/diagnose/servers.py Server.close.
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(5)
-        self.sock.close()
+        super().__init__(lambda conn, _request: conn.sendall(self.answer),
+                         address="127.0.0.1", port=0)
 
 
 @pytest.fixture(scope="module")
