@@ -62,9 +62,15 @@ def haproxy_config(scenario: Scenario) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def lb_iptables(scenario: Scenario) -> str:
-    """iptables-restore input for the LB namespace (IPv4)."""
+def lb_iptables(scenario: Scenario, *, ipv6: bool = False) -> str:
+    """iptables-restore (or, with ``ipv6``, ip6tables-restore) input for the LB namespace."""
     mode = scenario.mode
+    if ipv6:
+        vip, backend, subnet = (f"{ADDRESSES.vip6}/128", f"[{ADDRESSES.backend6(1)}]:80",
+                                ADDRESSES.backend6_subnet)
+    else:
+        vip, backend, subnet = (f"{ADDRESSES.vip}/32", f"{ADDRESSES.backend(1)}:80",
+                                ADDRESSES.backend_subnet)
     nat = [
         "*nat",
         ":PREROUTING ACCEPT [0:0]",
@@ -73,40 +79,16 @@ def lb_iptables(scenario: Scenario) -> str:
         ":POSTROUTING ACCEPT [0:0]",
     ]
     if mode in (Mode.DNAT, Mode.DNAT_LOOPBACK):
-        target = f"{ADDRESSES.backend(1)}:80"
-        nat.append(f"-A PREROUTING -d {ADDRESSES.vip}/32 -p tcp --dport 80 "
-                   f"-j DNAT --to-destination {target}")
-        nat.append(f"-A OUTPUT -d {ADDRESSES.vip}/32 -p tcp --dport 80 "
-                   f"-j DNAT --to-destination {target}")
+        for chain in ("PREROUTING", "OUTPUT"):
+            nat.append(f"-A {chain} -d {vip} -p tcp --dport 80 "
+                       f"-j DNAT --to-destination {backend}")
     if mode is Mode.DNAT_LOOPBACK:
         # The NAT loopback (hairpin) rule: a connection from the backend segment
         # that was DNATed back into it leaves with the LB's address as source.
-        nat.append(f"-A POSTROUTING -s {ADDRESSES.backend_subnet} -d {ADDRESSES.backend_subnet} "
+        nat.append(f"-A POSTROUTING -s {subnet} -d {subnet} "
                    "-m conntrack --ctstate DNAT -j MASQUERADE")
     # The LB is also the backends' NAT gateway to the public side (to reach Pebble).
-    nat.append(f"-A POSTROUTING -s {ADDRESSES.backend_subnet} -o {UPLINK} -j MASQUERADE")
-    nat.append("COMMIT")
-    filter_table = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
-                    ":OUTPUT ACCEPT [0:0]"]
-    if mode is Mode.FIREWALL:
-        filter_table.append(f"-A INPUT -i {UPLINK} -p tcp --dport 80 -j DROP")
-    filter_table.append("COMMIT")
-    return "\n".join(nat + filter_table) + "\n"
-
-
-def lb_ip6tables(scenario: Scenario) -> str:
-    """ip6tables-restore input for the LB namespace (only with ``ipv6``)."""
-    mode = scenario.mode
-    nat = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-           ":POSTROUTING ACCEPT [0:0]"]
-    if mode in (Mode.DNAT, Mode.DNAT_LOOPBACK):
-        target = f"[{ADDRESSES.backend6(1)}]:80"
-        nat.append(f"-A PREROUTING -d {ADDRESSES.vip6}/128 -p tcp --dport 80 "
-                   f"-j DNAT --to-destination {target}")
-    if mode is Mode.DNAT_LOOPBACK:
-        nat.append(f"-A POSTROUTING -s {ADDRESSES.backend6_subnet} -d "
-                   f"{ADDRESSES.backend6_subnet} -m conntrack --ctstate DNAT -j MASQUERADE")
-    nat.append(f"-A POSTROUTING -s {ADDRESSES.backend6_subnet} -o {UPLINK} -j MASQUERADE")
+    nat.append(f"-A POSTROUTING -s {subnet} -o {UPLINK} -j MASQUERADE")
     nat.append("COMMIT")
     filter_table = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
                     ":OUTPUT ACCEPT [0:0]"]

@@ -459,7 +459,7 @@ def _build_network(lab: Lab) -> None:
     })
     _restore(lab, LB, "iptables-restore", configs.lb_iptables(scenario))
     if ipv6:
-        _restore(lab, LB, "ip6tables-restore", configs.lb_ip6tables(scenario))
+        _restore(lab, LB, "ip6tables-restore", configs.lb_iptables(scenario, ipv6=True))
     for role in scenario.shortcut:
         index = lab.backends.index(role) + 1
         _restore(lab, role, "iptables-restore", configs.shortcut_iptables(index))
