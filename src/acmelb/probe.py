@@ -309,23 +309,8 @@ def fetch_once(
     user_agent = opts.get("user_agent") or DEFAULT_USER_AGENT
     scheme, host, port, path = _split_url(url)
     family = _family_of(address)
-    rec = {  # type: Hop
-        "url": url,
-        "address": address,
-        "port": port,
-        "family": _family_name(family),
-        "proxy_protocol": bool(proxy_protocol),
-        "outcome": None,
-        "error": None,
-        "status": None,
-        "reason": None,
-        "headers": [],
-        "body": None,
-        "body_length": None,
-        "body_truncated": False,
-        "connect_ms": None,
-        "elapsed_ms": None,
-    }
+    rec = new_hop(url, address=address, port=port, family=_family_name(family),
+                  proxy_protocol=bool(proxy_protocol))
     start = _now()
     deadline = start + total_timeout
     sock = None
@@ -569,15 +554,16 @@ def fetch_chain(
         current_url = target
 
 
-def _redirect_error(url: str, problem: str) -> Hop:
-    return {
+def new_hop(url: str, **fields: Any) -> Hop:
+    """A hop record with every field present; ``fields`` fill in what is known."""
+    hop = {
         "url": url,
         "address": None,
         "port": None,
         "family": None,
         "proxy_protocol": False,
-        "outcome": "redirect-error",
-        "error": problem,
+        "outcome": None,
+        "error": None,
         "status": None,
         "reason": None,
         "headers": [],
@@ -585,8 +571,14 @@ def _redirect_error(url: str, problem: str) -> Hop:
         "body_length": None,
         "body_truncated": False,
         "connect_ms": None,
-        "elapsed_ms": 0,
-    }
+        "elapsed_ms": None,
+    }  # type: Hop
+    hop.update(fields)
+    return hop
+
+
+def _redirect_error(url: str, problem: str) -> Hop:
+    return new_hop(url, outcome="redirect-error", error=problem, elapsed_ms=0)
 
 
 def _local_addresses() -> List[str]:

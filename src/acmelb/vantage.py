@@ -220,14 +220,10 @@ def curl_probe(
         body_part, _, trailer = out.rpartition(_CURL_MARK)
         fields = trailer.split()
         code, remote_ip = int(fields[0]), fields[1] if len(fields) > 1 else ""
-        hop: dict[str, Any] = {
-            "url": request["url"], "address": remote_ip or None, "port": 80,
-            "family": "ipv6" if ":" in remote_ip else "ipv4", "proxy_protocol": False,
-            "outcome": "response", "error": None, "status": None, "reason": None,
-            "headers": [], "body": None, "body_length": None, "body_truncated": False,
-            "connect_ms": None,
-            "elapsed_ms": int(float(fields[3]) * 1000) if len(fields) > 3 else 0,
-        }
+        hop: dict[str, Any] = _probe.new_hop(
+            request["url"], address=remote_ip or None, port=80,
+            family="ipv6" if ":" in remote_ip else "ipv4", outcome="response",
+            elapsed_ms=int(float(fields[3]) * 1000) if len(fields) > 3 else 0)
         if proc.returncode != 0 or code == 0:
             outcome, text = _CURL_EXIT.get(
                 proc.returncode, ("connect-error", f"curl exit {proc.returncode}")
