@@ -37,7 +37,14 @@ from acmelb.errors import InvalidNameError
 from acmelb.findings import Code, Finding, Severity, sort_findings
 from acmelb.names import normalize_name
 from acmelb.resolution import CaaCache, DnsResult, lookup
-from acmelb.vantage import Local, Role, Vantage, VantageFailure
+from acmelb.vantage import (
+    ProbeSettings,
+    Role,
+    Vantage,
+    VantageFailure,
+    build_vantages,
+    parse_here,
+)
 
 SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -449,18 +456,21 @@ def diagnose_challenge(
     name: str,
     token: str,
     key_authorization: str,
+    settings: ProbeSettings | None = None,
     *,
     inside: Sequence[str] = (),
     outside: Sequence[str] = (),
     here: str = "outside",
     options: Options | None = None,
 ) -> Report:
-    """For issuance: diagnose one pending HTTP-01 challenge (no ACME client imported)."""
-    from acmelb.vantage import CommandPrefix
+    """For issuance: diagnose one pending HTTP-01 challenge (no ACME client imported).
 
-    vantages: list[Vantage] = [Local(Role(here))]
-    vantages += [CommandPrefix(Role.INSIDE, p) for p in inside]
-    vantages += [CommandPrefix(Role.OUTSIDE, p) for p in outside]
+    ``settings`` says where and how to probe; without it, the older keywords do
+    (``inside``/``outside``/``here`` and ``options``)."""
+    if settings is None:
+        settings = ProbeSettings(here=parse_here(here), inside=tuple(inside),
+                                 outside=tuple(outside))
+    else:
+        options = settings.options()
     target = make_target(name, token, key_authorization)
-    cluster = any(p.startswith("kubectl") for p in inside)
-    return diagnose(target, vantages, options, cluster=cluster)
+    return diagnose(target, build_vantages(settings), options, cluster=settings.cluster)

@@ -14,15 +14,20 @@ from __future__ import annotations
 import base64
 import enum
 import importlib.resources
+import ipaddress
 import json
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from acmelb import probe as _probe
 from acmelb.errors import UsageError
+
+if TYPE_CHECKING:
+    from acmelb.checks.base import Options
 
 
 class Role(enum.Enum):
@@ -280,5 +285,184 @@ def _parse_head(block: str) -> tuple[int | None, str, list[list[str]]]:
 def parse_here(text: str) -> Role:
     try:
         return Role(text)
+    except ValueError as exc:
+        raise UsageError(f"--here {text!r}: expected 'inside' or 'outside'") from exc
+
+
+# ---------------------------------------------------------------------------
+# Probe settings: where and how to probe, shared by diagnose, issue, renew and the agent.
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
     except ValueError:
-        raise UsageError(f"--here {text!r}: expected 'inside' or 'outside'") from None
+        return False
+    return True
+
+
+def parse_resolve(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """--resolve NAME:ADDRESS (or curl's NAME:80:ADDRESS) values as (name, address) pairs."""
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        name, sep, addr = item.partition(":")
+        if not name or not sep:
+            raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
+        if not _is_ip(addr):
+            # curl's NAME:PORT:ADDRESS form is accepted too (the port must be 80)
+            port, _, rest = addr.partition(":")
+            if not (port.isdigit() and _is_ip(rest)):
+                raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
+            if port != "80":
+                raise UsageError(f"--resolve {item!r}: only port 80 is probed")
+            addr = rest
+        pairs.append((name.lower().rstrip("."), addr.strip("[]")))
+    return tuple(pairs)
+
+
+def resolve_map(items: Sequence[str]) -> dict[str, list[str]]:
+    """--resolve values as a name -> addresses map (the form ``Options.resolve`` takes)."""
+    return _as_map(parse_resolve(items))
+
+
+def _as_map(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, address in pairs:
+        out.setdefault(name, []).append(address)
+    return out
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Where to probe from and how: the vantage options of diagnose, issue and renew.
+
+    Validated on construction with the command line's messages, so a value read
+    back from a renewal configuration is checked exactly like a flag.
+    """
+
+    here: Role = Role.OUTSIDE
+    inside: tuple[str, ...] = ()  # command prefixes of vantages behind the LB
+    outside: tuple[str, ...] = ()  # command prefixes of vantages on the public side
+    resolve: tuple[tuple[str, str], ...] = ()  # (name, address), in the order given
+    dns_server: tuple[str, int] | None = None
+    timeout: float = 5.0  # per connection attempt
+    repeat: int = 3  # probes per address
+    assume_public: tuple[str, ...] = ()  # CIDRs treated as public (labs, test networks)
+    ca_identity: str = "letsencrypt.org"  # the CA's CAA identity
+
+    def __post_init__(self) -> None:
+        # frozen: normalise through object.__setattr__ (a str role, lists from callers)
+        object.__setattr__(self, "here", parse_here(self.here) if isinstance(self.here, str)
+                           else self.here)
+        for name in ("inside", "outside", "assume_public"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "resolve", tuple((str(n), str(a)) for n, a in self.resolve))
+        if not 1 <= self.repeat <= 50:
+            raise UsageError("--repeat must be between 1 and 50")
+        if not 0 < self.timeout <= 120:
+            raise UsageError("--timeout must be between 0 and 120 seconds")
+        for cidr in self.assume_public:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise UsageError(f"--assume-public {cidr!r}: not a network") from exc
+        for name, address in self.resolve:
+            if not name or not _is_ip(address):
+                raise UsageError(f"--resolve {name}:{address}: expected NAME:ADDRESS")
+        if self.dns_server is not None:
+            from acmelb.resolution import parse_dns_server
+
+            host, port = self.dns_server
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            object.__setattr__(self, "dns_server", parse_dns_server(shown))
+
+    @classmethod
+    def from_cli(
+        cls,
+        *,
+        here: str = "outside",
+        inside: Sequence[str] = (),
+        outside: Sequence[str] = (),
+        resolve: Sequence[str] = (),
+        dns_server: str | None = None,
+        timeout: float = 5.0,
+        repeat: int = 3,
+        assume_public: Sequence[str] = (),
+        ca_identity: str = "letsencrypt.org",
+    ) -> ProbeSettings:
+        """From the flags' text: --resolve NAME:ADDRESS values, --dns-server ADDRESS[:PORT]."""
+        from acmelb.resolution import parse_dns_server
+
+        return cls(
+            here=parse_here(here), inside=tuple(inside), outside=tuple(outside),
+            resolve=parse_resolve(resolve),
+            dns_server=parse_dns_server(dns_server) if dns_server else None,
+            timeout=timeout, repeat=repeat, assume_public=tuple(assume_public),
+            ca_identity=ca_identity)
+
+    @property
+    def resolve_map(self) -> dict[str, list[str]]:
+        return _as_map(self.resolve)
+
+    @property
+    def cluster(self) -> bool:
+        """Do the inside vantages look like Kubernetes? (Then cluster remedies apply.)"""
+        return looks_like_cluster(self.inside)
+
+    def options(self) -> Options:
+        from acmelb.checks.base import Options
+
+        return Options(repeat=self.repeat, timeout=self.timeout, ca_identity=self.ca_identity,
+                       dns_server=self.dns_server, resolve=self.resolve_map,
+                       assume_public=list(self.assume_public))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "here": self.here.value,
+            "inside": list(self.inside),
+            "outside": list(self.outside),
+            "resolve": [[name, address] for name, address in self.resolve],
+            "dns_server": list(self.dns_server) if self.dns_server else None,
+            "timeout": self.timeout,
+            "repeat": self.repeat,
+            "assume_public": list(self.assume_public),
+            "ca_identity": self.ca_identity,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProbeSettings:
+        """The inverse of ``to_json``; missing keys take their defaults."""
+        default = cls()
+        try:
+            dns = data.get("dns_server")
+            return cls(
+                here=parse_here(str(data.get("here", default.here.value))),
+                inside=_strings(data.get("inside", ())),
+                outside=_strings(data.get("outside", ())),
+                resolve=tuple((str(n), str(a)) for n, a in data.get("resolve", ())),
+                dns_server=(str(dns[0]), int(dns[1])) if dns else None,
+                timeout=float(data.get("timeout", default.timeout)),
+                repeat=int(data.get("repeat", default.repeat)),
+                assume_public=_strings(data.get("assume_public", ())),
+                ca_identity=str(data.get("ca_identity", default.ca_identity)),
+            )
+        except (TypeError, ValueError, IndexError) as exc:
+            raise UsageError(f"probe settings: {exc}") from exc
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return tuple(str(v) for v in value)
+
+
+def looks_like_cluster(inside: Sequence[str]) -> bool:
+    """The one guess that inside vantages are Kubernetes pods (kubectl/oc exec)."""
+    return any(p.lstrip().startswith(("kubectl", "oc ")) for p in inside)
+
+
+def build_vantages(settings: ProbeSettings) -> list[Vantage]:
+    """This process at ``here``, then the inside and outside command prefixes."""
+    vantages: list[Vantage] = [Local(settings.here)]
+    vantages += [CommandPrefix(Role.INSIDE, p) for p in settings.inside]
+    vantages += [CommandPrefix(Role.OUTSIDE, p) for p in settings.outside]
+    return vantages

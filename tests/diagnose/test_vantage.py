@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -12,7 +13,17 @@ from typing import Any
 import pytest
 
 from acmelb.errors import UsageError
-from acmelb.vantage import CommandPrefix, Local, Role, VantageFailure, curl_probe, parse_here
+from acmelb.vantage import (
+    CommandPrefix,
+    Local,
+    ProbeSettings,
+    Role,
+    VantageFailure,
+    build_vantages,
+    curl_probe,
+    looks_like_cluster,
+    parse_here,
+)
 from tests.diagnose.servers import KEYAUTH, Server, answer, by_path, close_at_once, http_response
 
 Serve = Callable[..., Server]
@@ -104,3 +115,72 @@ def test_exec_prefixes_get_stdin(argv: list[str], expected: list[str]) -> None:
     from acmelb.vantage import with_stdin
 
     assert with_stdin(argv) == expected
+
+
+# ---------------------------------------------------------------------------
+# ProbeSettings: the vantage options as one validated, serialisable value.
+
+def test_probe_settings_from_cli_round_trip_through_json() -> None:
+    settings = ProbeSettings.from_cli(
+        here="inside", inside=["ip netns exec node1"], outside=["ssh edge"],
+        resolve=["A.example.com.:80:127.0.0.9", "a.example.com:[::1]"],
+        dns_server="[::1]:5353", timeout=2.5, repeat=4, assume_public=["10.0.0.0/8"],
+        ca_identity="pebble.example")
+    assert settings.here is Role.INSIDE
+    assert settings.resolve == (("a.example.com", "127.0.0.9"), ("a.example.com", "::1"))
+    assert settings.dns_server == ("::1", 5353)
+    assert ProbeSettings.from_json(json.loads(json.dumps(settings.to_json()))) == settings
+    opts = settings.options()
+    assert (opts.repeat, opts.timeout, opts.ca_identity, opts.dns_server) == (
+        4, 2.5, "pebble.example", ("::1", 5353))
+    assert opts.resolve == {"a.example.com": ["127.0.0.9", "::1"]}
+    assert opts.assume_public == ["10.0.0.0/8"]
+
+
+def test_probe_settings_defaults_and_missing_json_keys() -> None:
+    assert ProbeSettings.from_json({}) == ProbeSettings() == ProbeSettings.from_cli()
+    assert ProbeSettings(here="inside") == ProbeSettings(here=Role.INSIDE)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"repeat": 0}, "--repeat must be between 1 and 50"),
+    ({"repeat": 51}, "--repeat must be between 1 and 50"),
+    ({"timeout": 0}, "--timeout must be between 0 and 120 seconds"),
+    ({"timeout": 121}, "--timeout must be between 0 and 120 seconds"),
+    ({"assume_public": ["10.0.0.0/33"]}, "--assume-public '10.0.0.0/33': not a network"),
+    ({"here": "sideways"}, "--here 'sideways': expected 'inside' or 'outside'"),
+    ({"resolve": ["a.example.com"]}, "--resolve 'a.example.com': expected NAME:ADDRESS"),
+    ({"resolve": ["a.example.com:8080:127.0.0.1"]},
+     "--resolve 'a.example.com:8080:127.0.0.1': only port 80 is probed"),
+    ({"dns_server": "dns.example"}, "--dns-server 'dns.example': not an IP address"),
+])
+def test_probe_settings_reject_with_the_flags_messages(kwargs: dict[str, Any],
+                                                       message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        ProbeSettings.from_cli(**kwargs)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("data", [
+    {"repeat": 0}, {"inside": "ssh node1"}, {"dns_server": ["127.0.0.1"]},
+    {"resolve": [["a.example.com", "not-an-address"]]}, {"timeout": "soon"},
+])
+def test_probe_settings_from_json_rejects_bad_values(data: dict[str, Any]) -> None:
+    with pytest.raises(UsageError):
+        ProbeSettings.from_json(data)
+
+
+def test_build_vantages_in_order() -> None:
+    settings = ProbeSettings.from_cli(here="inside", inside=["env A=1"], outside=["env B=2"])
+    vantages = build_vantages(settings)
+    assert [v.label for v in vantages] == ["inside:local", "inside:env A=1", "outside:env B=2"]
+    assert [v.remote for v in vantages] == [False, True, True]
+
+
+@pytest.mark.parametrize(("inside", "cluster"), [
+    ((), False), (("ssh node1",), False), (("kubectl exec -n ingress deploy/nginx --",), True),
+    (("  oc exec router --",), True), (("ip netns exec node",), False),
+])
+def test_cluster_guess(inside: tuple[str, ...], cluster: bool) -> None:
+    assert looks_like_cluster(inside) is cluster
+    assert ProbeSettings(inside=inside).cluster is cluster

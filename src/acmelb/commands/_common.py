@@ -74,31 +74,8 @@ def read_input(path: str, what: str) -> str:
 
 
 def resolve_map(items: list[str]) -> dict[str, list[str]]:
-    """--resolve NAME:ADDRESS (or curl's NAME:80:ADDRESS) values as a name -> addresses map."""
-    import ipaddress
+    """--resolve values as a name -> addresses map; the parsing lives in ``acmelb.vantage``
+    (imported here only when called: start-up of the commands that never probe)."""
+    from acmelb.vantage import resolve_map as parse
 
-    from acmelb.errors import UsageError
-
-    out: dict[str, list[str]] = {}
-    def is_ip(text: str) -> bool:
-        try:
-            ipaddress.ip_address(text.strip("[]"))
-        except ValueError:
-            return False
-        return True
-
-    for item in items:
-        name, sep, addr = item.partition(":")
-        if not name or not sep:
-            raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
-        if not is_ip(addr):
-            # curl's NAME:PORT:ADDRESS form is accepted too (the port must be 80)
-            port, _, rest = addr.partition(":")
-            if not (port.isdigit() and is_ip(rest)):
-                raise UsageError(f"--resolve {item!r}: expected NAME:ADDRESS")
-            if port != "80":
-                raise UsageError(f"--resolve {item!r}: only port 80 is probed")
-            addr = rest
-        addr = addr.strip("[]")
-        out.setdefault(name.lower().rstrip("."), []).append(addr)
-    return out
+    return parse(items)

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any, TextIO
 
-from acmelb.commands._common import read_input, resolve_map
+from acmelb.commands._common import read_input
 
 if TYPE_CHECKING:
     from acmelb.diagnose import Report
@@ -62,36 +62,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    import ipaddress
-
-    from acmelb.checks.base import Options
     from acmelb.diagnose import DEFAULT_WORKERS, Target, diagnose_many, make_target
     from acmelb.errors import UsageError
-    from acmelb.resolution import parse_dns_server
-    from acmelb.vantage import CommandPrefix, Local, Role, Vantage
+    from acmelb.vantage import ProbeSettings, build_vantages
 
-    if args.repeat < 1 or args.repeat > 50:
-        raise UsageError("--repeat must be between 1 and 50")
+    settings = ProbeSettings.from_cli(
+        here=args.here, inside=args.inside, outside=args.outside, resolve=args.resolve,
+        dns_server=args.dns_server, timeout=args.timeout, repeat=args.repeat,
+        assume_public=args.assume_public, ca_identity=args.ca_identity)
     if args.concurrency is not None and not 1 <= args.concurrency <= 1024:
         raise UsageError("--concurrency must be between 1 and 1024")
-    if not 0 < args.timeout <= 120:
-        raise UsageError("--timeout must be between 0 and 120 seconds")
-    for cidr in args.assume_public:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise UsageError(f"--assume-public {cidr!r}: not a network") from None
-    options = Options(
-        repeat=args.repeat,
-        timeout=args.timeout,
-        ca_identity=args.ca_identity,
-        dns_server=parse_dns_server(args.dns_server) if args.dns_server else None,
-        resolve=resolve_map(args.resolve),
-        assume_public=list(args.assume_public),
-    )
-    vantages: list[Vantage] = [Local(Role(args.here))]
-    vantages += [CommandPrefix(Role.INSIDE, c) for c in args.inside]
-    vantages += [CommandPrefix(Role.OUTSIDE, c) for c in args.outside]
+    options = settings.options()
+    vantages = build_vantages(settings)
 
     names = list(args.names)
     if args.from_file == "-" and args.challenges == "-":
@@ -101,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                   if ln.strip() and not ln.lstrip().startswith("#")]
     infos: list[str] = []
     targets: list[Target] = []
-    cluster = any(c.lstrip().startswith(("kubectl", "oc ")) for c in args.inside)
+    cluster = settings.cluster
     if args.challenges:
         from acmelb.k8s import parse_challenges
 
