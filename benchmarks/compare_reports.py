@@ -38,7 +38,7 @@ import _bench as b
 
 sys.path.insert(0, str(b.REPO))
 
-from tests.diagnose import servers as s  # noqa: E402 - after the path set-up above
+from tests.diagnose import servers as s
 
 TOKEN, KEY = s.KEYAUTH_TOKEN, s.KEYAUTH
 NET = "127.0.40"
