@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from acmelb.checks import Stage, run_stage
+from acmelb.checks import DEFAULT_RUNNER, Stage
 from acmelb.checks.base import (
     Attempt,
     Context,
@@ -253,6 +253,37 @@ def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
     return PASS
 
 
+def _check_name(ctx: Context) -> None:
+    """Normalise the target's name, or keep why it is invalid (the NAME stage reports it)."""
+    try:
+        ctx.target.name = normalize_name(ctx.target.name)
+    except InvalidNameError as exc:
+        ctx.name_error = str(exc)
+
+
+def _lookup(ctx: Context, caa_cache: CaaCache | None) -> None:
+    """DNS as the CA sees it, unless --resolve alone decides the addresses."""
+    opts, name = ctx.options, ctx.target.name
+    if name in opts.resolve and opts.dns_server is None:
+        return
+    ctx.dns = lookup(name, opts.dns_server, timeout=min(opts.timeout, 5.0),
+                     caa_cache=caa_cache)
+
+
+def _probe_all(ctx: Context, vantages: Sequence[Vantage]) -> list[VantageRun]:
+    """Every vantage's probes, concurrently."""
+    local_addrs = _local_addresses(ctx)
+    # this process standing inside resolves like the inside does (the system's
+    # resolver), unless --resolve says otherwise; outside, like the CA
+    jobs = [(v, None if v.remote or v.role is Role.INSIDE else local_addrs)
+            for v in vantages]
+    if len(jobs) == 1:  # the common case on a fleet: no thread for one vantage
+        return [_run_vantage(ctx, *jobs[0])]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(_run_vantage, ctx, v, addrs) for v, addrs in jobs]
+        return [f.result() for f in futures]
+
+
 def diagnose(
     target: Target,
     vantages: Sequence[Vantage],
@@ -267,31 +298,15 @@ def diagnose(
     names between the targets of a run."""
     opts = options or Options()
     ctx = Context(target=target, options=opts, cluster=cluster)
-    try:
-        target.name = normalize_name(target.name)
-    except InvalidNameError as exc:
-        ctx.name_error = str(exc)
-    run_stage(ctx, Stage.NAME)
-    if not _fatal(ctx):
-        covered = target.name in opts.resolve and opts.dns_server is None
-        if not covered:
-            ctx.dns = lookup(target.name, opts.dns_server, timeout=min(opts.timeout, 5.0),
-                             caa_cache=caa_cache)
-        run_stage(ctx, Stage.DNS)
-    if not _fatal(ctx):
-        local_addrs = _local_addresses(ctx)
-        # this process standing inside resolves like the inside does (the system's
-        # resolver), unless --resolve says otherwise; outside, like the CA
-        jobs = [(v, None if v.remote or v.role is Role.INSIDE else local_addrs)
-                for v in vantages]
-        if len(jobs) == 1:  # the common case on a fleet: no thread for one vantage
-            ctx.runs = [_run_vantage(ctx, *jobs[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-                futures = [pool.submit(_run_vantage, ctx, v, addrs) for v, addrs in jobs]
-                ctx.runs = [f.result() for f in futures]
-        run_stage(ctx, Stage.HTTP)
-        run_stage(ctx, Stage.COMPARE)
+    _check_name(ctx)
+
+    def measure(ctx: Context, stage: Stage) -> None:
+        if stage is Stage.DNS:
+            _lookup(ctx, caa_cache)
+        elif stage is Stage.HTTP:
+            ctx.runs = _probe_all(ctx, vantages)
+
+    DEFAULT_RUNNER.run(ctx, measure)
     return Report(
         target=target,
         findings=sort_findings(ctx.findings),
@@ -314,22 +329,15 @@ def analyse(
     caller that probed by other means gets the same findings and verdicts.
     """
     ctx = Context(target=target, options=options or Options(), cluster=cluster, dns=dns)
-    try:
-        target.name = normalize_name(target.name)
-    except InvalidNameError as exc:
-        ctx.name_error = str(exc)
-    for stage in (Stage.NAME, Stage.DNS):
-        run_stage(ctx, stage)
-    if not _fatal(ctx):
-        ctx.runs = list(runs)
-        run_stage(ctx, Stage.HTTP)
-        run_stage(ctx, Stage.COMPARE)
+    _check_name(ctx)
+
+    def given(ctx: Context, stage: Stage) -> None:
+        if stage is Stage.HTTP:
+            ctx.runs = list(runs)
+
+    DEFAULT_RUNNER.run(ctx, given)
     return Report(target=target, findings=sort_findings(ctx.findings), verdicts=verdicts(ctx),
                   runs=ctx.runs)
-
-
-def _fatal(ctx: Context) -> bool:
-    return any(f.sev.name == "FATAL" for f in ctx.findings)
 
 
 def _processes(count: int, wanted: int | None) -> int:

@@ -1,4 +1,4 @@
-"""Findings: what a diagnosis reports (the table in spec/diagnosis.md).
+"""Findings: what a diagnosis reports (codes and severities: ``acmelb.codes``).
 
 A ``Finding`` is data: a stable ``Code``, a ``Severity``, a title, an
 explanation for a person, a concrete remedy, the vantages it was seen from
@@ -7,106 +7,17 @@ and the evidence lines.  The CLI renders findings; nothing here prints.
 
 from __future__ import annotations
 
-import enum
 import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from acmelb.codes import DEFAULT_SEVERITY, Code, Severity
+
+__all__ = ["DEFAULT_SEVERITY", "KEYAUTH_RE", "Code", "Finding", "Severity", "sort_findings"]
+
 # A well-formed key authorization: token "." base64url(SHA-256 thumbprint) (RFC 8555 8.1).
 KEYAUTH_RE = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})$")
-
-
-class Severity(enum.Enum):
-    FATAL = "fatal"
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    @property
-    def failing(self) -> bool:
-        return self in (Severity.FATAL, Severity.ERROR)
-
-
-_RANK = {Severity.FATAL: 0, Severity.ERROR: 1, Severity.WARNING: 2, Severity.INFO: 3}
-
-
-class Code(enum.Enum):
-    """Every finding code of the contract; values are the public names."""
-
-    INVALID_NAME = "invalid-name"
-    DNS_NO_ADDRESS = "dns-no-address"
-    DNS_LOOKUP_FAILED = "dns-lookup-failed"
-    DNS_RESERVED_ADDRESS = "dns-reserved-address"
-    DNS_SPLIT_HORIZON = "dns-split-horizon"
-    CAA_FORBIDS = "caa-forbids"
-    PORT_80_TIMEOUT = "port-80-timeout"
-    PORT_80_REFUSED = "port-80-refused"
-    EMPTY_REPLY = "empty-reply"
-    IPV6_UNREACHABLE = "ipv6-unreachable"
-    NAT_LOOPBACK = "nat-loopback"
-    PROXY_PROTOCOL_REQUIRED = "proxy-protocol-required"
-    LB_INTERCEPTS_CHALLENGE = "lb-intercepts-challenge"
-    THUMBPRINT_MISMATCH = "thumbprint-mismatch"
-    CHALLENGE_NOT_FOUND = "challenge-not-found"
-    HTTP_ERROR_STATUS = "http-error-status"
-    WRONG_CONTENT = "wrong-content"
-    BODY_TOO_LARGE = "body-too-large"
-    TRAILING_WHITESPACE = "trailing-whitespace"
-    INCONSISTENT_BACKENDS = "inconsistent-backends"
-    REDIRECT_BAD_STATUS = "redirect-bad-status"
-    REDIRECT_BAD_TARGET = "redirect-bad-target"
-    REDIRECT_LOOP = "redirect-loop"
-    REDIRECT_TOO_MANY = "redirect-too-many"
-    REDIRECT_HTTPS = "redirect-https"
-    HTTP_ON_HTTPS_PORT = "http-on-https-port"
-    MIDDLEBOX_FINGERPRINT = "middlebox-fingerprint"
-    VANTAGE_UNUSABLE = "vantage-unusable"
-    # Added under "a new code may be added when a real failure mode needs one":
-    # the remote side answered something that is not HTTP at all, or the
-    # whole exchange did not finish in time after connecting.
-    READ_TIMEOUT = "read-timeout"
-
-    @property
-    def default_severity(self) -> Severity:
-        return DEFAULT_SEVERITY[self]
-
-
-DEFAULT_SEVERITY: dict[Code, Severity] = {
-    Code.INVALID_NAME: Severity.FATAL,
-    Code.DNS_NO_ADDRESS: Severity.FATAL,
-    Code.DNS_LOOKUP_FAILED: Severity.FATAL,
-    Code.DNS_RESERVED_ADDRESS: Severity.ERROR,
-    Code.DNS_SPLIT_HORIZON: Severity.WARNING,
-    Code.CAA_FORBIDS: Severity.FATAL,
-    Code.PORT_80_TIMEOUT: Severity.ERROR,
-    Code.PORT_80_REFUSED: Severity.ERROR,
-    Code.EMPTY_REPLY: Severity.ERROR,
-    Code.IPV6_UNREACHABLE: Severity.ERROR,
-    Code.NAT_LOOPBACK: Severity.ERROR,
-    Code.PROXY_PROTOCOL_REQUIRED: Severity.ERROR,
-    Code.LB_INTERCEPTS_CHALLENGE: Severity.ERROR,
-    Code.THUMBPRINT_MISMATCH: Severity.ERROR,
-    Code.CHALLENGE_NOT_FOUND: Severity.ERROR,
-    Code.HTTP_ERROR_STATUS: Severity.ERROR,
-    Code.WRONG_CONTENT: Severity.ERROR,
-    Code.BODY_TOO_LARGE: Severity.ERROR,
-    Code.TRAILING_WHITESPACE: Severity.WARNING,
-    Code.INCONSISTENT_BACKENDS: Severity.ERROR,
-    Code.REDIRECT_BAD_STATUS: Severity.ERROR,
-    Code.REDIRECT_BAD_TARGET: Severity.ERROR,
-    Code.REDIRECT_LOOP: Severity.ERROR,
-    Code.REDIRECT_TOO_MANY: Severity.ERROR,
-    Code.REDIRECT_HTTPS: Severity.INFO,
-    Code.HTTP_ON_HTTPS_PORT: Severity.ERROR,
-    Code.MIDDLEBOX_FINGERPRINT: Severity.WARNING,
-    Code.VANTAGE_UNUSABLE: Severity.WARNING,
-    Code.READ_TIMEOUT: Severity.ERROR,
-}
 
 
 @dataclass

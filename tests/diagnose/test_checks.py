@@ -12,13 +12,27 @@ from typing import Any
 
 import pytest
 
-from acmelb.checks.base import Options, Target, VantageRun
+from acmelb.checks import ALL_CHECKS
+from acmelb.checks.answers import Content
+from acmelb.checks.base import Context, Options, Target, VantageRun
 from acmelb.diagnose import Report, analyse
-from acmelb.findings import Code, Severity
+from acmelb.findings import Code, Finding, Severity
 from acmelb.resolution import CaaRecord, CaaResult, DnsResult, RRsetResult
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN
 
 REC = Path(__file__).with_name("recordings")
+
+
+@pytest.fixture(autouse=True)
+def checks_raise_only_their_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every scenario here also proves that each check raises only the codes it declares."""
+    for check in ALL_CHECKS:
+        def run(ctx: Context, check: Any = check, real: Any = check.run) -> list[Finding]:
+            found: list[Finding] = real(ctx)
+            undeclared = {f.code for f in found} - set(check.codes)
+            assert not undeclared, f"{type(check).__name__} raised undeclared {undeclared}"
+            return found
+        monkeypatch.setattr(check, "run", run)
 NAME = "app.example.com"
 PUBLIC = "203.0.113.10"  # what the recordings' addresses are renamed to, when combined
 DOC = Options(assume_public=["203.0.113.0/24"])  # documentation range stands in for public
@@ -97,6 +111,31 @@ def test_invalid_name_is_fatal_and_stops_before_probes() -> None:
     r = analyse(Target("*.example.com", "t", None), [outside("ok")])
     f = finding(r, Code.INVALID_NAME)
     assert f.sev is Severity.FATAL and r.runs == [] and r.verdicts["acme-ca"] == "fail"
+
+
+def test_invalid_name_stops_the_dns_stage_too() -> None:
+    # analyse stages like diagnose: no DNS finding after a fatal name finding
+    r = analyse(Target("*.example.com", "t", None), [outside("ok")],
+                dns=_dns(a_status="nxdomain", aaaa_status="nxdomain"))
+    assert codes(r) == {"invalid-name"}
+
+
+def test_a_broken_check_becomes_check_failed_and_the_run_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    content = next(c for c in ALL_CHECKS if isinstance(c, Content))
+
+    def broken(ctx: Context) -> list[Finding]:
+        raise KeyError("status")
+
+    monkeypatch.setattr(content, "run", broken)
+    r = analyse(target(), [outside("not-found"), inside("refused")])
+    f = finding(r, Code.CHECK_FAILED)
+    assert f.sev is Severity.WARNING and "Content" in f.title
+    assert f.evidence[0].startswith("KeyError: 'status' at test_checks.py:")
+    assert "challenge-not-found" in f.explanation
+    # the other checks ran, and the verdicts do not depend on the broken one
+    assert "nat-loopback" in codes(r) or "port-80-refused" in codes(r)
+    assert r.verdicts["acme-ca"] == "fail"
 
 
 def test_dns_no_address_stops_http_stage() -> None:

@@ -12,13 +12,13 @@ from collections import defaultdict
 from acmelb.checks.base import (
     Attempt,
     Context,
-    Stage,
     Verdict,
     dedupe,
     describe,
     le_redirect_problem,
     le_verdict,
 )
+from acmelb.codes import Stage
 from acmelb.findings import Code, Finding, Severity, remedy_tcp_passthrough
 
 Failures = dict[Code, list[tuple[Attempt, Verdict]]]
@@ -80,6 +80,7 @@ class Connection:
     codes = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY, Code.READ_TIMEOUT,
              Code.HTTP_ON_HTTPS_PORT)
     stage = Stage.HTTP
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.primary)
@@ -153,6 +154,7 @@ class Content:
     codes = (Code.CHALLENGE_NOT_FOUND, Code.HTTP_ERROR_STATUS, Code.WRONG_CONTENT,
              Code.BODY_TOO_LARGE)
     stage = Stage.HTTP
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.primary)
@@ -223,6 +225,7 @@ class Redirects:
     codes = (Code.REDIRECT_BAD_STATUS, Code.REDIRECT_BAD_TARGET, Code.REDIRECT_LOOP,
              Code.REDIRECT_TOO_MANY, Code.REDIRECT_HTTPS)
     stage = Stage.HTTP
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.primary)
@@ -290,6 +293,7 @@ class Redirects:
 class Ipv6:
     codes = (Code.IPV6_UNREACHABLE,)
     stage = Stage.HTTP
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.primary)
@@ -342,6 +346,7 @@ class Interception:
 
     codes = (Code.LB_INTERCEPTS_CHALLENGE, Code.THUMBPRINT_MISMATCH)
     stage = Stage.HTTP
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.primary)

@@ -9,13 +9,13 @@ results alone.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from acmelb.codes import Stage
 from acmelb.findings import KEYAUTH_RE, Code, Finding
 from acmelb.resolution import DnsResult
 
@@ -23,13 +23,6 @@ LE_REDIRECT_STATUSES = (301, 302, 307, 308)
 LE_MAX_REDIRECTS = 10
 LE_MAX_BODY = 128
 DIAL_ERRORS = ("connect-timeout", "connect-refused", "connect-error")
-
-
-class Stage(enum.IntEnum):
-    NAME = 0
-    DNS = 1
-    HTTP = 2
-    COMPARE = 3
 
 
 @dataclass
@@ -243,13 +236,17 @@ class Context:
 
 
 class Check(Protocol):
-    """A check: the codes it owns, its stage, when it applies, and what it finds."""
+    """A check: the codes it owns, its stage, the checks of its stage whose findings it
+    reads (``after``: they run first), when it applies, and what it finds."""
 
     @property
     def codes(self) -> tuple[Code, ...]: ...
 
     @property
     def stage(self) -> Stage: ...
+
+    @property
+    def after(self) -> tuple[type, ...]: ...
 
     def applies(self, ctx: Context) -> bool: ...
 

@@ -11,13 +11,13 @@ from acmelb.checks.answers import le_failures
 from acmelb.checks.base import (
     Attempt,
     Context,
-    Stage,
     VantageRun,
     cm_verdict,
     dedupe,
     describe,
     le_verdict,
 )
+from acmelb.codes import Stage
 from acmelb.findings import (
         Code,
     Finding,
@@ -71,6 +71,7 @@ def _prefix(label: str) -> str | None:
 class ProxyProtocol:
     codes = (Code.PROXY_PROTOCOL_REQUIRED,)
     stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return any(a.proxy for r in ctx.runs for a in r.attempts)
@@ -114,6 +115,7 @@ class ProxyProtocol:
 class NatLoopback:
     codes = (Code.NAT_LOOPBACK,)
     stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.outside) and bool(ctx.inside)
@@ -159,6 +161,7 @@ class NatLoopback:
 class SplitHorizon:
     codes = (Code.DNS_SPLIT_HORIZON,)
     stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.inside) and (bool(ctx.outside) or ctx.dns is not None)
@@ -201,6 +204,7 @@ def _signature(a: Attempt) -> str:
 class Consistency:
     codes = (Code.INCONSISTENT_BACKENDS,)
     stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return any(len(r.public_attempts) > 1 for r in ctx.runs)
@@ -246,6 +250,8 @@ class InsideOnly:
              Code.THUMBPRINT_MISMATCH, Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED,
              Code.EMPTY_REPLY, Code.READ_TIMEOUT, Code.HTTP_ON_HTTPS_PORT)
     stage = Stage.COMPARE
+    # their findings already explain what the inside gets wrong: then this one is quiet
+    after: tuple[type, ...] = (NatLoopback, ProxyProtocol)
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.inside) and bool(ctx.outside)
@@ -288,6 +294,7 @@ class InsideOnly:
 class TrailingWhitespace:
     codes = (Code.TRAILING_WHITESPACE,)
     stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return ctx.target.key_authorization is not None
@@ -362,6 +369,7 @@ def fingerprint(headers: list[tuple[str, str]], body: str) -> list[str]:
 class Middlebox:
     codes = (Code.MIDDLEBOX_FINGERPRINT,)
     stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return bool(ctx.primary)
@@ -401,6 +409,7 @@ class Middlebox:
 class VantageHealth:
     codes = (Code.VANTAGE_UNUSABLE,)
     stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return any(r.failure for r in ctx.runs)

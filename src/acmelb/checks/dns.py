@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from acmelb.checks.base import Context, Stage
+from acmelb.checks.base import Context
+from acmelb.codes import Stage
 from acmelb.findings import Code, Finding, Severity
 from acmelb.resolution import caa_permits, reserved_reason
 
@@ -18,6 +19,7 @@ def _server(ctx: Context) -> str:
 class DnsAddresses:
     codes = (Code.DNS_NO_ADDRESS, Code.DNS_LOOKUP_FAILED)
     stage = Stage.DNS
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return ctx.dns is not None
@@ -66,6 +68,7 @@ class DnsAddresses:
 class DnsReserved:
     codes = (Code.DNS_RESERVED_ADDRESS,)
     stage = Stage.DNS
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return ctx.dns is not None and bool(ctx.dns.addresses)
@@ -98,6 +101,8 @@ class DnsReserved:
 class Caa:
     codes = (Code.CAA_FORBIDS, Code.DNS_LOOKUP_FAILED)
     stage = Stage.DNS
+    # a failed A/AAAA lookup already reports the broken zone; a failed CAA lookup is then quiet
+    after: tuple[type, ...] = (DnsAddresses,)
 
     def applies(self, ctx: Context) -> bool:
         return ctx.dns is not None and ctx.dns.caa is not None

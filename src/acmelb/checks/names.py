@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from acmelb.checks.base import Context, Stage
+from acmelb.checks.base import Context
+from acmelb.codes import Stage
 from acmelb.findings import Code, Finding
 
 
 class InvalidName:
     codes = (Code.INVALID_NAME,)
     stage = Stage.NAME
+    after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
         return ctx.name_error is not None

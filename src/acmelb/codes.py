@@ -1,0 +1,269 @@
+"""The one table of finding codes: code, default severity, stage, title, explanation, remedy.
+
+Everything else that names codes is generated from ``CODES`` or checked against
+it by ``tests/diagnose/test_code_table.py``: the checks' ``codes``, the JSON
+schemas' code lists, the table in docs/diagnose.md and the list in README.md.
+Adding a code is: a ``Code`` member, its row here, the check that raises it,
+and its tests (then ``python tests/diagnose/test_code_table.py --write``
+regenerates the schemas and the docs).
+
+Codes are a public contract (docs/diagnose.md): add, never rename.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Severity(enum.Enum):
+    FATAL = "fatal"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @property
+    def failing(self) -> bool:
+        return self in (Severity.FATAL, Severity.ERROR)
+
+
+_RANK = {Severity.FATAL: 0, Severity.ERROR: 1, Severity.WARNING: 2, Severity.INFO: 3}
+
+
+class Stage(enum.IntEnum):
+    """The diagnosis stages, in the order they run."""
+
+    NAME = 0
+    DNS = 1
+    HTTP = 2
+    COMPARE = 3
+
+
+class Code(enum.Enum):
+    """Every finding code; values are the public names. The order is the report's order
+    within a severity, so new members go at the end."""
+
+    INVALID_NAME = "invalid-name"
+    DNS_NO_ADDRESS = "dns-no-address"
+    DNS_LOOKUP_FAILED = "dns-lookup-failed"
+    DNS_RESERVED_ADDRESS = "dns-reserved-address"
+    DNS_SPLIT_HORIZON = "dns-split-horizon"
+    CAA_FORBIDS = "caa-forbids"
+    PORT_80_TIMEOUT = "port-80-timeout"
+    PORT_80_REFUSED = "port-80-refused"
+    EMPTY_REPLY = "empty-reply"
+    IPV6_UNREACHABLE = "ipv6-unreachable"
+    NAT_LOOPBACK = "nat-loopback"
+    PROXY_PROTOCOL_REQUIRED = "proxy-protocol-required"
+    LB_INTERCEPTS_CHALLENGE = "lb-intercepts-challenge"
+    THUMBPRINT_MISMATCH = "thumbprint-mismatch"
+    CHALLENGE_NOT_FOUND = "challenge-not-found"
+    HTTP_ERROR_STATUS = "http-error-status"
+    WRONG_CONTENT = "wrong-content"
+    BODY_TOO_LARGE = "body-too-large"
+    TRAILING_WHITESPACE = "trailing-whitespace"
+    INCONSISTENT_BACKENDS = "inconsistent-backends"
+    REDIRECT_BAD_STATUS = "redirect-bad-status"
+    REDIRECT_BAD_TARGET = "redirect-bad-target"
+    REDIRECT_LOOP = "redirect-loop"
+    REDIRECT_TOO_MANY = "redirect-too-many"
+    REDIRECT_HTTPS = "redirect-https"
+    HTTP_ON_HTTPS_PORT = "http-on-https-port"
+    MIDDLEBOX_FINGERPRINT = "middlebox-fingerprint"
+    VANTAGE_UNUSABLE = "vantage-unusable"
+    READ_TIMEOUT = "read-timeout"
+    CHECK_FAILED = "check-failed"
+
+    @property
+    def default_severity(self) -> Severity:
+        return CODES[self].severity
+
+    @property
+    def info(self) -> CodeInfo:
+        return CODES[self]
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """One row. ``stage`` is None for a code the runner raises, not a check.
+    ``explanation`` says when the code is raised; ``remedy`` is the usual fix in one
+    line (the finding itself carries the remedy filled in with the evidence)."""
+
+    severity: Severity
+    stage: Stage | None
+    title: str
+    explanation: str
+    remedy: str
+
+
+CODES: dict[Code, CodeInfo] = {
+    Code.INVALID_NAME: CodeInfo(
+        Severity.FATAL, Stage.NAME, "not a name HTTP-01 can validate",
+        "NAME is not a valid DNS name for HTTP-01 (IP literal, `*.` wildcard, bad label, "
+        "too long)",
+        "use the DNS name itself; wildcards need DNS-01"),
+    Code.DNS_NO_ADDRESS: CodeInfo(
+        Severity.FATAL, Stage.DNS, "the name has no address",
+        "NXDOMAIN, or no A and no AAAA record",
+        "publish an A (and/or AAAA) record pointing at the load balancer"),
+    Code.DNS_LOOKUP_FAILED: CodeInfo(
+        Severity.FATAL, Stage.DNS, "the DNS lookup failed",
+        "SERVFAIL, refused or timed-out lookups",
+        "fix the authoritative servers (DNSSEC, delegation, firewall)"),
+    Code.DNS_RESERVED_ADDRESS: CodeInfo(
+        Severity.ERROR, Stage.DNS, "the name resolves to reserved addresses",
+        "the name resolves (only or also) to private/reserved addresses the CA will not use",
+        "publish only public addresses of the load balancer"),
+    Code.DNS_SPLIT_HORIZON: CodeInfo(
+        Severity.WARNING, Stage.COMPARE, "inside and outside resolve the name differently",
+        "inside and outside vantages resolve NAME to different addresses",
+        "make the inside address serve the challenge, or point the self-check at public DNS"),
+    Code.CAA_FORBIDS: CodeInfo(
+        Severity.FATAL, Stage.DNS, "CAA records forbid the CA",
+        "CAA records on NAME or a parent forbid the CA",
+        "add an `issue` CAA record for the CA's identity"),
+    Code.PORT_80_TIMEOUT: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "port 80 times out",
+        "from outside, connecting to port 80 times out (firewall, security group, no LB "
+        "listener)",
+        "open port 80 to the world on the firewall/security group and add an LB listener"),
+    Code.PORT_80_REFUSED: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "port 80 refuses connections",
+        "from outside, connection refused",
+        "make something listen on port 80 at the public address"),
+    Code.EMPTY_REPLY: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "connection closed without an answer",
+        "the connection is accepted, then closed or reset without an HTTP response",
+        "give the LB a healthy backend; check for PROXY protocol or TLS on port 80"),
+    Code.IPV6_UNREACHABLE: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "the IPv6 path fails",
+        "the AAAA path fails while the A path works",
+        "fix IPv6 to the LB, or remove the AAAA record"),
+    Code.NAT_LOOPBACK: CodeInfo(
+        Severity.ERROR, Stage.COMPARE, "no NAT loopback (hairpin) from inside",
+        "outside reaches the endpoint, an inside vantage cannot reach the public address "
+        "(timeout, refused, reset): the LB or router lacks NAT loopback (hairpin)",
+        "enable NAT loopback on the LB/router, or split-horizon DNS inside"),
+    Code.PROXY_PROTOCOL_REQUIRED: CodeInfo(
+        Severity.ERROR, Stage.COMPARE, "the backend expects PROXY protocol",
+        "a probe without a PROXY protocol header gets no valid answer, the same probe with "
+        "a PROXY v1 header succeeds: the backend expects PROXY protocol and this path "
+        "bypasses the LB (e.g. kube-proxy short-circuits the LB address inside a cluster)",
+        "ipMode: Proxy or the provider's hostname annotation on the Service"),
+    Code.LB_INTERCEPTS_CHALLENGE: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "the load balancer answers the challenge itself",
+        "the answer seen through the LB is a well-formed key authorization that is not ours "
+        "(other account thumbprint, or any-token answering), while the backend itself "
+        "answers correctly or is never reached: an HTTP-mode LB answers challenges itself; "
+        "switch it to TCP pass-through",
+        "switch the LB to TCP pass-through for port 80"),
+    Code.THUMBPRINT_MISMATCH: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "the answer is for another ACME account",
+        "the backend itself answers `token.<thumbprint>` with another account's thumbprint "
+        "(stateless responder configured for another account)",
+        "configure the stateless responder with this account's thumbprint"),
+    Code.CHALLENGE_NOT_FOUND: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "the challenge URL answers 404",
+        "HTTP 404 for the challenge URL",
+        "route /.well-known/acme-challenge/ to the responder that holds the token"),
+    Code.HTTP_ERROR_STATUS: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "the challenge URL answers an error status",
+        "any other non-200 status, e.g. 503 from an LB with no healthy backend",
+        "fix what answers the status (LB health checks, auth, WAF rules)"),
+    Code.WRONG_CONTENT: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "the body is not the key authorization",
+        "status 200 but the body is not the key authorization (HTML page, empty body, other "
+        "token)",
+        "serve the key authorization, exactly, at the challenge path"),
+    Code.BODY_TOO_LARGE: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "the body is too large",
+        "status 200 with 128 bytes or more of body",
+        "serve only the key authorization"),
+    Code.TRAILING_WHITESPACE: CodeInfo(
+        Severity.WARNING, Stage.COMPARE, "the body has trailing whitespace",
+        "body equals the key authorization only after trimming trailing whitespace: a CA "
+        "passes, cert-manager's self-check fails",
+        "serve the key authorization without a trailing newline"),
+    Code.INCONSISTENT_BACKENDS: CodeInfo(
+        Severity.ERROR, Stage.COMPARE, "backends answer differently",
+        "repeated probes to the same name give different answers (some backends behind the "
+        "LB lack the token)",
+        "present the token on every backend (shared storage, stateless responder)"),
+    Code.REDIRECT_BAD_STATUS: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "a redirect uses a status the CA does not follow",
+        "redirect with a status other than 301/302/307/308",
+        "redirect with 301, 302, 307 or 308"),
+    Code.REDIRECT_BAD_TARGET: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "a redirect target the CA refuses",
+        "redirect to a port other than 80/443, a scheme other than http/https, or a host "
+        "ending in `.well-known`",
+        "redirect only to http/https on ports 80/443 of a DNS name"),
+    Code.REDIRECT_LOOP: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "a redirect loop",
+        "a redirect chain revisits a URL",
+        "exempt /.well-known/acme-challenge/ from the redirect"),
+    Code.REDIRECT_TOO_MANY: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "too many redirects",
+        "more than 10 redirects",
+        "shorten the redirect chain"),
+    Code.REDIRECT_HTTPS: CodeInfo(
+        Severity.INFO, Stage.HTTP, "redirected to https",
+        "redirected to https on 443: the CA follows it and ignores certificate errors",
+        "nothing required"),
+    Code.HTTP_ON_HTTPS_PORT: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "plain HTTP reached a TLS listener",
+        "plain HTTP reached a TLS listener (e.g. nginx \"plain HTTP request was sent to "
+        "HTTPS port\")",
+        "serve plain HTTP on port 80"),
+    Code.MIDDLEBOX_FINGERPRINT: CodeInfo(
+        Severity.WARNING, Stage.COMPARE, "a known device or product answered",
+        "the answer carries the fingerprint of a known device or product in the path (name "
+        "it)",
+        "configure that device to pass /.well-known/acme-challenge/ through"),
+    Code.VANTAGE_UNUSABLE: CodeInfo(
+        Severity.WARNING, Stage.COMPARE, "a vantage could not run a probe",
+        "a vantage command failed to run a probe (no python3/curl, ssh failed)",
+        "give the vantage python3 or curl, or fix its command prefix"),
+    Code.READ_TIMEOUT: CodeInfo(
+        Severity.ERROR, Stage.HTTP, "no HTTP answer in time",
+        "the connection is accepted but no complete HTTP response arrives in time (a hung "
+        "backend, a listener waiting for a PROXY header or TLS, an LB retrying a dead "
+        "backend). `empty-reply` covers the connections that are *closed*; this one covers "
+        "those left open",
+        "fix the backend, or the PROXY/TLS setting of the listener"),
+    Code.CHECK_FAILED: CodeInfo(
+        Severity.WARNING, None, "a check of acmelb itself failed",
+        "a check raised an exception (a bug in acmelb): its codes were not looked for on "
+        "this name; the other checks, the probes and the verdicts are unaffected. A warning, "
+        "not an error: acmelb's own bug must not fail (or refuse) a validation that the "
+        "verdicts show passing",
+        "report it with the evidence (exception and place); read the verdicts and probes"),
+}
+
+DEFAULT_SEVERITY: dict[Code, Severity] = {code: row.severity for code, row in CODES.items()}
+
+
+# -- generated text: the docs table, the README list, the schemas' code lists ----------------
+
+def code_values() -> list[str]:
+    return [code.value for code in Code]
+
+
+def markdown_table() -> str:
+    """The table in docs/diagnose.md."""
+    lines = ["| code | default severity | stage | raised when | usual fix |",
+             "|---|---|---|---|---|"]
+    for code, row in CODES.items():
+        stage = row.stage.name.lower() if row.stage is not None else "any (the runner)"
+        lines.append(f"| `{code.value}` | {row.severity.value} | {stage} | {row.explanation} "
+                     f"| {row.remedy} |")
+    return "\n".join(lines)
+
+
+def readme_list() -> str:
+    """The comma-separated code list in README.md, in table order."""
+    return ", ".join(f"`{value}`" for value in code_values())
