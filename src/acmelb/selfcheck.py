@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from acmelb.codes import Code
 from acmelb.errors import AcmelbError, UsageError
 from acmelb.solvers import PendingChallenge
 
@@ -34,10 +35,11 @@ if TYPE_CHECKING:
     from acmelb.diagnose import Report
 
 MODES = ("strict", "tolerant", "off")
-INSIDE_ONLY_CODES = frozenset({"nat-loopback", "proxy-protocol-required", "dns-split-horizon"})
+INSIDE_ONLY_CODES = frozenset({Code.NAT_LOOPBACK, Code.PROXY_PROTOCOL_REQUIRED,
+                               Code.DNS_SPLIT_HORIZON})
 # A token written a moment ago may not be visible yet on every backend.
-PROPAGATION_CODES = frozenset({"challenge-not-found", "wrong-content", "inconsistent-backends",
-                               "http-error-status"})
+PROPAGATION_CODES = frozenset({Code.CHALLENGE_NOT_FOUND, Code.WRONG_CONTENT,
+                               Code.INCONSISTENT_BACKENDS, Code.HTTP_ERROR_STATUS})
 
 
 class SelfCheckRefused(AcmelbError):
@@ -91,7 +93,7 @@ def _responder_answers_directly(report: Report, key_authorization: str) -> bool:
 def tolerable(report: Report, key_authorization: str) -> bool:
     """Tolerant mode: only inside-path errors, and the outside path (or responder) is fine."""
     failing = _failing_codes(report)
-    if not failing or not failing <= INSIDE_ONLY_CODES:
+    if not failing or not failing <= {c.value for c in INSIDE_ONLY_CODES}:
         return not failing
     if any(run.role == "outside" for run in report.runs):
         return report.verdicts.get("acme-ca") == "pass"
@@ -126,7 +128,7 @@ class SelfCheck:
         while True:
             report = self._diagnose(challenge)
             failing = _failing_codes(report)
-            if not failing or not failing <= PROPAGATION_CODES:
+            if not failing or not failing <= {c.value for c in PROPAGATION_CODES}:
                 return report
             if time.monotonic() + delay >= deadline:
                 return report
