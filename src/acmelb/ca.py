@@ -18,10 +18,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+from acme import challenges as acme_challenges
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
@@ -32,7 +34,14 @@ from josepy import jwa
 from josepy.jwk import JWK, JWKEC
 
 from acmelb import __version__
-from acmelb.errors import CAError, CAProblemError, CAUnreachableError, StateError, UsageError
+from acmelb.errors import (
+    CAError,
+    CAProblemError,
+    CAUnreachableError,
+    StateError,
+    UsageError,
+    ValidationFailedError,
+)
 from acmelb.store import Store, atomic_write, ensure_private_dir, remove_stale_temps
 
 DIRECTORY_ALIASES = {
@@ -44,6 +53,8 @@ NETWORK_TIMEOUT = 30
 MAX_BAD_NONCE_RETRIES = 10
 MAX_RETRY_WAIT = 60.0  # longest single Retry-After we honour before giving up
 MAX_TRANSIENT_RETRIES = 4
+AUTHORIZATION_TIMEOUT = 90.0
+FINALIZE_TIMEOUT = 90.0
 
 T = TypeVar("T")
 
@@ -153,12 +164,12 @@ class CAClient:
                     self._wait_before_retry(what, _problem_text(error), transient, error.typ)
                     continue
                 raise CAProblemError(f"the CA refused to {what}: {_problem_text(error)}",
-                                     error.typ) from None
+                                     error.typ) from error
             except requests.exceptions.SSLError as exc:
                 raise CAUnreachableError(
                     f"TLS verification failed for {self.config.directory_url}: "
                     f"{_root_cause(exc)} (for a private or test CA, pass its certificate "
-                    "with --ca-bundle PEM)") from None
+                    "with --ca-bundle PEM)") from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                     requests.exceptions.ChunkedEncodingError,  # the answer was cut short
                     acme_errors.ClientError) as exc:
@@ -174,7 +185,7 @@ class CAClient:
                             f"the CA at {self.config.directory_url} accepts connections and "
                             f"serves its directory, but did not answer while trying to {what} "
                             f"within {NETWORK_TIMEOUT} s: it looks hung (a test Pebble can "
-                            "deadlock: restart it); run again later") from None
+                            "deadlock: restart it); run again later") from exc
                     retriable = transient < 1  # a slow CA gets one more chance, not four
                 if retriable and transient < MAX_TRANSIENT_RETRIES:
                     transient += 1
@@ -185,13 +196,13 @@ class CAClient:
                     continue
                 if isinstance(exc, acme_errors.ClientError):
                     raise CAError(f"unexpected answer from the CA while trying to {what}: "
-                                  f"HTTP {status or '?'}") from None
+                                  f"HTTP {status or '?'}") from exc
                 raise CAUnreachableError(
                     f"cannot reach the CA at {self.config.directory_url} to {what}: "
-                    f"{_root_cause(exc)}") from None
+                    f"{_root_cause(exc)}") from exc
             except (ValueError, jose_errors.DeserializationError) as exc:
                 raise CAError(f"the CA's answer while trying to {what} is not valid ACME "
-                              f"JSON ({exc}); is --directory the ACME directory URL?") from None
+                              f"JSON ({exc}); is --directory the ACME directory URL?") from exc
 
     def _looks_hung(self) -> bool:
         """Directory answers at once while a real request timed out: a deadlocked CA."""
@@ -227,6 +238,160 @@ class CAClient:
             time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
             interval = min(interval * 1.6, 1.0)
 
+    # -- the protocol steps of one order, through the acme library's public API --
+    def post_as_get(self, url: str) -> requests.Response:
+        """RFC 8555 §6.3: a signed POST with an empty payload (wrap it in ``call``)."""
+        response: requests.Response = self.net.post(
+            url, None, new_nonce_url=self.acme.directory["newNonce"])
+        return response
+
+    def new_order(self, csr_pem: bytes) -> messages.OrderResource:
+        return self.call(lambda: self.acme.new_order(csr_pem), what="create the order")
+
+    def fetch_authorization(self, url: str) -> messages.AuthorizationResource:
+        def fetch() -> messages.AuthorizationResource:
+            body = messages.Authorization.from_json(self.post_as_get(url).json())
+            return messages.AuthorizationResource(body=body, uri=url)
+        return self.call(fetch, what="look up the authorization")
+
+    def fetch_order_body(self, url: str) -> messages.Order:
+        def fetch() -> messages.Order:
+            body: messages.Order = messages.Order.from_json(self.post_as_get(url).json())
+            return body
+        return self.call(fetch, what="look up the order")
+
+    def fetch_order(self, url: str, csr_pem: bytes) -> messages.OrderResource:
+        """An order created earlier (by this process or another), to resume it."""
+        body = self.fetch_order_body(url)
+        authorizations = [self.fetch_authorization(a) for a in body.authorizations]
+        return messages.OrderResource(body=body, uri=url, authorizations=authorizations,
+                                      csr_pem=csr_pem)
+
+    def answer(self, order: messages.OrderResource, challb: messages.ChallengeBody) -> None:
+        response = challb.chall.response(self.key)
+        try:
+            self.call(partial(self.acme.answer_challenge, challb, response),
+                      what="answer the challenge")
+        except CAProblemError:
+            # A lost answer to a POST the CA did act on: the retried POST meets a
+            # challenge that is no longer pending. That is the answer we wanted.
+            if self._challenge_left_pending(order, challb):
+                raise
+
+    def _challenge_left_pending(self, order: messages.OrderResource,
+                                challb: messages.ChallengeBody) -> bool:
+        for authz in order.authorizations:
+            current = self.fetch_authorization(authz.uri)
+            for candidate in current.body.challenges:
+                if candidate.uri == challb.uri:
+                    return bool(candidate.status == messages.STATUS_PENDING)
+        return True
+
+    def wait_for_authorizations(self, order: messages.OrderResource,
+                                timeout: float = AUTHORIZATION_TIMEOUT) -> None:
+        """Poll until every authorization settles; ValidationFailedError names the failures."""
+        deadline = time.monotonic() + timeout
+        failures: list[tuple[str, str, str]] = []
+        for authz in order.authorizations:
+            final = self.poll_until(partial(self.fetch_authorization, authz.uri),
+                                    _authorization_settled, deadline=deadline,
+                                    what="validate the challenges")
+            if final.body.status != messages.STATUS_VALID:
+                failures.append(failure_detail(final))
+        if failures:
+            lines = "; ".join(f"{name}: the CA fetched {url} and said: {detail}"
+                              for name, url, detail in failures)
+            raise ValidationFailedError(f"validation failed: {lines}", failures)
+
+    def deactivate_pending(self, order: messages.OrderResource) -> list[Deactivation]:
+        """RFC 8555 §7.5.2: leave nothing pending that a later run would trip over.
+
+        Best effort, on a path that is already failing: an authorization that cannot
+        be looked up or deactivated is skipped.
+        """
+        done: list[Deactivation] = []
+        for authz in order.authorizations:
+            try:
+                current = self.acme.poll(authz)[0]
+                if current.body.status != messages.STATUS_PENDING:
+                    continue
+                after = self.acme.deactivate_authorization(current)
+            except Exception:  # best effort, see above
+                continue
+            done.append(Deactivation.of(current, after))
+        return done
+
+    def finalize(self, order: messages.OrderResource,
+                 timeout: float = FINALIZE_TIMEOUT) -> bytes:
+        """Finalize a ready order, wait until it is valid and download the full chain."""
+        deadline = time.monotonic() + timeout
+        try:
+            self.call(lambda: self.acme.begin_finalization(order), what="finalize the order")
+        except CAError:
+            # The first attempt may have reached the CA before the connection broke.
+            status = self.fetch_order_body(order.uri).status
+            if status not in (messages.STATUS_PROCESSING, messages.STATUS_VALID):
+                raise
+        body = self.poll_until(
+            partial(self.fetch_order_body, order.uri),
+            lambda o: o.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
+            deadline=deadline, what="issue the certificate")
+        if body.status != messages.STATUS_VALID or body.certificate is None:
+            detail = f": {body.error.detail}" if body.error is not None else ""
+            raise CAError(f"the CA did not issue the certificate{detail}")
+        return self.download(body.certificate)
+
+    def download(self, certificate_url: str) -> bytes:
+        response = self.call(partial(self.post_as_get, certificate_url),
+                             what="download the certificate")
+        fullchain: bytes = response.content
+        return fullchain
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    """An authorization deactivated after deciding not to answer it."""
+
+    name: str
+    url: str
+    status: str  # as the CA reports it after deactivation
+    challenge_status: str  # the http-01 challenge before deactivation: "pending" = unanswered
+
+    @classmethod
+    def of(cls, before: messages.AuthorizationResource,
+           after: messages.AuthorizationResource) -> Deactivation:
+        # The challenge as it stood just before: "pending" means it was never answered.
+        statuses = [c.status.name for c in before.body.challenges
+                    if isinstance(c.chall, acme_challenges.HTTP01)]
+        return cls(name=after.body.identifier.value, url=after.uri,
+                   status=after.body.status.name,
+                   challenge_status=statuses[0] if statuses else "none")
+
+
+def http01_challenge(authz: messages.AuthorizationResource) -> messages.ChallengeBody:
+    for challb in authz.body.challenges:
+        if isinstance(challb.chall, acme_challenges.HTTP01):
+            return challb
+    name = authz.body.identifier.value
+    raise CAError(f"the CA offers no http-01 challenge for {name}")
+
+
+def failure_detail(authz: messages.AuthorizationResource) -> tuple[str, str, str]:
+    """(name, the URL the CA fetched, the CA's words) of a failed authorization."""
+    name = authz.body.identifier.value
+    for challb in authz.body.challenges:
+        if isinstance(challb.chall, acme_challenges.HTTP01):
+            url = f"http://{name}/.well-known/acme-challenge/{challb.chall.encode('token')}"
+            if challb.error is not None:
+                err = challb.error
+                return name, url, f"{err.detail or err.title} ({err.code or err.typ})"
+            return name, url, f"challenge {challb.status}"
+    return name, "", f"authorization {authz.body.status}"
+
+
+def _authorization_settled(authz: messages.AuthorizationResource) -> bool:
+    return authz.body.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
+
 
 def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None or exc.__context__ is not None:
@@ -250,7 +415,7 @@ def _load_key(path: Path) -> JWK:
     try:
         return JWK.json_loads(path.read_text())
     except (ValueError, jose_errors.DeserializationError) as exc:
-        raise StateError(f"account key {path} is damaged: {exc}") from None
+        raise StateError(f"account key {path} is damaged: {exc}") from exc
 
 
 def _new_key() -> JWK:
@@ -271,7 +436,7 @@ def open_account(store: Store, config: CAConfig, *, register: bool = True) -> CA
                 try:
                     regr = messages.RegistrationResource.json_loads(regr_path.read_text())
                 except (ValueError, jose_errors.DeserializationError) as exc:
-                    raise StateError(f"account record {regr_path} is damaged: {exc}") from None
+                    raise StateError(f"account record {regr_path} is damaged: {exc}") from exc
                 return CAClient(config, key, regr)
         elif not register:
             raise StateError(f"no account for {config.directory_url} in {store.root}; "

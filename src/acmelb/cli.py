@@ -72,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except AcmelbError as exc:
+        if args.debug:  # the chain: what happened underneath (raise ... from exc)
+            import traceback
+
+            traceback.print_exc()
         print(f"acmelb: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -2,21 +2,34 @@
 
 Every error a user can cause or fix is an ``AcmelbError`` with a one-line
 message; the CLI prints it and exits 2 (usage) or 1 (operation failed).
-Anything else escaping the library is a bug (exit 3)::
+Anything else escaping the library is a bug (exit 3). Errors raised while
+handling another keep it as ``__cause__`` (``raise ... from exc``), which
+``acmelb --debug`` shows::
 
     AcmelbError
-    +-- UsageError              bad input: names, flags, files (exit 2)
+    +-- UsageError              bad input: names, flags, files, configuration (exit 2)
     |   +-- InvalidNameError    a name HTTP-01 cannot validate
     +-- StateError              state dir unusable, lock held, storage damaged
+    |   +-- StoreUnavailable    the cluster store (etcd) cannot be reached or has no quorum
+    |   +-- LockLost            this instance no longer holds a certificate's lock (fencing)
+    |   +-- SecretKeyError      the store key file is missing, wrong or cannot decrypt
     +-- CAError                 talking to the ACME server failed
     |   +-- CAUnreachableError  connect/DNS/TLS failure (hint in the message)
     |   +-- CAProblemError      the CA answered with an RFC 7807 problem
     |   +-- ValidationFailedError  an authorization became invalid
+    +-- SelfCheckRefused        the self-check predicts a failed validation; nothing answered
     +-- SolverError             a solver could not present or clean up
+    +-- FixError                applying or verifying a fix failed (the ruleset was restored)
     +-- LabError                the local lab could not be built or driven
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from acmelb.diagnose import Report
 
 
 class AcmelbError(Exception):
@@ -37,6 +50,18 @@ class StateError(AcmelbError):
     pass
 
 
+class StoreUnavailable(StateError):
+    pass
+
+
+class LockLost(StateError):
+    pass
+
+
+class SecretKeyError(StateError):
+    pass
+
+
 class CAError(AcmelbError):
     pass
 
@@ -54,15 +79,31 @@ class CAProblemError(CAError):
 
 
 class ValidationFailedError(CAError):
-    """One or more authorizations failed; ``failures`` holds (name, url, detail)."""
+    """One or more authorizations failed; ``failures`` holds (name, url, detail).
+
+    ``notes`` puts the CA's verdict next to what the self-check saw, when one ran.
+    """
 
     def __init__(self, message: str, failures: list[tuple[str, str, str]]) -> None:
         super().__init__(message)
         self.failures = failures
+        self.notes: list[str] = []
+
+
+class SelfCheckRefused(AcmelbError):
+    """The self-check predicts a failed validation; nothing was answered."""
+
+    def __init__(self, message: str, reports: Sequence[Report]) -> None:
+        super().__init__(message)
+        self.reports = list(reports)
 
 
 class SolverError(AcmelbError):
     pass
+
+
+class FixError(AcmelbError):
+    """Applying or verifying a fix failed (the ruleset was restored)."""
 
 
 class LabError(AcmelbError):

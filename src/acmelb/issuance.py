@@ -1,28 +1,28 @@
 """Issue, renew and revoke certificates.
 
-One issuance: account -> order -> present -> self-check -> answer -> poll ->
-finalize -> store -> clean up. The self-check is a seam (``SelfCheck``) that
-runs after the solver presented every token and before any challenge is
-answered, so a check that predicts failure can stop the run before the CA
-counts a failed validation.
+One issuance is a pipeline of named steps (``Step``): order -> present ->
+self-check -> answer -> poll -> finalize -> store. Its state
+(``IssuanceState``) is plain data that can be saved after every step and
+resumed by another process, which is how a cluster hands an order over
+when its owner dies. The self-check runs after the solver presented every
+token and before any challenge is answered, so a check that predicts failure
+stops the run before the CA counts a failed validation.
 """
 
 from __future__ import annotations
 
 import datetime
+import enum
 import os
 import re
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from acme import challenges as acme_challenges
 from acme import crypto_util as acme_crypto
 from acme import messages
 from cryptography import x509
@@ -30,23 +30,30 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from acmelb.ca import CAClient, CAConfig, open_account
+from acmelb.ca import CAClient, CAConfig, Deactivation, http01_challenge, open_account
 from acmelb.errors import (
     AcmelbError,
     CAError,
-    CAProblemError,
     SolverError,
     StateError,
     UsageError,
     ValidationFailedError,
 )
 from acmelb.names import normalize_name
+from acmelb.renewal import RenewalConfig
+from acmelb.selfcheck import SelfCheck as SelfCheckRun
+from acmelb.selfcheck import SelfCheckOptions, compare_with_ca, make_self_check
 from acmelb.solvers import PendingChallenge, Solver, SolverOptions, make_solver
 from acmelb.store import Lineage, Store
 
+if TYPE_CHECKING:
+    from acmelb.diagnose import Report
+
+__all__ = ["KEY_TYPES", "CertificateInfo", "Deactivation", "IssuanceState", "IssueRequest",
+           "IssueResult", "Issuer", "Pipeline", "RenewOutcome", "Step",
+           "inspect_certificates", "renew", "revoke"]
+
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa4096")
-AUTHORIZATION_TIMEOUT = 90.0
-FINALIZE_TIMEOUT = 90.0
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----\r?\n?", re.DOTALL)
 
@@ -62,6 +69,7 @@ class IssueRequest:
     solver: SolverOptions = field(default_factory=SolverOptions)
     key_type: str = "ec256"
     reuse_key: bool = False
+    self_check: SelfCheckOptions | None = None  # None: no self-check
 
 
 @dataclass(frozen=True)
@@ -74,16 +82,8 @@ class IssueResult:
     fullchain: Path
     privkey: Path
     account_thumbprint: str
-
-
-@dataclass(frozen=True)
-class Deactivation:
-    """An authorization this run deactivated after deciding not to answer it."""
-
-    name: str
-    url: str
-    status: str  # as the CA reports it after deactivation
-    challenge_status: str  # the http-01 challenge before deactivation: "pending" = unanswered
+    self_check: tuple[Report, ...] = ()
+    warnings: tuple[str, ...] = ()  # errors the tolerant self-check accepted
 
 
 def normalize_names(raw: Sequence[str]) -> tuple[str, ...]:
@@ -95,16 +95,20 @@ def normalize_names(raw: Sequence[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def check_key_type(key_type: str) -> None:
+    if key_type not in KEY_TYPES:
+        raise UsageError(f"unknown key type {key_type!r} (choose from {', '.join(KEY_TYPES)})")
+
+
 def generate_key(key_type: str) -> bytes:
+    check_key_type(key_type)
     key: CertificateIssuerPrivateKeyTypes
     if key_type == "ec256":
         key = ec.generate_private_key(ec.SECP256R1())
     elif key_type == "ec384":
         key = ec.generate_private_key(ec.SECP384R1())
-    elif key_type in ("rsa2048", "rsa4096"):
-        key = rsa.generate_private_key(65537, int(key_type[3:]))
     else:
-        raise UsageError(f"unknown key type {key_type!r} (choose from {', '.join(KEY_TYPES)})")
+        key = rsa.generate_private_key(65537, int(key_type[3:]))
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -117,58 +121,214 @@ def split_chain(fullchain_pem: bytes) -> tuple[bytes, bytes]:
     return normalized[0], b"".join(normalized[1:])
 
 
-def _http01(authz: messages.AuthorizationResource) -> messages.ChallengeBody:
-    for challb in authz.body.challenges:
-        if isinstance(challb.chall, acme_challenges.HTTP01):
-            return challb
-    name = authz.body.identifier.value
-    raise CAError(f"the CA offers no http-01 challenge for {name}")
+# -- the issuance pipeline: named, resumable steps ---------------------------------
+
+class Step(enum.Enum):
+    """The steps of one issuance, in order; ``IssuanceState.step`` is the next one to run."""
+
+    ORDER = "order"
+    PRESENT = "present"
+    SELF_CHECK = "self-check"
+    ANSWER = "answer"
+    POLL = "poll"
+    FINALIZE = "finalize"
+    STORE = "store"
+    DONE = "done"
 
 
-def _failure_detail(authz: messages.AuthorizationResource) -> tuple[str, str, str]:
-    name = authz.body.identifier.value
-    for challb in authz.body.challenges:
-        if isinstance(challb.chall, acme_challenges.HTTP01):
-            url = f"http://{name}/.well-known/acme-challenge/{challb.chall.encode('token')}"
-            if challb.error is not None:
-                err = challb.error
-                return name, url, f"{err.detail or err.title} ({err.code or err.typ})"
-            return name, url, f"challenge {challb.status}"
-    return name, "", f"authorization {authz.body.status}"
+# The steps during which a challenge is out (presented, maybe answered): a failure there
+# deactivates what is still pending and cleans the solver up.
+_CHALLENGE_STEPS = (Step.PRESENT, Step.SELF_CHECK, Step.ANSWER, Step.POLL)
 
 
-def _poll_authorization(client: CAClient, authz: messages.AuthorizationResource
-                        ) -> messages.AuthorizationResource:
-    return client.acme.poll(authz)[0]
+@dataclass(frozen=True)
+class IssuanceState:
+    """Where one issuance stands. JSON-serialisable and free of secrets: the private key
+    that signed ``csr_pem`` is kept apart (a cluster stores it encrypted)."""
+
+    names: tuple[str, ...]
+    step: Step = Step.ORDER
+    order_url: str | None = None
+    csr_pem: str | None = None
+    challenges: tuple[PendingChallenge, ...] = ()
+    fullchain_pem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"names": list(self.names), "step": self.step.value,
+                "order_url": self.order_url, "csr_pem": self.csr_pem,
+                "challenges": [asdict(c) for c in self.challenges],
+                "fullchain_pem": self.fullchain_pem}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IssuanceState:
+        try:
+            return cls(names=tuple(data["names"]), step=Step(data["step"]),
+                       order_url=data.get("order_url"), csr_pem=data.get("csr_pem"),
+                       challenges=tuple(PendingChallenge(**c) for c in data["challenges"]),
+                       fullchain_pem=data.get("fullchain_pem"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"the saved issuance state is damaged: {exc!r}") from exc
+
+    def resume_point(self) -> IssuanceState:
+        """The state a successor starts from after this one's owner stopped.
+
+        Tokens that were out went with their owner, so a successor presents them again
+        (an answered challenge still needs them while the CA validates); a finalized
+        order is looked up again rather than finalized twice.
+        """
+        if self.step in _CHALLENGE_STEPS:
+            return replace(self, step=Step.PRESENT)
+        return self
 
 
-def _authorization_settled(authz: messages.AuthorizationResource) -> bool:
-    return authz.body.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
+SaveCertificate = Callable[[IssuanceState, bytes], None]
+StepObserver = Callable[[IssuanceState], None]
+
+
+class Pipeline:
+    """Runs the steps of one issuance with one CA session and one solver.
+
+    ``on_step`` sees every new state before its step runs (a cluster persists it, fenced
+    by its lock); ``save`` stores the certificate with its key.
+    """
+
+    def __init__(self, client: CAClient, solver: Solver, *, save: SaveCertificate,
+                 self_check: SelfCheck | None = None, progress: Progress | None = None,
+                 on_step: StepObserver | None = None) -> None:
+        self.client = client
+        self.solver = solver
+        self.save = save
+        self.self_check = self_check
+        self.progress = progress or (lambda _msg: None)
+        self.on_step = on_step or (lambda _state: None)
+        self.deactivated: list[Deactivation] = []
+        self._order: messages.OrderResource | None = None
+        self._steps: dict[Step, Callable[[IssuanceState, bytes], IssuanceState]] = {
+            Step.ORDER: self.order, Step.PRESENT: self.present,
+            Step.SELF_CHECK: self.check, Step.ANSWER: self.answer, Step.POLL: self.poll,
+            Step.FINALIZE: self.finalize, Step.STORE: self.store}
+
+    def run(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        while state.step is not Step.DONE:
+            self.on_step(state)
+            state = self.advance(state, key_pem)
+        return state
+
+    def advance(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        """Run the next step; on a failure while challenges are out, withdraw them."""
+        try:
+            return self._steps[state.step](state, key_pem)
+        except AcmelbError:
+            if state.step in _CHALLENGE_STEPS:
+                self._withdraw(state)
+            raise
+
+    # -- the steps ----------------------------------------------------------------
+    def order(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        csr_pem = acme_crypto.make_csr(key_pem, list(state.names))
+        self.progress(f"ordering a certificate for {', '.join(state.names)}")
+        self._order = self.client.new_order(csr_pem)
+        challenges = tuple(self._pending_challenges(self._order))
+        return replace(state, step=Step.PRESENT if challenges else Step.FINALIZE,
+                       order_url=self._order.uri, csr_pem=csr_pem.decode("ascii"),
+                       challenges=challenges)
+
+    def present(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        self.progress(f"presenting {len(state.challenges)} challenge(s) with the "
+                      f"{self.solver.name} solver")
+        self.solver.present(state.challenges)
+        return replace(state, step=Step.SELF_CHECK)
+
+    def check(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        if self.self_check is not None:
+            self.self_check(state.challenges)
+        return replace(state, step=Step.ANSWER)
+
+    def answer(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        order = self._current_order(state)
+        wanted = {c.challenge_url for c in state.challenges}
+        for authz in order.authorizations:
+            challb = http01_challenge(authz)
+            if challb.uri in wanted:
+                self.client.answer(order, challb)
+        return replace(state, step=Step.POLL)
+
+    def poll(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        self.client.wait_for_authorizations(self._current_order(state))
+        self._cleanup(state)
+        return replace(state, step=Step.FINALIZE)
+
+    def finalize(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        self.progress("finalizing the order")
+        fullchain = self.client.finalize(self._current_order(state))
+        return replace(state, step=Step.STORE, fullchain_pem=fullchain.decode("ascii"))
+
+    def store(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
+        self.save(state, key_pem)
+        return replace(state, step=Step.DONE)
+
+    # -- helpers --------------------------------------------------------------------
+    def _current_order(self, state: IssuanceState) -> messages.OrderResource:
+        """The order of ``state``; fetched from the CA when another process started it."""
+        if self._order is None or self._order.uri != state.order_url:
+            if state.order_url is None or state.csr_pem is None:
+                raise StateError("the issuance state has no order to resume")
+            self._order = self.client.fetch_order(state.order_url, state.csr_pem.encode())
+        return self._order
+
+    def _pending_challenges(self, order: messages.OrderResource) -> list[PendingChallenge]:
+        pending = []
+        for authz in order.authorizations:
+            if authz.body.status == messages.STATUS_VALID:
+                continue  # the CA reused an earlier validation
+            challb = http01_challenge(authz)
+            _response, validation = challb.chall.response_and_validation(self.client.key)
+            pending.append(PendingChallenge(
+                name=authz.body.identifier.value, token=challb.chall.encode("token"),
+                key_authorization=validation, authorization_url=authz.uri,
+                challenge_url=challb.uri))
+        return pending
+
+    def _withdraw(self, state: IssuanceState) -> None:
+        if self._order is not None:
+            for record in self.client.deactivate_pending(self._order):
+                self.deactivated.append(record)
+                self.progress(f"deactivated the authorization for {record.name} "
+                              f"({record.url}): now {record.status}; its challenge was "
+                              f"{record.challenge_status}")
+        self._cleanup(state)
+
+    def _cleanup(self, state: IssuanceState) -> None:
+        try:
+            if state.challenges:
+                self.solver.cleanup(state.challenges)
+        except SolverError as exc:
+            self.progress(f"warning: {exc}")
 
 
 class Issuer:
-    """Runs issuances for one store; one CA session per directory."""
+    """Runs issuances for one local store; one CA session per directory."""
 
-    def __init__(self, store: Store, *, progress: Progress | None = None,
-                 self_check: SelfCheck | None = None) -> None:
+    def __init__(self, store: Store, *, progress: Progress | None = None) -> None:
         self.store = store
         self.progress = progress or (lambda _msg: None)
-        self.self_check = self_check
         self.deactivated: list[Deactivation] = []
 
     def issue(self, request: IssueRequest, *, client: CAClient | None = None,
               solver: Solver | None = None) -> IssueResult:
         """One certificate. ``client`` and ``solver`` may be shared by concurrent calls."""
         names = normalize_names(request.names)
-        if request.key_type not in KEY_TYPES:
-            raise UsageError(f"unknown key type {request.key_type!r} "
-                             f"(choose from {', '.join(KEY_TYPES)})")
+        check_key_type(request.key_type)
         self.store.prepare()
         client = client or open_account(self.store, request.ca)
-        lineage_name = names[0]
-        with self.store.lock(lineage_name):
-            return self._issue_locked(client, request, names, self.store.lineage(lineage_name),
-                                      solver)
+        with self.store.lock(names[0]):
+            own_solver = solver is None
+            solver = solver or make_solver(request.solver, client.thumbprint)
+            try:
+                return self._issue_locked(client, solver, request, names)
+            finally:
+                if own_solver:
+                    solver.close()
 
     def issue_many(self, requests: Sequence[IssueRequest], *, concurrency: int = 8,
                    on_done: Callable[[IssueRequest, IssueResult | AcmelbError], None]
@@ -207,164 +367,43 @@ class Issuer:
         finally:
             solver.close()
 
-    def _issue_locked(self, client: CAClient, request: IssueRequest, names: tuple[str, ...],
-                      lineage: Lineage, shared_solver: Solver | None) -> IssueResult:
+    def _issue_locked(self, client: CAClient, solver: Solver, request: IssueRequest,
+                      names: tuple[str, ...]) -> IssueResult:
+        lineage = self.store.lineage(names[0])
         key_pem = (lineage.read("privkey") if request.reuse_key and lineage.exists()
                    else generate_key(request.key_type))
-        csr_pem = acme_crypto.make_csr(key_pem, list(names))
-        self.progress(f"ordering a certificate for {', '.join(names)}")
-        order = client.call(lambda: client.acme.new_order(csr_pem), what="create the order")
-        solver = shared_solver or make_solver(request.solver, client.thumbprint)
-        pending, challenge_bodies = self._pending_challenges(client, order)
+        self_check = make_self_check(request.self_check, request.solver, self.progress)
+        config = RenewalConfig.of(request, names)
+
+        def save(state: IssuanceState, key: bytes) -> None:
+            assert state.fullchain_pem is not None
+            cert_pem, chain_pem = split_chain(state.fullchain_pem.encode("ascii"))
+            self.store.save(lineage.name, privkey_pem=key, cert_pem=cert_pem,
+                            chain_pem=chain_pem, renewal=config.to_json())
+
+        pipeline = Pipeline(client, solver, save=save, self_check=self_check,
+                            progress=self.progress)
         try:
-            if pending:
-                self.progress(f"presenting {len(pending)} challenge(s) with the "
-                              f"{solver.name} solver")
-                solver.present(pending)
-                if self.self_check is not None:
-                    self.self_check(pending)
-                self._answer(client, order, challenge_bodies)
-                self._wait_for_authorizations(client, order)
-        except AcmelbError:
-            self._deactivate_pending(client, order)
+            pipeline.run(IssuanceState(names=names), key_pem)
+        except ValidationFailedError as failed:
+            if self_check is not None:
+                failed.notes = compare_with_ca(self_check.reports, failed.failures)
             raise
         finally:
-            self._cleanup(solver, pending, close=shared_solver is None)
-        self.progress("finalizing the order")
-        fullchain_pem = self._finalize(client, order)
-        cert_pem, chain_pem = split_chain(fullchain_pem)
-        renewal = {
-            "names": list(names),
-            "directory": request.ca.directory_url,
-            "ca_bundle": str(request.ca.ca_bundle) if request.ca.ca_bundle else None,
-            "email": request.ca.email,
-            "key_type": request.key_type,
-            "reuse_key": request.reuse_key,
-            "solver": asdict(request.solver),
-        }
-        saved = self.store.save(lineage.name, privkey_pem=key_pem, cert_pem=cert_pem,
-                                chain_pem=chain_pem, renewal=renewal)
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        version = saved.current_version()
+            self.deactivated.extend(pipeline.deactivated)
+        return self._result(lineage, names, client.thumbprint, self_check)
+
+    def _result(self, lineage: Lineage, names: tuple[str, ...], thumbprint: str,
+                self_check: SelfCheckRun | None) -> IssueResult:
+        cert = x509.load_pem_x509_certificate(lineage.read("cert"))
+        version = lineage.current_version()
         assert version is not None
         return IssueResult(name=lineage.name, names=names, version=version,
-                           not_after=cert.not_valid_after_utc, live_dir=saved.live_dir,
-                           fullchain=saved.path("fullchain"), privkey=saved.path("privkey"),
-                           account_thumbprint=client.thumbprint)
-
-    def _pending_challenges(self, client: CAClient, order: messages.OrderResource
-                            ) -> tuple[list[PendingChallenge], list[messages.ChallengeBody]]:
-        pending: list[PendingChallenge] = []
-        bodies: list[messages.ChallengeBody] = []
-        for authz in order.authorizations:
-            if authz.body.status == messages.STATUS_VALID:
-                continue  # the CA reused an earlier validation
-            challb = _http01(authz)
-            response, validation = challb.chall.response_and_validation(client.key)
-            del response
-            pending.append(PendingChallenge(
-                name=authz.body.identifier.value, token=challb.chall.encode("token"),
-                key_authorization=validation, authorization_url=authz.uri,
-                challenge_url=challb.uri))
-            bodies.append(challb)
-        return pending, bodies
-
-    def _answer(self, client: CAClient, order: messages.OrderResource,
-                bodies: Sequence[messages.ChallengeBody]) -> None:
-        for challb in bodies:
-            response = challb.chall.response(client.key)
-            try:
-                client.call(partial(client.acme.answer_challenge, challb, response),
-                            what="answer the challenge")
-            except CAProblemError:
-                # A lost answer to a POST the CA did act on: the retried POST meets a
-                # challenge that is no longer pending. That is the answer we wanted.
-                if not self._challenge_left_pending(client, order, challb):
-                    continue
-                raise
-
-    def _challenge_left_pending(self, client: CAClient, order: messages.OrderResource,
-                                challb: messages.ChallengeBody) -> bool:
-        for authz in order.authorizations:
-            current = client.call(partial(_poll_authorization, client, authz),
-                                  what="look up the challenge")
-            for candidate in current.body.challenges:
-                if candidate.uri == challb.uri:
-                    return bool(candidate.status == messages.STATUS_PENDING)
-        return True
-
-    def _wait_for_authorizations(self, client: CAClient, order: messages.OrderResource) -> None:
-        deadline = time.monotonic() + AUTHORIZATION_TIMEOUT
-        failures: list[tuple[str, str, str]] = []
-        for authz in order.authorizations:
-            final = client.poll_until(
-                partial(_poll_authorization, client, authz), _authorization_settled,
-                deadline=deadline, what="validate the challenges")
-            if final.body.status != messages.STATUS_VALID:
-                failures.append(_failure_detail(final))
-        if failures:
-            lines = "; ".join(f"{name}: the CA fetched {url} and said: {detail}"
-                              for name, url, detail in failures)
-            raise ValidationFailedError(f"validation failed: {lines}", failures)
-
-    def _deactivate_pending(self, client: CAClient, order: messages.OrderResource) -> None:
-        """RFC 8555 §7.5.2: leave nothing pending that a later run would trip over."""
-        for authz in order.authorizations:
-            try:
-                current = client.acme.poll(authz)[0]
-                if current.body.status != messages.STATUS_PENDING:
-                    continue
-                done = client.acme.deactivate_authorization(current)
-            except Exception:  # best effort on an already failing path
-                continue
-            # The challenge as it stood just before: "pending" means it was never answered.
-            before = [c.status.name for c in current.body.challenges
-                      if isinstance(c.chall, acme_challenges.HTTP01)]
-            record = Deactivation(name=done.body.identifier.value, url=done.uri,
-                                  status=done.body.status.name,
-                                  challenge_status=before[0] if before else "none")
-            self.deactivated.append(record)
-            self.progress(f"deactivated the authorization for {record.name} ({record.url}): "
-                          f"now {record.status}; its challenge was {record.challenge_status}")
-
-    def _cleanup(self, solver: Solver, pending: Sequence[PendingChallenge], *,
-                 close: bool) -> None:
-        try:
-            if pending:
-                solver.cleanup(pending)
-        except SolverError as exc:
-            self.progress(f"warning: {exc}")
-        finally:
-            if close:
-                solver.close()
-
-    def _finalize(self, client: CAClient, order: messages.OrderResource) -> bytes:
-        deadline = time.monotonic() + FINALIZE_TIMEOUT
-
-        def fetch_order() -> messages.Order:
-            body: messages.Order = messages.Order.from_json(
-                client.acme._post_as_get(order.uri).json())
-            return body
-
-        try:
-            client.call(lambda: client.acme.begin_finalization(order), what="finalize the order")
-        except CAError:
-            # The first attempt may have reached the CA before the connection broke.
-            status = client.call(fetch_order, what="look up the order").status
-            if status not in (messages.STATUS_PROCESSING, messages.STATUS_VALID):
-                raise
-        body = client.poll_until(
-            fetch_order,
-            lambda o: o.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
-            deadline=deadline, what="issue the certificate")
-        if body.status != messages.STATUS_VALID or body.certificate is None:
-            detail = f": {body.error.detail}" if body.error is not None else ""
-            raise CAError(f"the CA did not issue the certificate{detail}")
-        certificate_url = body.certificate
-        response = client.call(lambda: client.acme._post_as_get(certificate_url),
-                               what="download the certificate")
-        fullchain: bytes = response.content
-        return fullchain
+                           not_after=cert.not_valid_after_utc, live_dir=lineage.live_dir,
+                           fullchain=lineage.path("fullchain"), privkey=lineage.path("privkey"),
+                           account_thumbprint=thumbprint,
+                           self_check=tuple(self_check.reports) if self_check else (),
+                           warnings=tuple(self_check.warnings()) if self_check else ())
 
 
 # -- renew, revoke, list --------------------------------------------------------
@@ -400,21 +439,6 @@ def inspect_certificates(store: Store) -> list[CertificateInfo]:
     return infos
 
 
-def request_from_renewal(params: dict[str, Any]) -> IssueRequest:
-    try:
-        solver = SolverOptions(**{**params["solver"],
-                                  "addresses": tuple(params["solver"].get("addresses", ()))})
-        bundle = params.get("ca_bundle")
-        return IssueRequest(
-            names=tuple(params["names"]),
-            ca=CAConfig(directory_url=params["directory"],
-                        ca_bundle=Path(bundle) if bundle else None, email=params.get("email")),
-            solver=solver, key_type=params.get("key_type", "ec256"),
-            reuse_key=bool(params.get("reuse_key", False)))
-    except (KeyError, TypeError) as exc:
-        raise StateError(f"renewal configuration is incomplete: {exc}") from None
-
-
 @dataclass(frozen=True)
 class RenewOutcome:
     name: str
@@ -425,11 +449,11 @@ class RenewOutcome:
 
 def renew(store: Store, names: Sequence[str] | None, *, days: float,
           deploy_hook: str | None = None, force: bool = False,
-          progress: Progress | None = None, self_check: SelfCheck | None = None,
-          concurrency: int = 8) -> list[RenewOutcome]:
+          progress: Progress | None = None, concurrency: int = 8) -> list[RenewOutcome]:
     """Renew the named lineages (all when ``names`` is None) that expire within ``days``.
 
-    Due lineages that share a CA and a solver are renewed concurrently.
+    Each renews with the settings it was issued with, its self-check included. Due
+    lineages that share a CA and a solver are renewed concurrently.
     """
     infos = {info.name: info for info in inspect_certificates(store)}
     wanted = list(infos) if names is None else [normalize_name(n) for n in names]
@@ -445,12 +469,12 @@ def renew(store: Store, names: Sequence[str] | None, *, days: float,
                                           f"expires in {info.days_left:.0f} days")
         else:
             try:
-                request = request_from_renewal(store.lineage(name).renewal_params())
+                request = RenewalConfig.load(store.lineage(name)).request()
             except AcmelbError as exc:
                 outcomes[name] = RenewOutcome(name, "failed", str(exc))
                 continue
             due.setdefault((request.ca, request.solver), []).append((name, request))
-    issuer = Issuer(store, progress=progress, self_check=self_check)
+    issuer = Issuer(store, progress=progress)
     for batch in due.values():
         try:
             results: list[IssueResult | AcmelbError] = issuer.issue_many(
@@ -500,8 +524,7 @@ def revoke(store: Store, name: str, *, reason: str = "unspecified",
     lineage = store.lineage(name)
     if not lineage.exists():
         raise StateError(f"no certificate named {name} in {store.root}")
-    params = lineage.renewal_params()
-    config = ca or request_from_renewal(params).ca
+    config = ca or RenewalConfig.load(lineage).ca
     cert = x509.load_pem_x509_certificate(lineage.read("cert"))
     client = open_account(store, config, register=False)
     client.call(lambda: client.acme.revoke(cert, code), what="revoke the certificate")

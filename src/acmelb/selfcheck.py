@@ -21,15 +21,15 @@ hairpin verdict comes after one connect timeout.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from acmelb.codes import Code
-from acmelb.errors import AcmelbError, UsageError
-from acmelb.solvers import PendingChallenge
+from acmelb.errors import SelfCheckRefused, UsageError
+from acmelb.solvers import PendingChallenge, SolverOptions
+from acmelb.vantage import ProbeSettings
 
 if TYPE_CHECKING:
     from acmelb.diagnose import Report
@@ -42,37 +42,54 @@ PROPAGATION_CODES = frozenset({Code.CHALLENGE_NOT_FOUND, Code.WRONG_CONTENT,
                                Code.INCONSISTENT_BACKENDS, Code.HTTP_ERROR_STATUS})
 
 
-class SelfCheckRefused(AcmelbError):
-    """The self-check predicts a failed validation; nothing was answered."""
-
-    def __init__(self, message: str, reports: Sequence[Report]) -> None:
-        super().__init__(message)
-        self.reports = list(reports)
-
-
-@dataclass
+@dataclass(frozen=True)
 class SelfCheckOptions:
+    """How ``acmelb issue`` (and every renewal of its certificate) checks a challenge."""
+
     mode: str = "strict"
-    here: str = "outside"
-    inside: tuple[str, ...] = ()
-    outside: tuple[str, ...] = ()
-    resolve: dict[str, list[str]] = field(default_factory=dict)
-    dns_server: tuple[str, int] | None = None
-    timeout: float = 5.0  # per connection attempt
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
     total_timeout: float = 60.0  # propagation wait, all rounds together
-    repeat: int = 3
-    assume_public: tuple[str, ...] = ()  # CIDRs treated as public (labs, test networks)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"--self-check {self.mode!r}: choose strict, tolerant or off")
-        if self.here not in ("inside", "outside"):
-            raise UsageError(f"--here {self.here!r}: choose inside or outside")
-        for cidr in self.assume_public:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise UsageError(f"--assume-public {cidr!r}: not a network") from None
+        if self.total_timeout < 0:
+            raise UsageError("--self-check-timeout must be >= 0")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "total_timeout": self.total_timeout,
+                "probe": self.probe.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SelfCheckOptions:
+        return cls(mode=str(data.get("mode", "strict")),
+                   total_timeout=float(data.get("total_timeout", 60.0)),
+                   probe=ProbeSettings.from_json(data.get("probe", {})))
+
+    def skip_reason(self, solver: SolverOptions) -> str | None:
+        """Why this self-check cannot judge the run (None: it can)."""
+        if self.mode == "off":
+            return "off"
+        if solver.kind == "standalone" and solver.http_port != 80 and not (
+                self.probe.inside or self.probe.outside):
+            # A CA validates on port 80; a responder elsewhere means a test CA set up for it.
+            return (f"self-check skipped: the responder listens on port {solver.http_port}, "
+                    "and a CA validating like Let's Encrypt fetches port 80 (pass "
+                    "--self-check off to silence this)")
+        return None
+
+
+def make_self_check(options: SelfCheckOptions | None, solver: SolverOptions,
+                    progress: Callable[[str], None]) -> SelfCheck | None:
+    """The self-check of one run, or None when there is none (said through ``progress``)."""
+    if options is None:
+        return None
+    reason = options.skip_reason(solver)
+    if reason is None:
+        return SelfCheck(options, progress)
+    if reason != "off":
+        progress(reason)
+    return None
 
 
 def _failing_codes(report: Report) -> set[str]:
@@ -111,16 +128,10 @@ class SelfCheck:
         self.tolerated: list[Report] = []
 
     def _diagnose(self, challenge: PendingChallenge) -> Report:
-        from acmelb.checks.base import Options
         from acmelb.diagnose import diagnose_challenge
 
-        opts = self.options
-        return diagnose_challenge(
-            challenge.name, challenge.token, challenge.key_authorization,
-            inside=opts.inside, outside=opts.outside, here=opts.here,
-            options=Options(repeat=opts.repeat, timeout=opts.timeout,
-                            dns_server=opts.dns_server, resolve=dict(opts.resolve),
-                            assume_public=list(opts.assume_public)))
+        return diagnose_challenge(challenge.name, challenge.token,
+                                  challenge.key_authorization, self.options.probe)
 
     def _settle(self, challenge: PendingChallenge) -> Report:
         deadline = time.monotonic() + self.options.total_timeout
@@ -134,6 +145,11 @@ class SelfCheck:
                 return report
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
+
+    def warnings(self) -> list[str]:
+        """The errors that tolerant mode accepted, one line each."""
+        return [f"{r.name}: {f.code.value}: {f.title}" for r in self.tolerated
+                for f in r.findings if f.sev.failing]
 
     def __call__(self, challenges: Sequence[PendingChallenge]) -> None:
         if self.options.mode == "off":

@@ -166,16 +166,6 @@ class Lineage:
     def read(self, kind: str) -> bytes:
         return self.path(kind).read_bytes()
 
-    def renewal_params(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads(self.renewal_path.read_text())
-            return data
-        except FileNotFoundError:
-            raise StateError(f"no renewal configuration for {self.name} "
-                             f"({self.renewal_path})") from None
-        except ValueError as exc:
-            raise StateError(f"{self.renewal_path} is damaged: {exc}") from None
-
 
 class Store:
     """The state directory."""

@@ -7,11 +7,12 @@ from typing import Any
 
 from acmelb.commands._common import (
     add_ca_options,
+    add_vantage_options,
     ca_config,
     print_json,
+    probe_settings,
     progress_printer,
     read_input,
-    resolve_map,
     state_dir,
 )
 
@@ -52,48 +53,19 @@ def register(sub: Any) -> None:
     check.add_argument("--self-check", choices=("strict", "tolerant", "off"), default="strict",
                        help="strict: refuse on any error (default); tolerant: accept "
                        "inside-only errors when the outside path passes; off")
-    check.add_argument("--here", choices=("inside", "outside"), default="outside",
-                       help="where this process stands (default: outside)")
-    check.add_argument("--inside", action="append", default=[], metavar="CMD",
-                       help="a vantage behind the LB, as a command prefix ('ssh node1')")
-    check.add_argument("--outside", action="append", default=[], metavar="CMD",
-                       help="a vantage on the public side, as a command prefix")
-    check.add_argument("--resolve", action="append", default=[], metavar="NAME:ADDRESS",
-                       help="like curl --resolve, for this process's probes")
-    check.add_argument("--dns-server", metavar="ADDRESS[:PORT]", help="DNS server to ask")
-    check.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                       help="per connection attempt (default 5)")
-    check.add_argument("--assume-public", action="append", default=[], metavar="CIDR",
-                       help="treat addresses in CIDR as public (labs, test networks)")
+    add_vantage_options(check)
     check.add_argument("--self-check-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="how long to wait for a token to propagate (default 60)")
     parser.set_defaults(run=run)
 
 
-def _self_check(args: argparse.Namespace, show: Any) -> Any:
-    from acmelb.errors import UsageError
+def _self_check_options(args: argparse.Namespace) -> Any:
+    from acmelb.selfcheck import SelfCheckOptions
 
     if args.self_check == "off":
         return None
-    if args.solver == "standalone" and args.http_port != 80 and not (args.inside or
-                                                                       args.outside):
-        # A CA validates on port 80; a responder elsewhere means a test CA set up for it.
-        show(f"self-check skipped: the responder listens on port {args.http_port}, and a CA "
-             "validating like Let's Encrypt fetches port 80 (pass --self-check off to "
-             "silence this)")
-        return None
-    if not 0 < args.timeout <= 120 or args.self_check_timeout < 0:
-        raise UsageError("--timeout must be in (0, 120] and --self-check-timeout >= 0")
-    # Only now: dnspython and the diagnosis engine cost ~30 ms a run that skips them.
-    from acmelb.resolution import parse_dns_server
-    from acmelb.selfcheck import SelfCheck, SelfCheckOptions
-
-    return SelfCheck(SelfCheckOptions(
-        mode=args.self_check, here=args.here, inside=tuple(args.inside),
-        outside=tuple(args.outside), resolve=resolve_map(args.resolve),
-        dns_server=parse_dns_server(args.dns_server) if args.dns_server else None,
-        timeout=args.timeout, total_timeout=args.self_check_timeout,
-        assume_public=tuple(args.assume_public)), progress=show)
+    return SelfCheckOptions(mode=args.self_check, probe=probe_settings(args),
+                            total_timeout=args.self_check_timeout)
 
 
 def _show_refusal(args: argparse.Namespace, refused: Any, deactivated: Any) -> None:
@@ -174,9 +146,8 @@ def _issue_many(args: argparse.Namespace, issuer: Any, requests: list[Any]) -> i
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmelb.errors import UsageError, ValidationFailedError
+    from acmelb.errors import SelfCheckRefused, UsageError, ValidationFailedError
     from acmelb.issuance import Issuer, IssueRequest
-    from acmelb.selfcheck import SelfCheckRefused, compare_with_ca
     from acmelb.solvers import SolverOptions
     from acmelb.store import Store
 
@@ -188,43 +159,37 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency must be between 1 and 256")
     show = progress_printer(args)
     groups = [tuple(args.names)] if args.names else _read_certificate_list(args.from_file)
-    self_check = _self_check(args, show)
     solver = SolverOptions(kind=args.solver, http_port=args.http_port,
                            addresses=tuple(args.http_address), webroot=args.webroot,
                            hook=args.hook,
                            state_dir=str(state_dir(args).resolve())
                            if args.solver == "serve" else None)
     requests = [IssueRequest(names=names, ca=ca_config(args), solver=solver,
-                             key_type=args.key_type, reuse_key=args.reuse_key)
+                             key_type=args.key_type, reuse_key=args.reuse_key,
+                             self_check=_self_check_options(args))
                 for names in groups]
     if args.from_file:
-        issuer = Issuer(Store(state_dir(args)), self_check=self_check)
-        return _issue_many(args, issuer, requests)
-    request = requests[0]
-    issuer = Issuer(Store(state_dir(args)), progress=show, self_check=self_check)
+        return _issue_many(args, Issuer(Store(state_dir(args))), requests)
+    issuer = Issuer(Store(state_dir(args)), progress=show)
     try:
-        result = issuer.issue(request)
+        result = issuer.issue(requests[0])
     except SelfCheckRefused as refused:
         _show_refusal(args, refused, issuer.deactivated)
         return 1
     except ValidationFailedError as failed:
-        if self_check is not None and self_check.reports:
-            for line in compare_with_ca(self_check.reports, failed.failures):
-                show(line)
+        for line in failed.notes:
+            show(line)
         raise
-    warnings = [] if self_check is None else [
-        f"{r.name}: {f.code.value}: {f.title}" for r in self_check.tolerated
-        for f in r.findings if f.sev.failing]
-    for line in warnings:
+    for line in result.warnings:
         show(f"warning (tolerated by --self-check tolerant): {line}")
     if args.json:
         doc: dict[str, Any] = {
             "name": result.name, "names": list(result.names), "version": result.version,
             "not_after": result.not_after.isoformat(), "live_dir": str(result.live_dir),
             "fullchain": str(result.fullchain), "privkey": str(result.privkey),
-            "warnings": warnings}
-        if self_check is not None:
-            doc["self_check"] = [r.to_json() for r in self_check.reports]
+            "warnings": list(result.warnings)}
+        if result.self_check:
+            doc["self_check"] = [r.to_json() for r in result.self_check]
         print_json(doc)
     else:
         print(f"Certificate for {', '.join(result.names)} issued, valid until "

@@ -26,17 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from acmelb.errors import AcmelbError, UsageError
+from acmelb.errors import FixError, UsageError
 
 PRE_CHAIN = "ACMELB-HAIRPIN-PRE"
 POST_CHAIN = "ACMELB-HAIRPIN-POST"
 NFT_TABLE = "acmelb_hairpin"
 COMMENT = "acmelb nat-loopback"
 TOOLS = ("iptables", "nft")
-
-
-class FixError(AcmelbError):
-    """Applying or verifying a fix failed (the ruleset was restored)."""
 
 
 @dataclass(frozen=True)
