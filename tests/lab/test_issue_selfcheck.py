@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from acmelb.lab import Lab
+from acmelb.lab.scenarios import ADDRESSES
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(180)]
 CONNECT_TIMEOUT = 2.0
@@ -94,3 +95,29 @@ def test_without_self_check_the_ca_rejects_the_intercepted_answer(lab_scenario: 
     assert "the CA fetched http://app.acmelb.test/.well-known/acme-challenge/" in stderr
     assert "did not match this challenge" in stderr
     assert "Traceback" not in stderr
+
+
+def test_renew_self_checks_as_the_original_issue_did(lab_scenario: Any, tmp_path: Path) -> None:
+    """The self-check settings live in the renewal configuration: a renewal through DNAT
+    whose NAT loopback was removed since is refused in strict mode, the old certificate kept."""
+    lab = lab_scenario("dnat", backends=("none",), ca=True)
+    fix = [sys.executable, "-m", "acmelb", "fix", "nat-loopback", "--vip", lab.vip,
+           "--backend", lab.backend_address("b1"), "--subnet", ADDRESSES.backend_subnet]
+    applied = lab.run("lb", [*fix, "--apply"], timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    code, doc, stderr, _ = issue(lab, tmp_path)  # strict, hairpin working: issued
+    assert code == 0, stderr
+    live = tmp_path / "live" / lab.scenario.name / "cert.pem"
+    first = live.read_bytes()
+    renewal = json.loads((tmp_path / "renewal" / f"{lab.scenario.name}.json").read_text())
+    assert renewal["self_check"]["mode"] == "strict"
+    assert renewal["self_check"]["probe"]["outside"] == [lab.vantage("pub")]
+
+    undone = lab.run("lb", [*fix, "--undo"], timeout=60)
+    assert undone.returncode == 0, undone.stderr
+    renew = lab.run("b1", [sys.executable, "-m", "acmelb", "renew", lab.scenario.name,
+                           "--force", "--state-dir", str(tmp_path)], timeout=150)
+    assert renew.returncode == 1, renew.stdout + renew.stderr
+    assert "nat-loopback" in renew.stdout
+    assert "self-check (strict) refused" in renew.stdout
+    assert live.read_bytes() == first  # the old certificate stays live
