@@ -105,7 +105,7 @@ def test_renew_self_checks_as_the_original_issue_did(lab_scenario: Any, tmp_path
            "--backend", lab.backend_address("b1"), "--subnet", ADDRESSES.backend_subnet]
     applied = lab.run("lb", [*fix, "--apply"], timeout=60)
     assert applied.returncode == 0, applied.stderr
-    code, doc, stderr, _ = issue(lab, tmp_path)  # strict, hairpin working: issued
+    code, _doc, stderr, _ = issue(lab, tmp_path)  # strict, hairpin working: issued
     assert code == 0, stderr
     live = tmp_path / "live" / lab.scenario.name / "cert.pem"
     first = live.read_bytes()
