@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acmelb.checks import DEFAULT_RUNNER, Stage
 from acmelb.checks.base import (
@@ -33,7 +33,7 @@ from acmelb.checks.base import (
     go_path,
     le_verdict,
 )
-from acmelb.errors import InvalidNameError
+from acmelb.errors import InvalidNameError, UsageError
 from acmelb.findings import Code, Finding, Severity, sort_findings
 from acmelb.names import normalize_name
 from acmelb.resolution import CaaCache, DnsResult, lookup
@@ -45,6 +45,9 @@ from acmelb.vantage import (
     build_vantages,
     parse_here,
 )
+
+if TYPE_CHECKING:
+    from acmelb.k8s import Challenge
 
 SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -59,6 +62,7 @@ MAX_PROCESSES = 4
 __all__ = [
     "SCHEMA",
     "Options",
+    "Plan",
     "Report",
     "Target",
     "analyse",
@@ -66,6 +70,9 @@ __all__ = [
     "diagnose_challenge",
     "diagnose_many",
     "make_target",
+    "names_from_text",
+    "plan",
+    "targets_from_names",
 ]
 
 
@@ -156,6 +163,54 @@ def make_target(
     if key is None and thumbprint is not None:
         key = f"{tok}.{thumbprint}"
     return Target(name=name, token=tok, key_authorization=key, random_token=random)
+
+
+def names_from_text(text: str) -> list[str]:
+    """Names one per line; blank lines and ``#`` comments skipped."""
+    return [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def targets_from_names(names: Sequence[str], token: str | None = None, key: str | None = None,
+                       thumbprint: str | None = None) -> list[Target]:
+    """One target per name, all with the same token and key (or a random token)."""
+    if not names:
+        raise UsageError("give a NAME, --from-file or --challenges")
+    if key and not token:
+        raise UsageError("--key needs --token")
+    if key and token and not key.startswith(token + "."):
+        raise UsageError("--key must be TOKEN.THUMBPRINT for the --token given")
+    return [make_target(n, token, key, thumbprint) for n in names]
+
+
+@dataclass
+class Plan:
+    """What a diagnose run will do: its targets, lines to tell the user first, and whether
+    the cluster's remedies apply (inside vantages in Kubernetes, or Challenges)."""
+
+    targets: list[Target]
+    infos: list[str]
+    cluster: bool
+
+
+def plan(
+    settings: ProbeSettings,
+    names: Sequence[str],
+    *,
+    token: str | None = None,
+    key: str | None = None,
+    thumbprint: str | None = None,
+    challenges: Sequence[Challenge] | None = None,
+) -> Plan:
+    """Targets from cert-manager Challenges (``names`` then filters them), or from names."""
+    if challenges is None:
+        return Plan(targets_from_names(names, token, key, thumbprint), [], settings.cluster)
+    if token or key or thumbprint:
+        raise UsageError("--challenges brings its own tokens; drop --token/--key/--thumbprint")
+    from acmelb.k8s import targets_from_challenges
+
+    targets, infos = targets_from_challenges(challenges, names)
+    return Plan(targets, infos, cluster=True)
 
 
 def _probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acmelb.errors import UsageError
+
+if TYPE_CHECKING:
+    from acmelb.checks.base import Target
 
 
 @dataclass
@@ -38,7 +42,7 @@ def parse_challenges(text: str, source: str = "input") -> list[Challenge]:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"{source}: not JSON ({exc})") from None
+        raise UsageError(f"{source}: not JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a JSON object (a List of Challenges)")
     if data.get("kind") == "Challenge":
@@ -84,3 +88,29 @@ def parse_challenges(text: str, source: str = "input") -> list[Challenge]:
             reason=reason if isinstance(reason, str) and reason else None,
         ))
     return out
+
+
+def targets_from_challenges(challenges: Sequence[Challenge], wanted_names: Iterable[str] = ()
+                            ) -> tuple[list[Target], list[str]]:
+    """The pending HTTP-01 challenges (of the wanted names, if any) as targets, and one
+    line for each challenge skipped and why."""
+    from acmelb.diagnose import make_target
+
+    wanted = {n.lower().rstrip(".") for n in wanted_names}
+    targets: list[Target] = []
+    infos: list[str] = []
+    for ch in challenges:
+        if wanted and ch.dns_name.lower() not in wanted:
+            continue
+        if not ch.http01:
+            infos.append(f"skipping {ch.ref} ({ch.dns_name}): {ch.type} challenge, not HTTP-01")
+            continue
+        if not ch.pending:
+            infos.append(f"skipping {ch.ref} ({ch.dns_name}): state {ch.state}")
+            continue
+        target = make_target(ch.dns_name, ch.token, ch.key)
+        target.challenge, target.reason = ch.ref, ch.reason
+        targets.append(target)
+    if not targets:
+        infos.append("no pending HTTP-01 challenge in the list")
+    return targets, infos

@@ -72,7 +72,7 @@ def _show_refusal(args: argparse.Namespace, refused: Any, deactivated: Any) -> N
     import dataclasses
     import sys
 
-    from acmelb.commands.diagnose import render
+    from acmelb.report import render
 
     if args.json:
         print_json({"ok": False, "error": str(refused),

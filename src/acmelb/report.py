@@ -1,0 +1,145 @@
+"""Showing diagnosis reports: the human text, the JSON documents, progress on a terminal.
+
+The library never prints; these functions write to the stream they are given
+(the CLI passes stdout/stderr), so ``acmelb diagnose`` and ``acmelb issue``
+show reports the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from acmelb.diagnose import Report
+
+__all__ = ["Progress", "attach_explain", "render", "write_infos", "write_json", "write_text"]
+
+
+def write_infos(lines: Sequence[str], out: TextIO) -> None:
+    for line in lines:
+        print(f"info: {line}", file=out)
+
+
+def write_json(reports: Sequence[Report], out: TextIO, *, array: bool) -> None:
+    """One report indented, or (``array``, or not exactly one) an array, one per line."""
+    docs = [r.to_json() for r in reports]
+    for doc, r in zip(docs, reports, strict=True):
+        attach_explain(doc, r)
+    if len(docs) == 1 and not array:
+        json.dump(docs[0], out, indent=2)
+    else:
+        # compact lines go through the C encoder (indent= falls back to pure Python, which
+        # costs a fleet run more than its probes)
+        out.write("[\n" + ",\n".join(json.dumps(d) for d in docs) + "\n]" if docs else "[]")
+    out.write("\n")
+
+
+def write_text(reports: Sequence[Report], out: TextIO, colour: bool = False) -> None:
+    """Every report rendered, a blank line between two."""
+    for i, r in enumerate(reports):
+        if i:
+            print(file=out)
+        render(r, out, colour)
+
+
+class Progress:
+    """``acmelb: diagnosed 340/1000, 12 failing`` on one terminal line, redrawn at most
+    ten times a second; only for a terminal (the caller decides) and gone at the end."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.total, self.out = total, out
+        self.done = self.failing = 0
+        self._drawn = 0.0
+
+    def update(self, report: Report) -> None:
+        self.done += 1
+        self.failing += not report.ok
+        now = self._clock()
+        if now - self._drawn >= 0.1 or self.done == self.total:
+            self._drawn = now
+            self.out.write(f"\racmelb: diagnosed {self.done}/{self.total}, "
+                           f"{self.failing} failing\033[K")
+            self.out.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.out.write("\r\033[K")
+            self.out.flush()
+
+
+def attach_explain(doc: dict[str, Any], report: Report) -> None:
+    """A Challenge's own failure message, explained, next to its report."""
+    if report.target.reason:
+        from acmelb.explain import explain
+
+        e = explain(report.target.reason)
+        doc["challenge"]["explain"] = {"source": e.source, "candidates": e.candidates,
+                                       "reasoning": e.reasoning}
+
+
+_COLOURS = {"fatal": "1;31", "error": "31", "warning": "33", "info": "36", "pass": "32",
+            "fail": "31", "unknown": "33"}
+
+
+def render(report: Report, out: TextIO, colour: bool = False) -> None:
+    """The human report: verdicts, then findings grouped by severity, evidence indented."""
+
+    def c(text: str, key: str) -> str:
+        return f"\033[{_COLOURS[key]}m{text}\033[0m" if colour else text
+
+    t = report.target
+    head = f"{t.name}  {t.url}"
+    print(c(head, "info") if colour else head, file=out)
+    if t.challenge:
+        print(f"  challenge {t.challenge}", file=out)
+        if t.reason:
+            from acmelb.explain import explain
+
+            e = explain(t.reason)
+            print(f"  cert-manager says: {t.reason}", file=out)
+            if e.candidates:
+                print(f"  that message points to: {', '.join(e.candidates)}", file=out)
+    if t.random_token:
+        print("  (random token: reachability and routing checked, not content; pass --token "
+              "and --key to check the answer)", file=out)
+    v = report.verdicts
+    print("  verdicts: " + ", ".join(f"{k} {c(val.upper(), val)}" for k, val in v.items()),
+          file=out)
+    vantages = sorted({r.label + ("" if r.usable else " (unusable)") for r in report.runs})
+    if vantages:
+        print(f"  vantages: {', '.join(vantages)}", file=out)
+    if report.runs and not any(r.role == "inside" for r in report.runs):
+        print("  (no inside vantage: add --inside 'ssh NODE' to check what cert-manager's "
+              "self-check sees: NAT loopback, PROXY protocol, split horizon)", file=out)
+    if not report.findings:
+        print("  " + c("OK", "pass") + ": no problem found", file=out)
+        return
+    for sev in ("fatal", "error", "warning", "info"):
+        group = [f for f in report.findings if f.sev.value == sev]
+        if not group:
+            continue
+        print(file=out)
+        print("  " + c(f"{sev.upper()} ({len(group)})", sev), file=out)
+        for f in group:
+            print(f"    {c(f.code.value, sev)}: {f.title}", file=out)
+            for line in textwrap.wrap(f.explanation, 88):
+                print(f"      {line}", file=out)
+            if f.vantages:
+                print(f"      seen from: {', '.join(f.vantages)}", file=out)
+            if f.evidence:
+                print("      evidence:", file=out)
+                for line in f.evidence:
+                    print(f"        {line}", file=out)
+            if f.remedy:
+                print("      fix:", file=out)
+                for line in f.remedy.splitlines():
+                    print(f"        {line}", file=out)
+    print(file=out)
+    print("  " + (c("OK", "pass") if report.ok else c("FAILED", "fail"))
+          + f": {sum(f.sev.failing for f in report.findings)} error(s)", file=out)
