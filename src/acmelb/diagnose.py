@@ -498,6 +498,7 @@ def _diagnose_in_processes(
                 index, item = results.get(timeout=1.0)
             except queue_module.Empty:
                 if any(c.exitcode not in (None, 0) for c in children):
+                    # from None: the queue's Empty is not the cause, the dead worker is
                     raise RuntimeError("a diagnosis worker process died") from None
                 continue
             if index < 0:

@@ -85,8 +85,8 @@ def parse_dns_server(text: str) -> tuple[str, int]:
         port = int(p)
     try:
         ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"--dns-server {text!r}: not an IP address") from None
+    except ValueError as exc:
+        raise UsageError(f"--dns-server {text!r}: not an IP address") from exc
     if not 0 < port < 65536:
         raise UsageError(f"--dns-server {text!r}: port out of range")
     return host, port
@@ -150,7 +150,6 @@ class _Server:
         import dns.exception
         import dns.message
         import dns.name
-        import dns.query
         import dns.rdataclass
 
         start = time.time()
@@ -188,9 +187,8 @@ class _Server:
                     self._first[key] = (qn, req, start, ex)
                 pending.clear()
                 break
-            if not dns.query._matches_destination(  # type: ignore[no-untyped-call]
-                    self.family, source, self.destination, True):
-                continue
+            if not from_destination(source, self.destination):
+                continue  # a stray datagram
             outcome: Any = None
             try:
                 outcome = dns.message.from_wire(data, raise_on_truncation=True)
@@ -269,10 +267,10 @@ class _Server:
                 errors.append((self.label, attempt_tcp, self.port, ex, None))
                 if isinstance(ex, dns.exception.FormError | EOFError | OSError
                               | NotImplementedError):
-                    raise _no_nameservers(request, errors) from None
+                    raise _no_nameservers(request, errors) from ex
                 if isinstance(ex, dns.message.Truncated):
                     if attempt_tcp:
-                        raise _no_nameservers(request, errors) from None
+                        raise _no_nameservers(request, errors) from ex
                     tcp = True
                 continue
             assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
@@ -282,7 +280,7 @@ class _Server:
                     chained = response.resolve_chaining()
                 except Exception as e:
                     errors.append((self.label, attempt_tcp, self.port, e, response))
-                    raise _no_nameservers(request, errors) from None
+                    raise _no_nameservers(request, errors) from e
                 if rcode == dns.rcode.NXDOMAIN:
                     raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
                         qnames=[qname], responses={qname: response})
@@ -299,7 +297,6 @@ class _Server:
         ignore_unexpected=True)`` on this lookup's socket."""
         import dns.exception
         import dns.message
-        import dns.query
 
         wire = request.to_wire()
         expiration = time.time() + timeout
@@ -316,10 +313,9 @@ class _Server:
             try:
                 data, source = sock.recvfrom(65535)
             except TimeoutError:
-                raise dns.exception.Timeout from None
-            if not dns.query._matches_destination(  # type: ignore[no-untyped-call]
-                    self.family, source, self.destination, True):
-                continue
+                raise dns.exception.Timeout from None  # the same event, in dnspython's terms
+            if not from_destination(source, self.destination):
+                continue  # a stray datagram, as dnspython ignores them
             try:
                 r = dns.message.from_wire(data, keyring=request.keyring,
                                           request_mac=request.mac, raise_on_truncation=True)
@@ -332,6 +328,17 @@ class _Server:
             if not request.is_response(r):
                 continue
             return r
+
+
+def from_destination(source: tuple[Any, ...], destination: tuple[Any, ...]) -> bool:
+    """Did a datagram come from the server asked (address and port)? What dnspython's
+    private ``dns.query._matches_destination`` checks, for unicast servers."""
+    try:
+        same = (ipaddress.ip_address(str(source[0]).split("%", 1)[0])
+                == ipaddress.ip_address(str(destination[0]).split("%", 1)[0]))
+    except ValueError:
+        return False
+    return same and source[1] == destination[1]
 
 
 def _no_nameservers(request: dns.message.Message, errors: list[Any]) -> Exception:

@@ -97,7 +97,7 @@ class CommandPrefix:
         try:
             argv = shlex.split(prefix)
         except ValueError as exc:
-            raise UsageError(f"--{role.value} {prefix!r}: {exc}") from None
+            raise UsageError(f"--{role.value} {prefix!r}: {exc}") from exc
         if not argv:
             raise UsageError(f"--{role.value}: empty command")
         if shutil.which(argv[0]) is None:

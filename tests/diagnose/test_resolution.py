@@ -9,7 +9,13 @@ import pytest
 from acmelb.checks.base import Options
 from acmelb.diagnose import diagnose, diagnose_challenge, make_target
 from acmelb.errors import UsageError
-from acmelb.resolution import caa_permits, lookup, parse_dns_server, reserved_reason
+from acmelb.resolution import (
+    caa_permits,
+    from_destination,
+    lookup,
+    parse_dns_server,
+    reserved_reason,
+)
 from acmelb.vantage import Local, Role
 from tests.diagnose.dnsserver import DnsServer
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, THUMB, Server, answer
@@ -126,3 +132,17 @@ def test_reserved_ranges(addr: str, reason: str) -> None:
 
 def test_public_address_is_not_reserved() -> None:
     assert reserved_reason("8.8.8.8") is None and reserved_reason("2606:4700::1111") is None
+
+
+@pytest.mark.parametrize(("source", "destination", "expected"), [
+    (("127.0.0.1", 53), ("127.0.0.1", 53), True),
+    (("::1", 5353, 0, 0), ("0:0::1", 5353, 0, 0), True),  # the same address, written apart
+    (("fe80::1%eth0", 53, 0, 2), ("fe80::1", 53, 0, 2), True),
+    (("127.0.0.2", 53), ("127.0.0.1", 53), False),  # another host
+    (("127.0.0.1", 5300), ("127.0.0.1", 53), False),  # another port
+    (("not-an-address", 53), ("127.0.0.1", 53), False),
+])
+def test_only_the_server_asked_may_answer(source: tuple[object, ...],
+                                          destination: tuple[object, ...],
+                                          expected: bool) -> None:
+    assert from_destination(source, destination) is expected

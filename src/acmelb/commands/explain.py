@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             text = sys.stdin.read()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read standard input: {exc}") from None
+            raise UsageError(f"cannot read standard input: {exc}") from exc
     else:
         text = " ".join(args.text)
     if not text.strip():
