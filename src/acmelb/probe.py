@@ -295,6 +295,18 @@ def _tls_handshake_ok(address: str, port: int, host: str, timeout: float) -> boo
             pass
 
 
+class _Outcome(Exception):
+    """A fetch that ended without a response: the hop's outcome, its error text, and the
+    bytes that came back (as evidence) if any. Every step raises only this; one handler
+    in ``fetch_once`` turns it into the hop record."""
+
+    def __init__(self, outcome: str, error: str, body: Optional[str] = None) -> None:
+        Exception.__init__(self, error)
+        self.outcome = outcome
+        self.error = error
+        self.body = body
+
+
 def fetch_once(
     url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool = False
 ) -> Hop:
@@ -305,165 +317,36 @@ def fetch_once(
     connect_timeout = float(opts.get("connect_timeout", 5.0))
     read_timeout = float(opts.get("read_timeout", connect_timeout))
     total_timeout = float(opts.get("total_timeout", connect_timeout * 2))
-    body_cap = int(opts.get("body_cap", 1024 * 1024))
-    user_agent = opts.get("user_agent") or DEFAULT_USER_AGENT
     scheme, host, port, path = _split_url(url)
     family = _family_of(address)
     rec = new_hop(url, address=address, port=port, family=_family_name(family),
                   proxy_protocol=bool(proxy_protocol))
     start = _now()
     deadline = start + total_timeout
-    sock = None
+    sock = None  # type: Optional[socket.socket]
     try:
-        try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-        except OSError as exc:
-            rec["outcome"], rec["error"] = "connect-error", str(exc)
-            return rec
-        sock.settimeout(min(connect_timeout, total_timeout))
-        try:
-            sock.connect((address, port))
-        except socket.timeout:
-            rec["outcome"] = "connect-timeout"
-            rec["error"] = "connect timed out after %.1f s" % min(connect_timeout, total_timeout)
-            return rec
-        except ConnectionRefusedError:
-            rec["outcome"], rec["error"] = "connect-refused", "connection refused"
-            return rec
-        except OSError as exc:
-            rec["outcome"], rec["error"] = "connect-error", exc.strerror or str(exc)
-            return rec
+        sock = _connect(family, address, port, min(connect_timeout, total_timeout))
         rec["connect_ms"] = int((_now() - start) * 1000)
         if proxy_protocol:
             sock.sendall(_proxy_header(sock, family))
         if scheme == "https":
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE  # the CA ignores certificate errors here
-            sock.settimeout(max(0.001, min(read_timeout, deadline - _now())))
-            try:
-                sock = ctx.wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
-            except socket.timeout:
-                rec["outcome"], rec["error"] = "read-timeout", "TLS handshake timed out"
-                return rec
-            except (ssl.SSLError, OSError) as exc:
-                rec["outcome"], rec["error"] = "bad-response", "TLS handshake failed: %s" % exc
-                return rec
-        default = 443 if scheme == "https" else 80
-        host_header = ("[%s]" % host if ":" in host else host) + (
-            "" if port == default else ":%d" % port
-        )
-        request = (
-            "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
-            "Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
-            % (path, host_header, user_agent)
-        ).encode("latin-1")
-        try:
-            sock.sendall(request)
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            rec["outcome"], rec["error"] = "reset", "connection reset while sending: %s" % exc
-            return rec
+            sock = _start_tls(sock, host, max(0.001, min(read_timeout, deadline - _now())))
+        _send_request(sock, path, _host_header(scheme, host, port),
+                      opts.get("user_agent") or DEFAULT_USER_AGENT)
         reader = _Reader(sock, read_timeout, deadline)
-        try:
-            head = reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
-        except ConnectionResetError:
-            rec["outcome"] = "reset"
-            rec["error"] = "connection reset by peer before any response"
-            if reader.total:
-                rec["error"] = "connection reset after %d bytes of non-HTTP data" % reader.total
-            return rec
-        except socket.timeout:
-            if reader.total:
-                rec["outcome"] = "read-timeout"
-                rec["error"] = "incomplete response header, then no data for %.1f s" % read_timeout
-            else:
-                rec["outcome"] = "read-timeout"
-                rec["error"] = "connected, no response for %.1f s" % read_timeout
-            return rec
-        except ValueError as exc:
-            rec["outcome"], rec["error"] = "bad-response", str(exc)
-            return rec
-        if head is None:
-            data = reader.buf
-            if not data:
-                rec["outcome"] = "empty-reply"
-                rec["error"] = "connection accepted, then closed without any response"
-            elif _looks_tls(data):
-                rec["outcome"] = "tls-on-http-port"
-                rec["error"] = "a TLS record came back: plain HTTP was sent to a TLS port"
-            elif data.startswith(b"HTTP/"):
-                rec["outcome"] = "bad-response"
-                rec["error"] = "truncated response header"
-            else:
-                rec["outcome"] = "bad-response"
-                rec["error"] = "not an HTTP response: %r" % data[:60]
-            rec["body"] = _decode_body(data[:BODY_KEEP]) if data else None
-            return rec
-        if _looks_tls(head):
-            rec["outcome"] = "tls-on-http-port"
-            rec["error"] = "a TLS record came back: plain HTTP was sent to a TLS port"
-            return rec
-        lines = head.decode("latin-1").split("\r\n")
-        status_line = lines[0]
-        m = re.match(r"^HTTP/\d(?:\.\d)?\s+(\d{3})(?:\s+(.*))?$", status_line)
-        if not m:
-            rec["outcome"] = "bad-response"
-            rec["error"] = "not an HTTP status line: %r" % status_line[:80]
-            return rec
-        status = int(m.group(1))
-        rec["status"] = status
-        rec["reason"] = (m.group(2) or "").strip()
-        headers = []  # type: List[List[str]]
-        for line in lines[1:]:
-            if not line:
-                continue
-            if ":" in line:
-                k, v = line.split(":", 1)
-                headers.append([k.strip(), v.strip()])
-        rec["headers"] = headers[:100]
-        hmap = {}  # type: Dict[str, str]
-        for k, v in headers:
-            hmap.setdefault(k.lower(), v)
-        truncated = False
-        try:
-            if status in (204, 304) or 100 <= status < 200:
-                body = b""
-            elif "chunked" in hmap.get("transfer-encoding", "").lower():
-                body, truncated = _read_chunked(reader, body_cap)
-            elif "content-length" in hmap and hmap["content-length"].strip().isdigit():
-                length = int(hmap["content-length"].strip())
-                body = reader.read_exact(min(length, body_cap + 1))
-                truncated = length > body_cap
-            else:
-                body = reader.read_to_eof(body_cap)
-            if len(body) > body_cap:
-                body, truncated = body[: body_cap + 1], True
-        except ConnectionResetError:
-            body = reader.buf
-            rec["error"] = "connection reset while reading the body"
-        except socket.timeout:
-            body = reader.buf
-            rec["error"] = "body incomplete: no data for %.1f s" % read_timeout
-        except ValueError as exc:
-            body = reader.buf
-            rec["error"] = "body unreadable: %s" % exc
-        rec["outcome"] = "response"
-        rec["body"] = _decode_body(body[:BODY_KEEP])
-        rec["body_length"] = len(body) if not truncated else len(body) - 1
-        rec["body_truncated"] = truncated
-        if truncated:
-            rec["body_length"] = body_cap
-        return rec
+        _read_response(rec, reader, _read_head(reader, read_timeout),
+                       int(opts.get("body_cap", 1024 * 1024)))
+    except _Outcome as out:
+        rec["outcome"], rec["error"] = out.outcome, out.error
+        if out.body is not None:
+            rec["body"] = out.body
     except _Deadline:
         rec["outcome"] = "total-timeout"
         rec["error"] = "no complete response within %.1f s" % total_timeout
-        return rec
     except ConnectionResetError as exc:
         rec["outcome"], rec["error"] = "reset", "connection reset: %s" % exc
-        return rec
     except OSError as exc:
         rec["outcome"], rec["error"] = "connect-error", str(exc)
-        return rec
     finally:
         rec["elapsed_ms"] = int((_now() - start) * 1000)
         if sock is not None:
@@ -471,6 +354,159 @@ def fetch_once(
                 sock.close()
             except OSError:
                 pass
+    return rec
+
+
+def _connect(family: int, address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``address``: the socket, or the dial error as an outcome."""
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise _Outcome("connect-error", str(exc)) from exc
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+    except socket.timeout as exc:
+        sock.close()
+        raise _Outcome("connect-timeout", "connect timed out after %.1f s" % timeout) from exc
+    except ConnectionRefusedError as exc:
+        sock.close()
+        raise _Outcome("connect-refused", "connection refused") from exc
+    except OSError as exc:
+        sock.close()
+        raise _Outcome("connect-error", exc.strerror or str(exc)) from exc
+    return sock
+
+
+def _start_tls(sock: socket.socket, host: str, timeout: float) -> socket.socket:
+    """TLS over ``sock`` for an https hop; the CA ignores certificate errors here."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sock.settimeout(timeout)
+    try:
+        return ctx.wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+    except socket.timeout as exc:
+        raise _Outcome("read-timeout", "TLS handshake timed out") from exc
+    except (ssl.SSLError, OSError) as exc:
+        raise _Outcome("bad-response", "TLS handshake failed: %s" % exc) from exc
+
+
+def _host_header(scheme: str, host: str, port: int) -> str:
+    default = 443 if scheme == "https" else 80
+    return ("[%s]" % host if ":" in host else host) + ("" if port == default else ":%d" % port)
+
+
+def _send_request(sock: socket.socket, path: str, host_header: str, user_agent: str) -> None:
+    request = (
+        "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
+        "Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
+        % (path, host_header, user_agent)
+    ).encode("latin-1")
+    try:
+        sock.sendall(request)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise _Outcome("reset", "connection reset while sending: %s" % exc) from exc
+
+
+def _read_head(reader: _Reader, read_timeout: float) -> bytes:
+    """The response head up to its blank line, or why none came."""
+    try:
+        head = reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
+    except ConnectionResetError as exc:
+        if reader.total:
+            raise _Outcome("reset", "connection reset after %d bytes of non-HTTP data"
+                           % reader.total) from exc
+        raise _Outcome("reset", "connection reset by peer before any response") from exc
+    except socket.timeout as exc:
+        if reader.total:
+            raise _Outcome("read-timeout", "incomplete response header, then no data for "
+                           "%.1f s" % read_timeout) from exc
+        raise _Outcome("read-timeout",
+                       "connected, no response for %.1f s" % read_timeout) from exc
+    except ValueError as exc:
+        raise _Outcome("bad-response", str(exc)) from exc
+    if head is None:
+        raise _closed_early(reader.buf)
+    if _looks_tls(head):
+        raise _Outcome("tls-on-http-port",
+                       "a TLS record came back: plain HTTP was sent to a TLS port")
+    return head
+
+
+def _closed_early(data: bytes) -> _Outcome:
+    """The connection closed before a complete head: what the bytes so far say."""
+    body = _decode_body(data[:BODY_KEEP]) if data else None
+    if not data:
+        return _Outcome("empty-reply", "connection accepted, then closed without any response")
+    if _looks_tls(data):
+        return _Outcome("tls-on-http-port",
+                        "a TLS record came back: plain HTTP was sent to a TLS port", body)
+    if data.startswith(b"HTTP/"):
+        return _Outcome("bad-response", "truncated response header", body)
+    return _Outcome("bad-response", "not an HTTP response: %r" % data[:60], body)
+
+
+_STATUS_LINE = re.compile(r"^HTTP/\d(?:\.\d)?\s+(\d{3})(?:\s+(.*))?$")
+
+
+def parse_head(text: str) -> Tuple[Optional[int], str, List[List[str]]]:
+    """A response head (status line, then header lines; CRLF between) as status, reason
+    and headers; status is None when the first line is not an HTTP status line.
+    Also used for the heads that curl prints (``acmelb.vantage``)."""
+    lines = text.split("\r\n")
+    headers = [[k.strip(), v.strip()] for k, sep, v in (ln.partition(":") for ln in lines[1:])
+               if sep]
+    m = _STATUS_LINE.match(lines[0])
+    if not m:
+        return None, "", headers
+    return int(m.group(1)), (m.group(2) or "").strip(), headers
+
+
+def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> None:
+    """Status, headers and body (within ``body_cap``) into the hop record."""
+    status, reason, headers = parse_head(head.decode("latin-1"))
+    if status is None:
+        first = head.decode("latin-1").split("\r\n", 1)[0]
+        raise _Outcome("bad-response", "not an HTTP status line: %r" % first[:80])
+    rec["status"], rec["reason"], rec["headers"] = status, reason, headers[:100]
+    hmap = {}  # type: Dict[str, str]
+    for k, v in headers:
+        hmap.setdefault(k.lower(), v)
+    body, truncated, error = _read_body(reader, status, hmap, body_cap)
+    if error is not None:
+        rec["error"] = error
+    rec["outcome"] = "response"
+    rec["body"] = _decode_body(body[:BODY_KEEP])
+    rec["body_length"] = body_cap if truncated else len(body)
+    rec["body_truncated"] = truncated
+
+
+def _read_body(reader: _Reader, status: int, hmap: Dict[str, str], cap: int
+               ) -> Tuple[bytes, bool, Optional[str]]:
+    """The body as framed (none, chunked, Content-Length, to EOF), at most ``cap`` + 1
+    bytes; whether it was cut; what went wrong reading it (the hop stays a response)."""
+    truncated = False
+    try:
+        if status in (204, 304) or 100 <= status < 200:
+            body = b""
+        elif "chunked" in hmap.get("transfer-encoding", "").lower():
+            body, truncated = _read_chunked(reader, cap)
+        elif "content-length" in hmap and hmap["content-length"].strip().isdigit():
+            length = int(hmap["content-length"].strip())
+            body = reader.read_exact(min(length, cap + 1))
+            truncated = length > cap
+        else:
+            body = reader.read_to_eof(cap)
+        if len(body) > cap:
+            body, truncated = body[: cap + 1], True
+    except ConnectionResetError:
+        return reader.buf, False, "connection reset while reading the body"
+    except socket.timeout:
+        return reader.buf, False, "body incomplete: no data for %.1f s" % reader.read_timeout
+    except ValueError as exc:
+        return reader.buf, False, "body unreadable: %s" % exc
+    return body, truncated, None
 
 
 def _finish_tls_check(rec: Hop, opts: Dict[str, Any]) -> Hop:
@@ -526,22 +562,10 @@ def fetch_chain(
         hop["location"] = location
         hop["redirect_to"] = target
         redirects.append(hop)
-        problem = None
-        scheme = target.split(":", 1)[0].lower()
-        host = ""
-        if scheme not in ("http", "https"):
-            problem = "unsupported scheme %r in redirect target %s" % (scheme, target)
-        elif target in seen:
-            problem = "redirect loop: %s was already visited" % target
-        elif len(redirects) > MAX_HOPS:
-            problem = "stopped after %d redirects" % MAX_HOPS
-        if problem is None:
-            try:
-                host = _split_url(target)[1]
-            except ValueError as exc:
-                problem = str(exc)
-        if problem is not None:
-            return {"final": _redirect_error(target, problem), "redirects": redirects}
+        try:
+            host = _redirect_host(target, seen, len(redirects))
+        except _Outcome as out:
+            return {"final": _redirect_error(target, out.error), "redirects": redirects}
         seen.append(target)
         res = resolve(host, overrides)
         candidates = res["aaaa"][:1] + res["a"][:1]
@@ -552,6 +576,23 @@ def fetch_chain(
             final["outcome"] = "dns-error"
             return {"final": final, "redirects": redirects}
         current_url = target
+
+
+def _redirect_host(target: str, seen: List[str], hops: int) -> str:
+    """Whether Go's client follows a redirect to ``target`` (after ``hops`` redirects):
+    the host to dial, or the problem as a redirect-error outcome."""
+    scheme = target.split(":", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise _Outcome("redirect-error",
+                       "unsupported scheme %r in redirect target %s" % (scheme, target))
+    if target in seen:
+        raise _Outcome("redirect-error", "redirect loop: %s was already visited" % target)
+    if hops > MAX_HOPS:
+        raise _Outcome("redirect-error", "stopped after %d redirects" % MAX_HOPS)
+    try:
+        return _split_url(target)[1]
+    except ValueError as exc:
+        raise _Outcome("redirect-error", str(exc)) from exc
 
 
 def new_hop(url: str, **fields: Any) -> Hop:

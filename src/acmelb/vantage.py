@@ -243,7 +243,7 @@ def curl_probe(
             hops = int(fields[4]) if len(fields) > 4 and fields[4].isdigit() else 0
             for _ in range(hops):
                 block, _sep, rest = rest.partition("\r\n\r\n")
-                status, reason, headers = _parse_head(block)
+                status, reason, headers = _probe.parse_head(block)
                 location = next((v for k, v in headers if k.lower() == "location"), "")
                 target = _probe._join_url(current, location) if location else current
                 redirects.append({**hop, "url": current, "status": status, "reason": reason,
@@ -251,7 +251,7 @@ def curl_probe(
                                   "redirect_to": target, "body": "", "body_length": 0})
                 current = target
             head, _sep, body = rest.partition("\r\n\r\n")
-            status, reason, headers = _parse_head(head)
+            status, reason, headers = _probe.parse_head(head)
             hop["url"] = fields[5] if len(fields) > 5 else current
             hop["status"] = code
             hop["reason"] = reason
@@ -271,15 +271,6 @@ def curl_probe(
         "name": request["name"], "url": request["url"], "resolution": resolution,
         "attempts": attempts, "elapsed_ms": sum(a["final"]["elapsed_ms"] for a in attempts),
     }
-
-
-def _parse_head(block: str) -> tuple[int | None, str, list[list[str]]]:
-    lines = block.split("\r\n")
-    parts = lines[0].split(" ", 2)
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-    reason = parts[2] if len(parts) > 2 else ""
-    headers = [[k.strip(), v.strip()] for k, _, v in (ln.partition(":") for ln in lines[1:]) if k]
-    return status, reason, headers
 
 
 def parse_here(text: str) -> Role:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from acmelb import probe as _probe
 from acmelb.errors import UsageError
 from acmelb.vantage import (
     CommandPrefix,
@@ -184,3 +185,19 @@ def test_build_vantages_in_order() -> None:
 def test_cluster_guess(inside: tuple[str, ...], cluster: bool) -> None:
     assert looks_like_cluster(inside) is cluster
     assert ProbeSettings(inside=inside).cluster is cluster
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    ("HTTP/1.1 301 Moved Permanently\r\nLocation: /final\r\nServer:  nginx ",
+     (301, "Moved Permanently", [["Location", "/final"], ["Server", "nginx"]])),
+    ("HTTP/1.1 200 OK\r\nX-Empty:\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT",
+     (200, "OK", [["X-Empty", ""], ["Date", "Mon, 01 Jan 2024 00:00:00 GMT"]])),
+    ("HTTP/2 404 \r\ncontent-type: text/plain", (404, "", [["content-type", "text/plain"]])),
+    ("HTTP/1.0 503", (503, "", [])),
+    ("garbage\r\nA: b", (None, "", [["A", "b"]])),
+])
+def test_curl_heads_parse_with_the_probes_parser(head: str, expected: tuple[Any, ...]) -> None:
+    """The curl fallback reads the heads curl prints (-D -) with the probe's own parser."""
+    assert _probe.parse_head(head) == expected
+    # the probe's own form: the head with its blank line
+    assert _probe.parse_head(head + "\r\n\r\n") == expected
