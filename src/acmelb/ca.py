@@ -446,21 +446,35 @@ def open_account(store: Store, config: CAConfig, *, register: bool = True) -> CA
             ensure_private_dir(account_dir)
             atomic_write(key_path, key.json_dumps().encode(), 0o600)
         client = CAClient(config, key)
-        new = messages.NewRegistration.from_data(
-            email=config.email, terms_of_service_agreed=True)
-        try:
-            regr = client.call(lambda: client.acme.new_account(new), what="register an account")
-        except acme_errors.ConflictError as exc:
-            # The key is known to the CA already: fetch its account URL.
-            regr = messages.RegistrationResource(uri=str(exc.location),
-                                                 body=messages.Registration())
-            regr = client.call(lambda: client.acme.query_registration(regr),
-                               what="look up the account")
+        regr = register_account(client)
         atomic_write(regr_path, regr.json_dumps(indent=2).encode(), 0o600)
         atomic_write(account_dir / "meta.json",
                      json.dumps({"directory": config.directory_url}).encode(), 0o600)
-        client.net.account = regr
         return client
+
+
+def register_account(client: CAClient) -> messages.RegistrationResource:
+    """Log ``client`` in as its key's account, creating it if the CA does not know the key.
+
+    Idempotent: registering a known key answers with its existing account, so every
+    instance of a cluster sharing one key ends up on one account.
+    """
+    new = messages.NewRegistration.from_data(
+        email=client.config.email, terms_of_service_agreed=True)
+    try:
+        regr = client.call(lambda: client.acme.new_account(new), what="register an account")
+    except acme_errors.ConflictError as exc:
+        # The key is known to the CA already: fetch its account URL.
+        known = messages.RegistrationResource(uri=str(exc.location),
+                                              body=messages.Registration())
+        regr = client.call(lambda: client.acme.query_registration(known),
+                           what="look up the account")
+    client.net.account = regr
+    return regr
+
+
+def new_account_key() -> JWK:
+    return _new_key()
 
 
 def describe_account(client: CAClient, store: Store) -> Account:

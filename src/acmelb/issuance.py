@@ -487,14 +487,16 @@ def renew(store: Store, names: Sequence[str] | None, *, days: float,
                 continue
             detail = f"renewed, valid until {result.not_after:%Y-%m-%d %H:%M} UTC"
             if deploy_hook:
-                detail += _run_deploy_hook(deploy_hook, result)
+                detail += run_deploy_hook(deploy_hook, result.live_dir, result.names)
             outcomes[name] = RenewOutcome(name, "renewed", detail, result)
     return [outcomes[name] for name in wanted]
 
 
-def _run_deploy_hook(command: str, result: IssueResult) -> str:
-    env = {**os.environ, "RENEWED_LINEAGE": str(result.live_dir),
-           "RENEWED_DOMAINS": " ".join(result.names)}
+def run_deploy_hook(command: str, live_dir: Path, names: Sequence[str]) -> str:
+    """certbot's deploy hook: ``command`` through the shell with RENEWED_LINEAGE and
+    RENEWED_DOMAINS; what happened, as a clause to append to a status line."""
+    env = {**os.environ, "RENEWED_LINEAGE": str(live_dir),
+           "RENEWED_DOMAINS": " ".join(names)}
     try:
         proc = subprocess.run(command, shell=True, env=env, capture_output=True, text=True,
                               timeout=300, stdin=subprocess.DEVNULL, check=False)

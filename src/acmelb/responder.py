@@ -56,6 +56,9 @@ class ExactTokens:
     def answer(self, token: str) -> str | None:
         return self._tokens.get(token)
 
+    def tokens(self) -> set[str]:
+        return set(self._tokens)
+
     def __len__(self) -> int:
         return len(self._tokens)
 

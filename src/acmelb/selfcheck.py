@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from acmelb.codes import Code
 from acmelb.errors import SelfCheckRefused, UsageError
 from acmelb.solvers import PendingChallenge, SolverOptions
-from acmelb.vantage import ProbeSettings
+from acmelb.vantage import ProbeSettings, Vantage, build_vantages
 
 if TYPE_CHECKING:
     from acmelb.diagnose import Report
@@ -80,13 +80,15 @@ class SelfCheckOptions:
 
 
 def make_self_check(options: SelfCheckOptions | None, solver: SolverOptions,
-                    progress: Callable[[str], None]) -> SelfCheck | None:
+                    progress: Callable[[str], None], *,
+                    more_vantages: Callable[[], Sequence[Vantage]] | None = None
+                    ) -> SelfCheck | None:
     """The self-check of one run, or None when there is none (said through ``progress``)."""
     if options is None:
         return None
     reason = options.skip_reason(solver)
     if reason is None:
-        return SelfCheck(options, progress)
+        return SelfCheck(options, progress, more_vantages=more_vantages)
     if reason != "off":
         progress(reason)
     return None
@@ -121,17 +123,23 @@ class SelfCheck:
     """Callable seam for ``Issuer``: raises SelfCheckRefused, keeps every report."""
 
     def __init__(self, options: SelfCheckOptions,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, *,
+                 more_vantages: Callable[[], Sequence[Vantage]] | None = None) -> None:
         self.options = options
+        # vantages beyond the settings' own, asked afresh for each check (a cluster's
+        # live members)
+        self.more_vantages = more_vantages or (lambda: ())
         self.progress = progress or (lambda _message: None)
         self.reports: list[Report] = []
         self.tolerated: list[Report] = []
 
     def _diagnose(self, challenge: PendingChallenge) -> Report:
-        from acmelb.diagnose import diagnose_challenge
+        from acmelb.diagnose import diagnose, make_target
 
-        return diagnose_challenge(challenge.name, challenge.token,
-                                  challenge.key_authorization, self.options.probe)
+        probe = self.options.probe
+        target = make_target(challenge.name, challenge.token, challenge.key_authorization)
+        vantages = [*build_vantages(probe), *self.more_vantages()]
+        return diagnose(target, vantages, probe.options(), cluster=probe.cluster)
 
     def _settle(self, challenge: PendingChallenge) -> Report:
         deadline = time.monotonic() + self.options.total_timeout

@@ -1,0 +1,500 @@
+"""``acmelb agent``: one long-running process per instance behind the load balancer.
+
+Threads, each with one job:
+
+* the responder answers every pending token of the cluster on port 80, from a
+  local copy fed by an etcd watch (and resynchronised every few seconds, since a
+  watch dies silently with its etcd member);
+* the heartbeat keeps this member's lease (and the leases of the locks it holds)
+  alive and records its installed versions and health under ``members/``;
+* the sync loop installs new certificate versions into the local ``live/`` (the
+  atomic switch of ``acmelb.store``) and runs the deploy hook, and answers the
+  probes other members ask of it for their self-checks;
+* the renewal loop finds certificates that are due, takes a certificate's lock
+  (an etcd lease), and runs the issuance pipeline of ``acmelb issue`` with the
+  cluster as its solver (tokens published under the lock's lease), every live
+  member as a self-check vantage, and every write fenced by the lock; a pending
+  order left by a holder that died is resumed, not ordered again.
+
+An instance cut off from etcd keeps serving what it has installed and issues
+nothing; it converges when the store comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cryptography import x509
+
+from acmelb.cluster.config import AgentConfig, CertificateSpec
+from acmelb.cluster.kv import EtcdKV, Fence, wait_until
+from acmelb.cluster.metrics import AgentMetrics
+from acmelb.cluster.schedule import default_window
+from acmelb.cluster.secrets import SecretBox
+from acmelb.cluster.store import ClusterStore, MemberRecord, PendingOrder, StoredCertificate
+from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
+from acmelb.responder import ExactTokens, RequestLog, Responder, ResponderThread
+from acmelb.solvers import PendingChallenge, SolverOptions
+from acmelb.store import Store
+from acmelb.vantage import ProbeResult, Role, VantageFailure
+
+Log = Callable[[str], None]
+RESYNC_INTERVAL = 2.0  # seconds between full resyncs of the watch-fed copies
+PROBE_WAIT_MARGIN = 5.0  # a member's probe result may take this long beyond the probe budget
+
+
+@dataclass
+class AgentState:
+    """What this member knows about itself (read by the heartbeat and by status)."""
+
+    started: float = field(default_factory=time.time)
+    store_ok: bool = False
+    installed: dict[str, int] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+    held: dict[str, Fence] = field(default_factory=dict)
+
+
+class ClusterSolver:
+    """Presents tokens to the whole cluster: published under the lock holder's lease."""
+
+    name = "cluster"
+
+    def __init__(self, store: ClusterStore, fence: Fence, local: ExactTokens) -> None:
+        self.store, self.fence, self.local = store, fence, local
+
+    def present(self, challenges: Sequence[PendingChallenge]) -> None:
+        self.store.publish_tokens(self.fence, challenges)
+        for challenge in challenges:  # this member answers at once, without the watch
+            self.local.add(challenge.token, challenge.key_authorization)
+
+    def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
+        for challenge in challenges:
+            self.local.remove(challenge.token)
+        with contextlib.suppress(LockLost, StoreUnavailable):  # the lease takes them anyway
+            self.store.withdraw_tokens(self.fence, challenges)
+
+    def close(self) -> None:
+        pass
+
+
+class MemberVantage:
+    """Another live member, as a self-check vantage behind the LB: the probe request goes
+    through the store and the member runs the same probe as every other vantage."""
+
+    role = Role.INSIDE
+    remote = True
+
+    def __init__(self, store: ClusterStore, fence: Fence, member: str) -> None:
+        self.store, self.fence, self.member = store, fence, member
+
+    @property
+    def label(self) -> str:
+        return f"inside:member:{self.member}"
+
+    def run(self, request: dict[str, Any], budget: float) -> ProbeResult | VantageFailure:
+        probe_id = self.store.ask_probe(self.fence, self.member, request)
+        result: dict[str, Any] = {}
+
+        def answered() -> bool:
+            found = self.store.probe_result(probe_id)
+            if found is not None:
+                result.update(found)
+            return found is not None
+
+        try:
+            if wait_until(answered, budget + PROBE_WAIT_MARGIN):
+                return result
+            return VantageFailure(f"member {self.member} did not answer the probe within "
+                                  f"{budget + PROBE_WAIT_MARGIN:.0f} s", [])
+        finally:
+            with contextlib.suppress(StoreUnavailable):
+                self.store.forget_probe(probe_id)
+
+
+def _not_before_after(cert_pem: bytes) -> tuple[float, float]:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, box: SecretBox, *, log: Log) -> None:
+        self.config = config
+        self.log = log
+        self.kv = EtcdKV(config.store)
+        self.store = ClusterStore(self.kv, box)
+        self.local = Store(config.state_dir)
+        self.tokens = ExactTokens()
+        self.metrics = AgentMetrics(config.member)
+        self.state = AgentState()
+        self.stopping = threading.Event()
+        self._wake_sync = threading.Event()
+        self._member_lease: int | None = None
+        self._cancel_watch: Callable[[], None] | None = None
+        self._watch_dead = threading.Event()
+        self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="acmelb-probe")
+        self._answered: set[str] = set()
+        self._client: Any = None  # one CA session, used by the renewal loop only
+        self._responder: ResponderThread | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- start and stop -----------------------------------------------------------------
+    def start(self) -> None:
+        """Check the key before writing anything, then serve, then join the cluster."""
+        self.store.verify_key()
+        self.state.store_ok = True
+        self._responder = ResponderThread(Responder(
+            self.tokens, addresses=self.config.http_addresses, port=self.config.http_port,
+            log=self._request_logged))
+        self._responder.__enter__()
+        if self.config.metrics_listen:
+            self.metrics.serve(self.config.metrics_listen)
+        for spec in self.config.certificates:
+            if self.store.declare(spec):
+                self.log(f"declared {spec.name} ({', '.join(spec.names)}) in the store")
+        self._heartbeat()
+        self._sync()
+        for name, target in (("heartbeat", self._heartbeat_loop), ("sync", self._sync_loop),
+                             ("renewal", self._renewal_loop)):
+            thread = threading.Thread(target=target, name=f"acmelb-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.log(f"member {self.config.member} serving tokens on port {self.config.http_port}"
+                 f"; store {self.kv.where}")
+
+    def wait(self) -> None:
+        while not self.stopping.wait(1.0):
+            pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._wake_sync.set()
+        for thread in self._threads:
+            thread.join(10)
+        if self._cancel_watch is not None:
+            self._cancel_watch()
+        self._probes.shutdown(wait=False, cancel_futures=True)
+        if self._member_lease is not None:
+            with contextlib.suppress(StoreUnavailable):
+                self.kv.revoke(self._member_lease)  # leave at once, not after the TTL
+        if self._responder is not None:
+            self._responder.stop()
+        self.kv.close()
+
+    def _request_logged(self, entry: RequestLog) -> None:
+        self.log(f"responder: {entry.client} {entry.method} {entry.target} Host={entry.host} "
+                 f"UA={entry.user_agent!r} -> {entry.status} ({entry.answer})")
+
+    # -- heartbeat: leases and the member record --------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(self.config.lease_ttl / 3):
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        try:
+            if self._member_lease is None or not self.kv.refresh(self._member_lease):
+                self._member_lease = self.kv.grant(self.config.lease_ttl)
+            for fence in list(self.state.held.values()):
+                self.kv.refresh(fence.lease)
+            self.store.heartbeat(self._record(), self._member_lease)
+            self.metrics.members.set(len(self.store.members()))
+            self._store_reached(True)
+        except StoreUnavailable as exc:
+            self._store_reached(False, exc)
+
+    def _record(self) -> MemberRecord:
+        return MemberRecord(member=self.config.member, started=self.state.started,
+                            last_seen=time.time(), store_ok=self.state.store_ok,
+                            installed=dict(self.state.installed),
+                            problems=dict(self.state.problems))
+
+    def _store_reached(self, ok: bool, exc: Exception | None = None) -> None:
+        if ok != self.state.store_ok:
+            self.log("store reachable again" if ok else
+                     f"store unreachable: {exc}; serving what is installed, issuing nothing")
+        self.state.store_ok = ok
+        self.metrics.store_up.set(1 if ok else 0)
+
+    # -- sync: the watch-fed copies, installs and probes --------------------------------
+    def _sync_loop(self) -> None:
+        while not self.stopping.is_set():
+            self._wake_sync.wait(RESYNC_INTERVAL)
+            self._wake_sync.clear()
+            if not self.stopping.is_set():
+                self._sync()
+
+    def _sync(self) -> None:
+        try:
+            if self._cancel_watch is None or self._watch_dead.is_set():
+                self._watch()
+            self._sync_tokens()
+            self._answer_probes()
+            for spec in self._specs():
+                self._install(spec)
+            self._store_reached(True)
+        except StoreUnavailable as exc:
+            self._store_reached(False, exc)
+        except AcmelbError as exc:
+            self.log(f"sync: {exc}")
+
+    def _watch(self) -> None:
+        if self._cancel_watch is not None:
+            self._cancel_watch()
+        self._watch_dead.clear()
+        start = self.kv.revision() + 1
+        self._cancel_watch = self.kv.watch_prefix(self.kv.path(""), self._on_watch, start)
+
+    def _on_watch(self, response: Any) -> None:
+        events = getattr(response, "events", None)
+        if events is None:  # the watch's connection failed: it will not deliver again
+            self._watch_dead.set()
+            self._wake_sync.set()
+            return
+        token_prefix = self.kv.path("tokens", "").encode()
+        for event in events:
+            key: bytes = event.key
+            if key.startswith(token_prefix):
+                token = key[len(token_prefix):].decode("ascii", "replace")
+                value = getattr(event, "value", b"")
+                if type(event).__name__ == "PutEvent":
+                    self.tokens.add(token, value.decode("ascii", "replace"))
+                else:
+                    self.tokens.remove(token)
+            else:
+                self._wake_sync.set()  # a new version, a probe request or a declaration
+
+    def _sync_tokens(self) -> None:
+        published = self.store.tokens()
+        for token, key_authorization in published.items():
+            self.tokens.add(token, key_authorization)
+        for token in self.tokens.tokens() - published.keys():
+            self.tokens.remove(token)
+
+    def _answer_probes(self) -> None:
+        for probe_id, request in self.store.probe_requests(self.config.member).items():
+            if probe_id not in self._answered:
+                self._answered.add(probe_id)
+                self._probes.submit(self._run_probe, probe_id, request)
+
+    def _run_probe(self, probe_id: str, request: dict[str, Any]) -> None:
+        from acmelb import probe
+
+        try:
+            result = probe.run_request(request)
+            if self._member_lease is not None:
+                self.store.answer_probe(probe_id, result, self._member_lease)
+        except (StoreUnavailable, ValueError, TypeError) as exc:
+            self.log(f"probe {probe_id}: {exc}")
+
+    def _specs(self) -> list[CertificateSpec]:
+        """The declared certificates, with this member's deploy hook and self-check."""
+        own = {spec.name: spec for spec in self.config.certificates}
+        default_check = self.config.certificates[0].self_check if own else None
+        out = []
+        for declared in self.store.specs():
+            mine = own.get(declared.name)
+            out.append(replace(declared, deploy_hook=mine.deploy_hook if mine else None,
+                               self_check=mine.self_check if mine else default_check))
+        return out
+
+    def _install(self, spec: CertificateSpec) -> None:
+        """Put the store's current version into the local live/ (atomic) if it is new."""
+        summary = self.store.current_summary(spec.name)
+        if summary is None or self.state.installed.get(spec.name) == summary["version"]:
+            return
+        cert = self.store.current(spec.name)
+        if cert is None:
+            return
+        from acmelb.issuance import run_deploy_hook
+
+        changed = self._install_files(spec, cert)
+        self.state.installed[spec.name] = cert.version
+        self.metrics.installed_version.labels(name=spec.name).set(cert.version)
+        self.metrics.not_after.labels(name=spec.name).set(cert.not_after)
+        if changed:
+            lineage = self.local.lineage(spec.name)
+            said = run_deploy_hook(spec.deploy_hook, lineage.live_dir, cert.names) \
+                if spec.deploy_hook else ""
+            self.log(f"installed {spec.name} version {cert.version} in {lineage.live_dir}"
+                     f"{said}")
+
+    def _install_files(self, spec: CertificateSpec, cert: StoredCertificate) -> bool:
+        from acmelb.ca import CAConfig
+        from acmelb.renewal import RenewalConfig
+
+        with self.local.lock(spec.name):
+            lineage = self.local.lineage(spec.name)
+            if lineage.exists() and lineage.read("fullchain") == cert.fullchain_pem \
+                    and lineage.read("privkey") == cert.privkey_pem:
+                return False  # installed before a restart of this agent
+            renewal = RenewalConfig(
+                names=cert.names, ca=CAConfig(self.config.directory, self.config.ca_bundle,
+                                              self.config.email),
+                solver=SolverOptions(kind="cluster"), key_type=spec.key_type)
+            self.local.save(spec.name, privkey_pem=cert.privkey_pem, cert_pem=cert.cert_pem,
+                            chain_pem=cert.chain_pem, renewal=renewal.to_json())
+            return True
+
+    # -- renewals ----------------------------------------------------------------------
+    def _renewal_loop(self) -> None:
+        # At start, a short random pause: instances started together should not all reach
+        # for the same lock in the same millisecond (the lock decides either way).
+        delay = random.uniform(0, 0.5)
+        while not self.stopping.wait(delay):
+            for spec in self._due():
+                if self.stopping.is_set():
+                    return
+                self._renew(spec)
+            delay = min(self.config.check_interval, self._next_due_in()) * \
+                random.uniform(0.9, 1.1)
+
+    def _due(self) -> list[CertificateSpec]:
+        if not self.state.store_ok:
+            return []
+        try:
+            return [spec for spec in self._specs() if self._due_at(spec) <= time.time()]
+        except StoreUnavailable as exc:
+            self._store_reached(False, exc)
+            return []
+
+    def _due_at(self, spec: CertificateSpec) -> float:
+        summary = self.store.current_summary(spec.name)
+        if summary is None:
+            return 0.0
+        window = default_window(summary["not_before"], summary["not_after"],
+                                self.config.renew_fraction)
+        return window.moment(self.config.member, spec.name, summary["version"])
+
+    def _next_due_in(self) -> float:
+        try:
+            specs = self._specs()
+            soonest = min((self._due_at(s) for s in specs), default=time.time() + 3600)
+        except StoreUnavailable:
+            return self.config.lease_ttl
+        return max(0.2, soonest - time.time())
+
+    def _renew(self, spec: CertificateSpec) -> None:
+        try:
+            lease = self.kv.grant(self.config.lease_ttl)
+            fence = self.store.try_lock(spec.name, self.config.member, lease)
+            if fence is None:
+                self.kv.revoke(lease)
+                return
+        except StoreUnavailable as exc:
+            self._store_reached(False, exc)
+            return
+        self.state.held[spec.name] = fence
+        self.metrics.lock_held.labels(name=spec.name).set(1)
+        try:
+            if self._due_at(spec) > time.time():
+                return  # another member renewed it while we waited for the lock
+            self._issue(spec, fence)
+            self.state.problems.pop(spec.name, None)
+            self.metrics.renewals.labels(name=spec.name, outcome="success").inc()
+        except AcmelbError as exc:
+            self.state.problems[spec.name] = str(exc)
+            outcome = "lock-lost" if isinstance(exc, LockLost) else "failure"
+            self.metrics.renewals.labels(name=spec.name, outcome=outcome).inc()
+            self.log(f"renewal of {spec.name} failed: {exc}")
+        finally:
+            self.state.held.pop(spec.name, None)
+            self.metrics.lock_held.labels(name=spec.name).set(0)
+            with contextlib.suppress(AcmelbError):
+                self.kv.revoke(fence.lease)  # frees the lock and its tokens at once
+        self._wake_sync.set()
+
+    def _issue(self, spec: CertificateSpec, fence: Fence) -> None:
+        from acmelb.issuance import IssuanceState, Pipeline, generate_key
+        from acmelb.selfcheck import make_self_check
+
+        client = self._ca_client()
+        order = self._resumable_order(spec, client)
+        if order is None:
+            order = PendingOrder(state=IssuanceState(names=spec.names),
+                                 privkey_pem=generate_key(spec.key_type),
+                                 started_by=self.config.member, started_at=time.time())
+            self.log(f"{spec.name}: this member holds the lock; ordering")
+        else:
+            self.log(f"{spec.name}: resuming the order {order.state.order_url} left by "
+                     f"{order.started_by} at step {order.state.step.value}")
+        self_check = make_self_check(
+            spec.self_check, SolverOptions(kind="cluster"), self.log,
+            more_vantages=lambda: self._member_vantages(fence))
+
+        def on_step(state: IssuanceState) -> None:
+            if state.step.value == "present" and state.order_url != order.state.order_url:
+                self.metrics.orders.labels(name=spec.name).inc()
+            self.store.save_order(fence, spec.name, replace(order, state=state))
+
+        def save(state: IssuanceState, key: bytes) -> None:
+            self._save_certificate(spec, fence, state, key)
+
+        pipeline = Pipeline(client, ClusterSolver(self.store, fence, self.tokens), save=save,
+                            self_check=self_check, progress=lambda m: self.log(f"{spec.name}: {m}"),
+                            on_step=on_step)
+        try:
+            pipeline.run(order.state, order.privkey_pem)
+        finally:
+            if self_check is not None:
+                codes = {f.code.value for r in self_check.reports for f in r.findings
+                         if f.sev.failing}
+                self.metrics.last_self_check(spec.name, codes)
+        if pipeline.deactivated:  # refused by the self-check: the order is dead
+            self.store.drop_order(fence, spec.name)
+
+    def _resumable_order(self, spec: CertificateSpec, client: Any) -> PendingOrder | None:
+        """The order a previous holder left, from where it can go on; None to start anew."""
+        pending = self.store.order(spec.name)
+        if pending is None or pending.state.order_url is None:
+            return None
+        try:
+            status = client.fetch_order_body(pending.state.order_url).status.name
+        except AcmelbError as exc:
+            self.log(f"{spec.name}: the pending order cannot be resumed ({exc}); a new one")
+            return None
+        if status in ("invalid", "deactivated", "expired", "revoked"):
+            self.log(f"{spec.name}: the pending order is {status}; a new one")
+            return None
+        return replace(pending, state=pending.state.resume_point())
+
+    def _member_vantages(self, fence: Fence) -> list[MemberVantage]:
+        return [MemberVantage(self.store, fence, record.member)
+                for record in self.store.members() if record.member != self.config.member]
+
+    def _save_certificate(self, spec: CertificateSpec, fence: Fence, state: Any,
+                          key: bytes) -> None:
+        from acmelb.issuance import split_chain
+
+        cert_pem, chain_pem = split_chain(state.fullchain_pem.encode("ascii"))
+        not_before, not_after = _not_before_after(cert_pem)
+        current = self.store.current_summary(spec.name)
+        version = (current["version"] + 1) if current else 1
+        self.store.save_certificate(fence, StoredCertificate(
+            name=spec.name, names=spec.names, version=version, cert_pem=cert_pem,
+            chain_pem=chain_pem, privkey_pem=key, not_before=not_before, not_after=not_after,
+            issued_by=self.config.member))
+        expires = datetime.datetime.fromtimestamp(not_after, datetime.UTC)
+        self.log(f"{spec.name}: version {version} stored, valid until "
+                 f"{expires:%Y-%m-%d %H:%M:%S} UTC")
+
+    def _ca_client(self) -> Any:
+        """One CA session on the cluster's one account (its key shared, sealed, in etcd)."""
+        if self._client is None:
+            from josepy.jwk import JWK
+
+            from acmelb.ca import CAClient, CAConfig, new_account_key, register_account
+
+            config = CAConfig(self.config.directory, self.config.ca_bundle, self.config.email)
+            key_json = self.store.account_key(config.directory_url,
+                                              new_account_key().json_dumps())
+            client = CAClient(config, JWK.json_loads(key_json))
+            register_account(client)
+            self._client = client
+        return self._client

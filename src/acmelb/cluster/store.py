@@ -1,0 +1,296 @@
+"""The cluster's state in etcd: the key layout and every read and write of it.
+
+::
+
+    PREFIX/keycheck                    a sealed constant: proves every agent has the same key
+    PREFIX/account/<sha256(directory)> the shared ACME account key (sealed JWK)
+    PREFIX/certs/<name>/spec           {"names": [...], "key_type": ...}: the cluster keeps it
+    PREFIX/certs/<name>/current        the current version: cert, chain, sealed key, version
+    PREFIX/certs/<name>/lock           the member ordering it; on the holder's lease
+    PREFIX/certs/<name>/order          the pending order: IssuanceState + sealed key (fenced)
+    PREFIX/tokens/<token>              a pending key authorization; on the holder's lease
+    PREFIX/members/<member>            last seen, installed versions, health; on its lease
+    PREFIX/probes/<id>/request         a self-check probe asked of one member; holder's lease
+    PREFIX/probes/<id>/result          that member's probe result; on the member's lease
+
+Private keys only ever reach etcd sealed (``SecretBox``, the key path as
+associated data). Every write a lock holder makes under ``certs/<name>/`` or
+``tokens/`` goes through ``EtcdKV.fenced``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from acmelb.cluster.config import CertificateSpec
+from acmelb.cluster.kv import Delete, Entry, EtcdKV, Fence, Put
+from acmelb.cluster.secrets import SecretBox
+from acmelb.errors import StateError
+from acmelb.issuance import IssuanceState
+from acmelb.names import normalize_name
+from acmelb.solvers import PendingChallenge
+
+KEYCHECK = b"acmelb store key check v1"
+
+
+@dataclass(frozen=True)
+class StoredCertificate:
+    """One version of a certificate, with its key (opened: keep it in memory only)."""
+
+    name: str
+    names: tuple[str, ...]
+    version: int
+    cert_pem: bytes
+    chain_pem: bytes
+    privkey_pem: bytes
+    not_before: float
+    not_after: float
+    issued_by: str
+
+    @property
+    def fullchain_pem(self) -> bytes:
+        return self.cert_pem + self.chain_pem
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    member: str
+    started: float
+    last_seen: float
+    store_ok: bool
+    installed: dict[str, int] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)  # name -> last failure
+
+    def to_json(self) -> dict[str, Any]:
+        return {"member": self.member, "started": self.started, "last_seen": self.last_seen,
+                "store_ok": self.store_ok, "installed": self.installed,
+                "problems": self.problems}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MemberRecord:
+        return cls(member=str(data["member"]), started=float(data["started"]),
+                   last_seen=float(data["last_seen"]), store_ok=bool(data["store_ok"]),
+                   installed={str(k): int(v) for k, v in data.get("installed", {}).items()},
+                   problems={str(k): str(v) for k, v in data.get("problems", {}).items()})
+
+
+@dataclass(frozen=True)
+class PendingOrder:
+    state: IssuanceState
+    privkey_pem: bytes
+    started_by: str
+    started_at: float
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True).encode("utf-8")
+
+
+def _load(entry: Entry, what: str) -> Any:
+    try:
+        return json.loads(entry.value)
+    except ValueError as exc:
+        raise StateError(f"{what} ({entry.key}) in the store is damaged: {exc}") from exc
+
+
+class ClusterStore:
+    """The cluster's keys in etcd, with private keys sealed under the store key."""
+
+    def __init__(self, kv: EtcdKV, box: SecretBox) -> None:
+        self.kv = kv
+        self.box = box
+
+    # -- the store key ---------------------------------------------------------------
+    def verify_key(self) -> None:
+        """Prove the key file opens what is stored (SecretKeyError if not), before any
+        write; the first agent on an empty store leaves the proof for the others."""
+        path = self.kv.path("keycheck")
+        entry = self.kv.get(path)
+        if entry is None:
+            if self.kv.create(path, self.box.seal(KEYCHECK, path)):
+                return
+            entry = self.kv.get(path)
+            assert entry is not None
+        self.box.open(entry.value, path)
+
+    # -- the account -----------------------------------------------------------------
+    def account_key(self, directory_url: str, new_key_json: str) -> str:
+        """The shared account key (JWK JSON); ``new_key_json`` becomes it if there is none."""
+        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:32]
+        path = self.kv.path("account", digest)
+        if self.kv.create(path, self.box.seal(new_key_json.encode(), path)):
+            return new_key_json
+        entry = self.kv.get(path)
+        if entry is None:
+            raise StateError(f"the account key {path} vanished while reading it")
+        return self.box.open(entry.value, path).decode("utf-8")
+
+    # -- declared certificates -----------------------------------------------------
+    def _cert(self, name: str, leaf: str) -> str:
+        return self.kv.path("certs", name, leaf)
+
+    def declare(self, spec: CertificateSpec) -> bool:
+        """Declare ``spec`` unless its name is declared already; True if this call did."""
+        return self.kv.create(self._cert(spec.name, "spec"), _json(spec.to_json()))
+
+    def undeclare(self, name: str) -> bool:
+        name = normalize_name(name)
+        if self.kv.get(self._cert(name, "spec")) is None:
+            return False
+        self.kv.delete(self._cert(name, "spec"))
+        return True
+
+    def specs(self) -> list[CertificateSpec]:
+        out = []
+        for entry in self.kv.get_prefix(self.kv.path("certs", "")):
+            if entry.key.endswith("/spec"):
+                data = _load(entry, "a certificate declaration")
+                out.append(CertificateSpec(names=tuple(data["names"]),
+                                           key_type=data.get("key_type", "ec256")))
+        return out
+
+    def current(self, name: str) -> StoredCertificate | None:
+        path = self._cert(name, "current")
+        entry = self.kv.get(path)
+        if entry is None:
+            return None
+        data = _load(entry, "a certificate")
+        key = self.box.open(data["privkey"].encode("ascii"), path)
+        return StoredCertificate(
+            name=name, names=tuple(data["names"]), version=int(data["version"]),
+            cert_pem=data["cert_pem"].encode(), chain_pem=data["chain_pem"].encode(),
+            privkey_pem=key, not_before=float(data["not_before"]),
+            not_after=float(data["not_after"]), issued_by=str(data["issued_by"]))
+
+    def current_summary(self, name: str) -> dict[str, Any] | None:
+        """The current version without opening its key (for status)."""
+        entry = self.kv.get(self._cert(name, "current"))
+        if entry is None:
+            return None
+        data = _load(entry, "a certificate")
+        return {k: data[k] for k in ("version", "names", "not_before", "not_after",
+                                     "issued_by")}
+
+    # -- the lock ----------------------------------------------------------------------
+    def lock_holder(self, name: str) -> str | None:
+        entry = self.kv.get(self._cert(name, "lock"))
+        return None if entry is None else entry.value.decode("utf-8")
+
+    def try_lock(self, name: str, member: str, lease: int) -> Fence | None:
+        """Take the certificate's lock on ``lease`` if nobody holds it."""
+        path = self._cert(name, "lock")
+        self.kv.create(path, member.encode(), lease=lease)
+        entry = self.kv.get(path)
+        # Created by this call, or by an earlier attempt of ours whose answer was lost.
+        if entry is None or entry.value != member.encode() or entry.lease != lease:
+            return None
+        return Fence(key=path, create_revision=entry.create_revision, lease=lease)
+
+    def release(self, fence: Fence) -> None:
+        self.kv.fenced(fence, [Delete(fence.key)])
+
+    # -- the pending order (written by the lock holder only) ------------------------
+    def order(self, name: str) -> PendingOrder | None:
+        path = self._cert(name, "order")
+        entry = self.kv.get(path)
+        if entry is None:
+            return None
+        data = _load(entry, "a pending order")
+        return PendingOrder(state=IssuanceState.from_json(data["state"]),
+                            privkey_pem=self.box.open(data["privkey"].encode("ascii"), path),
+                            started_by=str(data["started_by"]),
+                            started_at=float(data["started_at"]))
+
+    def save_order(self, fence: Fence, name: str, order: PendingOrder) -> None:
+        path = self._cert(name, "order")
+        value = _json({"state": order.state.to_json(),
+                       "privkey": self.box.seal(order.privkey_pem, path).decode("ascii"),
+                       "started_by": order.started_by, "started_at": order.started_at})
+        self.kv.fenced(fence, [Put(path, value)])
+
+    def drop_order(self, fence: Fence, name: str) -> None:
+        self.kv.fenced(fence, [Delete(self._cert(name, "order"))])
+
+    def save_certificate(self, fence: Fence, cert: StoredCertificate) -> None:
+        """The new current version, and the pending order gone, in one fenced step."""
+        path = self._cert(cert.name, "current")
+        value = _json({"names": list(cert.names), "version": cert.version,
+                       "cert_pem": cert.cert_pem.decode(), "chain_pem": cert.chain_pem.decode(),
+                       "privkey": self.box.seal(cert.privkey_pem, path).decode("ascii"),
+                       "not_before": cert.not_before, "not_after": cert.not_after,
+                       "issued_by": cert.issued_by})
+        self.kv.fenced(fence, [Put(path, value), Delete(self._cert(cert.name, "order"))])
+
+    # -- tokens ----------------------------------------------------------------------------
+    def publish_tokens(self, fence: Fence, challenges: Sequence[PendingChallenge]) -> None:
+        self.kv.fenced(fence, [Put(self.kv.path("tokens", c.token),
+                                   c.key_authorization.encode("ascii"), lease=fence.lease)
+                               for c in challenges])
+
+    def withdraw_tokens(self, fence: Fence, challenges: Sequence[PendingChallenge]) -> None:
+        self.kv.fenced(fence, [Delete(self.kv.path("tokens", c.token)) for c in challenges])
+
+    def tokens(self) -> dict[str, str]:
+        prefix = self.kv.path("tokens", "")
+        return {e.key[len(prefix):]: e.value.decode("ascii")
+                for e in self.kv.get_prefix(prefix)}
+
+    # -- members ------------------------------------------------------------------------
+    def heartbeat(self, record: MemberRecord, lease: int) -> None:
+        self.kv.put(self.kv.path("members", record.member), _json(record.to_json()), lease)
+
+    def members(self) -> list[MemberRecord]:
+        return [MemberRecord.from_json(_load(e, "a member record"))
+                for e in self.kv.get_prefix(self.kv.path("members", ""))]
+
+    def pending_orders(self) -> dict[str, dict[str, Any]]:
+        """name -> step, order URL, who started it and when (no keys opened)."""
+        out = {}
+        for entry in self.kv.get_prefix(self.kv.path("certs", "")):
+            if entry.key.endswith("/order"):
+                data = _load(entry, "a pending order")
+                name = entry.key.split("/")[-2]
+                out[name] = {"step": data["state"]["step"],
+                             "order_url": data["state"].get("order_url"),
+                             "started_by": data["started_by"],
+                             "started_at": data["started_at"]}
+        return out
+
+    # -- probes: the members as self-check vantages -----------------------------------
+    def ask_probe(self, fence: Fence, member: str, request: dict[str, Any]) -> str:
+        probe_id = f"{member}-{uuid.uuid4().hex[:12]}"
+        self.kv.fenced(fence, [Put(self.kv.path("probes", probe_id, "request"),
+                                   _json({"member": member, "request": request,
+                                          "asked": time.time()}), lease=fence.lease)])
+        return probe_id
+
+    def probe_requests(self, member: str) -> dict[str, dict[str, Any]]:
+        """The unanswered probe requests addressed to ``member``: id -> request."""
+        prefix = self.kv.path("probes", "")
+        entries = self.kv.get_prefix(prefix)
+        answered = {e.key[len(prefix):].rsplit("/", 1)[0] for e in entries
+                    if e.key.endswith("/result")}
+        out = {}
+        for entry in entries:
+            probe_id = entry.key[len(prefix):].rsplit("/", 1)[0]
+            if entry.key.endswith("/request") and probe_id not in answered:
+                data = _load(entry, "a probe request")
+                if data.get("member") == member:
+                    out[probe_id] = dict(data["request"])
+        return out
+
+    def probe_result(self, probe_id: str) -> dict[str, Any] | None:
+        entry = self.kv.get(self.kv.path("probes", probe_id, "result"))
+        return None if entry is None else dict(_load(entry, "a probe result"))
+
+    def answer_probe(self, probe_id: str, result: dict[str, Any], lease: int) -> None:
+        self.kv.put(self.kv.path("probes", probe_id, "result"), _json(result), lease)
+
+    def forget_probe(self, probe_id: str) -> None:
+        self.kv.delete(self.kv.path("probes", probe_id, ""), prefix=True)
