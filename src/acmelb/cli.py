@@ -23,6 +23,8 @@ COMMANDS = (
     "certificates",
     "account",
     "serve",
+    "agent",
+    "cluster",
     "diagnose",
     "explain",
     "fix",

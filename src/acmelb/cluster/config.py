@@ -295,3 +295,16 @@ def load_config(path: Path) -> AgentConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--config {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     return parse_config(text, str(path))
+
+
+def store_config_of(config_path: Path | None, store_url: str | None,
+                    prefix: str = "/acmelb") -> tuple[StoreConfig, AgentConfig | None]:
+    """The store to talk to: from an agent's configuration file, or from a bare URL."""
+    if (config_path is None) == (store_url is None):
+        raise UsageError("give --config FILE (an agent's configuration) or --store URL")
+    if config_path is not None:
+        config = load_config(config_path)
+        return config.store, config
+    assert store_url is not None
+    return StoreConfig(endpoints=parse_store_url(store_url),
+                       prefix="/" + prefix.strip("/")), None

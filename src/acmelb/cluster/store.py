@@ -31,7 +31,7 @@ from typing import Any
 from acmelb.cluster.config import CertificateSpec
 from acmelb.cluster.kv import Delete, Entry, EtcdKV, Fence, Put
 from acmelb.cluster.secrets import SecretBox
-from acmelb.errors import StateError
+from acmelb.errors import SecretKeyError, StateError
 from acmelb.issuance import IssuanceState
 from acmelb.names import normalize_name
 from acmelb.solvers import PendingChallenge
@@ -102,9 +102,15 @@ def _load(entry: Entry, what: str) -> Any:
 class ClusterStore:
     """The cluster's keys in etcd, with private keys sealed under the store key."""
 
-    def __init__(self, kv: EtcdKV, box: SecretBox) -> None:
+    def __init__(self, kv: EtcdKV, box: SecretBox | None = None) -> None:
         self.kv = kv
-        self.box = box
+        self._secret_box = box
+
+    @property
+    def box(self) -> SecretBox:
+        if self._secret_box is None:
+            raise SecretKeyError("this needs the store key: pass --store-key-file")
+        return self._secret_box
 
     # -- the store key ---------------------------------------------------------------
     def verify_key(self) -> None:

@@ -1,0 +1,135 @@
+"""``acmelb cluster status|add|remove|export``: the cluster as the store sees it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from acmelb.ca import CAConfig
+from acmelb.cluster.config import CertificateSpec, StoreConfig
+from acmelb.cluster.kv import EtcdKV
+from acmelb.cluster.schedule import default_window
+from acmelb.cluster.secrets import SecretBox
+from acmelb.cluster.store import ClusterStore, MemberRecord
+from acmelb.errors import StateError, StoreUnavailable, UsageError
+from acmelb.names import normalize_name
+from acmelb.renewal import RenewalConfig
+from acmelb.solvers import SolverOptions
+from acmelb.store import Store
+
+SCHEMA = "acmelb.cluster-status/v1"
+
+
+@dataclass(frozen=True)
+class CertificateStatus:
+    name: str
+    names: tuple[str, ...]
+    version: int | None
+    not_after: float | None
+    renewal_window: tuple[float, float] | None
+    lock_holder: str | None
+    pending_order: dict[str, Any] | None
+    installed_on: dict[str, int]  # member -> version it reports installed
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    store: dict[str, str]  # endpoint -> health
+    quorum: bool
+    members: tuple[MemberRecord, ...]
+    certificates: tuple[CertificateStatus, ...]
+    error: str | None = None
+
+    @property
+    def converged(self) -> bool:
+        """Every live member has every certificate's current version installed."""
+        return self.quorum and all(
+            c.version is not None and all(m.installed.get(c.name) == c.version
+                                          for m in self.members)
+            for c in self.certificates)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "time": time.time(), "store": self.store,
+                "quorum": self.quorum, "converged": self.converged, "error": self.error,
+                "members": [m.to_json() for m in self.members],
+                "certificates": [asdict(c) for c in self.certificates]}
+
+
+def cluster_status(store_config: StoreConfig, renew_fraction: float = 2 / 3) -> ClusterStatus:
+    """What every member and certificate looks like; without quorum, what can be said."""
+    kv = EtcdKV(store_config)
+    try:
+        health = kv.endpoint_health()
+        reader = ClusterStore(kv)  # reads no secret
+        try:
+            members = tuple(sorted(reader.members(), key=lambda m: m.member))
+            certificates = tuple(_certificate(reader, spec, members, renew_fraction)
+                                 for spec in reader.specs())
+        except StoreUnavailable as exc:
+            return ClusterStatus(store=health, quorum=False, members=(), certificates=(),
+                                 error=f"{exc} (no quorum: agents keep serving what they "
+                                 "have and issue nothing)")
+        return ClusterStatus(store=health, quorum=True, members=members,
+                             certificates=certificates)
+    finally:
+        kv.close()
+
+
+def _certificate(store: ClusterStore, spec: CertificateSpec, members: tuple[MemberRecord, ...],
+                 renew_fraction: float) -> CertificateStatus:
+    current = store.current_summary(spec.name)
+    window = None
+    if current is not None:
+        w = default_window(current["not_before"], current["not_after"], renew_fraction)
+        window = (w.start, w.end)
+    return CertificateStatus(
+        name=spec.name, names=spec.names,
+        version=current["version"] if current else None,
+        not_after=current["not_after"] if current else None,
+        renewal_window=window, lock_holder=store.lock_holder(spec.name),
+        pending_order=store.pending_orders().get(spec.name),
+        installed_on={m.member: m.installed[spec.name] for m in members
+                      if spec.name in m.installed})
+
+
+def declare(store_config: StoreConfig, names: tuple[str, ...], key_type: str) -> bool:
+    """Declare one certificate for NAME... (first name names it); False if it exists."""
+    if not names:
+        raise UsageError("give at least one name")
+    spec = CertificateSpec(names=tuple(dict.fromkeys(normalize_name(n) for n in names)),
+                           key_type=key_type)
+    kv = EtcdKV(store_config)
+    try:
+        return ClusterStore(kv).declare(spec)
+    finally:
+        kv.close()
+
+
+def undeclare(store_config: StoreConfig, name: str) -> bool:
+    kv = EtcdKV(store_config)
+    try:
+        return ClusterStore(kv).undeclare(name)
+    finally:
+        kv.close()
+
+
+def export(store_config: StoreConfig, box: SecretBox, name: str, directory: Path) -> Path:
+    """Write the current version of NAME into DIR in certbot's layout; its live dir."""
+    name = normalize_name(name)
+    kv = EtcdKV(store_config)
+    try:
+        cert = ClusterStore(kv, box).current(name)
+    finally:
+        kv.close()
+    if cert is None:
+        raise StateError(f"the cluster has no certificate named {name} yet")
+    local = Store(directory)
+    # `acmelb renew` on the copy says that the agents renew it
+    renewal = RenewalConfig(names=cert.names, ca=CAConfig("cluster"),
+                            solver=SolverOptions(kind="cluster"))
+    with local.lock(name):
+        local.save(name, privkey_pem=cert.privkey_pem, cert_pem=cert.cert_pem,
+                   chain_pem=cert.chain_pem, renewal=renewal.to_json())
+    return local.lineage(name).live_dir
