@@ -141,6 +141,7 @@ class Agent:
         self._watch_dead = threading.Event()
         self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="acmelb-probe")
         self._answered: set[str] = set()
+        self._backoff: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
         self._client: Any = None  # one CA session, used by the renewal loop only
         self._responder: ResponderThread | None = None
         self._threads: list[threading.Thread] = []
@@ -296,12 +297,12 @@ class Agent:
     def _specs(self) -> list[CertificateSpec]:
         """The declared certificates, with this member's deploy hook and self-check."""
         own = {spec.name: spec for spec in self.config.certificates}
-        default_check = self.config.certificates[0].self_check if own else None
         out = []
         for declared in self.store.specs():
             mine = own.get(declared.name)
             out.append(replace(declared, deploy_hook=mine.deploy_hook if mine else None,
-                               self_check=mine.self_check if mine else default_check))
+                               self_check=mine.self_check if mine else
+                               self.config.self_check))
         return out
 
     def _install(self, spec: CertificateSpec) -> None:
@@ -358,8 +359,10 @@ class Agent:
     def _due(self) -> list[CertificateSpec]:
         if not self.state.store_ok:
             return []
+        now = time.time()
         try:
-            return [spec for spec in self._specs() if self._due_at(spec) <= time.time()]
+            return [spec for spec in self._specs() if self._due_at(spec) <= now
+                    and self._backoff.get(spec.name, (0.0, 0.0))[0] <= now]
         except StoreUnavailable as exc:
             self._store_reached(False, exc)
             return []
@@ -397,9 +400,11 @@ class Agent:
                 return  # another member renewed it while we waited for the lock
             self._issue(spec, fence)
             self.state.problems.pop(spec.name, None)
+            self._backoff.pop(spec.name, None)
             self.metrics.renewals.labels(name=spec.name, outcome="success").inc()
         except AcmelbError as exc:
             self.state.problems[spec.name] = str(exc)
+            self._back_off(spec.name)
             outcome = "lock-lost" if isinstance(exc, LockLost) else "failure"
             self.metrics.renewals.labels(name=spec.name, outcome=outcome).inc()
             self.log(f"renewal of {spec.name} failed: {exc}")
@@ -409,6 +414,13 @@ class Agent:
             with contextlib.suppress(AcmelbError):
                 self.kv.revoke(fence.lease)  # frees the lock and its tokens at once
         self._wake_sync.set()
+
+    def _back_off(self, name: str) -> None:
+        """After a failure, wait before the next attempt: the check interval, doubling up
+        to six hours (a CA counts failed validations; certbot and Caddy back off too)."""
+        _, delay = self._backoff.get(name, (0.0, self.config.check_interval / 2))
+        delay = min(delay * 2, 6 * 3600.0)
+        self._backoff[name] = (time.time() + delay, delay)
 
     def _issue(self, spec: CertificateSpec, fence: Fence) -> None:
         from acmelb.issuance import IssuanceState, Pipeline, generate_key
@@ -441,13 +453,15 @@ class Agent:
                             on_step=on_step)
         try:
             pipeline.run(order.state, order.privkey_pem)
+        except AcmelbError:
+            if pipeline.deactivated:  # withdrawn (refused by the self-check): a dead order
+                self.store.drop_order(fence, spec.name)
+            raise
         finally:
             if self_check is not None:
                 codes = {f.code.value for r in self_check.reports for f in r.findings
                          if f.sev.failing}
                 self.metrics.last_self_check(spec.name, codes)
-        if pipeline.deactivated:  # refused by the self-check: the order is dead
-            self.store.drop_order(fence, spec.name)
 
     def _resumable_order(self, spec: CertificateSpec, client: Any) -> PendingOrder | None:
         """The order a previous holder left, from where it can go on; None to start anew."""

@@ -121,6 +121,8 @@ class AgentConfig:
     renew_fraction: float = 2 / 3
     check_interval: float = 60.0
     certificates: tuple[CertificateSpec, ...] = field(default_factory=tuple)
+    # the [self_check] table: for certificates declared in the store but not in this file
+    self_check: SelfCheckOptions | None = None
 
 
 def parse_store_url(url: str) -> tuple[StoreEndpoint, ...]:
@@ -270,7 +272,7 @@ def parse_config(text: str, where: str) -> AgentConfig:
         lease_ttl=top.get("lease_ttl", int, 10),
         renew_fraction=top.get("renew_fraction", float, 2 / 3),
         check_interval=top.get("check_interval", float, 60.0),
-        certificates=certificates)
+        certificates=certificates, self_check=default_check)
     top.done()
     _validate(config, where)
     return config
