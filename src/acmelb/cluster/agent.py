@@ -136,12 +136,14 @@ class Agent:
         self.state = AgentState()
         self.stopping = threading.Event()
         self._wake_sync = threading.Event()
+        self._wake_renewal = threading.Event()  # a lock was released or a version stored
         self._member_lease: int | None = None
         self._cancel_watch: Callable[[], None] | None = None
         self._watch_dead = threading.Event()
         self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="acmelb-probe")
         self._answered: set[str] = set()
         self._backoff: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
+        self._lock_wait: dict[str, float] = {}  # name -> not before (another holds the lock)
         self._client: Any = None  # one CA session, used by the renewal loop only
         self._responder: ResponderThread | None = None
         self._threads: list[threading.Thread] = []
@@ -177,6 +179,7 @@ class Agent:
     def stop(self) -> None:
         self.stopping.set()
         self._wake_sync.set()
+        self._wake_renewal.set()
         for thread in self._threads:
             thread.join(10)
         if self._cancel_watch is not None:
@@ -270,6 +273,9 @@ class Agent:
                     self.tokens.remove(token)
             else:
                 self._wake_sync.set()  # a new version, a probe request or a declaration
+                if key.endswith((b"/lock", b"/current")):
+                    self._lock_wait.clear()
+                    self._wake_renewal.set()  # a lock came free, or the work is done
 
     def _sync_tokens(self) -> None:
         published = self.store.tokens()
@@ -348,7 +354,9 @@ class Agent:
         # At start, a short random pause: instances started together should not all reach
         # for the same lock in the same millisecond (the lock decides either way).
         delay = random.uniform(0, 0.5)
-        while not self.stopping.wait(delay):
+        while not self.stopping.is_set():
+            self._wake_renewal.wait(delay)
+            self._wake_renewal.clear()
             for spec in self._due():
                 if self.stopping.is_set():
                     return
@@ -361,8 +369,7 @@ class Agent:
             return []
         now = time.time()
         try:
-            return [spec for spec in self._specs() if self._due_at(spec) <= now
-                    and self._backoff.get(spec.name, (0.0, 0.0))[0] <= now]
+            return [spec for spec in self._specs() if self._next_attempt(spec) <= now]
         except StoreUnavailable as exc:
             self._store_reached(False, exc)
             return []
@@ -375,16 +382,26 @@ class Agent:
                                 self.config.renew_fraction)
         return window.moment(self.config.member, spec.name, summary["version"])
 
+    def _next_attempt(self, spec: CertificateSpec) -> float:
+        """When this member should next look at ``spec``: due, and not waiting."""
+        return max(self._due_at(spec), self._backoff.get(spec.name, (0.0, 0.0))[0],
+                   self._lock_wait.get(spec.name, 0.0))
+
     def _next_due_in(self) -> float:
         try:
-            specs = self._specs()
-            soonest = min((self._due_at(s) for s in specs), default=time.time() + 3600)
+            soonest = min((self._next_attempt(s) for s in self._specs()),
+                          default=time.time() + 3600)
         except StoreUnavailable:
             return self.config.lease_ttl
         return max(0.2, soonest - time.time())
 
     def _renew(self, spec: CertificateSpec) -> None:
         try:
+            if self.store.lock_holder(spec.name) is not None:
+                # Another member is at it: wait for its lock to go (the watch wakes us),
+                # not poll it.
+                self._lock_wait[spec.name] = time.time() + self.config.lease_ttl
+                return
             lease = self.kv.grant(self.config.lease_ttl)
             fence = self.store.try_lock(spec.name, self.config.member, lease)
             if fence is None:
@@ -398,9 +415,9 @@ class Agent:
         try:
             if self._due_at(spec) > time.time():
                 return  # another member renewed it while we waited for the lock
+            self._backoff.pop(spec.name, None)
             self._issue(spec, fence)
             self.state.problems.pop(spec.name, None)
-            self._backoff.pop(spec.name, None)
             self.metrics.renewals.labels(name=spec.name, outcome="success").inc()
         except AcmelbError as exc:
             self.state.problems[spec.name] = str(exc)
