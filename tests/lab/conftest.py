@@ -7,9 +7,10 @@ Put lab tests under ``tests/lab/`` and ask for ``lab_scenario``::
         lab = lab_scenario("dnat", backends=("responder", "responder"))
         assert lab.fetch("b1").outcome == "timeout"
 
-Every lab a test builds is torn down after it, pass or fail. Labs left by a
-killed earlier run (their owner process is gone) are removed at session start,
-and the session fails if this run leaves any namespace or process behind.
+Every lab a test builds is torn down after it, pass or fail. Labs (and etcd
+labs) left by a killed earlier run (their owner process is gone) are removed at
+session start, and the session fails if this run leaves any namespace or
+process behind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from acmelb.lab import Lab, Scenario, build, down_all
+from acmelb.lab import Lab, Scenario, build, down_all, etcd
 from acmelb.lab.topology import down_labs_of_this_process, leftovers_of_this_process
 
 REQUIRED_TOOLS = ("ip", "iptables-restore", "haproxy", "nginx", "curl")
@@ -51,6 +52,7 @@ def lab_available() -> None:
     if reason:
         pytest.skip(reason)
     down_all(only_stale=True)  # labs of an earlier run that was killed
+    etcd.down_stale()  # and its etcd clusters (a cluster lab's goes with its lab)
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     Then remove the leftovers, so that one leaking test does not leak into the next run.
     """
-    problems = leftovers_of_this_process()
+    problems = leftovers_of_this_process() + etcd.leftovers_of_this_process()
     if problems:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -89,3 +91,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 reporter.write_line(problem)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         down_labs_of_this_process()
+        etcd.down_clusters_of_this_process()

@@ -26,8 +26,19 @@ def register(sub: Any) -> None:
         "up", help="build a lab and leave it running",
         description="Build a lab and leave it running until `acmelb lab down`. SCENARIO is "
         "a mode, optionally with the backends' behaviours: MODE[:BEHAVIOUR,BEHAVIOUR...], "
-        "e.g. `dnat` or `haproxy-tcp-proxy:responder,not-found` (see `acmelb lab list`).")
+        "e.g. `dnat` or `haproxy-tcp-proxy:responder,not-found` (see `acmelb lab list`). "
+        "`cluster` (or `cluster:N`) is the cluster-mode lab: N backends (default 3) free "
+        "for agents behind a round-robin TCP HAProxy on 80 and 443, each with a TLS nginx, "
+        "Pebble, DNS for every *.acmelb.test name, and 3 etcd members.")
     up.add_argument("scenario", metavar="SCENARIO")
+    up.add_argument("--backends", type=int, metavar="N",
+                    help="number of backends of the cluster lab (1-10, default 3)")
+    up.add_argument("--cert-validity", type=int, metavar="SECONDS",
+                    help="lifetime of the certificates Pebble issues (default: Pebble's, "
+                    "5 years)")
+    up.add_argument("--dns-name", action="append", default=[], metavar="NAME",
+                    help="another name the lab DNS answers with the VIP; *.ZONE for every "
+                    "name below ZONE (repeatable)")
     up.add_argument("--backend", action="append", default=[], metavar="BEHAVIOUR",
                     help="behaviour of the next backend (repeatable; default: two responders)")
     up.add_argument("--shortcut", action="append", default=[], metavar="BACKEND",
@@ -83,10 +94,18 @@ def run_up(args: argparse.Namespace) -> int:
 
     require_root()
     options: dict[str, Any] = {"shortcut": tuple(args.shortcut), "ipv6": args.ipv6,
-                               "ca": args.ca, "split_horizon": args.split_horizon}
+                               "ca": args.ca, "split_horizon": args.split_horizon,
+                               "cert_validity": args.cert_validity}
     for key in ("name", "token", "thumbprint"):
         if getattr(args, key):
             options[key] = getattr(args, key)
+    if args.dns_name:
+        options["dns_names"] = tuple(args.dns_name)
+    if args.backends is not None:
+        if args.scenario != "cluster":
+            raise UsageError("--backends N is the size of the cluster lab (acmelb lab up "
+                             "cluster --backends N); other labs take --backend BEHAVIOUR")
+        args.scenario = f"cluster:{args.backends}"
     if args.backend:
         if ":" in args.scenario:
             raise UsageError("give the backends either in SCENARIO (MODE:B1,B2) or with "
@@ -122,10 +141,35 @@ def _render(lab: Lab, note: str = "") -> str:
     if info["ca"]:
         lines.append(f"  CA       {info['ca']['directory_url']} "
                      f"(--ca-bundle {info['ca']['ca_bundle']})")
+    if info["dns_names"]:
+        lines.append(f"  DNS      {', '.join(info['dns_names'])} -> VIP")
+    cluster = info["cluster"]
+    if cluster:
+        etcd = cluster["etcd"]
+        lines.append(f"  etcd     {','.join(etcd['endpoints']) or '(gone)'} "
+                     f"(lab {etcd['id']}, members running: "
+                     f"{sum(etcd['running'])}/{len(etcd['running'])})")
+        lines.append("  443      VIP:443 -> every backend's nginx, serving its agent's live/*/")
+        if cluster["cert_validity"]:
+            lines.append(f"  validity {cluster['cert_validity']} s (Pebble)")
+        for backend in cluster["backends"]:
+            agent = "agent running" if backend["agent_running"] else "no agent"
+            lines.append(f"  {backend['role']:<8} state {backend['agent_state_dir']}, "
+                         f"hook {backend['deploy_hook']} ({agent})")
     down = [p for p in info["processes"] if not p["running"]]
     if down:
         lines.append("  stopped  " + ", ".join(f"{p['what']} in {p['role']}" for p in down))
-    if note:
+    if note and cluster:
+        first = lab.backends[0]
+        lines += [
+            "try:",
+            f"  acmelb lab exec {info['id']}:{first} -- acmelb agent --config agent.toml "
+            "--store-key-file KEY   # deploy hook: the one above",
+            f"  acmelb lab exec {info['id']}:pub -- openssl s_client -connect "
+            f"{info['vip']}:443 -servername {scenario.name}",
+            f"  acmelb lab down {info['id']}",
+        ]
+    elif note:
         first = lab.backends[0]
         lines += [
             "try:",
@@ -147,7 +191,11 @@ def run_down(args: argparse.Namespace) -> int:
     if args.all == bool(args.ids):
         raise UsageError("give lab ids or --all")
     if args.all:
+        from acmelb.lab import etcd
+
         removed = down_all() + remove_orphan_namespaces()
+        removed += [f"etcd {cluster_id}" for cluster_id in etcd.down_stale(only_stale=False)]
+        removed += etcd.remove_orphan_namespaces()
     else:
         labs = [Lab.attach(lab_id) for lab_id in args.ids]
         for lab in labs:
@@ -190,6 +238,8 @@ def run_list(args: argparse.Namespace) -> int:
     print("LB modes (acmelb lab up MODE[:BEHAVIOUR,...]):")
     for mode in Mode:
         print(f"  {mode.value:<24} {mode.description}")
+    print(f"  {'cluster[:N]':<24} round-robin over N backends (default 3) free for agents, "
+          "TCP 80 and 443, TLS nginx per backend, Pebble, DNS, 3 etcd members")
     print("backend behaviours:")
     for behaviour in Behaviour:
         print(f"  {behaviour.value:<24} {behaviour.description}")

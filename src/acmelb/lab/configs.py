@@ -37,9 +37,11 @@ def haproxy_config(scenario: Scenario) -> str:
         "    timeout client 30s",
         "    timeout server 30s",
         "    retries 1",
-        "frontend vip",
-        f"    bind {ADDRESSES.vip}:80",
     ]
+    if scenario.cluster:
+        # A connection refused by a dead instance is retried on another one.
+        lines.append("    option redispatch")
+    lines += ["frontend vip", f"    bind {ADDRESSES.vip}:80"]
     if scenario.ipv6:
         lines.append(f"    bind [{ADDRESSES.vip6}]:80 v6only")
     if mode is Mode.HAPROXY_HTTP_INTERCEPT:
@@ -59,6 +61,15 @@ def haproxy_config(scenario: Scenario) -> str:
         if index > 1 and not mode.balances:
             options.append("backup")  # b1 answers; the others are standby
         lines.append(f"    server {role} {ADDRESSES.backend(index)}:{port} {' '.join(options)}")
+    if scenario.cluster:
+        # TLS ends on the instances: TCP pass-through of 443, balanced like port 80.
+        lines += ["frontend vip443", f"    bind {ADDRESSES.vip}:443"]
+        if scenario.ipv6:
+            lines.append(f"    bind [{ADDRESSES.vip6}]:443 v6only")
+        lines += ["    default_backend pool443", "backend pool443", "    balance roundrobin"]
+        for index, role in enumerate(scenario.backend_roles, start=1):
+            backup = " backup" if index > 1 and not mode.balances else ""
+            lines.append(f"    server {role} {ADDRESSES.backend(index)}:443{backup}")
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
@@ -201,4 +212,115 @@ def dns_zone(scenario: Scenario) -> dict[str, object]:
     records: dict[str, list[str]] = {"A": [ADDRESSES.vip]}
     if scenario.ipv6:
         records["AAAA"] = [ADDRESSES.vip6]
-    return {"names": {scenario.name: records}}
+    return {"names": {name: records for name in (scenario.name, *scenario.dns_names)}}
+
+
+def _tls_listens(ipv6: bool) -> list[str]:
+    return ["listen 443 ssl", *(["listen [::]:443 ssl ipv6only=on"] if ipv6 else [])]
+
+
+def tls_nginx_config(workdir: Path, *, ipv6: bool = False) -> str:
+    """nginx.conf of a backend's TLS server on 443; everything it writes stays in ``workdir``.
+
+    The sites (one per installed certificate) are in ``sites.conf``, which the
+    deploy hook (``tls_deploy_hook``) rewrites. A name without a site gets no
+    certificate at all (``ssl_reject_handshake``): a client sees a failed
+    handshake, never a placeholder that could be taken for the real one.
+    """
+    temp = workdir / "tmp"
+    return "\n".join([
+        "worker_processes 1;",
+        f"pid {workdir / 'nginx.pid'};",
+        f"error_log {workdir / 'error.log'} notice;",
+        "events { worker_connections 512; }",
+        "http {",
+        f"    access_log {workdir / 'access.log'};",
+        *(f"    {kind}_temp_path {temp / kind};"
+          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        "    default_type text/plain;",
+        "    server_names_hash_bucket_size 128;",
+        "    server {",
+        *(f"        {listen} default_server;" for listen in _tls_listens(ipv6)),
+        "        ssl_reject_handshake on;",
+        "    }",
+        f"    include {workdir / 'sites.conf'};",
+        "}",
+    ]) + "\n"
+
+
+def tls_deploy_hook(workdir: Path, live: Path, *, ipv6: bool = False) -> str:
+    """The deploy hook of a backend's TLS server: a POSIX sh script.
+
+    It writes one nginx site per lineage in ``live`` that has ``fullchain.pem``
+    and ``privkey.pem`` (server names: the certificate's DNS names, read with
+    ``openssl x509`` only when the certificate changed; the lineage name if it
+    has none), checks the configuration (``nginx -t``), sends SIGHUP to the
+    master and returns once the master has started workers on the new
+    configuration and the old ones stopped accepting (at most 5 s). Shell, not
+    Python: an agent fleet runs it once per certificate and instance, and it
+    costs a few milliseconds.
+    """
+    listens = "\n".join(f'        echo "        {listen};"' for listen in _tls_listens(ipv6))
+    return f"""#!/bin/sh
+# acmelb lab: deploy hook of the TLS server (nginx on 443) of this backend.
+set -u
+work='{workdir}'
+live='{live}'
+mkdir -p "$work/names"
+: > "$work/sites.conf.tmp"
+for dir in "$live"/*/; do
+    lineage=$(basename "$dir")
+    chain="$live/$lineage/fullchain.pem"
+    key="$live/$lineage/privkey.pem"
+    [ -f "$chain" ] && [ -f "$key" ] || continue
+    cache="$work/names/$lineage"
+    if ! [ "$cache" -nt "$chain" ]; then
+        openssl x509 -noout -ext subjectAltName -in "$chain" 2>/dev/null \\
+            | tr ',' '\\n' | sed -n 's/^ *DNS://p' | tr '\\n' ' ' > "$cache.tmp"
+        mv "$cache.tmp" "$cache"
+    fi
+    names=$(cat "$cache")
+    [ -n "$names" ] || names="$lineage"
+    {{
+        echo "    server {{"
+{listens}
+        echo "        server_name $names;"
+        echo "        ssl_certificate $chain;"
+        echo "        ssl_certificate_key $key;"
+        echo '        location / {{ return 200 "$ssl_server_name"; }}'
+        echo "    }}"
+    }} >> "$work/sites.conf.tmp"
+done
+mv "$work/sites.conf.tmp" "$work/sites.conf"
+if ! out=$(nginx -t -q -e "$work/error.log" -c "$work/nginx.conf" 2>&1); then
+    echo "acmelb lab deploy hook: nginx refused the new configuration: $out" >&2
+    exit 1
+fi
+if ! pid=$(cat "$work/nginx.pid" 2>/dev/null); then
+    echo "acmelb lab deploy hook: nginx is not running" >&2
+    exit 1
+fi
+before=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null)
+kill -HUP "$pid" || exit 1
+i=0
+while [ "$(cat "/proc/$pid/task/$pid/children" 2>/dev/null)" = "$before" ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 500 ]; then
+        echo "acmelb lab deploy hook: nginx did not reload within 5 s" >&2
+        exit 1
+    fi
+    sleep 0.01
+done
+# ...and the old workers have stopped accepting (gone, or "is shutting down").
+for old in $before; do
+    while [ -e "/proc/$old" ] && ! grep -q "shutting down" "/proc/$old/cmdline" 2>/dev/null
+    do
+        i=$((i + 1))
+        if [ "$i" -gt 500 ]; then
+            echo "acmelb lab deploy hook: nginx did not reload within 5 s" >&2
+            exit 1
+        fi
+        sleep 0.01
+    done
+done
+"""

@@ -10,7 +10,8 @@ changes, so a test can rewrite records while the server runs::
         "app.test": {"A": ["198.18.0.10"], "AAAA": ["2001:db8::10"],
                       "CAA": ["0 issue \\"letsencrypt.org\\""]},
         "gone.test": {"rcode": "NXDOMAIN"},
-        "broken.test": {"rcode": "SERVFAIL"}
+        "broken.test": {"rcode": "SERVFAIL"},
+        "*.fleet.test": {"A": ["198.18.0.10"]}    # every name below fleet.test
       }
     }
 
@@ -71,6 +72,12 @@ def _lookup(zone: dict[str, Any], name: str) -> dict[str, Any] | None:
     key = name.rstrip(".").lower()
     if key in names:
         return dict(names[key])
+    # "*.zone" answers every name below zone (the closest wildcard wins).
+    labels = key.split(".")
+    for start in range(1, len(labels)):
+        wildcard = "*." + ".".join(labels[start:])
+        if wildcard in names:
+            return dict(names[wildcard])
     default = zone.get("default")
     return dict(default) if default is not None else None
 

@@ -91,7 +91,7 @@ class EtcdState:
     members: int
     data_root: str
     own_data_root: bool
-    owner_pid: int
+    owner_pid: int | None  # None: detached (``acmelb lab up cluster``), never stale
     owner_start_ticks: int | None
     namespaces: dict[str, str]  # role (br, m1.., c1..) -> namespace, only those we created
     attached: list[str] = field(default_factory=list)  # namespace per attach slot
@@ -172,19 +172,22 @@ class EtcdCluster:
 
     @classmethod
     def start(cls, members: int = 3, *, data_root: Path | None = None,
-              timeout: float = START_TIMEOUT, state_root: Path = STATE_ROOT) -> EtcdCluster:
+              timeout: float = START_TIMEOUT, state_root: Path = STATE_ROOT,
+              detached: bool = False) -> EtcdCluster:
         """Create the segment, start ``members`` etcd members, wait until all are healthy.
 
         ``data_root`` holds one data directory and one log per member (created
         if missing; its ``m<N>`` entries are removed by ``close()``). On any
-        failure, everything built so far is removed.
+        failure, everything built so far is removed. A ``detached`` cluster has
+        no owner process, so ``down_stale`` never takes it for a leftover.
         """
         netns.require_root()
         if not os.access(ETCD_BINARY, os.X_OK):
             raise LabError(f"{ETCD_BINARY} is missing (Debian: apt-get install etcd-server)")
         if not 1 <= members <= 9:
             raise LabError(f"an etcd lab has 1 to 9 members, not {members}")
-        cluster = cls._allocate(members, data_root, state_root)
+        cluster = cls._allocate(members, data_root, state_root,
+                                None if detached else os.getpid())
         try:
             cluster._build_network()
             for index in range(members):
@@ -196,7 +199,8 @@ class EtcdCluster:
         return cluster
 
     @classmethod
-    def _allocate(cls, members: int, data_root: Path | None, state_root: Path) -> EtcdCluster:
+    def _allocate(cls, members: int, data_root: Path | None, state_root: Path,
+                  owner: int | None) -> EtcdCluster:
         state_root.mkdir(mode=0o755, parents=True, exist_ok=True)
         for _ in range(20):
             cluster_id = secrets.token_hex(2)
@@ -212,8 +216,8 @@ class EtcdCluster:
             roles = ["br", *(f"m{index + 1}" for index in range(members))]
             state = EtcdState(
                 id=cluster_id, members=members, data_root=str(root),
-                own_data_root=data_root is None, owner_pid=os.getpid(),
-                owner_start_ticks=_start_ticks(os.getpid()),
+                own_data_root=data_root is None, owner_pid=owner,
+                owner_start_ticks=_start_ticks(owner) if owner else None,
                 namespaces={role: f"ale{cluster_id}-{role}" for role in roles})
             cluster = cls(state, state_dir)
             cluster._save()
@@ -447,6 +451,12 @@ class EtcdCluster:
         Namespaces that were only attached keep existing; their ``etcd0`` goes
         away with the bridge namespace and their cut chain is flushed.
         """
+        # SIGKILL at once: the data goes anyway, and a member given SIGTERM takes
+        # about 2 s to hand over leadership and stop.
+        for record in self.state.processes:
+            if record.is_running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.pid, signal.SIGKILL)
         _stop_processes(self.state.processes, self._popens)
         own = set(self.state.namespaces.values())
         for namespace in self.state.attached:
@@ -484,20 +494,44 @@ class EtcdCluster:
         return cluster
 
     def is_stale(self) -> bool:
-        return _start_ticks(self.state.owner_pid) != self.state.owner_start_ticks
+        owner = self.state.owner_pid
+        return owner is not None and _start_ticks(owner) != self.state.owner_start_ticks
 
 
-def down_stale(*, state_root: Path = STATE_ROOT) -> list[str]:
-    """Tear down etcd labs whose owner process is gone (a killed test run)."""
+def down_stale(*, state_root: Path = STATE_ROOT, only_stale: bool = True) -> list[str]:
+    """Tear down etcd labs whose owner process is gone (a killed test run); all of them
+    without ``only_stale`` (``acmelb lab down --all``)."""
     removed: list[str] = []
     with contextlib.suppress(FileNotFoundError):
         for entry in sorted(state_root.iterdir()):
             with contextlib.suppress(LabError):
                 cluster = EtcdCluster.attach_state(entry.name, state_root=state_root)
-                if cluster.is_stale():
+                if cluster.is_stale() or not only_stale:
                     cluster.close()
                     removed.append(cluster.id)
     return removed
+
+
+def remove_orphan_namespaces(*, state_root: Path = STATE_ROOT) -> list[str]:
+    """Delete etcd-lab namespaces (``ale<4 hex>-*``) that no state file accounts for."""
+    removed: list[str] = []
+    for name in netns.existing():
+        if NAMESPACE.match(name) and not (state_root / name[3:7] / "state.json").exists():
+            netns.delete(name)
+            removed.append(name)
+    return removed
+
+
+def down_clusters_of_this_process() -> None:
+    """Tear down whatever the etcd labs started by this process left (after reporting it)."""
+    for cluster_id, state_dir in _clusters_started_here:
+        if (state_dir / "state.json").exists():
+            with contextlib.suppress(LabError):
+                EtcdCluster.attach_state(cluster_id, state_root=state_dir.parent).close()
+        for name in netns.existing():
+            if name.startswith(f"ale{cluster_id}-"):
+                netns.delete(name)
+    _stop_processes([r for r in _processes_started_here if r.is_running()], {})
 
 
 def leftovers_of_this_process() -> list[str]:

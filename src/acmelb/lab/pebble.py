@@ -5,7 +5,8 @@ module generates both: a throw-away CA and a leaf for the listen address
 (the file to pass as ``--ca-bundle``). Determinism matters in tests:
 ``PEBBLE_VA_NOSLEEP=1`` and ``PEBBLE_AUTHZREUSE=0`` are always set and nonce
 rejection defaults to 0. Pebble is always pointed at a DNS server with
-``-dnsserver``.
+``-dnsserver``. ``certificate_validity`` sets ``certificateValidityPeriod``
+(seconds), and ``count_log`` counts the orders and certificates Pebble logged.
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from acmelb.errors import LabError
 
 PEBBLE_BINARY = "pebble"
+# Pebble 2.4's log lines for a new order and an issued certificate.
+ORDER_LINE = "Added order "
+ISSUED_LINE = "Issued certificate serial "
 
 
 def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
@@ -85,6 +91,30 @@ def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
+@dataclass(frozen=True)
+class LogCounts:
+    """What Pebble's log says it did: one line per new order, one per certificate."""
+
+    orders: int
+    issued: int
+
+
+def count_log(path: Path) -> LogCounts:
+    """Count ``Added order`` and ``Issued certificate serial`` lines in a Pebble log.
+
+    The log is appended to across restarts of the same Pebble (counts are since
+    the first start); a missing log counts as nothing.
+    """
+    orders = issued = 0
+    with contextlib.suppress(FileNotFoundError), path.open(errors="replace") as log:
+        for line in log:
+            if ORDER_LINE in line:
+                orders += 1
+            elif ISSUED_LINE in line:
+                issued += 1
+    return LogCounts(orders, issued)
+
+
 def _free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -106,7 +136,8 @@ class PebbleCA:
                  management_port: int = 15000, validation_port: int = 5002,
                  dns_server: str = "127.0.0.1:8053", netns_prefix: Sequence[str] = (),
                  nonce_reject_percent: int = 0, env: Mapping[str, str] | None = None,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None,
+                 certificate_validity: int | None = None) -> None:
         if shutil.which(PEBBLE_BINARY) is None:
             raise LabError("pebble is not installed (Debian: apt-get install pebble)")
         self.host = host
@@ -114,6 +145,7 @@ class PebbleCA:
         self.management_port = management_port or _free_port(host)
         self.validation_port = validation_port
         self.dns_server = dns_server
+        self.certificate_validity = certificate_validity
         self._prefix = list(netns_prefix)
         self._env = {
             "PEBBLE_VA_NOSLEEP": "1",
@@ -143,7 +175,7 @@ class PebbleCA:
 
     def start(self, timeout: float = 15.0) -> PebbleCA:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        config = {
+        config: dict[str, dict[str, Any]] = {
             "pebble": {
                 "listenAddress": f"{host}:{self.port}",
                 "managementListenAddress": f"{host}:{self.management_port}",
@@ -155,6 +187,8 @@ class PebbleCA:
                 "externalAccountBindingRequired": False,
             }
         }
+        if self.certificate_validity is not None:
+            config["pebble"]["certificateValidityPeriod"] = self.certificate_validity
         config_path = self.workdir / "pebble-config.json"
         config_path.write_text(json.dumps(config, indent=2))
         cmd = [*self._prefix, PEBBLE_BINARY, "-config", str(config_path),
@@ -209,6 +243,10 @@ class PebbleCA:
         """Pebble 2.4 can deadlock: the directory answers, everything else hangs."""
         return self._answers("/dir", timeout) is not None and \
             self._answers("/nonce-plz", timeout) is None
+
+    def counts(self) -> LogCounts:
+        """Orders created and certificates issued so far (from Pebble's log)."""
+        return count_log(self.log_path)
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):

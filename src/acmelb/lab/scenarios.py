@@ -8,7 +8,7 @@ processes. Every mode and behaviour here has a ground-truth test in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from acmelb.errors import UsageError
@@ -114,7 +114,8 @@ LAB_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 OTHER_THUMBPRINT = "Ezr9sZbGqKjMB79QS2XAonqp4GCBtD8Tq0fo7bc2fWY"
 LAB_NAME = "app.acmelb.test"
 
-MAX_BACKENDS = 8
+MAX_BACKENDS = 10
+CLUSTER_BACKENDS = 3  # the cluster preset's default number of instances
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -160,6 +161,15 @@ class Scenario:
     namespace. ``split_horizon`` makes the backends resolve the name to b1's
     own address (an internal zone, or CoreDNS rewriting it as hairpin-proxy
     does) while the public side still gets the VIP.
+
+    ``cluster`` is the cluster-mode lab (``Scenario.cluster_preset``): HAProxy
+    also passes VIP:443 through (TCP, with ``option redispatch``), every
+    backend runs a TLS nginx on 443 serving what an agent installed, and a
+    3-member etcd cluster is attached to every backend; it needs ``ca`` and
+    backends that leave port 80 free (``none``) for the agents' responders.
+    ``dns_names`` are more names the lab DNS answers with the VIP (``*.zone``
+    answers every name under ``zone``). ``cert_validity`` is Pebble's
+    ``certificateValidityPeriod`` in seconds (None: Pebble's default, 5 years).
     """
 
     mode: Mode
@@ -172,11 +182,15 @@ class Scenario:
     ca: bool = False
     split_horizon: bool = False
     extra_tokens: tuple[tuple[str, str], ...] = field(default=())
+    cluster: bool = False
+    dns_names: tuple[str, ...] = ()
+    cert_validity: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", parse_mode(self.mode))
         object.__setattr__(self, "backends", tuple(parse_behaviour(b) for b in self.backends))
         object.__setattr__(self, "name", normalize_name(self.name))
+        object.__setattr__(self, "dns_names", tuple(_dns_name(n) for n in self.dns_names))
         if not 1 <= len(self.backends) <= MAX_BACKENDS:
             raise UsageError(f"a lab has 1 to {MAX_BACKENDS} backends, not {len(self.backends)}")
         if self.mode is Mode.ROUND_ROBIN and len(self.backends) < 2:
@@ -192,6 +206,17 @@ class Scenario:
             if role not in known:
                 raise UsageError(
                     f"shortcut {role!r}: no such backend (have {', '.join(self.backend_roles)})")
+        if self.cluster:
+            if self.mode not in (Mode.ROUND_ROBIN, Mode.HAPROXY_TCP):
+                raise UsageError("a cluster lab needs a TCP pass-through LB: round-robin or "
+                                 f"haproxy-tcp, not {self.mode.value}")
+            if not self.ca:
+                raise UsageError("a cluster lab needs the CA (ca=True)")
+            if any(b is not Behaviour.NONE for b in self.backends):
+                raise UsageError("a cluster lab's backends must be 'none': port 80 is the "
+                                 "agents' responder")
+        if self.cert_validity is not None and self.cert_validity < 1:
+            raise UsageError(f"certificate validity {self.cert_validity}: give seconds >= 1")
 
     @property
     def key_authorization(self) -> str:
@@ -205,13 +230,51 @@ class Scenario:
     def challenge_path(self) -> str:
         return f"/.well-known/acme-challenge/{self.token}"
 
+    @property
+    def wildcard_zone(self) -> str:
+        """``*.`` and the name's parent domain: ``*.acmelb.test`` for app.acmelb.test."""
+        return "*." + self.name.split(".", 1)[1] if "." in self.name else "*." + self.name
+
+    @classmethod
+    def cluster_preset(cls, backends: int = CLUSTER_BACKENDS, **options: object) -> Scenario:
+        """The cluster lab: ``backends`` free backends behind a round-robin TCP HAProxy
+        (80 and 443), Pebble, DNS answering every name of the lab's zone, etcd."""
+        if not 1 <= backends <= MAX_BACKENDS:
+            raise UsageError(f"a lab has 1 to {MAX_BACKENDS} backends, not {backends}")
+        if "backends" in options:
+            raise UsageError("give a cluster lab's size as a count (cluster:N, --backends N), "
+                             "not behaviours: its backends are free for the agents")
+        options = {key: value for key, value in options.items() if key not in ("ca", "cluster")}
+        options.setdefault("mode", Mode.ROUND_ROBIN if backends > 1 else Mode.HAPROXY_TCP)
+        scenario = cls(backends=(Behaviour.NONE,) * backends, ca=True, cluster=True,
+                       **options)  # type: ignore[arg-type]
+        if not scenario.dns_names:
+            scenario = replace(scenario, dns_names=(scenario.wildcard_zone,))
+        return scenario
+
     @classmethod
     def parse(cls, spec: str, **options: object) -> Scenario:
-        """``MODE`` or ``MODE:BEHAVIOUR,BEHAVIOUR,...`` (e.g. ``dnat:responder,404``)."""
+        """``MODE`` or ``MODE:BEHAVIOUR,BEHAVIOUR,...`` (e.g. ``dnat:responder,404``).
+
+        ``cluster`` or ``cluster:N`` is ``cluster_preset(N)``.
+        """
         mode_text, _, backends_text = spec.partition(":")
+        if mode_text == "cluster":
+            try:
+                count = int(backends_text) if backends_text else CLUSTER_BACKENDS
+            except ValueError:
+                raise UsageError(f"cluster:{backends_text}: give a number of backends") from None
+            return cls.cluster_preset(count, **options)
         if backends_text:
             options["backends"] = tuple(part.strip() for part in backends_text.split(","))
         return cls(mode=parse_mode(mode_text), **options)  # type: ignore[arg-type]
+
+
+def _dns_name(value: str) -> str:
+    """A name for the lab DNS: a host name, or ``*.`` and a zone (every name below it)."""
+    if value.startswith("*."):
+        return "*." + normalize_name(value[2:])
+    return normalize_name(value)
 
 
 def parse_mode(value: str | Mode) -> Mode:

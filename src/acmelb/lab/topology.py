@@ -43,7 +43,8 @@ from acmelb.lab.fetch import FetchResult, curl_fetch
 from acmelb.lab.scenarios import ADDRESSES, OTHER_THUMBPRINT, Behaviour, Scenario
 
 if TYPE_CHECKING:
-    from acmelb.lab.pebble import PebbleCA
+    from acmelb.lab.etcd import EtcdCluster
+    from acmelb.lab.pebble import LogCounts, PebbleCA
 
 STATE_ROOT = Path("/run/acmelb-lab")
 PUBLIC, LB = "pub", "lb"
@@ -92,6 +93,7 @@ class LabState:
     owner_start_ticks: int | None
     created: float
     processes: list[ProcessRecord] = field(default_factory=list)
+    etcd_id: str | None = None  # the cluster lab's EtcdCluster (closed by down)
 
     @classmethod
     def load(cls, path: Path) -> LabState:
@@ -117,6 +119,9 @@ def _scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         ca=data["ca"],
         split_horizon=data.get("split_horizon", False),
         extra_tokens=tuple((token, key) for token, key in data.get("extra_tokens", ())),
+        cluster=data.get("cluster", False),
+        dns_names=tuple(data.get("dns_names", ())),
+        cert_validity=data.get("cert_validity"),
     )
 
 
@@ -128,6 +133,7 @@ class Lab:
         self.state_dir = state_dir
         self.scenario = _scenario_from_dict(state.scenario)
         self.ca: PebbleCA | None = None  # set only in the process that started it
+        self._etcd: EtcdCluster | None = None
         self._popens: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- identity and addresses ------------------------------------------------
@@ -212,9 +218,13 @@ class Lab:
                           max_time=max_time, headers=headers)
 
     def start_process(self, role: str, what: str, argv: Sequence[str], *,
-                      env: Mapping[str, str] | None = None) -> ProcessRecord:
-        """Start a long-running process in ``role``'s namespace, recorded for teardown."""
-        log = self.state_dir / f"{role}-{what}.log"
+                      env: Mapping[str, str] | None = None,
+                      log_path: Path | None = None) -> ProcessRecord:
+        """Start a long-running process in ``role``'s namespace, recorded for teardown.
+
+        Its output goes to ``log_path`` (default ``STATE/<role>-<what>.log``), appended.
+        """
+        log = log_path or self.state_dir / f"{role}-{what}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 [*self.exec_prefix(role), *argv], stdout=out, stderr=subprocess.STDOUT,
@@ -235,6 +245,150 @@ class Lab:
     def processes(self) -> list[ProcessRecord]:
         return list(self.state.processes)
 
+    # -- cluster mode: etcd, agents, TLS, the CA's counts ---------------------------------
+
+    def _require_cluster(self) -> None:
+        if not self.scenario.cluster:
+            raise LabError(f"lab {self.id} is not a cluster lab (Scenario.cluster_preset, "
+                           "acmelb lab up cluster)")
+
+    @property
+    def etcd(self) -> EtcdCluster:
+        """The cluster lab's etcd (members 198.18.3.11-13, attached to every backend)."""
+        from acmelb.lab.etcd import EtcdCluster
+
+        if self._etcd is None:
+            self._require_cluster()
+            if self.state.etcd_id is None:
+                raise LabError(f"lab {self.id} has no etcd cluster")
+            self._etcd = EtcdCluster.attach_state(self.state.etcd_id)
+        return self._etcd
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return self.etcd.endpoints
+
+    def agent_state_dir(self, role: str) -> Path:
+        """Where ``role``'s agent keeps its state: its TLS server serves ``live/*/``."""
+        from acmelb.lab import cluster
+
+        self._require_backend(role)
+        return cluster.agent_state_dir(self.state_dir, role)
+
+    def deploy_hook(self, role: str) -> str:
+        """The deploy-hook command for ``role``'s agent (run inside ``role``'s namespace):
+        re-reads ``live/*/`` into ``role``'s nginx on 443 and reloads it."""
+        from acmelb.lab import cluster
+
+        self._require_cluster()
+        self._require_backend(role)
+        return str(cluster.deploy_hook_path(self.state_dir, role))
+
+    def reload_tls(self, role: str) -> None:
+        """Run ``role``'s deploy hook (after placing a certificate by hand); LabError on failure."""
+        proc = self.run(role, [self.deploy_hook(role)], timeout=15)
+        if proc.returncode != 0:
+            raise LabError(f"deploy hook in {self.ns(role)} failed: "
+                           f"{(proc.stderr or proc.stdout).strip()}")
+
+    def tls_fingerprint(self, via: str, name: str | None = None, *,
+                        timeout: float = 10.0) -> str | None:
+        """SHA-256 (hex) of the certificate served for ``name`` (SNI) on port 443.
+
+        ``via`` is ``"vip"`` (from the public namespace through the LB's 443) or a
+        backend role (from the LB's namespace straight to that backend). None if
+        no certificate came back (nothing installed for the name, nothing listening).
+        """
+        from acmelb.lab import cluster
+
+        if via == "vip":
+            role, address = PUBLIC, self.vip
+        else:
+            self._require_backend(via)
+            role, address = LB, self.backend_address(via)
+        proc = self.run(role, ["openssl", "s_client", "-connect", f"{address}:443",
+                               "-servername", name or self.scenario.name], input="",
+                        timeout=timeout)
+        return cluster.served_fingerprint(proc.stdout)
+
+    def start_agent(self, role: str, argv: Sequence[str], *,
+                    env: Mapping[str, str] | None = None,
+                    log_path: Path | None = None) -> ProcessRecord:
+        """Run ``argv`` in backend ``role``'s namespace as its agent (one per backend).
+
+        Output goes to ``log_path`` (default ``STATE/<role>-agent.log``, appended
+        across restarts); teardown stops it by PID. ``env`` is added to this
+        process's environment.
+        """
+        self._require_backend(role)
+        if self.agent_alive(role):
+            raise LabError(f"an agent already runs in {role} (pid {self._agent(role).pid})")
+        return self.start_process(role, "agent", argv, env=env, log_path=log_path)
+
+    def _agent(self, role: str) -> ProcessRecord:
+        records = [r for r in self.state.processes if r.role == role and r.what == "agent"]
+        if not records:
+            raise LabError(f"no agent was started in {role}")
+        return records[-1]
+
+    def agent_log(self, role: str) -> Path:
+        """The log of ``role``'s latest agent."""
+        return Path(self._agent(role).log)
+
+    def agent_alive(self, role: str) -> bool:
+        """``role``'s latest agent runs (a SIGSTOPped one counts; a zombie does not)."""
+        records = [r for r in self.state.processes if r.role == role and r.what == "agent"]
+        if not records:
+            return False
+        popen = self._popens.get(records[-1].pid)
+        if popen is not None:
+            popen.poll()  # reap our own child, so that it does not stay a zombie
+        return records[-1].is_running()
+
+    def signal_agent(self, role: str, sig: int) -> None:
+        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT, SIGTERM...) to ``role``'s agent, by PID.
+
+        After SIGKILL it returns once the process is gone (reaped, if it is this
+        process's child), so ``agent_alive`` is False at once.
+        """
+        record = self._agent(role)
+        if not record.is_running():
+            raise LabError(f"the agent in {role} (pid {record.pid}) is not running")
+        os.kill(record.pid, sig)
+        if sig != signal.SIGKILL:
+            return
+        popen = self._popens.get(record.pid)
+        if popen is not None:
+            popen.wait(5)
+        deadline = time.monotonic() + 5.0
+        while record.is_running() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _require_backend(self, role: str) -> None:
+        if role not in self.backends:
+            raise LabError(f"{role!r} is not a backend of lab {self.id} "
+                           f"({', '.join(self.backends)})")
+
+    @property
+    def pebble_log(self) -> Path:
+        return self.state_dir / "pebble" / "pebble.log"
+
+    def pebble_counts(self) -> LogCounts:
+        """Orders and certificates Pebble logged since the lab started."""
+        from acmelb.lab.pebble import count_log
+
+        if not self.scenario.ca:
+            raise LabError(f"lab {self.id} runs no CA")
+        return count_log(self.pebble_log)
+
+    def pebble_orders(self) -> int:
+        """New orders so far (Pebble's "Added order" lines)."""
+        return self.pebble_counts().orders
+
+    def pebble_issued(self) -> int:
+        """Certificates issued so far (Pebble's "Issued certificate serial" lines)."""
+        return self.pebble_counts().issued
+
     def log_tail(self, record: ProcessRecord, lines: int = 3) -> str:
         with contextlib.suppress(OSError):
             text = Path(record.log).read_text(errors="replace").strip().splitlines()
@@ -251,6 +405,9 @@ class Lab:
         if self.ca is not None:
             with contextlib.suppress(Exception):
                 self.ca.stop()
+        if self.state.etcd_id is not None:
+            with contextlib.suppress(LabError):
+                self.etcd.close()
         _stop_processes(self.state.processes, self._popens)
         for name in self.state.namespaces.values():
             netns.delete(name)
@@ -309,6 +466,29 @@ class Lab:
                 for record in self.state.processes
             ],
             "namespaces_present": sorted(set(self.namespaces.values()) & set(netns.existing())),
+            "dns_names": list(scenario.dns_names),
+            "cluster": None if not scenario.cluster else self._cluster_summary(),
+        }
+
+    def _cluster_summary(self) -> dict[str, Any]:
+        etcd: dict[str, Any] = {"id": self.state.etcd_id, "endpoints": [],
+                                "namespaces": [], "running": []}
+        with contextlib.suppress(LabError):
+            cluster = self.etcd
+            etcd.update(endpoints=cluster.endpoints,
+                        namespaces=[cluster.namespace(i) for i in range(cluster.size)],
+                        running=[cluster.pid(i) is not None for i in range(cluster.size)])
+        return {
+            "etcd": etcd,
+            "tls_port": 443,
+            "cert_validity": self.scenario.cert_validity,
+            "backends": [
+                {"role": role, "agent_state_dir": str(self.agent_state_dir(role)),
+                 "deploy_hook": self.deploy_hook(role),
+                 "agent_running": self.agent_alive(role),
+                 "agent_log": str(self.state_dir / f"{role}-agent.log")}
+                for role in self.backends
+            ],
         }
 
     def is_stale(self) -> bool:
@@ -324,6 +504,7 @@ def _stop_processes(records: Sequence[ProcessRecord],
     for record in running:
         with contextlib.suppress(ProcessLookupError):
             os.kill(record.pid, signal.SIGTERM)
+            os.kill(record.pid, signal.SIGCONT)  # a stopped process handles SIGTERM only then
     deadline = time.monotonic() + 2.0
     while running and time.monotonic() < deadline:
         for record in running:
@@ -500,7 +681,7 @@ def _start_services(lab: Lab) -> None:
         config = lab.state_dir / "haproxy.cfg"
         config.write_text(configs.haproxy_config(scenario))
         lab.start_process(LB, "haproxy", ["haproxy", "-db", "-f", str(config)])
-        expected[LB] = {80}
+        expected[LB] = {80, 443} if scenario.cluster else {80}
     for role, behaviour in zip(lab.backends, scenario.backends, strict=True):
         if behaviour is Behaviour.NONE:
             continue
@@ -525,9 +706,16 @@ def _start_services(lab: Lab) -> None:
         sys.executable, "-m", "acmelb.lab.dnsserver",
         "--listen", f"{ADDRESSES.public_host}:{DNS_PORT}", "--zone", str(zone)])
     expected[PUBLIC] = {DNS_PORT}
+    if scenario.cluster:
+        from acmelb.lab import cluster
+
+        for role, ports in cluster.start_tls_servers(lab).items():
+            expected.setdefault(role, set()).update(ports)
     _wait_for_listeners(lab, expected)
     if scenario.ca:
         _start_ca(lab)
+    if scenario.cluster:
+        cluster.start_etcd(lab)
 
 
 def _wait_for_listeners(lab: Lab, expected: Mapping[str, set[int]]) -> None:
@@ -554,7 +742,8 @@ def _start_ca(lab: Lab) -> None:
     workdir.mkdir()
     ca = PebbleCA(host=ADDRESSES.public_host, port=CA_PORT, management_port=CA_MANAGEMENT_PORT,
                   validation_port=80, dns_server=f"{ADDRESSES.public_host}:{DNS_PORT}",
-                  netns_prefix=lab.exec_prefix(PUBLIC), workdir=workdir)
+                  netns_prefix=lab.exec_prefix(PUBLIC), workdir=workdir,
+                  certificate_validity=lab.scenario.cert_validity)
     lab.ca = ca
     try:
         ca.start()
