@@ -43,7 +43,6 @@ from acmelb.vantage import (
     Vantage,
     VantageFailure,
     build_vantages,
-    parse_here,
 )
 
 if TYPE_CHECKING:
@@ -521,20 +520,9 @@ def diagnose_challenge(
     token: str,
     key_authorization: str,
     settings: ProbeSettings | None = None,
-    *,
-    inside: Sequence[str] = (),
-    outside: Sequence[str] = (),
-    here: str = "outside",
-    options: Options | None = None,
 ) -> Report:
-    """For issuance: diagnose one pending HTTP-01 challenge (no ACME client imported).
-
-    ``settings`` says where and how to probe; without it, the older keywords do
-    (``inside``/``outside``/``here`` and ``options``)."""
-    if settings is None:
-        settings = ProbeSettings(here=parse_here(here), inside=tuple(inside),
-                                 outside=tuple(outside))
-    else:
-        options = settings.options()
+    """For issuance: diagnose one pending HTTP-01 challenge (no ACME client imported)."""
+    settings = settings or ProbeSettings()
     target = make_target(name, token, key_authorization)
-    return diagnose(target, build_vantages(settings), options, cluster=settings.cluster)
+    return diagnose(target, build_vantages(settings), settings.options(),
+                    cluster=settings.cluster)

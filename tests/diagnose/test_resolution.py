@@ -16,7 +16,7 @@ from acmelb.resolution import (
     parse_dns_server,
     reserved_reason,
 )
-from acmelb.vantage import Local, Role
+from acmelb.vantage import Local, ProbeSettings, Role
 from tests.diagnose.dnsserver import DnsServer
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, THUMB, Server, answer
 
@@ -92,7 +92,7 @@ def test_diagnose_challenge_for_issuance() -> None:
     try:
         report = diagnose_challenge(
             "app.example.com", KEYAUTH_TOKEN, KEYAUTH,
-            options=Options(resolve={"app.example.com": [s.address]}, timeout=0.5, repeat=2))
+            ProbeSettings(resolve=(("app.example.com", s.address),), timeout=0.5, repeat=2))
     finally:
         s.close()
     assert report.ok and report.verdicts["acme-ca"] == "pass"
