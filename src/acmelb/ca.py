@@ -477,6 +477,11 @@ def new_account_key() -> JWK:
     return _new_key()
 
 
+def thumbprint_of(key_json: str) -> str:
+    """RFC 7638 thumbprint (base64url) of an account key given as JWK JSON."""
+    return jose_b64.b64encode(JWK.json_loads(key_json).thumbprint()).decode("ascii")
+
+
 def describe_account(client: CAClient, store: Store) -> Account:
     regr = client.net.account
     assert regr is not None

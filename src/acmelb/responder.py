@@ -98,6 +98,22 @@ class Stateless:
         return f"{token}.{self.thumbprint}"
 
 
+class TokensThenStateless:
+    """The exact tokens first; any other token as ``token.thumbprint`` once the account's
+    thumbprint is known (a cluster agent cut off from its store still answers for its
+    account: a key authorization is public, and valid only with the account key)."""
+
+    def __init__(self, tokens: ExactTokens) -> None:
+        self.tokens = tokens
+        self.stateless: Stateless | None = None
+
+    def answer(self, token: str) -> str | None:
+        exact = self.tokens.answer(token)
+        if exact is not None or self.stateless is None:
+            return exact
+        return self.stateless.answer(token)
+
+
 @dataclass(frozen=True)
 class RequestLog:
     """One line of the request log; the CLI decides how to show it."""

@@ -41,7 +41,14 @@ from acmelb.cluster.schedule import default_window
 from acmelb.cluster.secrets import SecretBox
 from acmelb.cluster.store import ClusterStore, MemberRecord, PendingOrder, StoredCertificate
 from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
-from acmelb.responder import ExactTokens, RequestLog, Responder, ResponderThread
+from acmelb.responder import (
+    ExactTokens,
+    RequestLog,
+    Responder,
+    ResponderThread,
+    Stateless,
+    TokensThenStateless,
+)
 from acmelb.solvers import PendingChallenge, SolverOptions
 from acmelb.store import Store
 from acmelb.vantage import ProbeResult, Role, VantageFailure
@@ -132,6 +139,7 @@ class Agent:
         self.store = ClusterStore(self.kv, box)
         self.local = Store(config.state_dir)
         self.tokens = ExactTokens()
+        self.answers = TokensThenStateless(self.tokens)
         self.metrics = AgentMetrics(config.member)
         self.state = AgentState()
         self.stopping = threading.Event()
@@ -154,7 +162,7 @@ class Agent:
         self.store.verify_key()
         self.state.store_ok = True
         self._responder = ResponderThread(Responder(
-            self.tokens, addresses=self.config.http_addresses, port=self.config.http_port,
+            self.answers, addresses=self.config.http_addresses, port=self.config.http_port,
             log=self._request_logged))
         self._responder.__enter__()
         if self.config.metrics_listen:
@@ -239,6 +247,7 @@ class Agent:
             if self._cancel_watch is None or self._watch_dead.is_set():
                 self._watch()
             self._sync_tokens()
+            self._learn_thumbprint()
             self._answer_probes()
             for spec in self._specs():
                 self._install(spec)
@@ -283,6 +292,17 @@ class Agent:
             self.tokens.add(token, key_authorization)
         for token in self.tokens.tokens() - published.keys():
             self.tokens.remove(token)
+
+    def _learn_thumbprint(self) -> None:
+        """The shared account's thumbprint, so this member answers any token of the
+        account even while cut off from the store (stateless, like acme.sh's mode)."""
+        if self.answers.stateless is not None:
+            return
+        key_json = self.store.existing_account_key(self.config.directory)
+        if key_json is not None:
+            from acmelb.ca import thumbprint_of
+
+            self.answers.stateless = Stateless(thumbprint_of(key_json))
 
     def _answer_probes(self) -> None:
         for probe_id, request in self.store.probe_requests(self.config.member).items():

@@ -126,16 +126,23 @@ class ClusterStore:
         self.box.open(entry.value, path)
 
     # -- the account -----------------------------------------------------------------
+    def _account_path(self, directory_url: str) -> str:
+        return self.kv.path("account", hashlib.sha256(directory_url.encode()).hexdigest()[:32])
+
     def account_key(self, directory_url: str, new_key_json: str) -> str:
         """The shared account key (JWK JSON); ``new_key_json`` becomes it if there is none."""
-        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:32]
-        path = self.kv.path("account", digest)
+        path = self._account_path(directory_url)
         if self.kv.create(path, self.box.seal(new_key_json.encode(), path)):
             return new_key_json
-        entry = self.kv.get(path)
-        if entry is None:
+        key = self.existing_account_key(directory_url)
+        if key is None:
             raise StateError(f"the account key {path} vanished while reading it")
-        return self.box.open(entry.value, path).decode("utf-8")
+        return key
+
+    def existing_account_key(self, directory_url: str) -> str | None:
+        path = self._account_path(directory_url)
+        entry = self.kv.get(path)
+        return None if entry is None else self.box.open(entry.value, path).decode("utf-8")
 
     # -- declared certificates -----------------------------------------------------
     def _cert(self, name: str, leaf: str) -> str:
