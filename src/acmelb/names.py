@@ -35,7 +35,7 @@ def normalize_name(raw: str) -> str:
         # IDNA 2008 with UTS 46 mapping, as browsers and CAs use (not Python's IDNA 2003 codec).
         ascii_name = idna.encode(name, uts46=True).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError) as exc:
-        raise InvalidNameError(f"{raw!r}: not a valid DNS name ({exc})") from None
+        raise InvalidNameError(f"{raw!r}: not a valid DNS name ({exc})") from exc
     if len(ascii_name) > 253:
         raise InvalidNameError(f"{raw!r}: longer than 253 characters")
     labels = ascii_name.split(".")

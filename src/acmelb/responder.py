@@ -342,7 +342,7 @@ def _listen_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
                 if not addresses and family == socket.AF_INET6:
                     continue  # no IPv6 on this host: serving IPv4 alone is fine by default
                 raise OSError(exc.errno, f"cannot listen on {address} port {port}: "
-                              f"{exc.strerror}") from None
+                              f"{exc.strerror}") from exc
             sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
             sockets.append(sock)

@@ -204,7 +204,7 @@ class Store:
                 ensure_private_dir(self.root / sub)
         except OSError as exc:
             raise StateError(f"state directory {self.root} is not usable: "
-                             f"{exc.strerror or exc}") from None
+                             f"{exc.strerror or exc}") from exc
 
     # -- locking --------------------------------------------------------------
     @contextlib.contextmanager
@@ -225,7 +225,7 @@ class Store:
                     if time.monotonic() >= deadline:
                         raise StateError(
                             f"another acmelb run holds the lock for {name} ({path}); "
-                            f"waited {timeout:.0f} s") from None
+                            f"waited {timeout:.0f} s") from exc
                     time.sleep(0.05)
             self.repair(name)
             yield

@@ -59,3 +59,17 @@ def test_revoke_unknown_name_fails_cleanly(tmp_path: object,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["revoke", "nothere.test", "--state-dir", str(tmp_path)]) == 1
     assert "no certificate named nothere.test" in capsys.readouterr().err
+
+
+def test_debug_shows_the_cause_of_an_error() -> None:
+    argv = [sys.executable, "-m", "acmelb", "fix", "nat-loopback", "--vip", "not-an-ip",
+            "--backend", "198.18.1.11", "--subnet", "198.18.1.0/24"]
+    plain = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 2
+    assert plain.stderr == "acmelb: error: --vip 'not-an-ip': not an IP address\n"
+    debug = subprocess.run([*argv[:3], "--debug", *argv[3:]], capture_output=True, text=True,
+                           timeout=60)
+    assert debug.returncode == 2
+    assert "ValueError" in debug.stderr  # the cause underneath
+    assert "direct cause of the following exception" in debug.stderr
+    assert debug.stderr.endswith("acmelb: error: --vip 'not-an-ip': not an IP address\n")

@@ -70,7 +70,7 @@ def read_input(path: str, what: str) -> str:
         with open(path, encoding="utf-8") as fh:
             return fh.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UsageError(f"{what} {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 def resolve_map(items: list[str]) -> dict[str, list[str]]:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from acmelb.commands._common import read_input
+from acmelb.commands._common import add_vantage_options, probe_settings, read_input
 
 if TYPE_CHECKING:
     from acmelb.k8s import Challenge
@@ -35,23 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      "--token, checks a stateless responder with a random token")
     p.add_argument("--challenges", metavar="FILE",
                    help="`kubectl get challenges -A -o json` output ('-' = stdin)")
-    p.add_argument("--inside", action="append", default=[], metavar="CMD",
-                   help="a vantage behind the LB, as a command prefix ('ssh node1')")
-    p.add_argument("--outside", action="append", default=[], metavar="CMD",
-                   help="a vantage on the public side, as a command prefix")
-    p.add_argument("--here", default="outside", choices=("inside", "outside"),
-                   help="where this process stands (default: outside)")
-    p.add_argument("--resolve", action="append", default=[], metavar="NAME:ADDRESS",
-                   help="like curl --resolve, for this process's probes")
-    p.add_argument("--dns-server", metavar="ADDRESS[:PORT]", help="DNS server to ask")
-    p.add_argument("--repeat", type=int, default=3, metavar="N",
-                   help="probes per address (default 3)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="per connection attempt (default 5)")
-    p.add_argument("--ca-identity", default="letsencrypt.org", metavar="DOMAIN",
-                   help="the CA's CAA identity (default letsencrypt.org)")
-    p.add_argument("--assume-public", action="append", default=[], metavar="CIDR",
-                   help="treat addresses in CIDR as public (labs, test networks)")
+    add_vantage_options(p, fleet=True)
     p.add_argument("--concurrency", type=int, default=None, metavar="N",
                    help="names diagnosed at once with several names (default 64; raise it "
                    "for a fleet where many names time out)")
@@ -63,12 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from acmelb import report
     from acmelb.diagnose import DEFAULT_WORKERS, diagnose_many, names_from_text, plan
     from acmelb.errors import UsageError
-    from acmelb.vantage import ProbeSettings, build_vantages
+    from acmelb.vantage import build_vantages
 
-    settings = ProbeSettings.from_cli(
-        here=args.here, inside=args.inside, outside=args.outside, resolve=args.resolve,
-        dns_server=args.dns_server, timeout=args.timeout, repeat=args.repeat,
-        assume_public=args.assume_public, ca_identity=args.ca_identity)
+    settings = probe_settings(args)
     if args.concurrency is not None and not 1 <= args.concurrency <= 1024:
         raise UsageError("--concurrency must be between 1 and 1024")
     vantages = build_vantages(settings)

@@ -98,7 +98,7 @@ def _read_certificate_list(path: str) -> list[tuple[str, ...]]:
             try:
                 groups.append(normalize_names(line.split()))
             except UsageError as exc:
-                raise UsageError(f"--from-file {path} line {number}: {exc}") from None
+                raise UsageError(f"--from-file {path} line {number}: {exc}") from exc
     if not groups:
         raise UsageError(f"--from-file {path}: no names in it")
     return groups

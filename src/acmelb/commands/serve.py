@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             source = Stateless(args.thumbprint)
         except ValueError as exc:
-            raise UsageError(f"--thumbprint: {exc}") from None
+            raise UsageError(f"--thumbprint: {exc}") from exc
     else:
         if args.thumbprint:
             raise UsageError("--thumbprint goes with --stateless")
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             await responder.start()
         except OSError as exc:
-            raise UsageError(str(exc.strerror or exc)) from None
+            raise UsageError(str(exc.strerror or exc)) from exc
         where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in responder.bound)
         print(f"acmelb serve: listening on {where}", file=sys.stderr, flush=True)
         try:

@@ -21,8 +21,8 @@ STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 def parse_backends(vip: str, backends: Sequence[str]) -> tuple[str, list[Backend]]:
     try:
         ip = ipaddress.ip_address(vip)
-    except ValueError:
-        raise UsageError(f"--vip {vip!r}: not an IP address") from None
+    except ValueError as exc:
+        raise UsageError(f"--vip {vip!r}: not an IP address") from exc
     if not backends:
         raise UsageError("give at least one --backend IP[:PORT]")
     return str(ip), [_parse_backend(text, 80, ip.version) for text in backends]

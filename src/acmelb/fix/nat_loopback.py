@@ -63,14 +63,14 @@ def parse_plan(vip: str, port: int, backends: Sequence[str], subnet: str,
     """Check every input; raise UsageError with the offending value."""
     try:
         vip_ip = ipaddress.ip_address(vip)
-    except ValueError:
-        raise UsageError(f"--vip {vip!r}: not an IP address") from None
+    except ValueError as exc:
+        raise UsageError(f"--vip {vip!r}: not an IP address") from exc
     if not 0 < port < 65536:
         raise UsageError(f"--port {port}: not a TCP port")
     try:
         net = ipaddress.ip_network(subnet, strict=False)
-    except ValueError:
-        raise UsageError(f"--subnet {subnet!r}: not a CIDR block like 198.18.1.0/24") from None
+    except ValueError as exc:
+        raise UsageError(f"--subnet {subnet!r}: not a CIDR block like 198.18.1.0/24") from exc
     if net.version != vip_ip.version:
         raise UsageError("--subnet and --vip must be the same IP version")
     if tool not in TOOLS:
@@ -92,8 +92,8 @@ def _parse_backend(text: str, default_port: int, version: int) -> Backend:
     try:
         ip = ipaddress.ip_address(address)
         port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise UsageError(f"--backend {text!r}: not IP[:PORT]") from None
+    except ValueError as exc:
+        raise UsageError(f"--backend {text!r}: not IP[:PORT]") from exc
     if ip.version != version:
         raise UsageError(f"--backend {text!r}: not the VIP's IP version")
     if not 0 < port < 65536:
@@ -183,8 +183,8 @@ def _run(cmd: Sequence[str], stdin: str | None = None) -> subprocess.CompletedPr
     try:
         return subprocess.run(list(cmd), input=stdin, capture_output=True, text=True,
                               timeout=30, check=False)
-    except FileNotFoundError:
-        raise FixError(f"{cmd[0]} is not installed here") from None
+    except FileNotFoundError as exc:
+        raise FixError(f"{cmd[0]} is not installed here") from exc
 
 
 def _must(cmd: Sequence[str], stdin: str | None = None) -> str:

@@ -407,8 +407,8 @@ class EtcdCluster:
     def attached_address(self, namespace: str) -> str:
         try:
             return attached_address(self.state.attached.index(namespace))
-        except ValueError:
-            raise LabError(f"{namespace} is not attached to etcd lab {self.id}") from None
+        except ValueError as exc:
+            raise LabError(f"{namespace} is not attached to etcd lab {self.id}") from exc
 
     def cut(self, namespace: str, members: Sequence[int] | None = None) -> None:
         """Drop traffic between ``namespace`` and ``members`` (default: all) with iptables.
@@ -487,7 +487,7 @@ class EtcdCluster:
         try:
             cluster = cls(EtcdState.load(state_dir / "state.json"), state_dir)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise LabError(f"no etcd lab {cluster_id!r} ({exc})") from None
+            raise LabError(f"no etcd lab {cluster_id!r} ({exc})") from exc
         for record in cluster.state.processes:
             if record.is_running():
                 cluster._member_records[int(record.role[1:]) - 1] = record

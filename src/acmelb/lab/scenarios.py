@@ -262,8 +262,8 @@ class Scenario:
         if mode_text == "cluster":
             try:
                 count = int(backends_text) if backends_text else CLUSTER_BACKENDS
-            except ValueError:
-                raise UsageError(f"cluster:{backends_text}: give a number of backends") from None
+            except ValueError as exc:
+                raise UsageError(f"cluster:{backends_text}: give a number of backends") from exc
             return cls.cluster_preset(count, **options)
         if backends_text:
             options["backends"] = tuple(part.strip() for part in backends_text.split(","))
@@ -280,9 +280,9 @@ def _dns_name(value: str) -> str:
 def parse_mode(value: str | Mode) -> Mode:
     try:
         return Mode(value)
-    except ValueError:
+    except ValueError as exc:
         choices = ", ".join(mode.value for mode in Mode)
-        raise UsageError(f"unknown lab mode {value!r} (choose from {choices})") from None
+        raise UsageError(f"unknown lab mode {value!r} (choose from {choices})") from exc
 
 
 def parse_behaviour(value: str | Behaviour) -> Behaviour:
@@ -292,6 +292,6 @@ def parse_behaviour(value: str | Behaviour) -> Behaviour:
         return _BEHAVIOUR_ALIASES[value]
     try:
         return Behaviour(value)
-    except ValueError:
+    except ValueError as exc:
         choices = ", ".join(behaviour.value for behaviour in Behaviour)
-        raise UsageError(f"unknown backend behaviour {value!r} (choose from {choices})") from None
+        raise UsageError(f"unknown backend behaviour {value!r} (choose from {choices})") from exc

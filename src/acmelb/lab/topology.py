@@ -429,7 +429,7 @@ class Lab:
             return cls(LabState.load(state_dir / "state.json"), state_dir)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise LabError(f"no lab {lab_id!r} (no readable {state_dir}/state.json: "
-                           f"{exc})") from None
+                           f"{exc})") from exc
 
     def summary(self) -> dict[str, Any]:
         """Everything a person or a script needs to use the lab (``acmelb lab status``)."""

@@ -43,9 +43,9 @@ class HookSolver:
             proc = subprocess.run(self.command, shell=True, env=env, capture_output=True,
                                   text=True, timeout=HOOK_TIMEOUT, stdin=subprocess.DEVNULL,
                                   check=False)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             raise SolverError(f"hook {action} for {challenge.name} did not finish within "
-                              f"{HOOK_TIMEOUT} s") from None
+                              f"{HOOK_TIMEOUT} s") from exc
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
             raise SolverError(f"hook {action} for {challenge.name} exited {proc.returncode}"

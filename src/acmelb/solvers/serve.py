@@ -30,7 +30,7 @@ class ServeSolver:
             write_token_files(self.directory, challenges)
         except OSError as exc:
             raise SolverError(f"serve solver: cannot write to {self.directory}: "
-                              f"{exc.strerror or exc}") from None
+                              f"{exc.strerror or exc}") from exc
 
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
         remove_token_files(self.directory, challenges)

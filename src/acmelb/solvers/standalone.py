@@ -34,7 +34,7 @@ class StandaloneSolver:
                 raise SolverError(
                     f"standalone solver: {exc.strerror or exc} (is another web server using "
                     f"port {self._responder.port}? try --solver webroot, or --http-port)"
-                ) from None
+                ) from exc
             self._thread = thread
 
     @property

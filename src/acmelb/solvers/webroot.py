@@ -30,7 +30,7 @@ class WebrootSolver:
             write_token_files(self.challenge_dir, challenges)
         except OSError as exc:
             raise SolverError(f"webroot solver: cannot write under {self.challenge_dir}: "
-                              f"{exc.strerror or exc}") from None
+                              f"{exc.strerror or exc}") from exc
 
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
         remove_token_files(self.challenge_dir, challenges)
