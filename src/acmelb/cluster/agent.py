@@ -152,6 +152,8 @@ class Agent:
         self._answered: set[str] = set()
         self._backoff: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
         self._lock_wait: dict[str, float] = {}  # name -> not before (another holds the lock)
+        # name -> its current version's summary, as of the last overview of the store
+        self._current: dict[str, dict[str, Any] | None] = {}
         self._client: Any = None  # one CA session, used by the renewal loop only
         self._responder: ResponderThread | None = None
         self._threads: list[threading.Thread] = []
@@ -287,10 +289,12 @@ class Agent:
                     self._wake_renewal.set()  # a lock came free, or the work is done
 
     def _sync_tokens(self) -> None:
+        # Only tokens held before the read may go: one the watch adds meanwhile stays.
+        held = self.tokens.tokens()
         published = self.store.tokens()
         for token, key_authorization in published.items():
             self.tokens.add(token, key_authorization)
-        for token in self.tokens.tokens() - published.keys():
+        for token in held - published.keys():
             self.tokens.remove(token)
 
     def _learn_thumbprint(self) -> None:
@@ -305,10 +309,12 @@ class Agent:
             self.answers.stateless = Stateless(thumbprint_of(key_json))
 
     def _answer_probes(self) -> None:
-        for probe_id, request in self.store.probe_requests(self.config.member).items():
+        requests = self.store.probe_requests(self.config.member)
+        for probe_id, request in requests.items():
             if probe_id not in self._answered:
                 self._answered.add(probe_id)
                 self._probes.submit(self._run_probe, probe_id, request)
+        self._answered &= requests.keys()  # the answered ones are no longer asked
 
     def _run_probe(self, probe_id: str, request: dict[str, Any]) -> None:
         from acmelb import probe
@@ -324,7 +330,9 @@ class Agent:
         """The declared certificates, with this member's deploy hook and self-check."""
         own = {spec.name: spec for spec in self.config.certificates}
         out = []
-        for declared in self.store.specs():
+        overview = self.store.overview()
+        self._current = {spec.name: current for spec, current in overview}
+        for declared, _ in overview:
             mine = own.get(declared.name)
             out.append(replace(declared, deploy_hook=mine.deploy_hook if mine else None,
                                self_check=mine.self_check if mine else
@@ -333,7 +341,7 @@ class Agent:
 
     def _install(self, spec: CertificateSpec) -> None:
         """Put the store's current version into the local live/ (atomic) if it is new."""
-        summary = self.store.current_summary(spec.name)
+        summary = self._current.get(spec.name)
         if summary is None or self.state.installed.get(spec.name) == summary["version"]:
             return
         cert = self.store.current(spec.name)
@@ -394,8 +402,10 @@ class Agent:
             self._store_reached(False, exc)
             return []
 
-    def _due_at(self, spec: CertificateSpec) -> float:
-        summary = self.store.current_summary(spec.name)
+    def _due_at(self, spec: CertificateSpec, *, fresh: bool = False) -> float:
+        """When ``spec`` is due by the last overview (or by the store, ``fresh``)."""
+        summary = (self.store.current_summary(spec.name) if fresh
+                   else self._current.get(spec.name))
         if summary is None:
             return 0.0
         window = default_window(summary["not_before"], summary["not_after"],
@@ -433,7 +443,7 @@ class Agent:
         self.state.held[spec.name] = fence
         self.metrics.lock_held.labels(name=spec.name).set(1)
         try:
-            if self._due_at(spec) > time.time():
+            if self._due_at(spec, fresh=True) > time.time():
                 return  # another member renewed it while we waited for the lock
             self._backoff.pop(spec.name, None)
             self._issue(spec, fence)

@@ -99,6 +99,10 @@ def _load(entry: Entry, what: str) -> Any:
         raise StateError(f"{what} ({entry.key}) in the store is damaged: {exc}") from exc
 
 
+def _summary(current: dict[str, Any]) -> dict[str, Any]:
+    return {k: current[k] for k in ("version", "names", "not_before", "not_after", "issued_by")}
+
+
 class ClusterStore:
     """The cluster's keys in etcd, with private keys sealed under the store key."""
 
@@ -160,13 +164,23 @@ class ClusterStore:
         return True
 
     def specs(self) -> list[CertificateSpec]:
-        out = []
+        return [spec for spec, _ in self.overview()]
+
+    def overview(self) -> list[tuple[CertificateSpec, dict[str, Any] | None]]:
+        """Every declared certificate with its current version's summary (no key opened),
+        in one read of the store."""
+        specs: dict[str, CertificateSpec] = {}
+        currents: dict[str, dict[str, Any]] = {}
         for entry in self.kv.get_prefix(self.kv.path("certs", "")):
-            if entry.key.endswith("/spec"):
+            name, _, leaf = entry.key.rpartition("/")
+            name = name.rsplit("/", 1)[-1]
+            if leaf == "spec":
                 data = _load(entry, "a certificate declaration")
-                out.append(CertificateSpec(names=tuple(data["names"]),
-                                           key_type=data.get("key_type", "ec256")))
-        return out
+                specs[name] = CertificateSpec(names=tuple(data["names"]),
+                                              key_type=data.get("key_type", "ec256"))
+            elif leaf == "current":
+                currents[name] = _summary(_load(entry, "a certificate"))
+        return [(spec, currents.get(name)) for name, spec in specs.items()]
 
     def current(self, name: str) -> StoredCertificate | None:
         path = self._cert(name, "current")
@@ -186,9 +200,7 @@ class ClusterStore:
         entry = self.kv.get(self._cert(name, "current"))
         if entry is None:
             return None
-        data = _load(entry, "a certificate")
-        return {k: data[k] for k in ("version", "names", "not_before", "not_after",
-                                     "issued_by")}
+        return _summary(_load(entry, "a certificate"))
 
     # -- the lock ----------------------------------------------------------------------
     def lock_holder(self, name: str) -> str | None:
