@@ -1,66 +1,20 @@
-"""Helpers for the cluster tests on the lab: agent configuration files, starting agents,
-reading the store from inside the lab."""
+"""Helpers for the cluster tests on the lab: reading the store and the agents' files from
+inside the lab. Agent configuration files and starting agents are acmelb.lab.cluster's
+(``write_config``, ``start``, ``store_url``: the demo uses them too)."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
-from acmelb.cluster.secrets import generate_key_file
-from acmelb.lab import Lab
+from acmelb.lab import Lab, cluster
 
 NAME = "app.acmelb.test"
-
-
-def store_url(lab: Lab) -> str:
-    return "etcd://" + ",".join(e.split("//", 1)[1] for e in lab.etcd_endpoints)
-
-
-def write_config(lab: Lab, role: str, *, names: Sequence[str] = (NAME,), lease_ttl: int = 4,
-                 check_interval: float = 2.0, outside: str | None = None,
-                 metrics: bool = False, extra: str = "") -> Path:
-    """The agent.toml of the agent in ``role``: strict self-check with the public namespace
-    as an outside vantage (the CA's side), every member as an inside one."""
-    state = lab.agent_state_dir(role)
-    outside = outside if outside is not None else lab.vantage("pub")
-    certs = "".join(f'[[certificate]]\nnames = ["{n}"]\ndeploy_hook = "{lab.deploy_hook(role)}"\n'
-                    for n in names)
-    text = f"""member = "{role}"
-state_dir = "{state}"
-store = "{store_url(lab)}"
-lease_ttl = {lease_ttl}
-check_interval = {check_interval}
-{'metrics_listen = "127.0.0.1:9108"' if metrics else ''}
-{extra}
-[ca]
-directory = "{lab.ca_directory_url}"
-ca_bundle = "{lab.ca_bundle}"
-[self_check]
-mode = "strict"
-outside = [{json.dumps(outside)}]
-assume_public = ["198.18.0.0/15"]
-timeout = 2
-{certs}"""
-    path = state / "agent.toml"
-    path.write_text(text)
-    return path
-
-
-def key_file(lab: Lab) -> Path:
-    path = lab.state_dir / "store.key"
-    if not path.exists():
-        generate_key_file(path)
-    return path
-
-
-def start(lab: Lab, roles: Sequence[str], **config: object) -> None:
-    for role in roles:
-        cfg = write_config(lab, role, **config)  # type: ignore[arg-type]
-        lab.start_agent(role, [sys.executable, "-m", "acmelb", "agent", "--config", str(cfg),
-                               "--store-key-file", str(key_file(lab))])
+store_url = cluster.store_url
+write_config = cluster.write_agent_config  # (lab, role, *, outside=..., metrics=...) -> Path
+start = cluster.start_agents  # (lab, roles, **write_config's options)
 
 
 def fullchain(lab: Lab, role: str, name: str = NAME) -> bytes | None:

@@ -11,11 +11,27 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "demo", help="run acmelb's story on the local lab (root; Pebble, HAProxy, iptables)",
         description="Build real load-balancer topologies in network namespaces with a local "
-        "Pebble CA, issue through a TCP LB, diagnose and fix a hairpin-less DNAT LB, and catch "
-        "an intercepting HTTP LB. Everything is torn down at the end.")
-    parser.add_argument("--chapter", type=int, action="append", choices=(1, 2, 3),
-                        help="run only this chapter (repeatable)")
+        "Pebble CA, issue through a TCP LB, diagnose and fix a hairpin-less DNAT LB, catch "
+        "an intercepting HTTP LB, and run three agents in cluster mode behind a round-robin "
+        "LB. Everything is torn down at the end.")
+    parser.add_argument("--chapter", type=_chapter, action="append", metavar="N",
+                        help="run only chapter N: 1, 2, 3, or 4 or 'cluster' (repeatable)")
     parser.set_defaults(run=run)
+
+
+CHAPTER_NAMES = {"cluster": 4}
+
+
+def _chapter(text: str) -> int:
+    number = CHAPTER_NAMES.get(text)
+    if number is None:
+        try:
+            number = int(text)
+        except ValueError:
+            number = 0
+    if not 1 <= number <= 4:
+        raise argparse.ArgumentTypeError(f"no chapter {text!r} (1, 2, 3, 4 or cluster)")
+    return number
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
         if event.kind == "chapter":
             print(f"\n{bold('== ' + event.text)}\n")
         elif event.kind == "say":
+            note = "" if event.expected else "   <-- not what the demo expected"
+            print(f"{event.text}{note}")
+        elif event.kind == "quote":
             print(event.text)
+            for line in event.output.splitlines():
+                print(f"    {line}")
         else:
             print(f"\n[{event.where}] $ {event.text}")
             for line in event.output.splitlines():
@@ -41,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"    (exit {event.exit_code}){note}\n")
         sys.stdout.flush()
 
-    surprises = run_demo(show, chapters=args.chapter or (1, 2, 3))
+    surprises = run_demo(show, chapters=args.chapter or (1, 2, 3, 4))
     return 1 if surprises else 0
