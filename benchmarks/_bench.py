@@ -42,6 +42,7 @@ class Unavailable(Exception):
 
 # -- running and timing ---------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     cmd: list[str]
@@ -86,23 +87,38 @@ def pss_kib(pid: int) -> int:
     return rss_kib(pid)
 
 
-def run(cmd: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None = None,
-        cwd: Path | None = None, stdin_text: str | None = None,
-        sample_tree: bool = False) -> Run:
+def run(
+    cmd: Sequence[str],
+    *,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin_text: str | None = None,
+    sample_tree: bool = False,
+) -> Run:
     """Run ``cmd`` to completion: wall time, exit code, peak RSS (os.wait4), output.
 
     ``sample_tree``: also sample the summed PSS of the child and its descendants every
     20 ms (ru_maxrss sees one process; a fleet diagnosis forks workers).
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.TemporaryFile() as inp:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryFile() as inp,
+    ):
         if stdin_text is not None:
             inp.write(stdin_text.encode())
             inp.seek(0)
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, stdin=inp,
-                                env={**os.environ, **(env or {})}, cwd=cwd,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=out,
+            stderr=err,
+            stdin=inp,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
         timed_out = threading.Event()
 
         def kill() -> None:
@@ -133,9 +149,16 @@ def run(cmd: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None 
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(list(cmd), seconds, proc.returncode, int(usage.ru_maxrss),
-                   out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
-                   timed_out.is_set(), peak[0])
+        return Run(
+            list(cmd),
+            seconds,
+            proc.returncode,
+            int(usage.ru_maxrss),
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+            timed_out.is_set(),
+            peak[0],
+        )
 
 
 def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:
@@ -197,6 +220,7 @@ def can_bind(host: str, port: int) -> bool:
 
 # -- statistics and printing ---------------------------------------------------------------
 
+
 @dataclass
 class Series:
     label: str
@@ -213,8 +237,10 @@ class Series:
     def text(self) -> str:
         if not self.values:
             return "n/a"
-        return (f"{fmt(self.median)} {self.unit} (min {fmt(min(self.values))}, "
-                f"max {fmt(max(self.values))}, n={len(self.values)})")
+        return (
+            f"{fmt(self.median)} {self.unit} (min {fmt(min(self.values))}, "
+            f"max {fmt(max(self.values))}, n={len(self.values)})"
+        )
 
 
 def fmt(value: float) -> str:
@@ -259,6 +285,7 @@ def note(text: str) -> None:
 
 # -- the local CA -----------------------------------------------------------------------------
 
+
 class BenchCA:
     """Pebble (PEBBLE_VA_NOSLEEP=1) and its DNS on 127.0.0.1; every name -> 127.0.0.1.
 
@@ -275,11 +302,17 @@ class BenchCA:
         self.workdir = workdir
         self.http_port = free_port()
         dns_port = free_port()
-        self.dns = DnsServer({"default": {"A": ["127.0.0.1"]}},
-                             listen=f"127.0.0.1:{dns_port}", workdir=workdir).start()
+        self.dns = DnsServer(
+            {"default": {"A": ["127.0.0.1"]}}, listen=f"127.0.0.1:{dns_port}", workdir=workdir
+        ).start()
         try:
-            self.pebble = PebbleCA(port=0, management_port=0, validation_port=self.http_port,
-                                   dns_server=f"127.0.0.1:{dns_port}", workdir=workdir).start()
+            self.pebble = PebbleCA(
+                port=0,
+                management_port=0,
+                validation_port=self.http_port,
+                dns_server=f"127.0.0.1:{dns_port}",
+                workdir=workdir,
+            ).start()
         except BaseException:
             self.dns.stop()
             raise
@@ -317,8 +350,7 @@ def bench_ca() -> Iterator[BenchCA]:
 
 
 def acmelb_ca_args(ca: BenchCA, state: Path) -> list[str]:
-    return ["--directory", ca.directory, "--ca-bundle", str(ca.bundle), "--state-dir",
-            str(state)]
+    return ["--directory", ca.directory, "--ca-bundle", str(ca.bundle), "--state-dir", str(state)]
 
 
 # -- certbot in its own venv -----------------------------------------------------------------
@@ -336,9 +368,16 @@ def certbot(install: bool = True) -> Path:
     base = shutil.which("python3") or PYTHON
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"  (installing certbot from PyPI into {CERTBOT_VENV}, once)", flush=True)
-    steps = [[base, "-m", "venv", str(CERTBOT_VENV)],
-             [str(CERTBOT_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-              "certbot"]]
+    steps = [
+        [base, "-m", "venv", str(CERTBOT_VENV)],
+        [
+            str(CERTBOT_VENV / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "certbot",
+        ],
+    ]
     for step in steps:
         result = run(step, timeout=600)
         if result.returncode != 0:
@@ -348,8 +387,14 @@ def certbot(install: bool = True) -> Path:
 
 
 def certbot_dirs(root: Path) -> list[str]:
-    return ["--config-dir", str(root / "config"), "--work-dir", str(root / "work"),
-            "--logs-dir", str(root / "logs")]
+    return [
+        "--config-dir",
+        str(root / "config"),
+        "--work-dir",
+        str(root / "work"),
+        "--logs-dir",
+        str(root / "logs"),
+    ]
 
 
 def certbot_env(ca: BenchCA) -> dict[str, str]:
@@ -357,17 +402,45 @@ def certbot_env(ca: BenchCA) -> dict[str, str]:
 
 
 def certbot_register(exe: Path, ca: BenchCA, root: Path) -> None:
-    run([str(exe), "register", "--non-interactive", "--agree-tos",
-         "--register-unsafely-without-email", "--server", ca.directory, *certbot_dirs(root)],
-        env=certbot_env(ca), timeout=120).check()
+    run(
+        [
+            str(exe),
+            "register",
+            "--non-interactive",
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "--server",
+            ca.directory,
+            *certbot_dirs(root),
+        ],
+        env=certbot_env(ca),
+        timeout=120,
+    ).check()
 
 
-def certbot_certonly(exe: Path, ca: BenchCA, root: Path, name: str,
-                     timeout: float = 120) -> Run:
-    return run([str(exe), "certonly", "--standalone", "--non-interactive", "--agree-tos",
-                "--server", ca.directory, "--http-01-port", str(ca.http_port),
-                "--http-01-address", "127.0.0.1", "--preferred-challenges", "http",
-                "-d", name, *certbot_dirs(root)], env=certbot_env(ca), timeout=timeout)
+def certbot_certonly(exe: Path, ca: BenchCA, root: Path, name: str, timeout: float = 120) -> Run:
+    return run(
+        [
+            str(exe),
+            "certonly",
+            "--standalone",
+            "--non-interactive",
+            "--agree-tos",
+            "--server",
+            ca.directory,
+            "--http-01-port",
+            str(ca.http_port),
+            "--http-01-address",
+            "127.0.0.1",
+            "--preferred-challenges",
+            "http",
+            "-d",
+            name,
+            *certbot_dirs(root),
+        ],
+        env=certbot_env(ca),
+        timeout=timeout,
+    )
 
 
 def acmelb_register(ca: BenchCA, state: Path) -> None:
@@ -375,8 +448,9 @@ def acmelb_register(ca: BenchCA, state: Path) -> None:
 
 
 def tool(name: str, package: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
-                                  else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     if path is None:
         raise Unavailable(f"{name} is not installed (apt-get install {package})")
     return path

@@ -62,13 +62,14 @@ def main() -> None:
         key = jwk.JWK.json_loads(fh.read())
     with open(a.regr) as fh:
         regr = messages.RegistrationResource.json_loads(fh.read())
-    net = client.ClientNetwork(key, account=regr, alg=__import__("josepy").ES256,
-                               verify_ssl=a.bundle)
+    net = client.ClientNetwork(
+        key, account=regr, alg=__import__("josepy").ES256, verify_ssl=a.bundle
+    )
     acme = client.ClientV2(client.ClientV2.get_directory(a.directory, net), net)
     protocol_start = time.perf_counter()
     cert_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     order = acme.new_order(crypto_util.make_csr(cert_key, [a.name]))
     for authz in order.authorizations:
         challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
@@ -93,8 +94,15 @@ def main() -> None:
     assert b"BEGIN CERTIFICATE" in pem
     done = time.perf_counter()
     server.server_close()  # no shutdown(): it waits for serve_forever's 0.5 s poll
-    print(json.dumps({"import_s": imported - STARTED, "protocol_s": done - protocol_start,
-                      "in_process_s": done - STARTED}))
+    print(
+        json.dumps(
+            {
+                "import_s": imported - STARTED,
+                "protocol_s": done - protocol_start,
+                "in_process_s": done - STARTED,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

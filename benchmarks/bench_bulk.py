@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-certbot", action="store_true", help="skip certbot")
     args = p.parse_args(argv)
 
-    b.header(f"bulk issuance of {args.names} names: acmelb issue --from-file "
-             f"--concurrency {args.concurrency} vs certbot once per name")
+    b.header(
+        f"bulk issuance of {args.names} names: acmelb issue --from-file "
+        f"--concurrency {args.concurrency} vs certbot once per name"
+    )
     exe: Path | None = None
     if not args.no_certbot and args.certbot_runs > 0:
         try:
@@ -65,19 +67,32 @@ def main(argv: list[str] | None = None) -> int:
         def acmelb_run(tag: str) -> b.Run:
             for _ in range(3):
                 names = work / f"names-{tag}-{ca.restarts}.txt"
-                names.write_text("".join(f"n{i}-{tag}-{ca.restarts}.bulk.test\n"
-                                         for i in range(args.names)))
-                r = b.run([*b.ACMELB, "issue", "--from-file", str(names),
-                           "--concurrency", str(args.concurrency),
-                           *b.acmelb_ca_args(ca, state["acmelb"]),
-                           "--http-port", str(ca.http_port), "--http-address", "127.0.0.1"],
-                          timeout=budget)
+                names.write_text(
+                    "".join(f"n{i}-{tag}-{ca.restarts}.bulk.test\n" for i in range(args.names))
+                )
+                r = b.run(
+                    [
+                        *b.ACMELB,
+                        "issue",
+                        "--from-file",
+                        str(names),
+                        "--concurrency",
+                        str(args.concurrency),
+                        *b.acmelb_ca_args(ca, state["acmelb"]),
+                        "--http-port",
+                        str(ca.http_port),
+                        "--http-address",
+                        "127.0.0.1",
+                    ],
+                    timeout=budget,
+                )
                 if r.returncode == 0 and not r.timed_out:
                     return r
                 if ca.hung() or "looks hung" in r.stderr + r.stdout or r.timed_out:
-                    ca.restart("hung during acmelb issue --from-file" +
-                               (f" (the run was stopped after {budget:.0f} s)"
-                                if r.timed_out else ""))
+                    ca.restart(
+                        "hung during acmelb issue --from-file"
+                        + (f" (the run was stopped after {budget:.0f} s)" if r.timed_out else "")
+                    )
                     setup()
                     continue
                 r.check()
@@ -88,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             total = 0.0
             for i in range(args.names):
                 for _ in range(3):
-                    r = b.certbot_certonly(exe, ca, state["certbot"],
-                                           f"n{i}-{tag}-{ca.restarts}.bulk.test")
+                    r = b.certbot_certonly(
+                        exe, ca, state["certbot"], f"n{i}-{tag}-{ca.restarts}.bulk.test"
+                    )
                     if r.returncode == 0 and not r.timed_out:
                         break
                     if ca.hung():
@@ -118,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         b.show(s_acmelb, s_certbot, per_name, certbot_per_name, pairs)
         b.goal("acmelb <= 0.05 x certbot", pairs.median <= 0.05 if pairs.values else None)
         if ca.restarts:
-            b.note(f"Pebble hung and was restarted {ca.restarts} time(s); the runs it "
-                   "spoiled were repeated")
+            b.note(
+                f"Pebble hung and was restarted {ca.restarts} time(s); the runs it "
+                "spoiled were repeated"
+            )
     return 0
 
 

@@ -60,25 +60,37 @@ http {{
 """
 
 
-def start_responders(work: Path, addresses: list[str], thumbprint: str
-                     ) -> tuple[subprocess.Popen[bytes], str]:
+def start_responders(
+    work: Path, addresses: list[str], thumbprint: str
+) -> tuple[subprocess.Popen[bytes], str]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if Path(nginx).exists():
         (work / "tmp").mkdir(exist_ok=True)
         listen = "\n        ".join(f"listen {a}:80;" for a in addresses)
         conf = work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=work, listen=listen, thumbprint=thumbprint))
-        proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", str(work)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         what = "nginx (1 worker)"
     else:
-        cmd = [*b.ACMELB, "serve", "--stateless", f"--thumbprint={thumbprint}", "--port", "80",
-               "--quiet"]
+        cmd = [
+            *b.ACMELB,
+            "serve",
+            "--stateless",
+            f"--thumbprint={thumbprint}",
+            "--port",
+            "80",
+            "--quiet",
+        ]
         for a in addresses:
             cmd += ["--address", a]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         what = "acmelb serve --stateless (nginx not found)"
     try:
         for a in addresses:
@@ -100,8 +112,11 @@ def check_reports(text: str, names: list[str], repeat: int) -> str | None:
     for doc, name in zip(docs, names, strict=True):
         if doc.get("name") != name:
             return f"report for {doc.get('name')} where {name} was expected"
-        answered = [p for p in doc["probes"] if p["outcome"] == "response"
-                    and p["status"] == 200 and not p["proxy_protocol"]]
+        answered = [
+            p
+            for p in doc["probes"]
+            if p["outcome"] == "response" and p["status"] == 200 and not p["proxy_protocol"]
+        ]
         if len(answered) < repeat or doc["verdicts"].get("acme-ca") != "pass" or not doc["ok"]:
             return f"{name}: incomplete or failing report: {json.dumps(doc)[:400]}"
     return None
@@ -115,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="acmelb diagnose --repeat (3)")
     args = p.parse_args(argv)
 
-    b.header(f"fleet diagnosis of {args.names} names: acmelb diagnose --from-file vs a "
-             "sequential curl loop")
+    b.header(
+        f"fleet diagnosis of {args.names} names: acmelb diagnose --from-file vs a "
+        "sequential curl loop"
+    )
     curl = b.tool("curl", "curl")
     addresses = [f"127.0.10.{i + 1}" for i in range(args.responders)]
     if not all(b.can_bind(a, 80) for a in addresses):
@@ -132,9 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             zone_file = work / "zone.json"
             zone_file.write_text(json.dumps(zone))
-            dns = subprocess.Popen([b.PYTHON, str(b.HERE / "_dns.py"), "--listen",
-                                    f"127.0.0.1:{dns_port}", "--zone", str(zone_file)],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            dns = subprocess.Popen(
+                [
+                    b.PYTHON,
+                    str(b.HERE / "_dns.py"),
+                    "--listen",
+                    f"127.0.0.1:{dns_port}",
+                    "--zone",
+                    str(zone_file),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+            )
             assert dns.stdout is not None
             if dns.stdout.readline().strip() != b"ready":
                 b.stop(dns)
@@ -145,23 +171,43 @@ def main(argv: list[str] | None = None) -> int:
                 pairs = work / "pairs.txt"
                 pairs.write_text("".join(f"{n} {a}\n" for n, a in mapping.items()))
                 token = secrets.token_urlsafe(32)
-                loop = ("while read n a; do " + curl + " -s -o /dev/null --resolve \"$n:80:$a\" "
-                        f"\"http://$n/.well-known/acme-challenge/{token}\" || exit 1; "
-                        f"done < {pairs}")
-                base = [*b.ACMELB, "diagnose", "--from-file", str(names_file),
-                        f"--thumbprint={thumbprint}", "--assume-public", "127.0.0.0/8",
-                        "--timeout", "2", "--json"]
+                loop = (
+                    "while read n a; do " + curl + ' -s -o /dev/null --resolve "$n:80:$a" '
+                    f'"http://$n/.well-known/acme-challenge/{token}" || exit 1; '
+                    f"done < {pairs}"
+                )
+                base = [
+                    *b.ACMELB,
+                    "diagnose",
+                    "--from-file",
+                    str(names_file),
+                    f"--thumbprint={thumbprint}",
+                    "--assume-public",
+                    "127.0.0.0/8",
+                    "--timeout",
+                    "2",
+                    "--json",
+                ]
                 resolve = [f"--resolve={n}:{a}" for n, a in mapping.items()]
                 variants = {
                     # the same work as the loop: one fetch per name, names given like curl's
                     "acmelb --resolve --repeat 1": ([*base, *resolve, "--repeat", "1"], 1),
                     # the default probing: 3 fetches per name
-                    f"acmelb --resolve --repeat {args.repeat}":
-                        ([*base, *resolve, "--repeat", str(args.repeat)], args.repeat),
+                    f"acmelb --resolve --repeat {args.repeat}": (
+                        [*base, *resolve, "--repeat", str(args.repeat)],
+                        args.repeat,
+                    ),
                     # everything: A, AAAA and CAA lookups from the DNS server, 3 fetches
-                    f"acmelb --dns-server --repeat {args.repeat}":
-                        ([*base, "--dns-server", f"127.0.0.1:{dns_port}", "--repeat",
-                          str(args.repeat)], args.repeat),
+                    f"acmelb --dns-server --repeat {args.repeat}": (
+                        [
+                            *base,
+                            "--dns-server",
+                            f"127.0.0.1:{dns_port}",
+                            "--repeat",
+                            str(args.repeat),
+                        ],
+                        args.repeat,
+                    ),
                 }
                 series = {k: b.Series(k, "s") for k in variants}
                 memory = {k: b.Series(k, "MiB") for k in variants}
@@ -170,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                     c = b.run(["bash", "-c", loop], timeout=1200).check()
                     for label, (cmd, repeat) in variants.items():
                         r = b.run(cmd, timeout=600, sample_tree=True)
-                        problem = check_reports(r.stdout, names, repeat) \
-                            if r.returncode == 0 else f"exit {r.returncode}: {r.stderr[-500:]}"
+                        problem = (
+                            check_reports(r.stdout, names, repeat)
+                            if r.returncode == 0
+                            else f"exit {r.returncode}: {r.stderr[-500:]}"
+                        )
                         if problem:
                             raise RuntimeError(f"{label}: {problem}")
                         if i:
@@ -179,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                             memory[label].add(r.peak_mib)
                     if i:
                         s_curl.add(c.seconds)
-                b.note(f"responders: {what} on {len(addresses)} addresses; every report was "
-                       "checked complete (one per name, every probe answered 200, acme-ca pass)")
+                b.note(
+                    f"responders: {what} on {len(addresses)} addresses; every report was "
+                    "checked complete (one per name, every probe answered 200, acme-ca pass)"
+                )
                 print(f"  time for {args.names} names:")
                 b.show(s_curl, *series.values())
                 rate = b.Series("curl loop", "fetches/s")
@@ -197,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 b.show(*memory.values())
                 for label, sp in speed.items():
                     b.goal(f">= 10 x faster than the curl loop: {label}", sp.median >= 10)
-                b.goal("peak memory <= 150 MiB",
-                       max(max(m.values) for m in memory.values()) <= 150)
+                b.goal("peak memory <= 150 MiB", max(max(m.values) for m in memory.values()) <= 150)
             finally:
                 b.stop(dns)
         finally:

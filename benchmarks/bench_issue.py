@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench as b
 
 
-def attempt(ca: b.BenchCA, what: str, fn: Callable[[], b.Run],
-            setup: Callable[[], None]) -> b.Run:
+def attempt(ca: b.BenchCA, what: str, fn: Callable[[], b.Run], setup: Callable[[], None]) -> b.Run:
     """Run ``fn``; when it fails and Pebble is hung, restart Pebble, ``setup`` again, retry."""
     for _ in range(3):
         result = fn()
@@ -69,17 +68,40 @@ def main(argv: list[str] | None = None) -> int:
         from acmelb.store import Store
 
         def acmelb(name: str) -> b.Run:
-            return b.run([*b.ACMELB, "issue", name, *b.acmelb_ca_args(ca, work / "acmelb"),
-                          "--http-port", str(ca.http_port), "--http-address", "127.0.0.1"],
-                         timeout=120)
+            return b.run(
+                [
+                    *b.ACMELB,
+                    "issue",
+                    name,
+                    *b.acmelb_ca_args(ca, work / "acmelb"),
+                    "--http-port",
+                    str(ca.http_port),
+                    "--http-address",
+                    "127.0.0.1",
+                ],
+                timeout=120,
+            )
 
         def floor(name: str) -> b.Run:
             account = Store(work / "acmelb").account_dir(ca.directory)
-            return b.run([b.PYTHON, str(b.HERE / "_floor.py"), "--directory", ca.directory,
-                          "--bundle", str(ca.bundle), "--key",
-                          str(account / "private_key.json"), "--regr",
-                          str(account / "regr.json"), "--port", str(ca.http_port), name],
-                         timeout=120)
+            return b.run(
+                [
+                    b.PYTHON,
+                    str(b.HERE / "_floor.py"),
+                    "--directory",
+                    ca.directory,
+                    "--bundle",
+                    str(ca.bundle),
+                    "--key",
+                    str(account / "private_key.json"),
+                    "--regr",
+                    str(account / "regr.json"),
+                    "--port",
+                    str(ca.http_port),
+                    name,
+                ],
+                timeout=120,
+            )
 
         def cb(name: str) -> b.Run:
             assert exe is not None
@@ -92,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs + 1):  # round 0 warms caches up and is not counted
             r = attempt(ca, "acmelb issue", lambda i=i: acmelb(f"a{i}.issue.test"), setup)
             f = attempt(ca, "the floor", lambda i=i: floor(f"f{i}.issue.test"), setup)
-            c = attempt(ca, "certbot", lambda i=i: cb(f"c{i}.issue.test"), setup) \
-                if exe is not None else None
+            c = (
+                attempt(ca, "certbot", lambda i=i: cb(f"c{i}.issue.test"), setup)
+                if exe is not None
+                else None
+            )
             if i == 0:
                 continue
             s_acmelb.add(r.seconds)
@@ -104,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         vs_certbot = b.ratios(s_acmelb, s_certbot)
         vs_floor = b.ratios(s_acmelb, s_floor)
         b.show(s_acmelb, s_certbot, s_floor, s_proto, vs_certbot, vs_floor)
-        b.goal("acmelb <= 0.25 x certbot",
-               vs_certbot.median <= 0.25 if vs_certbot.values else None)
+        b.goal("acmelb <= 0.25 x certbot", vs_certbot.median <= 0.25 if vs_certbot.values else None)
         b.goal("acmelb <= 1.3 x the floor", vs_floor.median <= 1.3)
         if ca.restarts:
             b.note(f"Pebble hung and was restarted {ca.restarts} time(s)")

@@ -100,27 +100,52 @@ def main(argv: list[str] | None = None) -> int:
         user = "user root;" if os.geteuid() == 0 else ""
         conf.write_text(NGINX_CONF.format(dir=work, port=n_port, user=user))
         servers = {
-            "nginx": subprocess.Popen([*pin_server, nginx, "-c", str(conf), "-p", str(work)],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL),
+            "nginx": subprocess.Popen(
+                [*pin_server, nginx, "-c", str(conf), "-p", str(work)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
             "acmelb serve": subprocess.Popen(
-                [*pin_server, *b.ACMELB, "serve", "--address", "127.0.0.1", "--port",
-                 str(a_port), f"--token={token}", f"--key={key}", "--quiet"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                [
+                    *pin_server,
+                    *b.ACMELB,
+                    "serve",
+                    "--address",
+                    "127.0.0.1",
+                    "--port",
+                    str(a_port),
+                    f"--token={token}",
+                    f"--key={key}",
+                    "--quiet",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
         }
         ports = {"nginx": n_port, "acmelb serve": a_port}
         try:
             for name, port in ports.items():
                 b.wait_port("127.0.0.1", port)
-                got = b.run(["curl", "-s", f"http://127.0.0.1:{port}/.well-known/"
-                             f"acme-challenge/{token}"], timeout=10).stdout
+                got = b.run(
+                    ["curl", "-s", f"http://127.0.0.1:{port}/.well-known/acme-challenge/{token}"],
+                    timeout=10,
+                ).stdout
                 if got != key:
                     raise RuntimeError(f"{name} answered {got[:80]!r}, not the key")
 
             def bench(name: str, close: bool, seconds: float) -> tuple[float, float, int]:
                 url = f"http://127.0.0.1:{ports[name]}/.well-known/acme-challenge/{token}"
-                cmd = [*pin_client, wrk, "-t1", f"-c{args.connections}", f"-d{seconds:g}s",
-                       "--latency", url]
+                cmd = [
+                    *pin_client,
+                    wrk,
+                    "-t1",
+                    f"-c{args.connections}",
+                    f"-d{seconds:g}s",
+                    "--latency",
+                    url,
+                ]
                 if close:
                     cmd[-1:-1] = ["-H", "Connection: close"]
                 out = b.run(cmd, timeout=seconds + 60).check().stdout
@@ -149,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 lat_ratio.label = "acmelb serve p99 / nginx p99"
                 b.show(*rps.values(), *p99.values(), ratio, lat_ratio)
                 b.goal(f">= 0.6 x nginx requests/s with {mode}", ratio.median >= 0.6)
-            print(f"  -- memory (VmRSS) over a soak of {args.soak:,} requests per server "
-                  "(alternating keep-alive and close)")
+            print(
+                f"  -- memory (VmRSS) over a soak of {args.soak:,} requests per server "
+                "(alternating keep-alive and close)"
+            )
             for name, proc in servers.items():
                 chunk = 0
                 while served[name] < args.soak and chunk < 200:
@@ -158,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                     chunk += 1
                 after = server_rss_mib(proc)
                 growth = after - rss_before[name]
-                print(f"  {name}: {rss_before[name]:.1f} MiB after warm-up, {after:.1f} MiB "
-                      f"after {served[name]:,} requests ({growth:+.1f} MiB)", flush=True)
+                print(
+                    f"  {name}: {rss_before[name]:.1f} MiB after warm-up, {after:.1f} MiB "
+                    f"after {served[name]:,} requests ({growth:+.1f} MiB)",
+                    flush=True,
+                )
                 if name == "acmelb serve":
                     b.goal("acmelb serve memory flat (growth < 5 MiB)", growth < 5)
         finally:

@@ -26,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     b.header("start-up: acmelb --version / --help vs certbot --version")
-    commands = {"acmelb --version": [*b.ACMELB, "--version"],
-                "acmelb --help": [*b.ACMELB, "--help"],
-                "acmelb diagnose --help": [*b.ACMELB, "diagnose", "--help"]}
+    commands = {
+        "acmelb --version": [*b.ACMELB, "--version"],
+        "acmelb --help": [*b.ACMELB, "--help"],
+        "acmelb diagnose --help": [*b.ACMELB, "diagnose", "--help"],
+    }
     if not args.no_certbot:
         try:
             commands["certbot --version"] = [str(b.certbot()), "--version"]
@@ -42,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
                 series[label].add(r.seconds)
     b.show(*series.values())
     if "certbot --version" in series:
-        b.show(*(b.ratios(series[k], series["certbot --version"])
-                 for k in commands if k.startswith("acmelb")))
+        b.show(
+            *(
+                b.ratios(series[k], series["certbot --version"])
+                for k in commands
+                if k.startswith("acmelb")
+            )
+        )
     for k in ("acmelb --version", "acmelb --help"):
         b.goal(f"{k} <= 0.15 s median", series[k].median <= 0.15)
     return 0

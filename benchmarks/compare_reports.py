@@ -73,10 +73,12 @@ def behaviours() -> dict[str, Callable[[str], s.Handler]]:
         "redirect-https": lambda a: s.answer(301, "", {"Location": f"https://{a}{path}"}),
         "proxy": lambda a: s.proxy_required(s.answer(200, KEY)),
         "slow": lambda a: s.hang(2.5),
-        "cdn-403": lambda a: s.answer(403, "Forbidden", {"Server": "cloudflare",
-                                                          "CF-RAY": "8a1b2c3d4e5f-FRA"}),
-        "tls-port": lambda a: s.answer(400, "The plain HTTP request was sent to HTTPS port",
-                                       {"Server": "nginx"}),
+        "cdn-403": lambda a: s.answer(
+            403, "Forbidden", {"Server": "cloudflare", "CF-RAY": "8a1b2c3d4e5f-FRA"}
+        ),
+        "tls-port": lambda a: s.answer(
+            400, "The plain HTTP request was sent to HTTPS port", {"Server": "nginx"}
+        ),
         "chunked": lambda a: s.chunked(KEY.encode()),
     }
 
@@ -111,9 +113,18 @@ def fleet(count: int) -> Iterator[tuple[list[str], str]]:
         zone_file = Path(tmp) / "zone.json"
         zone_file.write_text(json.dumps({"names": zone}))
         port = b.free_port()
-        dns = subprocess.Popen([b.PYTHON, str(b.HERE / "_dns.py"), "--listen",
-                                f"127.0.0.1:{port}", "--zone", str(zone_file)],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        dns = subprocess.Popen(
+            [
+                b.PYTHON,
+                str(b.HERE / "_dns.py"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--zone",
+                str(zone_file),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
         stack.callback(b.stop, dns)
         assert dns.stdout is not None
         if dns.stdout.readline().strip() != b"ready":
@@ -127,11 +138,28 @@ def run_tree(tree: Path, names: list[str], dns: str) -> list[dict[str, Any]]:
         fh.write("".join(n + "\n" for n in names))
         fh.flush()
         env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-        cmd = [b.PYTHON, "-m", "acmelb", "diagnose", "--from-file", fh.name,
-               "--token", TOKEN, "--key", KEY, "--dns-server", dns,
-               "--assume-public", f"{NET}.0/24", "--timeout", "1", "--repeat", "2", "--json"]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
-                              cwd=tree)
+        cmd = [
+            b.PYTHON,
+            "-m",
+            "acmelb",
+            "diagnose",
+            "--from-file",
+            fh.name,
+            "--token",
+            TOKEN,
+            "--key",
+            KEY,
+            "--dns-server",
+            dns,
+            "--assume-public",
+            f"{NET}.0/24",
+            "--timeout",
+            "1",
+            "--repeat",
+            "2",
+            "--json",
+        ]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tree)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{tree}: exit {proc.returncode}: {proc.stderr[-2000:]}")
     docs = json.loads(proc.stdout)
@@ -153,9 +181,14 @@ def differences(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> li
     for x, y in zip(before, after, strict=True):
         if x != y:
             keys = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
-            out.append(f"{x.get('name')}: differs in {', '.join(keys)}\n"
-                       + "\n".join(f"  {k} before: {json.dumps(x.get(k))[:600]}\n"
-                                   f"  {k} after:  {json.dumps(y.get(k))[:600]}" for k in keys))
+            out.append(
+                f"{x.get('name')}: differs in {', '.join(keys)}\n"
+                + "\n".join(
+                    f"  {k} before: {json.dumps(x.get(k))[:600]}\n"
+                    f"  {k} after:  {json.dumps(y.get(k))[:600]}"
+                    for k in keys
+                )
+            )
     return out
 
 
@@ -165,16 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--after", type=Path, default=b.REPO, help="the tree after (default: this)")
     p.add_argument("--names", type=int, default=200, help="names in the fleet (200)")
     p.add_argument("--save", type=Path, help="write both runs' reports to this directory")
-    p.add_argument("--self-test", action="store_true",
-                   help="also run each tree twice: the fleet itself must be deterministic")
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="also run each tree twice: the fleet itself must be deterministic",
+    )
     args = p.parse_args(argv)
     with fleet(args.names) as (names, dns):
         before = run_tree(args.before.resolve(), names, dns)
         after = run_tree(args.after.resolve(), names, dns)
         problems = differences(before, after)
         if args.self_test:
-            problems += [f"before vs before: {d}" for d in
-                         differences(before, run_tree(args.before.resolve(), names, dns))]
+            problems += [
+                f"before vs before: {d}"
+                for d in differences(before, run_tree(args.before.resolve(), names, dns))
+            ]
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         (args.save / "before.json").write_text(json.dumps(before, indent=1))

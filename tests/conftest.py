@@ -43,8 +43,14 @@ class LocalCA:
         return self.pebble.ca_bundle
 
     def ca_args(self, state_dir: Path) -> list[str]:
-        return ["--directory", self.directory_url, "--ca-bundle", str(self.ca_bundle),
-                "--state-dir", str(state_dir)]
+        return [
+            "--directory",
+            self.directory_url,
+            "--ca-bundle",
+            str(self.ca_bundle),
+            "--state-dir",
+            str(state_dir),
+        ]
 
 
 def _start_local_ca(tmp: Path, **pebble_options: object) -> LocalCA:
@@ -52,12 +58,18 @@ def _start_local_ca(tmp: Path, **pebble_options: object) -> LocalCA:
         pytest.skip("pebble is not installed (apt-get install pebble)")
     dns_port = free_port()
     http_port = free_port()
-    dns = DnsServer({"default": {"A": ["127.0.0.1"]}}, listen=f"127.0.0.1:{dns_port}",
-                    workdir=tmp).start()
+    dns = DnsServer(
+        {"default": {"A": ["127.0.0.1"]}}, listen=f"127.0.0.1:{dns_port}", workdir=tmp
+    ).start()
     try:
-        pebble = PebbleCA(port=0, management_port=0, validation_port=http_port,
-                          dns_server=f"127.0.0.1:{dns_port}", workdir=tmp,
-                          **pebble_options).start()  # type: ignore[arg-type]
+        pebble = PebbleCA(
+            port=0,
+            management_port=0,
+            validation_port=http_port,
+            dns_server=f"127.0.0.1:{dns_port}",
+            workdir=tmp,
+            **pebble_options,
+        ).start()  # type: ignore[arg-type]
     except BaseException:
         dns.stop()
         raise
@@ -86,15 +98,32 @@ def nonce_rejecting_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
         ca.dns.stop()
 
 
-def run_acmelb(*args: str, timeout: float = 120, input: str | None = None
-               ) -> subprocess.CompletedProcess[str]:
+def run_acmelb(
+    *args: str, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a child process."""
-    return subprocess.run([sys.executable, "-m", "acmelb", *args], capture_output=True,
-                          text=True, timeout=timeout, input=input,
-                          stdin=None if input is not None else subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "acmelb", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
 
 
 def openssl_verify(bundle: Path, live_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["openssl", "verify", "-CAfile", str(bundle), "-untrusted",
-                           str(live_dir / "chain.pem"), str(live_dir / "cert.pem")],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(bundle),
+            "-untrusted",
+            str(live_dir / "chain.pem"),
+            str(live_dir / "cert.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )

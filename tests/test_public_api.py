@@ -19,8 +19,9 @@ def test_every_public_name_resolves() -> None:
 
 def test_importing_acmelb_does_not_import_the_acme_client() -> None:
     code = "import sys, acmelb; print('acme.client' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "False"
 
 

@@ -62,8 +62,9 @@ T = TypeVar("T")
 def resolve_directory(value: str) -> str:
     url = DIRECTORY_ALIASES.get(value, value)
     if not url.startswith(("https://", "http://")):
-        raise UsageError(f"--directory {value!r}: give an https:// URL, 'letsencrypt' or "
-                         "'letsencrypt-staging'")
+        raise UsageError(
+            f"--directory {value!r}: give an https:// URL, 'letsencrypt' or 'letsencrypt-staging'"
+        )
     return url
 
 
@@ -72,8 +73,7 @@ class _Network(acme_client.ClientNetwork):
 
     last_response: requests.Response | None = None
 
-    def _send_request(self, method: str, url: str, *args: Any,
-                      **kwargs: Any) -> requests.Response:
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         self.last_response = None
         response = super()._send_request(method, url, *args, **kwargs)
         self.last_response = response
@@ -87,8 +87,11 @@ class _Network(acme_client.ClientNetwork):
         return self.last_response.status_code if self.last_response is not None else 0
 
     def retry_after_seconds(self, default: float) -> float:
-        header = (self.last_response.headers.get("Retry-After")
-                  if self.last_response is not None else None)
+        header = (
+            self.last_response.headers.get("Retry-After")
+            if self.last_response is not None
+            else None
+        )
         return parse_retry_after(header, default)
 
 
@@ -124,20 +127,27 @@ def _problem_text(error: messages.Error) -> str:
 class CAClient:
     """One account at one ACME server, with one HTTP session for all requests."""
 
-    def __init__(self, config: CAConfig, account_key: JWK,
-                 account: messages.RegistrationResource | None = None) -> None:
+    def __init__(
+        self,
+        config: CAConfig,
+        account_key: JWK,
+        account: messages.RegistrationResource | None = None,
+    ) -> None:
         self.config = config
         self.key = account_key
         alg = jwa.ES256 if isinstance(account_key, JWKEC) else jwa.RS256
-        self.net = _Network(account_key, account=account, alg=alg, user_agent=USER_AGENT,
-                            timeout=NETWORK_TIMEOUT)
+        self.net = _Network(
+            account_key, account=account, alg=alg, user_agent=USER_AGENT, timeout=NETWORK_TIMEOUT
+        )
         if config.ca_bundle is not None:
             if not config.ca_bundle.is_file():
                 raise UsageError(f"--ca-bundle {config.ca_bundle}: no such file")
             # requests takes a CA bundle path wherever it takes verify=True.
             self.net.verify_ssl = str(config.ca_bundle)  # type: ignore[assignment]
-        directory = self.call(lambda: acme_client.ClientV2.get_directory(
-            config.directory_url, self.net), what="fetch the directory")
+        directory = self.call(
+            lambda: acme_client.ClientV2.get_directory(config.directory_url, self.net),
+            what="fetch the directory",
+        )
         self.acme = acme_client.ClientV2(directory, self.net)
 
     @property
@@ -158,26 +168,33 @@ class CAClient:
                     bad_nonces += 1
                     continue
                 status = self.net.status()
-                if (error.code in ("rateLimited", "serverInternal") or status >= 500) \
-                        and transient < MAX_TRANSIENT_RETRIES:
+                if (
+                    error.code in ("rateLimited", "serverInternal") or status >= 500
+                ) and transient < MAX_TRANSIENT_RETRIES:
                     transient += 1
                     self._wait_before_retry(what, _problem_text(error), transient, error.typ)
                     continue
-                raise CAProblemError(f"the CA refused to {what}: {_problem_text(error)}",
-                                     error.typ) from error
+                raise CAProblemError(
+                    f"the CA refused to {what}: {_problem_text(error)}", error.typ
+                ) from error
             except requests.exceptions.SSLError as exc:
                 raise CAUnreachableError(
                     f"TLS verification failed for {self.config.directory_url}: "
                     f"{_root_cause(exc)} (for a private or test CA, pass its certificate "
-                    "with --ca-bundle PEM)") from exc
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError,  # the answer was cut short
-                    acme_errors.ClientError) as exc:
+                    "with --ca-bundle PEM)"
+                ) from exc
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,  # the answer was cut short
+                acme_errors.ClientError,
+            ) as exc:
                 status = self.net.status()
                 # A 429 or 5xx without an ACME problem: a proxy or load balancer in front
                 # of the CA (an HTML error page); as retriable as the CA's own.
                 answered = isinstance(exc, acme_errors.ClientError) and (
-                    status >= 500 or status == 429)
+                    status >= 500 or status == 429
+                )
                 retriable = not isinstance(exc, acme_errors.ClientError) or answered
                 if isinstance(exc, requests.exceptions.ReadTimeout):
                     if self._looks_hung():
@@ -185,47 +202,56 @@ class CAClient:
                             f"the CA at {self.config.directory_url} accepts connections and "
                             f"serves its directory, but did not answer while trying to {what} "
                             f"within {NETWORK_TIMEOUT} s: it looks hung (a test Pebble can "
-                            "deadlock: restart it); run again later") from exc
+                            "deadlock: restart it); run again later"
+                        ) from exc
                     retriable = transient < 1  # a slow CA gets one more chance, not four
                 if retriable and transient < MAX_TRANSIENT_RETRIES:
                     transient += 1
                     if answered:
                         self._wait_before_retry(what, f"HTTP {status}", transient, None)
                     else:
-                        time.sleep(min(0.25 * 2 ** transient, 4.0))
+                        time.sleep(min(0.25 * 2**transient, 4.0))
                     continue
                 if isinstance(exc, acme_errors.ClientError):
-                    raise CAError(f"unexpected answer from the CA while trying to {what}: "
-                                  f"HTTP {status or '?'}") from exc
+                    raise CAError(
+                        f"unexpected answer from the CA while trying to {what}: "
+                        f"HTTP {status or '?'}"
+                    ) from exc
                 raise CAUnreachableError(
                     f"cannot reach the CA at {self.config.directory_url} to {what}: "
-                    f"{_root_cause(exc)}") from exc
+                    f"{_root_cause(exc)}"
+                ) from exc
             except (ValueError, jose_errors.DeserializationError) as exc:
-                raise CAError(f"the CA's answer while trying to {what} is not valid ACME "
-                              f"JSON ({exc}); is --directory the ACME directory URL?") from exc
+                raise CAError(
+                    f"the CA's answer while trying to {what} is not valid ACME "
+                    f"JSON ({exc}); is --directory the ACME directory URL?"
+                ) from exc
 
     def _looks_hung(self) -> bool:
         """Directory answers at once while a real request timed out: a deadlocked CA."""
         try:
-            response = self.net.session.get(self.config.directory_url, timeout=5,
-                                            verify=self.net.verify_ssl)
+            response = self.net.session.get(
+                self.config.directory_url, timeout=5, verify=self.net.verify_ssl
+            )
         except requests.exceptions.RequestException:
             return False
         return response.status_code == 200
 
-    def _wait_before_retry(self, what: str, problem: str, attempt: int,
-                           typ: str | None) -> None:
-        wait = self.net.retry_after_seconds(default=min(0.5 * 2 ** attempt, 8.0))
+    def _wait_before_retry(self, what: str, problem: str, attempt: int, typ: str | None) -> None:
+        wait = self.net.retry_after_seconds(default=min(0.5 * 2**attempt, 8.0))
         if wait > MAX_RETRY_WAIT:
             raise CAProblemError(
                 f"the CA refused to {what}: {problem}; it asks to retry after "
                 f"{wait:.0f} s, longer than acmelb waits ({MAX_RETRY_WAIT:.0f} s): "
-                "run again later", typ)
+                "run again later",
+                typ,
+            )
         time.sleep(wait)
 
     # -- polling --------------------------------------------------------------
-    def poll_until(self, fetch: Callable[[], T], done: Callable[[T], bool], *,
-                   deadline: float, what: str) -> T:
+    def poll_until(
+        self, fetch: Callable[[], T], done: Callable[[T], bool], *, deadline: float, what: str
+    ) -> T:
         """Poll with short, growing intervals; honour Retry-After; stop at ``deadline``."""
         interval = 0.02
         while True:
@@ -242,7 +268,8 @@ class CAClient:
     def post_as_get(self, url: str) -> requests.Response:
         """RFC 8555 §6.3: a signed POST with an empty payload (wrap it in ``call``)."""
         response: requests.Response = self.net.post(
-            url, None, new_nonce_url=self.acme.directory["newNonce"])
+            url, None, new_nonce_url=self.acme.directory["newNonce"]
+        )
         return response
 
     def new_order(self, csr_pem: bytes) -> messages.OrderResource:
@@ -252,34 +279,39 @@ class CAClient:
         def fetch() -> messages.AuthorizationResource:
             body = messages.Authorization.from_json(self.post_as_get(url).json())
             return messages.AuthorizationResource(body=body, uri=url)
+
         return self.call(fetch, what="look up the authorization")
 
     def fetch_order_body(self, url: str) -> messages.Order:
         def fetch() -> messages.Order:
             body: messages.Order = messages.Order.from_json(self.post_as_get(url).json())
             return body
+
         return self.call(fetch, what="look up the order")
 
     def fetch_order(self, url: str, csr_pem: bytes) -> messages.OrderResource:
         """An order created earlier (by this process or another), to resume it."""
         body = self.fetch_order_body(url)
         authorizations = [self.fetch_authorization(a) for a in body.authorizations]
-        return messages.OrderResource(body=body, uri=url, authorizations=authorizations,
-                                      csr_pem=csr_pem)
+        return messages.OrderResource(
+            body=body, uri=url, authorizations=authorizations, csr_pem=csr_pem
+        )
 
     def answer(self, order: messages.OrderResource, challb: messages.ChallengeBody) -> None:
         response = challb.chall.response(self.key)
         try:
-            self.call(partial(self.acme.answer_challenge, challb, response),
-                      what="answer the challenge")
+            self.call(
+                partial(self.acme.answer_challenge, challb, response), what="answer the challenge"
+            )
         except CAProblemError:
             # A lost answer to a POST the CA did act on: the retried POST meets a
             # challenge that is no longer pending. That is the answer we wanted.
             if self._challenge_left_pending(order, challb):
                 raise
 
-    def _challenge_left_pending(self, order: messages.OrderResource,
-                                challb: messages.ChallengeBody) -> bool:
+    def _challenge_left_pending(
+        self, order: messages.OrderResource, challb: messages.ChallengeBody
+    ) -> bool:
         for authz in order.authorizations:
             current = self.fetch_authorization(authz.uri)
             for candidate in current.body.challenges:
@@ -287,20 +319,25 @@ class CAClient:
                     return bool(candidate.status == messages.STATUS_PENDING)
         return True
 
-    def wait_for_authorizations(self, order: messages.OrderResource,
-                                timeout: float = AUTHORIZATION_TIMEOUT) -> None:
+    def wait_for_authorizations(
+        self, order: messages.OrderResource, timeout: float = AUTHORIZATION_TIMEOUT
+    ) -> None:
         """Poll until every authorization settles; ValidationFailedError names the failures."""
         deadline = time.monotonic() + timeout
         failures: list[tuple[str, str, str]] = []
         for authz in order.authorizations:
-            final = self.poll_until(partial(self.fetch_authorization, authz.uri),
-                                    _authorization_settled, deadline=deadline,
-                                    what="validate the challenges")
+            final = self.poll_until(
+                partial(self.fetch_authorization, authz.uri),
+                _authorization_settled,
+                deadline=deadline,
+                what="validate the challenges",
+            )
             if final.body.status != messages.STATUS_VALID:
                 failures.append(failure_detail(final))
         if failures:
-            lines = "; ".join(f"{name}: the CA fetched {url} and said: {detail}"
-                              for name, url, detail in failures)
+            lines = "; ".join(
+                f"{name}: the CA fetched {url} and said: {detail}" for name, url, detail in failures
+            )
             raise ValidationFailedError(f"validation failed: {lines}", failures)
 
     def deactivate_pending(self, order: messages.OrderResource) -> list[Deactivation]:
@@ -321,8 +358,7 @@ class CAClient:
             done.append(Deactivation.of(current, after))
         return done
 
-    def finalize(self, order: messages.OrderResource,
-                 timeout: float = FINALIZE_TIMEOUT) -> bytes:
+    def finalize(self, order: messages.OrderResource, timeout: float = FINALIZE_TIMEOUT) -> bytes:
         """Finalize a ready order, wait until it is valid and download the full chain."""
         deadline = time.monotonic() + timeout
         try:
@@ -335,15 +371,18 @@ class CAClient:
         body = self.poll_until(
             partial(self.fetch_order_body, order.uri),
             lambda o: o.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
-            deadline=deadline, what="issue the certificate")
+            deadline=deadline,
+            what="issue the certificate",
+        )
         if body.status != messages.STATUS_VALID or body.certificate is None:
             detail = f": {body.error.detail}" if body.error is not None else ""
             raise CAError(f"the CA did not issue the certificate{detail}")
         return self.download(body.certificate)
 
     def download(self, certificate_url: str) -> bytes:
-        response = self.call(partial(self.post_as_get, certificate_url),
-                             what="download the certificate")
+        response = self.call(
+            partial(self.post_as_get, certificate_url), what="download the certificate"
+        )
         fullchain: bytes = response.content
         return fullchain
 
@@ -358,14 +397,21 @@ class Deactivation:
     challenge_status: str  # the http-01 challenge before deactivation: "pending" = unanswered
 
     @classmethod
-    def of(cls, before: messages.AuthorizationResource,
-           after: messages.AuthorizationResource) -> Deactivation:
+    def of(
+        cls, before: messages.AuthorizationResource, after: messages.AuthorizationResource
+    ) -> Deactivation:
         # The challenge as it stood just before: "pending" means it was never answered.
-        statuses = [c.status.name for c in before.body.challenges
-                    if isinstance(c.chall, acme_challenges.HTTP01)]
-        return cls(name=after.body.identifier.value, url=after.uri,
-                   status=after.body.status.name,
-                   challenge_status=statuses[0] if statuses else "none")
+        statuses = [
+            c.status.name
+            for c in before.body.challenges
+            if isinstance(c.chall, acme_challenges.HTTP01)
+        ]
+        return cls(
+            name=after.body.identifier.value,
+            url=after.uri,
+            status=after.body.status.name,
+            challenge_status=statuses[0] if statuses else "none",
+        )
 
 
 def http01_challenge(authz: messages.AuthorizationResource) -> messages.ChallengeBody:
@@ -401,6 +447,7 @@ def _root_cause(exc: BaseException) -> str:
 
 
 # -- accounts -----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Account:
@@ -439,8 +486,10 @@ def open_account(store: Store, config: CAConfig, *, register: bool = True) -> CA
                     raise StateError(f"account record {regr_path} is damaged: {exc}") from exc
                 return CAClient(config, key, regr)
         elif not register:
-            raise StateError(f"no account for {config.directory_url} in {store.root}; "
-                             "run `acmelb account register` or `acmelb issue` first")
+            raise StateError(
+                f"no account for {config.directory_url} in {store.root}; "
+                "run `acmelb account register` or `acmelb issue` first"
+            )
         else:
             key = _new_key()
             ensure_private_dir(account_dir)
@@ -448,8 +497,11 @@ def open_account(store: Store, config: CAConfig, *, register: bool = True) -> CA
         client = CAClient(config, key)
         regr = register_account(client)
         atomic_write(regr_path, regr.json_dumps(indent=2).encode(), 0o600)
-        atomic_write(account_dir / "meta.json",
-                     json.dumps({"directory": config.directory_url}).encode(), 0o600)
+        atomic_write(
+            account_dir / "meta.json",
+            json.dumps({"directory": config.directory_url}).encode(),
+            0o600,
+        )
         return client
 
 
@@ -460,15 +512,16 @@ def register_account(client: CAClient) -> messages.RegistrationResource:
     instance of a cluster sharing one key ends up on one account.
     """
     new = messages.NewRegistration.from_data(
-        email=client.config.email, terms_of_service_agreed=True)
+        email=client.config.email, terms_of_service_agreed=True
+    )
     try:
         regr = client.call(lambda: client.acme.new_account(new), what="register an account")
     except acme_errors.ConflictError as exc:
         # The key is known to the CA already: fetch its account URL.
-        known = messages.RegistrationResource(uri=str(exc.location),
-                                              body=messages.Registration())
-        regr = client.call(lambda: client.acme.query_registration(known),
-                           what="look up the account")
+        known = messages.RegistrationResource(uri=str(exc.location), body=messages.Registration())
+        regr = client.call(
+            lambda: client.acme.query_registration(known), what="look up the account"
+        )
     client.net.account = regr
     return regr
 
@@ -486,6 +539,10 @@ def describe_account(client: CAClient, store: Store) -> Account:
     regr = client.net.account
     assert regr is not None
     contact = tuple(regr.body.contact or ())
-    return Account(uri=regr.uri, thumbprint=client.thumbprint, contact=contact,
-                   directory_url=client.config.directory_url,
-                   key_path=store.account_dir(client.config.directory_url) / "private_key.json")
+    return Account(
+        uri=regr.uri,
+        thumbprint=client.thumbprint,
+        contact=contact,
+        directory_url=client.config.directory_url,
+        key_path=store.account_dir(client.config.directory_url) / "private_key.json",
+    )

@@ -48,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="ACME HTTP-01 certificates behind external load balancers.",
     )
     parser.add_argument("--version", action="version", version=f"acmelb {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks of internal errors"
-    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         try:

@@ -102,146 +102,232 @@ class CodeInfo:
 
 CODES: dict[Code, CodeInfo] = {
     Code.INVALID_NAME: CodeInfo(
-        Severity.FATAL, Stage.NAME, "not a name HTTP-01 can validate",
-        "NAME is not a valid DNS name for HTTP-01 (IP literal, `*.` wildcard, bad label, "
-        "too long)",
-        "use the DNS name itself; wildcards need DNS-01"),
+        Severity.FATAL,
+        Stage.NAME,
+        "not a name HTTP-01 can validate",
+        "NAME is not a valid DNS name for HTTP-01 (IP literal, `*.` wildcard, bad label, too long)",
+        "use the DNS name itself; wildcards need DNS-01",
+    ),
     Code.DNS_NO_ADDRESS: CodeInfo(
-        Severity.FATAL, Stage.DNS, "the name has no address",
+        Severity.FATAL,
+        Stage.DNS,
+        "the name has no address",
         "NXDOMAIN, or no A and no AAAA record",
-        "publish an A (and/or AAAA) record pointing at the load balancer"),
+        "publish an A (and/or AAAA) record pointing at the load balancer",
+    ),
     Code.DNS_LOOKUP_FAILED: CodeInfo(
-        Severity.FATAL, Stage.DNS, "the DNS lookup failed",
+        Severity.FATAL,
+        Stage.DNS,
+        "the DNS lookup failed",
         "SERVFAIL, refused or timed-out lookups",
-        "fix the authoritative servers (DNSSEC, delegation, firewall)"),
+        "fix the authoritative servers (DNSSEC, delegation, firewall)",
+    ),
     Code.DNS_RESERVED_ADDRESS: CodeInfo(
-        Severity.ERROR, Stage.DNS, "the name resolves to reserved addresses",
+        Severity.ERROR,
+        Stage.DNS,
+        "the name resolves to reserved addresses",
         "the name resolves (only or also) to private/reserved addresses the CA will not use",
-        "publish only public addresses of the load balancer"),
+        "publish only public addresses of the load balancer",
+    ),
     Code.DNS_SPLIT_HORIZON: CodeInfo(
-        Severity.WARNING, Stage.COMPARE, "inside and outside resolve the name differently",
+        Severity.WARNING,
+        Stage.COMPARE,
+        "inside and outside resolve the name differently",
         "inside and outside vantages resolve NAME to different addresses",
-        "make the inside address serve the challenge, or point the self-check at public DNS"),
+        "make the inside address serve the challenge, or point the self-check at public DNS",
+    ),
     Code.CAA_FORBIDS: CodeInfo(
-        Severity.FATAL, Stage.DNS, "CAA records forbid the CA",
+        Severity.FATAL,
+        Stage.DNS,
+        "CAA records forbid the CA",
         "CAA records on NAME or a parent forbid the CA",
-        "add an `issue` CAA record for the CA's identity"),
+        "add an `issue` CAA record for the CA's identity",
+    ),
     Code.PORT_80_TIMEOUT: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "port 80 times out",
-        "from outside, connecting to port 80 times out (firewall, security group, no LB "
-        "listener)",
-        "open port 80 to the world on the firewall/security group and add an LB listener"),
+        Severity.ERROR,
+        Stage.HTTP,
+        "port 80 times out",
+        "from outside, connecting to port 80 times out (firewall, security group, no LB listener)",
+        "open port 80 to the world on the firewall/security group and add an LB listener",
+    ),
     Code.PORT_80_REFUSED: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "port 80 refuses connections",
+        Severity.ERROR,
+        Stage.HTTP,
+        "port 80 refuses connections",
         "from outside, connection refused",
-        "make something listen on port 80 at the public address"),
+        "make something listen on port 80 at the public address",
+    ),
     Code.EMPTY_REPLY: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "connection closed without an answer",
+        Severity.ERROR,
+        Stage.HTTP,
+        "connection closed without an answer",
         "the connection is accepted, then closed or reset without an HTTP response",
-        "give the LB a healthy backend; check for PROXY protocol or TLS on port 80"),
+        "give the LB a healthy backend; check for PROXY protocol or TLS on port 80",
+    ),
     Code.IPV6_UNREACHABLE: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "the IPv6 path fails",
+        Severity.ERROR,
+        Stage.HTTP,
+        "the IPv6 path fails",
         "the AAAA path fails while the A path works",
-        "fix IPv6 to the LB, or remove the AAAA record"),
+        "fix IPv6 to the LB, or remove the AAAA record",
+    ),
     Code.NAT_LOOPBACK: CodeInfo(
-        Severity.ERROR, Stage.COMPARE, "no NAT loopback (hairpin) from inside",
+        Severity.ERROR,
+        Stage.COMPARE,
+        "no NAT loopback (hairpin) from inside",
         "outside reaches the endpoint, an inside vantage cannot reach the public address "
         "(timeout, refused, reset): the LB or router lacks NAT loopback (hairpin)",
-        "enable NAT loopback on the LB/router, or split-horizon DNS inside"),
+        "enable NAT loopback on the LB/router, or split-horizon DNS inside",
+    ),
     Code.PROXY_PROTOCOL_REQUIRED: CodeInfo(
-        Severity.ERROR, Stage.COMPARE, "the backend expects PROXY protocol",
+        Severity.ERROR,
+        Stage.COMPARE,
+        "the backend expects PROXY protocol",
         "a probe without a PROXY protocol header gets no valid answer, the same probe with "
         "a PROXY v1 header succeeds: the backend expects PROXY protocol and this path "
         "bypasses the LB (e.g. kube-proxy short-circuits the LB address inside a cluster)",
-        "ipMode: Proxy or the provider's hostname annotation on the Service"),
+        "ipMode: Proxy or the provider's hostname annotation on the Service",
+    ),
     Code.LB_INTERCEPTS_CHALLENGE: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "the load balancer answers the challenge itself",
+        Severity.ERROR,
+        Stage.HTTP,
+        "the load balancer answers the challenge itself",
         "the answer seen through the LB is a well-formed key authorization that is not ours "
         "(other account thumbprint, or any-token answering), while the backend itself "
         "answers correctly or is never reached: an HTTP-mode LB answers challenges itself; "
         "switch it to TCP pass-through",
-        "switch the LB to TCP pass-through for port 80"),
+        "switch the LB to TCP pass-through for port 80",
+    ),
     Code.THUMBPRINT_MISMATCH: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "the answer is for another ACME account",
+        Severity.ERROR,
+        Stage.HTTP,
+        "the answer is for another ACME account",
         "the backend itself answers `token.<thumbprint>` with another account's thumbprint "
         "(stateless responder configured for another account)",
-        "configure the stateless responder with this account's thumbprint"),
+        "configure the stateless responder with this account's thumbprint",
+    ),
     Code.CHALLENGE_NOT_FOUND: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "the challenge URL answers 404",
+        Severity.ERROR,
+        Stage.HTTP,
+        "the challenge URL answers 404",
         "HTTP 404 for the challenge URL",
-        "route /.well-known/acme-challenge/ to the responder that holds the token"),
+        "route /.well-known/acme-challenge/ to the responder that holds the token",
+    ),
     Code.HTTP_ERROR_STATUS: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "the challenge URL answers an error status",
+        Severity.ERROR,
+        Stage.HTTP,
+        "the challenge URL answers an error status",
         "any other non-200 status, e.g. 503 from an LB with no healthy backend",
-        "fix what answers the status (LB health checks, auth, WAF rules)"),
+        "fix what answers the status (LB health checks, auth, WAF rules)",
+    ),
     Code.WRONG_CONTENT: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "the body is not the key authorization",
-        "status 200 but the body is not the key authorization (HTML page, empty body, other "
-        "token)",
-        "serve the key authorization, exactly, at the challenge path"),
+        Severity.ERROR,
+        Stage.HTTP,
+        "the body is not the key authorization",
+        "status 200 but the body is not the key authorization (HTML page, empty body, other token)",
+        "serve the key authorization, exactly, at the challenge path",
+    ),
     Code.BODY_TOO_LARGE: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "the body is too large",
+        Severity.ERROR,
+        Stage.HTTP,
+        "the body is too large",
         "status 200 with 128 bytes or more of body",
-        "serve only the key authorization"),
+        "serve only the key authorization",
+    ),
     Code.TRAILING_WHITESPACE: CodeInfo(
-        Severity.WARNING, Stage.COMPARE, "the body has trailing whitespace",
+        Severity.WARNING,
+        Stage.COMPARE,
+        "the body has trailing whitespace",
         "body equals the key authorization only after trimming trailing whitespace: a CA "
         "passes, cert-manager's self-check fails",
-        "serve the key authorization without a trailing newline"),
+        "serve the key authorization without a trailing newline",
+    ),
     Code.INCONSISTENT_BACKENDS: CodeInfo(
-        Severity.ERROR, Stage.COMPARE, "backends answer differently",
+        Severity.ERROR,
+        Stage.COMPARE,
+        "backends answer differently",
         "repeated probes to the same name give different answers (some backends behind the "
         "LB lack the token)",
-        "present the token on every backend (shared storage, stateless responder)"),
+        "present the token on every backend (shared storage, stateless responder)",
+    ),
     Code.REDIRECT_BAD_STATUS: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "a redirect uses a status the CA does not follow",
+        Severity.ERROR,
+        Stage.HTTP,
+        "a redirect uses a status the CA does not follow",
         "redirect with a status other than 301/302/307/308",
-        "redirect with 301, 302, 307 or 308"),
+        "redirect with 301, 302, 307 or 308",
+    ),
     Code.REDIRECT_BAD_TARGET: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "a redirect target the CA refuses",
+        Severity.ERROR,
+        Stage.HTTP,
+        "a redirect target the CA refuses",
         "redirect to a port other than 80/443, a scheme other than http/https, or a host "
         "ending in `.well-known`",
-        "redirect only to http/https on ports 80/443 of a DNS name"),
+        "redirect only to http/https on ports 80/443 of a DNS name",
+    ),
     Code.REDIRECT_LOOP: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "a redirect loop",
+        Severity.ERROR,
+        Stage.HTTP,
+        "a redirect loop",
         "a redirect chain revisits a URL",
-        "exempt /.well-known/acme-challenge/ from the redirect"),
+        "exempt /.well-known/acme-challenge/ from the redirect",
+    ),
     Code.REDIRECT_TOO_MANY: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "too many redirects",
+        Severity.ERROR,
+        Stage.HTTP,
+        "too many redirects",
         "more than 10 redirects",
-        "shorten the redirect chain"),
+        "shorten the redirect chain",
+    ),
     Code.REDIRECT_HTTPS: CodeInfo(
-        Severity.INFO, Stage.HTTP, "redirected to https",
+        Severity.INFO,
+        Stage.HTTP,
+        "redirected to https",
         "redirected to https on 443: the CA follows it and ignores certificate errors",
-        "nothing required"),
+        "nothing required",
+    ),
     Code.HTTP_ON_HTTPS_PORT: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "plain HTTP reached a TLS listener",
-        "plain HTTP reached a TLS listener (e.g. nginx \"plain HTTP request was sent to "
-        "HTTPS port\")",
-        "serve plain HTTP on port 80"),
+        Severity.ERROR,
+        Stage.HTTP,
+        "plain HTTP reached a TLS listener",
+        'plain HTTP reached a TLS listener (e.g. nginx "plain HTTP request was sent to '
+        'HTTPS port")',
+        "serve plain HTTP on port 80",
+    ),
     Code.MIDDLEBOX_FINGERPRINT: CodeInfo(
-        Severity.WARNING, Stage.COMPARE, "a known device or product answered",
-        "the answer carries the fingerprint of a known device or product in the path (name "
-        "it)",
-        "configure that device to pass /.well-known/acme-challenge/ through"),
+        Severity.WARNING,
+        Stage.COMPARE,
+        "a known device or product answered",
+        "the answer carries the fingerprint of a known device or product in the path (name it)",
+        "configure that device to pass /.well-known/acme-challenge/ through",
+    ),
     Code.VANTAGE_UNUSABLE: CodeInfo(
-        Severity.WARNING, Stage.COMPARE, "a vantage could not run a probe",
+        Severity.WARNING,
+        Stage.COMPARE,
+        "a vantage could not run a probe",
         "a vantage command failed to run a probe (no python3/curl, ssh failed)",
-        "give the vantage python3 or curl, or fix its command prefix"),
+        "give the vantage python3 or curl, or fix its command prefix",
+    ),
     Code.READ_TIMEOUT: CodeInfo(
-        Severity.ERROR, Stage.HTTP, "no HTTP answer in time",
+        Severity.ERROR,
+        Stage.HTTP,
+        "no HTTP answer in time",
         "the connection is accepted but no complete HTTP response arrives in time (a hung "
         "backend, a listener waiting for a PROXY header or TLS, an LB retrying a dead "
         "backend). `empty-reply` covers the connections that are *closed*; this one covers "
         "those left open",
-        "fix the backend, or the PROXY/TLS setting of the listener"),
+        "fix the backend, or the PROXY/TLS setting of the listener",
+    ),
     Code.CHECK_FAILED: CodeInfo(
-        Severity.WARNING, None, "a check of acmelb itself failed",
+        Severity.WARNING,
+        None,
+        "a check of acmelb itself failed",
         "a check raised an exception (a bug in acmelb): its codes were not looked for on "
         "this name; the other checks, the probes and the verdicts are unaffected. A warning, "
         "not an error: acmelb's own bug must not fail (or refuse) a validation that the "
         "verdicts show passing",
-        "report it with the evidence (exception and place); read the verdicts and probes"),
+        "report it with the evidence (exception and place); read the verdicts and probes",
+    ),
 }
 
 DEFAULT_SEVERITY: dict[Code, Severity] = {code: row.severity for code, row in CODES.items()}
@@ -249,18 +335,23 @@ DEFAULT_SEVERITY: dict[Code, Severity] = {code: row.severity for code, row in CO
 
 # -- generated text: the docs table, the README list, the schemas' code lists ----------------
 
+
 def code_values() -> list[str]:
     return [code.value for code in Code]
 
 
 def markdown_table() -> str:
     """The table in docs/diagnose.md."""
-    lines = ["| code | default severity | stage | raised when | usual fix |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| code | default severity | stage | raised when | usual fix |",
+        "|---|---|---|---|---|",
+    ]
     for code, row in CODES.items():
         stage = row.stage.name.lower() if row.stage is not None else "any (the runner)"
-        lines.append(f"| `{code.value}` | {row.severity.value} | {stage} | {row.explanation} "
-                     f"| {row.remedy} |")
+        lines.append(
+            f"| `{code.value}` | {row.severity.value} | {stage} | {row.explanation} "
+            f"| {row.remedy} |"
+        )
     return "\n".join(lines)
 
 

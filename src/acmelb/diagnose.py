@@ -123,25 +123,27 @@ def probes_json(runs: Sequence[VantageRun]) -> list[dict[str, Any]]:
     for run in runs:
         for a in run.attempts:
             f = a.final
-            out.append({
-                "vantage": run.label,
-                "address": a.address,
-                "attempt": a.number,
-                "target": a.target,
-                "proxy_protocol": a.proxy,
-                "outcome": f.outcome,
-                "status": f.status,
-                "error": f.error or None,
-                "body_prefix": f.body[:200] if f.outcome == "response" else None,
-                "body_length": f.raw.get("body_length"),
-                "elapsed_ms": int(f.raw.get("elapsed_ms") or 0),
-                "server": f.header("Server"),
-                "redirects": [
-                    {"url": h.url, "status": h.status, "location": h.raw.get("redirect_to")}
-                    for h in a.redirects
-                ],
-                "runner": run.runner,
-            })
+            out.append(
+                {
+                    "vantage": run.label,
+                    "address": a.address,
+                    "attempt": a.number,
+                    "target": a.target,
+                    "proxy_protocol": a.proxy,
+                    "outcome": f.outcome,
+                    "status": f.status,
+                    "error": f.error or None,
+                    "body_prefix": f.body[:200] if f.outcome == "response" else None,
+                    "body_length": f.raw.get("body_length"),
+                    "elapsed_ms": int(f.raw.get("elapsed_ms") or 0),
+                    "server": f.header("Server"),
+                    "redirects": [
+                        {"url": h.url, "status": h.status, "location": h.raw.get("redirect_to")}
+                        for h in a.redirects
+                    ],
+                    "runner": run.runner,
+                }
+            )
     return out
 
 
@@ -166,12 +168,17 @@ def make_target(
 
 def names_from_text(text: str) -> list[str]:
     """Names one per line; blank lines and ``#`` comments skipped."""
-    return [ln.strip() for ln in text.splitlines()
-            if ln.strip() and not ln.lstrip().startswith("#")]
+    return [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
 
 
-def targets_from_names(names: Sequence[str], token: str | None = None, key: str | None = None,
-                       thumbprint: str | None = None) -> list[Target]:
+def targets_from_names(
+    names: Sequence[str],
+    token: str | None = None,
+    key: str | None = None,
+    thumbprint: str | None = None,
+) -> list[Target]:
     """One target per name, all with the same token and key (or a random token)."""
     if not names:
         raise UsageError("give a NAME, --from-file or --challenges")
@@ -236,8 +243,14 @@ def _run_vantage(ctx: Context, vantage: Vantage, addresses: list[str] | None) ->
     budget = 20 + (ctx.options.repeat + 2) * 4 * 2 * ctx.options.timeout
     result = vantage.run(request, budget)
     if isinstance(result, VantageFailure):
-        return VantageRun(vantage.label, vantage.role.value, vantage.remote, None,
-                          failure=result.reason, failure_details=result.details)
+        return VantageRun(
+            vantage.label,
+            vantage.role.value,
+            vantage.remote,
+            None,
+            failure=result.reason,
+            failure_details=result.details,
+        )
     return VantageRun(vantage.label, vantage.role.value, vantage.remote, result)
 
 
@@ -257,8 +270,9 @@ def verdicts(ctx: Context) -> dict[str, str]:
     return {
         "acme-ca": FAIL if fatal else _verdict(ctx, ctx.outside, ca=True),
         # a fatal DNS finding stopped the probes: the inside was never asked
-        "cert-manager-self-check": FAIL if name_fatal else (
-            UNKNOWN if fatal else _verdict(ctx, ctx.inside, ca=False)),
+        "cert-manager-self-check": FAIL
+        if name_fatal
+        else (UNKNOWN if fatal else _verdict(ctx, ctx.inside, ca=False)),
     }
 
 
@@ -295,8 +309,11 @@ def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
             v = le_verdict(a, ctx.target) if ca else cm_verdict(a, ctx.target)
             if ctx.target.key_authorization is None and v.ok:
                 unknown = True  # reachable, but content cannot be judged without the key
-            elif (ctx.target.random_token and v.code is Code.LB_INTERCEPTS_CHALLENGE
-                  and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)):
+            elif (
+                ctx.target.random_token
+                and v.code is Code.LB_INTERCEPTS_CHALLENGE
+                and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)
+            ):
                 unknown = True  # the backend's own stateless responder: needs our thumbprint
             else:
                 results.append(v.ok)
@@ -320,8 +337,7 @@ def _lookup(ctx: Context, caa_cache: CaaCache | None) -> None:
     opts, name = ctx.options, ctx.target.name
     if name in opts.resolve and opts.dns_server is None:
         return
-    ctx.dns = lookup(name, opts.dns_server, timeout=min(opts.timeout, 5.0),
-                     caa_cache=caa_cache)
+    ctx.dns = lookup(name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache)
 
 
 def _probe_all(ctx: Context, vantages: Sequence[Vantage]) -> list[VantageRun]:
@@ -329,8 +345,7 @@ def _probe_all(ctx: Context, vantages: Sequence[Vantage]) -> list[VantageRun]:
     local_addrs = _local_addresses(ctx)
     # this process standing inside resolves like the inside does (the system's
     # resolver), unless --resolve says otherwise; outside, like the CA
-    jobs = [(v, None if v.remote or v.role is Role.INSIDE else local_addrs)
-            for v in vantages]
+    jobs = [(v, None if v.remote or v.role is Role.INSIDE else local_addrs) for v in vantages]
     if len(jobs) == 1:  # the common case on a fleet: no thread for one vantage
         return [_run_vantage(ctx, *jobs[0])]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -390,8 +405,9 @@ def analyse(
             ctx.runs = list(runs)
 
     DEFAULT_RUNNER.run(ctx, given)
-    return Report(target=target, findings=sort_findings(ctx.findings), verdicts=verdicts(ctx),
-                  runs=ctx.runs)
+    return Report(
+        target=target, findings=sort_findings(ctx.findings), verdicts=verdicts(ctx), runs=ctx.runs
+    )
 
 
 def _processes(count: int, wanted: int | None) -> int:
@@ -402,8 +418,14 @@ def _processes(count: int, wanted: int | None) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_PROCESSES))
 
 
-def _fleet_worker(part: list[tuple[int, Target]], vantages: Sequence[Vantage],
-                  options: Options | None, cluster: bool, workers: int, queue: Any) -> None:
+def _fleet_worker(
+    part: list[tuple[int, Target]],
+    vantages: Sequence[Vantage],
+    options: Options | None,
+    cluster: bool,
+    workers: int,
+    queue: Any,
+) -> None:
     """A worker process: diagnose its share, sending ``(index, report)`` as each finishes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
     index = {id(t): i for i, t in part}
@@ -413,8 +435,15 @@ def _fleet_worker(part: list[tuple[int, Target]], vantages: Sequence[Vantage],
         queue.put((index[id(report.target)], report))
 
     try:
-        diagnose_many([t for _, t in part], vantages, options, cluster=cluster,
-                      workers=workers, processes=1, on_done=done)
+        diagnose_many(
+            [t for _, t in part],
+            vantages,
+            options,
+            cluster=cluster,
+            workers=workers,
+            processes=1,
+            on_done=done,
+        )
     except BaseException as exc:  # the parent raises it
         queue.put((-1, exc))
 
@@ -444,8 +473,15 @@ def diagnose_many(
     """
     procs = _processes(len(targets), processes)
     if procs > 1:
-        return _diagnose_in_processes(targets, vantages, options, cluster=cluster,
-                                      workers=workers, processes=procs, on_done=on_done)
+        return _diagnose_in_processes(
+            targets,
+            vantages,
+            options,
+            cluster=cluster,
+            workers=workers,
+            processes=procs,
+            on_done=on_done,
+        )
     lock = threading.Lock()
     caa_cache = CaaCache()  # this run's (this worker process's) parent CAA sets
 
@@ -483,8 +519,11 @@ def _diagnose_in_processes(
     per_process = max(1, workers // processes)
     indexed = list(enumerate(targets))
     children = [
-        context.Process(target=_fleet_worker, daemon=True, args=(
-            indexed[k::processes], vantages, options, cluster, per_process, results))
+        context.Process(
+            target=_fleet_worker,
+            daemon=True,
+            args=(indexed[k::processes], vantages, options, cluster, per_process, results),
+        )
         for k in range(processes)
     ]
     reports: list[Report | None] = [None] * len(targets)
@@ -524,5 +563,4 @@ def diagnose_challenge(
     """For issuance: diagnose one pending HTTP-01 challenge (no ACME client imported)."""
     settings = settings or ProbeSettings()
     target = make_target(name, token, key_authorization)
-    return diagnose(target, build_vantages(settings), settings.options(),
-                    cluster=settings.cluster)
+    return diagnose(target, build_vantages(settings), settings.options(), cluster=settings.cluster)

@@ -59,16 +59,27 @@ class Explanation:
 _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("certbot", re.compile(r"certbot|Certbot failed to authenticate|^\s*Type:\s+\w+", re.I | re.M)),
     ("lego", re.compile(r"\blego\b|acme: error: \d{3} :: urn:|\[INFO\] \[[^\]]+\] acme:", re.I)),
-    ("cert-manager", re.compile(
-        r"self check|Waiting for HTTP-01 challenge propagation|did not get expected response "
-        r"when querying endpoint|wrong status code '\d+', expected '200'|cert-manager", re.I)),
-    ("acme-ca", re.compile(
-        r"Invalid response from|Fetching https?://|Timeout during connect|Timeout after connect|"
-        r"key authorization file from the server did not match|Non-200 status code from HTTP|"
-        r"DNS problem:|CAA record for|no valid A records found|No valid IP addresses found|"
-        r"Too many redirects|Invalid port in redirect target|Invalid host in redirect target|"
-        r"Error getting validation data|urn:ietf:params:acme:error|Connection refused|"
-        r"Connection reset by peer|Policy forbids issuing", re.I)),
+    (
+        "cert-manager",
+        re.compile(
+            r"self check|Waiting for HTTP-01 challenge propagation|did not get expected response "
+            r"when querying endpoint|wrong status code '\d+', expected '200'|cert-manager",
+            re.I,
+        ),
+    ),
+    (
+        "acme-ca",
+        re.compile(
+            r"Invalid response from|Fetching https?://|Timeout during connect|"
+            r"Timeout after connect|"
+            r"key authorization file from the server did not match|Non-200 status code from HTTP|"
+            r"DNS problem:|CAA record for|no valid A records found|No valid IP addresses found|"
+            r"Too many redirects|Invalid port in redirect target|Invalid host in redirect target|"
+            r"Error getting validation data|urn:ietf:params:acme:error|Connection refused|"
+            r"Connection reset by peer|Policy forbids issuing",
+            re.I,
+        ),
+    ),
 )
 
 
@@ -89,92 +100,159 @@ _TIMEOUT_CM = (
 Rule = tuple[re.Pattern[str], tuple[Code, ...] | None, str, tuple[str, ...]]
 
 
-def _r(pattern: str, candidates: tuple[Code, ...] | None, why: str,
-       sources: tuple[str, ...] = ()) -> Rule:
+def _r(
+    pattern: str, candidates: tuple[Code, ...] | None, why: str, sources: tuple[str, ...] = ()
+) -> Rule:
     return (re.compile(pattern, re.I | re.S), candidates, why, sources)
 
 
 _RULES: tuple[Rule, ...] = (
-    _r(r"CAA record for .* prevents issuance|CAA records? .*forbid", (Code.CAA_FORBIDS,),
-       "The CA found CAA records on the name or a parent that do not list it."),
-    _r(r"(SERVFAIL|REFUSED|timeout|time out).{0,40}looking up CAA", (Code.DNS_LOOKUP_FAILED,
-       Code.CAA_FORBIDS), "The CAA lookup itself failed; the CA refuses to issue until it "
-       "answers. A diagnosis shows whether the lookup fails or the records forbid the CA."),
-    _r(r"NXDOMAIN looking up|no such host|No valid IP addresses found|no valid A records found"
-       r"|NXDOMAIN", (Code.DNS_NO_ADDRESS, Code.DNS_RESERVED_ADDRESS, Code.DNS_SPLIT_HORIZON),
-       "The name did not resolve to a usable address. NXDOMAIN or no records means "
-       "dns-no-address; 'no valid IP addresses' can also mean only reserved (private) "
-       "addresses; when only cert-manager fails, the cluster's DNS answers differently "
-       "(dns-split-horizon)."),
-    _r(r"DNS problem: (SERVFAIL|query timed out|networking error|REFUSED)|"
-       r"(SERVFAIL|REFUSED) looking up", (Code.DNS_LOOKUP_FAILED,),
-       "The DNS lookup failed (SERVFAIL, REFUSED or a timeout), not 'no such name'."),
-    _r(r"Policy forbids issuing|rejectedIdentifier|Invalid identifiers? requested",
-       (Code.INVALID_NAME,), "The CA rejected the name itself before any validation."),
-    _r(r"Too many redirects|stopped after 10 redirects", (Code.REDIRECT_TOO_MANY,
-       Code.REDIRECT_LOOP), "The redirect chain exceeded 10 hops, usually a loop "
-       "(http<->https behind a TLS-terminating LB)."),
-    _r(r"redirect loop|already visited", (Code.REDIRECT_LOOP,), "A redirect came back to a URL "
-       "already visited."),
-    _r(r"Invalid port in redirect target|Invalid host in redirect target|Invalid protocol "
-       r"scheme in redirect target|Only domain names are supported", (Code.REDIRECT_BAD_TARGET,),
-       "The CA refused a redirect target: a port other than 80/443, an IP address, a host "
-       "ending in .well-known, or a scheme other than http/https."),
-    _r(r"redirect.*(303|300|304)|unsupported redirect", (Code.REDIRECT_BAD_STATUS,),
-       "A redirect used a status the CA does not follow (only 301/302/307/308)."),
-    _r(r"plain HTTP request was sent to HTTPS port|malformed HTTP (status code|response) "
-       r"\"\\x15|HTTP/0\.9|speaking HTTPS|first record does not look like", (
-           Code.HTTP_ON_HTTPS_PORT,),
-       "The port-80 request reached a TLS listener."),
-    _r(r"did not match this challenge|did not get expected response|expected \".*\" but got"
-       r"|\" != \"", None, ""),
-    _r(r"Invalid response from [^\s]+:\s*404|wrong status code '404'|Non-200 status code from "
-       r"HTTP: 404|\b404\b.{0,40}(Not Found)?", (
-           Code.CHALLENGE_NOT_FOUND, Code.INCONSISTENT_BACKENDS, Code.DNS_SPLIT_HORIZON),
-       "The request reached a web server that does not have the token (404). If some "
-       "requests succeed, some backends behind the LB lack it (inconsistent-backends); if "
-       "only cert-manager sees 404, the inside DNS/ingress path goes elsewhere."),
-    _r(r"wrong status code '(\d+)'|Invalid response from [^\s]+:\s*(\d{3})\b|Non-200 status "
-       r"code from HTTP: (\d{3})|Invalid response from .*\"<", (Code.HTTP_ERROR_STATUS,
-       Code.MIDDLEBOX_FINGERPRINT, Code.WRONG_CONTENT),
-       "A status other than 200 came back: 503/502 from an LB with no healthy backend, "
-       "401/403 from authentication or a WAF. The response headers name the device "
-       "(middlebox-fingerprint)."),
-    _r(r"Timeout after connect|awaiting headers.*(after|connect)|read: connection timed out",
-       (Code.READ_TIMEOUT, Code.PROXY_PROTOCOL_REQUIRED, Code.EMPTY_REPLY),
-       "The connection was accepted but no HTTP answer arrived in time: a hung backend, or "
-       "a listener waiting for a PROXY header."),
-    _r(r"context deadline exceeded|Client\.Timeout exceeded|i/o timeout|dial tcp [^:]+:\d+: "
-       r"connect: connection timed out", (
-           Code.NAT_LOOPBACK, Code.PORT_80_TIMEOUT, Code.PROXY_PROTOCOL_REQUIRED,
-           Code.DNS_SPLIT_HORIZON),
-       _TIMEOUT_CM, ("cert-manager",)),
-    _r(r"Timeout during connect|context deadline exceeded|i/o timeout|connection timed out|"
-       r"Timeout", (Code.PORT_80_TIMEOUT, Code.IPV6_UNREACHABLE, Code.NAT_LOOPBACK),
-       "The CA could not open a TCP connection to port 80: a firewall or security group "
-       "drops it, or the LB has no port-80 listener. If the address in the message is IPv6 "
-       "while IPv4 works, it is ipv6-unreachable."),
-    _r(r"connection refused", (Code.NAT_LOOPBACK, Code.PORT_80_REFUSED),
-       "Connection refused from inside: the public address does not hairpin (some routers "
-       "answer RST) or nothing listens on port 80.", ("cert-manager",)),
-    _r(r"connection refused", (Code.PORT_80_REFUSED,),
-       "Something answers at the address, but nothing listens on port 80."),
-    _r(r"\bEOF\b|connection reset|reset by peer|empty reply|Connection closed|"
-       r"server closed|unexpected EOF", (Code.PROXY_PROTOCOL_REQUIRED, Code.EMPTY_REPLY,
-       Code.NAT_LOOPBACK),
-       "The TCP connection was accepted, then closed without an HTTP response. From inside "
-       "a cluster that is typically a backend expecting PROXY protocol reached without the "
-       "LB (kube-proxy shortcut); otherwise an LB dropping the connection (no healthy "
-       "backend) or a WAF.", ("cert-manager",)),
-    _r(r"\bEOF\b|connection reset|reset by peer|empty reply|Connection closed", (
-        Code.EMPTY_REPLY, Code.PROXY_PROTOCOL_REQUIRED),
-       "The connection was accepted, then closed or reset without an HTTP response: an LB "
-       "with no healthy backend, a backend expecting PROXY protocol or TLS, or a WAF."),
-    _r(r"Error getting validation data|Connection|Fetching http", (Code.PORT_80_TIMEOUT,
-       Code.PORT_80_REFUSED, Code.EMPTY_REPLY),
-       "The CA could not fetch the challenge; the message does not say which way it failed."),
-    _r(r"unauthorized|self check", (Code.CHALLENGE_NOT_FOUND, Code.WRONG_CONTENT),
-       "The validation failed; the message carries no detail that narrows it down."),
+    _r(
+        r"CAA record for .* prevents issuance|CAA records? .*forbid",
+        (Code.CAA_FORBIDS,),
+        "The CA found CAA records on the name or a parent that do not list it.",
+    ),
+    _r(
+        r"(SERVFAIL|REFUSED|timeout|time out).{0,40}looking up CAA",
+        (Code.DNS_LOOKUP_FAILED, Code.CAA_FORBIDS),
+        "The CAA lookup itself failed; the CA refuses to issue until it "
+        "answers. A diagnosis shows whether the lookup fails or the records forbid the CA.",
+    ),
+    _r(
+        r"NXDOMAIN looking up|no such host|No valid IP addresses found|no valid A records found"
+        r"|NXDOMAIN",
+        (Code.DNS_NO_ADDRESS, Code.DNS_RESERVED_ADDRESS, Code.DNS_SPLIT_HORIZON),
+        "The name did not resolve to a usable address. NXDOMAIN or no records means "
+        "dns-no-address; 'no valid IP addresses' can also mean only reserved (private) "
+        "addresses; when only cert-manager fails, the cluster's DNS answers differently "
+        "(dns-split-horizon).",
+    ),
+    _r(
+        r"DNS problem: (SERVFAIL|query timed out|networking error|REFUSED)|"
+        r"(SERVFAIL|REFUSED) looking up",
+        (Code.DNS_LOOKUP_FAILED,),
+        "The DNS lookup failed (SERVFAIL, REFUSED or a timeout), not 'no such name'.",
+    ),
+    _r(
+        r"Policy forbids issuing|rejectedIdentifier|Invalid identifiers? requested",
+        (Code.INVALID_NAME,),
+        "The CA rejected the name itself before any validation.",
+    ),
+    _r(
+        r"Too many redirects|stopped after 10 redirects",
+        (Code.REDIRECT_TOO_MANY, Code.REDIRECT_LOOP),
+        "The redirect chain exceeded 10 hops, usually a loop "
+        "(http<->https behind a TLS-terminating LB).",
+    ),
+    _r(
+        r"redirect loop|already visited",
+        (Code.REDIRECT_LOOP,),
+        "A redirect came back to a URL already visited.",
+    ),
+    _r(
+        r"Invalid port in redirect target|Invalid host in redirect target|Invalid protocol "
+        r"scheme in redirect target|Only domain names are supported",
+        (Code.REDIRECT_BAD_TARGET,),
+        "The CA refused a redirect target: a port other than 80/443, an IP address, a host "
+        "ending in .well-known, or a scheme other than http/https.",
+    ),
+    _r(
+        r"redirect.*(303|300|304)|unsupported redirect",
+        (Code.REDIRECT_BAD_STATUS,),
+        "A redirect used a status the CA does not follow (only 301/302/307/308).",
+    ),
+    _r(
+        r"plain HTTP request was sent to HTTPS port|malformed HTTP (status code|response) "
+        r"\"\\x15|HTTP/0\.9|speaking HTTPS|first record does not look like",
+        (Code.HTTP_ON_HTTPS_PORT,),
+        "The port-80 request reached a TLS listener.",
+    ),
+    _r(
+        r"did not match this challenge|did not get expected response|expected \".*\" but got"
+        r"|\" != \"",
+        None,
+        "",
+    ),
+    _r(
+        r"Invalid response from [^\s]+:\s*404|wrong status code '404'|Non-200 status code from "
+        r"HTTP: 404|\b404\b.{0,40}(Not Found)?",
+        (Code.CHALLENGE_NOT_FOUND, Code.INCONSISTENT_BACKENDS, Code.DNS_SPLIT_HORIZON),
+        "The request reached a web server that does not have the token (404). If some "
+        "requests succeed, some backends behind the LB lack it (inconsistent-backends); if "
+        "only cert-manager sees 404, the inside DNS/ingress path goes elsewhere.",
+    ),
+    _r(
+        r"wrong status code '(\d+)'|Invalid response from [^\s]+:\s*(\d{3})\b|Non-200 status "
+        r"code from HTTP: (\d{3})|Invalid response from .*\"<",
+        (Code.HTTP_ERROR_STATUS, Code.MIDDLEBOX_FINGERPRINT, Code.WRONG_CONTENT),
+        "A status other than 200 came back: 503/502 from an LB with no healthy backend, "
+        "401/403 from authentication or a WAF. The response headers name the device "
+        "(middlebox-fingerprint).",
+    ),
+    _r(
+        r"Timeout after connect|awaiting headers.*(after|connect)|read: connection timed out",
+        (Code.READ_TIMEOUT, Code.PROXY_PROTOCOL_REQUIRED, Code.EMPTY_REPLY),
+        "The connection was accepted but no HTTP answer arrived in time: a hung backend, or "
+        "a listener waiting for a PROXY header.",
+    ),
+    _r(
+        r"context deadline exceeded|Client\.Timeout exceeded|i/o timeout|dial tcp [^:]+:\d+: "
+        r"connect: connection timed out",
+        (
+            Code.NAT_LOOPBACK,
+            Code.PORT_80_TIMEOUT,
+            Code.PROXY_PROTOCOL_REQUIRED,
+            Code.DNS_SPLIT_HORIZON,
+        ),
+        _TIMEOUT_CM,
+        ("cert-manager",),
+    ),
+    _r(
+        r"Timeout during connect|context deadline exceeded|i/o timeout|connection timed out|"
+        r"Timeout",
+        (Code.PORT_80_TIMEOUT, Code.IPV6_UNREACHABLE, Code.NAT_LOOPBACK),
+        "The CA could not open a TCP connection to port 80: a firewall or security group "
+        "drops it, or the LB has no port-80 listener. If the address in the message is IPv6 "
+        "while IPv4 works, it is ipv6-unreachable.",
+    ),
+    _r(
+        r"connection refused",
+        (Code.NAT_LOOPBACK, Code.PORT_80_REFUSED),
+        "Connection refused from inside: the public address does not hairpin (some routers "
+        "answer RST) or nothing listens on port 80.",
+        ("cert-manager",),
+    ),
+    _r(
+        r"connection refused",
+        (Code.PORT_80_REFUSED,),
+        "Something answers at the address, but nothing listens on port 80.",
+    ),
+    _r(
+        r"\bEOF\b|connection reset|reset by peer|empty reply|Connection closed|"
+        r"server closed|unexpected EOF",
+        (Code.PROXY_PROTOCOL_REQUIRED, Code.EMPTY_REPLY, Code.NAT_LOOPBACK),
+        "The TCP connection was accepted, then closed without an HTTP response. From inside "
+        "a cluster that is typically a backend expecting PROXY protocol reached without the "
+        "LB (kube-proxy shortcut); otherwise an LB dropping the connection (no healthy "
+        "backend) or a WAF.",
+        ("cert-manager",),
+    ),
+    _r(
+        r"\bEOF\b|connection reset|reset by peer|empty reply|Connection closed",
+        (Code.EMPTY_REPLY, Code.PROXY_PROTOCOL_REQUIRED),
+        "The connection was accepted, then closed or reset without an HTTP response: an LB "
+        "with no healthy backend, a backend expecting PROXY protocol or TLS, or a WAF.",
+    ),
+    _r(
+        r"Error getting validation data|Connection|Fetching http",
+        (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY),
+        "The CA could not fetch the challenge; the message does not say which way it failed.",
+    ),
+    _r(
+        r"unauthorized|self check",
+        (Code.CHALLENGE_NOT_FOUND, Code.WRONG_CONTENT),
+        "The validation failed; the message carries no detail that narrows it down.",
+    ),
 )
 
 _URL_RE = re.compile(r"https?://[^\s'\"\\,)\]]+")
@@ -195,7 +273,9 @@ _DOMAIN_RE = re.compile(r"(?:Domain|Identifier|for):?\s+([a-z0-9*][a-z0-9.-]*\.[
 
 _CM_WRAPS_CA = re.compile(
     r"(Error accepting authorization|Accepting challenge authorization failed|"
-    r"acme: authorization error for)", re.I)
+    r"acme: authorization error for)",
+    re.I,
+)
 
 
 def _source(text: str) -> str:
@@ -210,14 +290,16 @@ def _content(exp: Explanation) -> tuple[list[Code], str]:
     if received is None:
         return [Code.WRONG_CONTENT, Code.THUMBPRINT_MISMATCH, Code.LB_INTERCEPTS_CHALLENGE], (
             "The body came back with something else than the key authorization; the message "
-            "does not say what.")
+            "does not say what."
+        )
     got = received
     if expected is not None and got.strip(" \t\r\n") == expected:
         # The validator said "mismatch" yet the visible text is equal: only whitespace
         # differs (the message itself lost it when it was printed or pasted).
         return [Code.TRAILING_WHITESPACE], (
             "The body is the key authorization plus trailing whitespace: Let's Encrypt trims "
-            "it and passes, cert-manager's self-check compares exactly and fails.")
+            "it and passes, cert-manager's self-check compares exactly and fails."
+        )
     m = KEYAUTH_RE.match(got.strip())
     if m and expected is not None and "." in expected:
         token, thumb = expected.split(".", 1)
@@ -228,26 +310,35 @@ def _content(exp: Explanation) -> tuple[list[Code], str]:
                 "responder behind the LB is configured for another account "
                 "(thumbprint-mismatch), or an LB in HTTP mode answers challenges itself "
                 "(lb-intercepts-challenge). Asking the backend directly from inside tells "
-                "them apart.")
+                "them apart."
+            )
         if m.group(1) != token:
             return [Code.WRONG_CONTENT, Code.INCONSISTENT_BACKENDS, Code.LB_INTERCEPTS_CHALLENGE], (
                 "The answer is a key authorization for another token: a stale file or cache, "
-                "or a backend serving an older challenge.")
+                "or a backend serving an older challenge."
+            )
     if "<" in got and ">" in got:
         return [Code.WRONG_CONTENT, Code.BODY_TOO_LARGE, Code.MIDDLEBOX_FINGERPRINT], (
             "An HTML page came back instead of the key authorization: a catch-all route, a "
-            "default site or an error page of a device in the path.")
+            "default site or an error page of a device in the path."
+        )
     if not got.strip():
         return [Code.WRONG_CONTENT, Code.INCONSISTENT_BACKENDS], "The body came back empty."
     return [Code.WRONG_CONTENT, Code.INCONSISTENT_BACKENDS, Code.DNS_SPLIT_HORIZON], (
         f"The body {got[:60]!r} is not the key authorization: something other than the "
-        "responder answers the path, or only some backends have the token.")
+        "responder answers the path, or only some backends have the token."
+    )
 
 
 # Codes only an inside vantage can tell apart: the suggested command adds one.
-_INSIDE_CODES = (Code.NAT_LOOPBACK, Code.PROXY_PROTOCOL_REQUIRED, Code.DNS_SPLIT_HORIZON,
-                 Code.LB_INTERCEPTS_CHALLENGE, Code.THUMBPRINT_MISMATCH,
-                 Code.TRAILING_WHITESPACE)
+_INSIDE_CODES = (
+    Code.NAT_LOOPBACK,
+    Code.PROXY_PROTOCOL_REQUIRED,
+    Code.DNS_SPLIT_HORIZON,
+    Code.LB_INTERCEPTS_CHALLENGE,
+    Code.THUMBPRINT_MISMATCH,
+    Code.TRAILING_WHITESPACE,
+)
 
 
 def _next_command(exp: Explanation) -> str:
@@ -299,8 +390,11 @@ def explain(text: str) -> Explanation:
             break
     if exp.token is None and exp.expected and KEYAUTH_RE.match(exp.expected):
         exp.token = exp.expected.split(".", 1)[0]
-    status = re.search(r"wrong status code '(\d+)'|Invalid response from \S+:\s*(\d{3})\b|"
-                       r"Non-200 status code from HTTP: (\d{3})", raw)
+    status = re.search(
+        r"wrong status code '(\d+)'|Invalid response from \S+:\s*(\d{3})\b|"
+        r"Non-200 status code from HTTP: (\d{3})",
+        raw,
+    )
     if status and exp.received is None:
         exp.received = "HTTP " + next(g for g in status.groups() if g)
     am = _ADDR_RE.search(raw)
@@ -326,8 +420,10 @@ def explain(text: str) -> Explanation:
         exp.source = "acme-ca"
     if not exp.candidates:
         exp.source = "unknown"
-        exp.reasoning = ("No known HTTP-01 error format matched. Paste the full message "
-                         "(cert-manager Challenge status.reason, the CA's problem detail, or "
-                         "certbot/lego output).")
+        exp.reasoning = (
+            "No known HTTP-01 error format matched. Paste the full message "
+            "(cert-manager Challenge status.reason, the CA's problem detail, or "
+            "certbot/lego output)."
+        )
     exp.next = _next_command(exp) if exp.candidates else None
     return exp

@@ -60,8 +60,13 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
 # Remedy texts.  Functions so that the evidence (addresses, names) fills them.
 
 
-def remedy_nat_loopback(public: list[str], backends: list[str], cluster: bool,
-                        name: str = "NAME", inside: str | None = None) -> str:
+def remedy_nat_loopback(
+    public: list[str],
+    backends: list[str],
+    cluster: bool,
+    name: str = "NAME",
+    inside: str | None = None,
+) -> str:
     pub = public[0] if public else "PUBLIC_IP"
     back = backends[0] if backends else "BACKEND_IP"
     subnet = (back.rsplit(".", 1)[0] + ".0/24") if backends and ":" not in back else "SUBNET"

@@ -49,13 +49,26 @@ from acmelb.store import Lineage, Store
 if TYPE_CHECKING:
     from acmelb.diagnose import Report
 
-__all__ = ["KEY_TYPES", "CertificateInfo", "Deactivation", "IssuanceState", "IssueRequest",
-           "IssueResult", "Issuer", "Pipeline", "RenewOutcome", "Step",
-           "inspect_certificates", "renew", "revoke"]
+__all__ = [
+    "KEY_TYPES",
+    "CertificateInfo",
+    "Deactivation",
+    "IssuanceState",
+    "IssueRequest",
+    "IssueResult",
+    "Issuer",
+    "Pipeline",
+    "RenewOutcome",
+    "Step",
+    "inspect_certificates",
+    "renew",
+    "revoke",
+]
 
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa4096")
 _PEM_CERT = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----\r?\n?", re.DOTALL)
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----\r?\n?", re.DOTALL
+)
 
 # Raise (any AcmelbError) to stop before the challenges are answered.
 SelfCheck = Callable[[Sequence[PendingChallenge]], None]
@@ -109,8 +122,9 @@ def generate_key(key_type: str) -> bytes:
         key = ec.generate_private_key(ec.SECP384R1())
     else:
         key = rsa.generate_private_key(65537, int(key_type[3:]))
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def split_chain(fullchain_pem: bytes) -> tuple[bytes, bytes]:
@@ -122,6 +136,7 @@ def split_chain(fullchain_pem: bytes) -> tuple[bytes, bytes]:
 
 
 # -- the issuance pipeline: named, resumable steps ---------------------------------
+
 
 class Step(enum.Enum):
     """The steps of one issuance, in order; ``IssuanceState.step`` is the next one to run."""
@@ -154,18 +169,26 @@ class IssuanceState:
     fullchain_pem: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"names": list(self.names), "step": self.step.value,
-                "order_url": self.order_url, "csr_pem": self.csr_pem,
-                "challenges": [asdict(c) for c in self.challenges],
-                "fullchain_pem": self.fullchain_pem}
+        return {
+            "names": list(self.names),
+            "step": self.step.value,
+            "order_url": self.order_url,
+            "csr_pem": self.csr_pem,
+            "challenges": [asdict(c) for c in self.challenges],
+            "fullchain_pem": self.fullchain_pem,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IssuanceState:
         try:
-            return cls(names=tuple(data["names"]), step=Step(data["step"]),
-                       order_url=data.get("order_url"), csr_pem=data.get("csr_pem"),
-                       challenges=tuple(PendingChallenge(**c) for c in data["challenges"]),
-                       fullchain_pem=data.get("fullchain_pem"))
+            return cls(
+                names=tuple(data["names"]),
+                step=Step(data["step"]),
+                order_url=data.get("order_url"),
+                csr_pem=data.get("csr_pem"),
+                challenges=tuple(PendingChallenge(**c) for c in data["challenges"]),
+                fullchain_pem=data.get("fullchain_pem"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"the saved issuance state is damaged: {exc!r}") from exc
 
@@ -192,9 +215,16 @@ class Pipeline:
     by its lock); ``save`` stores the certificate with its key.
     """
 
-    def __init__(self, client: CAClient, solver: Solver, *, save: SaveCertificate,
-                 self_check: SelfCheck | None = None, progress: Progress | None = None,
-                 on_step: StepObserver | None = None) -> None:
+    def __init__(
+        self,
+        client: CAClient,
+        solver: Solver,
+        *,
+        save: SaveCertificate,
+        self_check: SelfCheck | None = None,
+        progress: Progress | None = None,
+        on_step: StepObserver | None = None,
+    ) -> None:
         self.client = client
         self.solver = solver
         self.save = save
@@ -204,9 +234,14 @@ class Pipeline:
         self.deactivated: list[Deactivation] = []
         self._order: messages.OrderResource | None = None
         self._steps: dict[Step, Callable[[IssuanceState, bytes], IssuanceState]] = {
-            Step.ORDER: self.order, Step.PRESENT: self.present,
-            Step.SELF_CHECK: self.check, Step.ANSWER: self.answer, Step.POLL: self.poll,
-            Step.FINALIZE: self.finalize, Step.STORE: self.store}
+            Step.ORDER: self.order,
+            Step.PRESENT: self.present,
+            Step.SELF_CHECK: self.check,
+            Step.ANSWER: self.answer,
+            Step.POLL: self.poll,
+            Step.FINALIZE: self.finalize,
+            Step.STORE: self.store,
+        }
 
     def run(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
         while state.step is not Step.DONE:
@@ -229,13 +264,18 @@ class Pipeline:
         self.progress(f"ordering a certificate for {', '.join(state.names)}")
         self._order = self.client.new_order(csr_pem)
         challenges = tuple(self._pending_challenges(self._order))
-        return replace(state, step=Step.PRESENT if challenges else Step.FINALIZE,
-                       order_url=self._order.uri, csr_pem=csr_pem.decode("ascii"),
-                       challenges=challenges)
+        return replace(
+            state,
+            step=Step.PRESENT if challenges else Step.FINALIZE,
+            order_url=self._order.uri,
+            csr_pem=csr_pem.decode("ascii"),
+            challenges=challenges,
+        )
 
     def present(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
-        self.progress(f"presenting {len(state.challenges)} challenge(s) with the "
-                      f"{self.solver.name} solver")
+        self.progress(
+            f"presenting {len(state.challenges)} challenge(s) with the {self.solver.name} solver"
+        )
         self.solver.present(state.challenges)
         return replace(state, step=Step.SELF_CHECK)
 
@@ -283,19 +323,26 @@ class Pipeline:
                 continue  # the CA reused an earlier validation
             challb = http01_challenge(authz)
             _response, validation = challb.chall.response_and_validation(self.client.key)
-            pending.append(PendingChallenge(
-                name=authz.body.identifier.value, token=challb.chall.encode("token"),
-                key_authorization=validation, authorization_url=authz.uri,
-                challenge_url=challb.uri))
+            pending.append(
+                PendingChallenge(
+                    name=authz.body.identifier.value,
+                    token=challb.chall.encode("token"),
+                    key_authorization=validation,
+                    authorization_url=authz.uri,
+                    challenge_url=challb.uri,
+                )
+            )
         return pending
 
     def _withdraw(self, state: IssuanceState) -> None:
         if self._order is not None:
             for record in self.client.deactivate_pending(self._order):
                 self.deactivated.append(record)
-                self.progress(f"deactivated the authorization for {record.name} "
-                              f"({record.url}): now {record.status}; its challenge was "
-                              f"{record.challenge_status}")
+                self.progress(
+                    f"deactivated the authorization for {record.name} "
+                    f"({record.url}): now {record.status}; its challenge was "
+                    f"{record.challenge_status}"
+                )
         self._cleanup(state)
 
     def _cleanup(self, state: IssuanceState) -> None:
@@ -314,8 +361,9 @@ class Issuer:
         self.progress = progress or (lambda _msg: None)
         self.deactivated: list[Deactivation] = []
 
-    def issue(self, request: IssueRequest, *, client: CAClient | None = None,
-              solver: Solver | None = None) -> IssueResult:
+    def issue(
+        self, request: IssueRequest, *, client: CAClient | None = None, solver: Solver | None = None
+    ) -> IssueResult:
         """One certificate. ``client`` and ``solver`` may be shared by concurrent calls."""
         names = normalize_names(request.names)
         check_key_type(request.key_type)
@@ -330,9 +378,13 @@ class Issuer:
                 if own_solver:
                     solver.close()
 
-    def issue_many(self, requests: Sequence[IssueRequest], *, concurrency: int = 8,
-                   on_done: Callable[[IssueRequest, IssueResult | AcmelbError], None]
-                   | None = None) -> list[IssueResult | AcmelbError]:
+    def issue_many(
+        self,
+        requests: Sequence[IssueRequest],
+        *,
+        concurrency: int = 8,
+        on_done: Callable[[IssueRequest, IssueResult | AcmelbError], None] | None = None,
+    ) -> list[IssueResult | AcmelbError]:
         """Many certificates with one account and one solver, ``concurrency`` orders at a time.
 
         Every request must use the same CA and solver settings. A failure of one
@@ -354,7 +406,8 @@ class Issuer:
                 if not hasattr(per_thread, "client"):
                     per_thread.client = open_account(self.store, ca)
                 outcome: IssueResult | AcmelbError = self.issue(
-                    request, client=per_thread.client, solver=solver)
+                    request, client=per_thread.client, solver=solver
+                )
             except AcmelbError as exc:
                 outcome = exc
             if on_done is not None:
@@ -367,22 +420,32 @@ class Issuer:
         finally:
             solver.close()
 
-    def _issue_locked(self, client: CAClient, solver: Solver, request: IssueRequest,
-                      names: tuple[str, ...]) -> IssueResult:
+    def _issue_locked(
+        self, client: CAClient, solver: Solver, request: IssueRequest, names: tuple[str, ...]
+    ) -> IssueResult:
         lineage = self.store.lineage(names[0])
-        key_pem = (lineage.read("privkey") if request.reuse_key and lineage.exists()
-                   else generate_key(request.key_type))
+        key_pem = (
+            lineage.read("privkey")
+            if request.reuse_key and lineage.exists()
+            else generate_key(request.key_type)
+        )
         self_check = make_self_check(request.self_check, request.solver, self.progress)
         config = RenewalConfig.of(request, names)
 
         def save(state: IssuanceState, key: bytes) -> None:
             assert state.fullchain_pem is not None
             cert_pem, chain_pem = split_chain(state.fullchain_pem.encode("ascii"))
-            self.store.save(lineage.name, privkey_pem=key, cert_pem=cert_pem,
-                            chain_pem=chain_pem, renewal=config.to_json())
+            self.store.save(
+                lineage.name,
+                privkey_pem=key,
+                cert_pem=cert_pem,
+                chain_pem=chain_pem,
+                renewal=config.to_json(),
+            )
 
-        pipeline = Pipeline(client, solver, save=save, self_check=self_check,
-                            progress=self.progress)
+        pipeline = Pipeline(
+            client, solver, save=save, self_check=self_check, progress=self.progress
+        )
         try:
             pipeline.run(IssuanceState(names=names), key_pem)
         except ValidationFailedError as failed:
@@ -393,20 +456,32 @@ class Issuer:
             self.deactivated.extend(pipeline.deactivated)
         return self._result(lineage, names, client.thumbprint, self_check)
 
-    def _result(self, lineage: Lineage, names: tuple[str, ...], thumbprint: str,
-                self_check: SelfCheckRun | None) -> IssueResult:
+    def _result(
+        self,
+        lineage: Lineage,
+        names: tuple[str, ...],
+        thumbprint: str,
+        self_check: SelfCheckRun | None,
+    ) -> IssueResult:
         cert = x509.load_pem_x509_certificate(lineage.read("cert"))
         version = lineage.current_version()
         assert version is not None
-        return IssueResult(name=lineage.name, names=names, version=version,
-                           not_after=cert.not_valid_after_utc, live_dir=lineage.live_dir,
-                           fullchain=lineage.path("fullchain"), privkey=lineage.path("privkey"),
-                           account_thumbprint=thumbprint,
-                           self_check=tuple(self_check.reports) if self_check else (),
-                           warnings=tuple(self_check.warnings()) if self_check else ())
+        return IssueResult(
+            name=lineage.name,
+            names=names,
+            version=version,
+            not_after=cert.not_valid_after_utc,
+            live_dir=lineage.live_dir,
+            fullchain=lineage.path("fullchain"),
+            privkey=lineage.path("privkey"),
+            account_thumbprint=thumbprint,
+            self_check=tuple(self_check.reports) if self_check else (),
+            warnings=tuple(self_check.warnings()) if self_check else (),
+        )
 
 
 # -- renew, revoke, list --------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CertificateInfo:
@@ -425,8 +500,11 @@ def inspect_certificates(store: Store) -> list[CertificateInfo]:
         try:
             cert = x509.load_pem_x509_certificate(lineage.read("cert"))
         except (OSError, ValueError) as exc:
-            infos.append(CertificateInfo(lineage.name, (lineage.name,), None, None,
-                                         lineage.live_dir, problem=str(exc)))
+            infos.append(
+                CertificateInfo(
+                    lineage.name, (lineage.name,), None, None, lineage.live_dir, problem=str(exc)
+                )
+            )
             continue
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -434,8 +512,9 @@ def inspect_certificates(store: Store) -> list[CertificateInfo]:
         except x509.ExtensionNotFound:
             names = (lineage.name,)
         left = (cert.not_valid_after_utc - now).total_seconds() / 86400
-        infos.append(CertificateInfo(lineage.name, names, cert.not_valid_after_utc, left,
-                                     lineage.live_dir))
+        infos.append(
+            CertificateInfo(lineage.name, names, cert.not_valid_after_utc, left, lineage.live_dir)
+        )
     return infos
 
 
@@ -447,9 +526,16 @@ class RenewOutcome:
     result: IssueResult | None = None
 
 
-def renew(store: Store, names: Sequence[str] | None, *, days: float,
-          deploy_hook: str | None = None, force: bool = False,
-          progress: Progress | None = None, concurrency: int = 8) -> list[RenewOutcome]:
+def renew(
+    store: Store,
+    names: Sequence[str] | None,
+    *,
+    days: float,
+    deploy_hook: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    concurrency: int = 8,
+) -> list[RenewOutcome]:
     """Renew the named lineages (all when ``names`` is None) that expire within ``days``.
 
     Each renews with the settings it was issued with, its self-check included. Due
@@ -462,11 +548,11 @@ def renew(store: Store, names: Sequence[str] | None, *, days: float,
     for name in wanted:
         info = infos.get(name)
         if info is None:
-            outcomes[name] = RenewOutcome(name, "failed",
-                                          f"no certificate named {name} in {store.root}")
+            outcomes[name] = RenewOutcome(
+                name, "failed", f"no certificate named {name} in {store.root}"
+            )
         elif not force and info.days_left is not None and info.days_left > days:
-            outcomes[name] = RenewOutcome(name, "not-due",
-                                          f"expires in {info.days_left:.0f} days")
+            outcomes[name] = RenewOutcome(name, "not-due", f"expires in {info.days_left:.0f} days")
         else:
             try:
                 request = RenewalConfig.load(store.lineage(name)).request()
@@ -478,7 +564,8 @@ def renew(store: Store, names: Sequence[str] | None, *, days: float,
     for batch in due.values():
         try:
             results: list[IssueResult | AcmelbError] = issuer.issue_many(
-                [request for _, request in batch], concurrency=concurrency)
+                [request for _, request in batch], concurrency=concurrency
+            )
         except AcmelbError as exc:  # the account or the solver failed for the whole batch
             results = [exc] * len(batch)
         for (name, _), result in zip(batch, results, strict=True):
@@ -495,11 +582,18 @@ def renew(store: Store, names: Sequence[str] | None, *, days: float,
 def run_deploy_hook(command: str, live_dir: Path, names: Sequence[str]) -> str:
     """certbot's deploy hook: ``command`` through the shell with RENEWED_LINEAGE and
     RENEWED_DOMAINS; what happened, as a clause to append to a status line."""
-    env = {**os.environ, "RENEWED_LINEAGE": str(live_dir),
-           "RENEWED_DOMAINS": " ".join(names)}
+    env = {**os.environ, "RENEWED_LINEAGE": str(live_dir), "RENEWED_DOMAINS": " ".join(names)}
     try:
-        proc = subprocess.run(command, shell=True, env=env, capture_output=True, text=True,
-                              timeout=300, stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.run(
+            command,
+            shell=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "; deploy hook timed out after 300 s"
     if proc.returncode != 0:
@@ -516,13 +610,13 @@ REVOCATION_REASONS = {
 }
 
 
-def revoke(store: Store, name: str, *, reason: str = "unspecified",
-           ca: CAConfig | None = None) -> CertificateInfo:
+def revoke(
+    store: Store, name: str, *, reason: str = "unspecified", ca: CAConfig | None = None
+) -> CertificateInfo:
     name = normalize_name(name)
     code = REVOCATION_REASONS.get(reason.lower().replace("-", "").replace("_", ""))
     if code is None:
-        raise UsageError(f"unknown reason {reason!r} (choose from "
-                         f"{', '.join(REVOCATION_REASONS)})")
+        raise UsageError(f"unknown reason {reason!r} (choose from {', '.join(REVOCATION_REASONS)})")
     lineage = store.lineage(name)
     if not lineage.exists():
         raise StateError(f"no certificate named {name} in {store.root}")

@@ -60,14 +60,13 @@ def parse_challenges(text: str, source: str = "input") -> list[Challenge]:
         kind = item.get("kind")
         if kind is not None and kind != "Challenge":
             # repr(): the input's text must not reach the terminal raw (newlines, escapes).
-            raise UsageError(f"{source}: items[{i}] is a {str(kind)[:60]!r}, "
-                             "not a cert-manager Challenge")
+            raise UsageError(
+                f"{source}: items[{i}] is a {str(kind)[:60]!r}, not a cert-manager Challenge"
+            )
         meta = item.get("metadata") or {}
         spec = item.get("spec")
         status = item.get("status") or {}
-        if not isinstance(spec, dict) or not isinstance(meta, dict) or not isinstance(
-            status, dict
-        ):
+        if not isinstance(spec, dict) or not isinstance(meta, dict) or not isinstance(status, dict):
             raise UsageError(f"{source}: items[{i}] has no spec")
         dns_name = spec.get("dnsName")
         ctype = spec.get("type")
@@ -77,21 +76,24 @@ def parse_challenges(text: str, source: str = "input") -> list[Challenge]:
         if not isinstance(token, str | None) or not isinstance(key, str | None):
             raise UsageError(f"{source}: items[{i}] has a non-string token or key")
         reason = status.get("reason")
-        out.append(Challenge(
-            namespace=str(meta.get("namespace") or "default"),
-            name=str(meta.get("name") or f"items[{i}]"),
-            dns_name=dns_name,
-            type=ctype,
-            token=token,
-            key=key,
-            state=str(status.get("state") or ""),
-            reason=reason if isinstance(reason, str) and reason else None,
-        ))
+        out.append(
+            Challenge(
+                namespace=str(meta.get("namespace") or "default"),
+                name=str(meta.get("name") or f"items[{i}]"),
+                dns_name=dns_name,
+                type=ctype,
+                token=token,
+                key=key,
+                state=str(status.get("state") or ""),
+                reason=reason if isinstance(reason, str) and reason else None,
+            )
+        )
     return out
 
 
-def targets_from_challenges(challenges: Sequence[Challenge], wanted_names: Iterable[str] = ()
-                            ) -> tuple[list[Target], list[str]]:
+def targets_from_challenges(
+    challenges: Sequence[Challenge], wanted_names: Iterable[str] = ()
+) -> tuple[list[Target], list[str]]:
     """The pending HTTP-01 challenges (of the wanted names, if any) as targets, and one
     line for each challenge skipped and why."""
     from acmelb.diagnose import make_target

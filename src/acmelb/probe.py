@@ -307,9 +307,7 @@ class _Outcome(Exception):
         self.body = body
 
 
-def fetch_once(
-    url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool = False
-) -> Hop:
+def fetch_once(url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool = False) -> Hop:
     """One GET of ``url`` sent to ``address`` (no redirect following).
 
     Returns a hop record: outcome, status, headers, body, timings.
@@ -319,8 +317,13 @@ def fetch_once(
     total_timeout = float(opts.get("total_timeout", connect_timeout * 2))
     scheme, host, port, path = _split_url(url)
     family = _family_of(address)
-    rec = new_hop(url, address=address, port=port, family=_family_name(family),
-                  proxy_protocol=bool(proxy_protocol))
+    rec = new_hop(
+        url,
+        address=address,
+        port=port,
+        family=_family_name(family),
+        proxy_protocol=bool(proxy_protocol),
+    )
     start = _now()
     deadline = start + total_timeout
     sock = None  # type: Optional[socket.socket]
@@ -331,11 +334,16 @@ def fetch_once(
             sock.sendall(_proxy_header(sock, family))
         if scheme == "https":
             sock = _start_tls(sock, host, max(0.001, min(read_timeout, deadline - _now())))
-        _send_request(sock, path, _host_header(scheme, host, port),
-                      opts.get("user_agent") or DEFAULT_USER_AGENT)
+        _send_request(
+            sock,
+            path,
+            _host_header(scheme, host, port),
+            opts.get("user_agent") or DEFAULT_USER_AGENT,
+        )
         reader = _Reader(sock, read_timeout, deadline)
-        _read_response(rec, reader, _read_head(reader, read_timeout),
-                       int(opts.get("body_cap", 1024 * 1024)))
+        _read_response(
+            rec, reader, _read_head(reader, read_timeout), int(opts.get("body_cap", 1024 * 1024))
+        )
     except _Outcome as out:
         rec["outcome"], rec["error"] = out.outcome, out.error
         if out.body is not None:
@@ -400,8 +408,7 @@ def _host_header(scheme: str, host: str, port: int) -> str:
 def _send_request(sock: socket.socket, path: str, host_header: str, user_agent: str) -> None:
     request = (
         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
-        "Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
-        % (path, host_header, user_agent)
+        "Accept-Encoding: identity\r\nConnection: close\r\n\r\n" % (path, host_header, user_agent)
     ).encode("latin-1")
     try:
         sock.sendall(request)
@@ -415,22 +422,24 @@ def _read_head(reader: _Reader, read_timeout: float) -> bytes:
         head = reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
     except ConnectionResetError as exc:
         if reader.total:
-            raise _Outcome("reset", "connection reset after %d bytes of non-HTTP data"
-                           % reader.total) from exc
+            raise _Outcome(
+                "reset", "connection reset after %d bytes of non-HTTP data" % reader.total
+            ) from exc
         raise _Outcome("reset", "connection reset by peer before any response") from exc
     except socket.timeout as exc:
         if reader.total:
-            raise _Outcome("read-timeout", "incomplete response header, then no data for "
-                           "%.1f s" % read_timeout) from exc
-        raise _Outcome("read-timeout",
-                       "connected, no response for %.1f s" % read_timeout) from exc
+            raise _Outcome(
+                "read-timeout", "incomplete response header, then no data for %.1f s" % read_timeout
+            ) from exc
+        raise _Outcome("read-timeout", "connected, no response for %.1f s" % read_timeout) from exc
     except ValueError as exc:
         raise _Outcome("bad-response", str(exc)) from exc
     if head is None:
         raise _closed_early(reader.buf)
     if _looks_tls(head):
-        raise _Outcome("tls-on-http-port",
-                       "a TLS record came back: plain HTTP was sent to a TLS port")
+        raise _Outcome(
+            "tls-on-http-port", "a TLS record came back: plain HTTP was sent to a TLS port"
+        )
     return head
 
 
@@ -440,8 +449,9 @@ def _closed_early(data: bytes) -> _Outcome:
     if not data:
         return _Outcome("empty-reply", "connection accepted, then closed without any response")
     if _looks_tls(data):
-        return _Outcome("tls-on-http-port",
-                        "a TLS record came back: plain HTTP was sent to a TLS port", body)
+        return _Outcome(
+            "tls-on-http-port", "a TLS record came back: plain HTTP was sent to a TLS port", body
+        )
     if data.startswith(b"HTTP/"):
         return _Outcome("bad-response", "truncated response header", body)
     return _Outcome("bad-response", "not an HTTP response: %r" % data[:60], body)
@@ -455,8 +465,9 @@ def parse_head(text: str) -> Tuple[Optional[int], str, List[List[str]]]:
     and headers; status is None when the first line is not an HTTP status line.
     Also used for the heads that curl prints (``acmelb.vantage``)."""
     lines = text.split("\r\n")
-    headers = [[k.strip(), v.strip()] for k, sep, v in (ln.partition(":") for ln in lines[1:])
-               if sep]
+    headers = [
+        [k.strip(), v.strip()] for k, sep, v in (ln.partition(":") for ln in lines[1:]) if sep
+    ]
     m = _STATUS_LINE.match(lines[0])
     if not m:
         return None, "", headers
@@ -482,8 +493,9 @@ def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Non
     rec["body_truncated"] = truncated
 
 
-def _read_body(reader: _Reader, status: int, hmap: Dict[str, str], cap: int
-               ) -> Tuple[bytes, bool, Optional[str]]:
+def _read_body(
+    reader: _Reader, status: int, hmap: Dict[str, str], cap: int
+) -> Tuple[bytes, bool, Optional[str]]:
     """The body as framed (none, chunked, Content-Length, to EOF), at most ``cap`` + 1
     bytes; whether it was cut; what went wrong reading it (the hop stays a response)."""
     truncated = False
@@ -583,8 +595,9 @@ def _redirect_host(target: str, seen: List[str], hops: int) -> str:
     the host to dial, or the problem as a redirect-error outcome."""
     scheme = target.split(":", 1)[0].lower()
     if scheme not in ("http", "https"):
-        raise _Outcome("redirect-error",
-                       "unsupported scheme %r in redirect target %s" % (scheme, target))
+        raise _Outcome(
+            "redirect-error", "unsupported scheme %r in redirect target %s" % (scheme, target)
+        )
     if target in seen:
         raise _Outcome("redirect-error", "redirect loop: %s was already visited" % target)
     if hops > MAX_HOPS:
@@ -718,8 +731,14 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
     attempts = [_attempt(j[0], j[1], j[2], c, j[3]) for j, c in zip(jobs, done)]
     # public probes first (address order, attempt, PROXY last), then the local ones
     rank = {a: i for i, a in enumerate(ordered)}
-    attempts.sort(key=lambda x: (x["target"] != "public", rank.get(x["address"], 99),
-                                 x["proxy_protocol"], x["attempt"]))
+    attempts.sort(
+        key=lambda x: (
+            x["target"] != "public",
+            rank.get(x["address"], 99),
+            x["proxy_protocol"],
+            x["attempt"],
+        )
+    )
     return {
         "schema": PROBE_SCHEMA,
         "runner": "python",

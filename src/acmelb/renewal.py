@@ -35,16 +35,26 @@ class RenewalConfig:
 
     @classmethod
     def of(cls, request: IssueRequest, names: tuple[str, ...]) -> RenewalConfig:
-        return cls(names=names, ca=request.ca, solver=request.solver,
-                   key_type=request.key_type, reuse_key=request.reuse_key,
-                   self_check=request.self_check)
+        return cls(
+            names=names,
+            ca=request.ca,
+            solver=request.solver,
+            key_type=request.key_type,
+            reuse_key=request.reuse_key,
+            self_check=request.self_check,
+        )
 
     def request(self) -> IssueRequest:
         from acmelb.issuance import IssueRequest
 
-        return IssueRequest(names=self.names, ca=self.ca, solver=self.solver,
-                            key_type=self.key_type, reuse_key=self.reuse_key,
-                            self_check=self.self_check)
+        return IssueRequest(
+            names=self.names,
+            ca=self.ca,
+            solver=self.solver,
+            key_type=self.key_type,
+            reuse_key=self.reuse_key,
+            self_check=self.self_check,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,13 +77,16 @@ class RenewalConfig:
             check = data.get("self_check")
             return cls(
                 names=tuple(data["names"]),
-                ca=CAConfig(directory_url=data["directory"],
-                            ca_bundle=Path(bundle) if bundle else None,
-                            email=data.get("email")),
+                ca=CAConfig(
+                    directory_url=data["directory"],
+                    ca_bundle=Path(bundle) if bundle else None,
+                    email=data.get("email"),
+                ),
                 solver=SolverOptions(**solver),
                 key_type=data.get("key_type", "ec256"),
                 reuse_key=bool(data.get("reuse_key", False)),
-                self_check=SelfCheckOptions.from_json(check) if check else None)
+                self_check=SelfCheckOptions.from_json(check) if check else None,
+            )
         except (KeyError, TypeError, AttributeError, UsageError) as exc:
             raise StateError(f"renewal configuration is incomplete: {exc}") from exc
 
@@ -84,8 +97,9 @@ class RenewalConfig:
         try:
             data = json.loads(lineage.renewal_path.read_text())
         except FileNotFoundError as exc:
-            raise StateError(f"no renewal configuration for {lineage.name} "
-                             f"({lineage.renewal_path})") from exc
+            raise StateError(
+                f"no renewal configuration for {lineage.name} ({lineage.renewal_path})"
+            ) from exc
         except ValueError as exc:
             raise StateError(f"{lineage.renewal_path} is damaged: {exc}") from exc
         if not isinstance(data, dict):

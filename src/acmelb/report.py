@@ -63,8 +63,9 @@ class Progress:
         now = self._clock()
         if now - self._drawn >= 0.1 or self.done == self.total:
             self._drawn = now
-            self.out.write(f"\racmelb: diagnosed {self.done}/{self.total}, "
-                           f"{self.failing} failing\033[K")
+            self.out.write(
+                f"\racmelb: diagnosed {self.done}/{self.total}, {self.failing} failing\033[K"
+            )
             self.out.flush()
 
     def close(self) -> None:
@@ -79,12 +80,22 @@ def attach_explain(doc: dict[str, Any], report: Report) -> None:
         from acmelb.explain import explain
 
         e = explain(report.target.reason)
-        doc["challenge"]["explain"] = {"source": e.source, "candidates": e.candidates,
-                                       "reasoning": e.reasoning}
+        doc["challenge"]["explain"] = {
+            "source": e.source,
+            "candidates": e.candidates,
+            "reasoning": e.reasoning,
+        }
 
 
-_COLOURS = {"fatal": "1;31", "error": "31", "warning": "33", "info": "36", "pass": "32",
-            "fail": "31", "unknown": "33"}
+_COLOURS = {
+    "fatal": "1;31",
+    "error": "31",
+    "warning": "33",
+    "info": "36",
+    "pass": "32",
+    "fail": "31",
+    "unknown": "33",
+}
 
 
 def render(report: Report, out: TextIO, colour: bool = False) -> None:
@@ -106,17 +117,24 @@ def render(report: Report, out: TextIO, colour: bool = False) -> None:
             if e.candidates:
                 print(f"  that message points to: {', '.join(e.candidates)}", file=out)
     if t.random_token:
-        print("  (random token: reachability and routing checked, not content; pass --token "
-              "and --key to check the answer)", file=out)
+        print(
+            "  (random token: reachability and routing checked, not content; pass --token "
+            "and --key to check the answer)",
+            file=out,
+        )
     v = report.verdicts
-    print("  verdicts: " + ", ".join(f"{k} {c(val.upper(), val)}" for k, val in v.items()),
-          file=out)
+    print(
+        "  verdicts: " + ", ".join(f"{k} {c(val.upper(), val)}" for k, val in v.items()), file=out
+    )
     vantages = sorted({r.label + ("" if r.usable else " (unusable)") for r in report.runs})
     if vantages:
         print(f"  vantages: {', '.join(vantages)}", file=out)
     if report.runs and not any(r.role == "inside" for r in report.runs):
-        print("  (no inside vantage: add --inside 'ssh NODE' to check what cert-manager's "
-              "self-check sees: NAT loopback, PROXY protocol, split horizon)", file=out)
+        print(
+            "  (no inside vantage: add --inside 'ssh NODE' to check what cert-manager's "
+            "self-check sees: NAT loopback, PROXY protocol, split horizon)",
+            file=out,
+        )
     if not report.findings:
         print("  " + c("OK", "pass") + ": no problem found", file=out)
         return
@@ -141,5 +159,9 @@ def render(report: Report, out: TextIO, colour: bool = False) -> None:
                 for line in f.remedy.splitlines():
                     print(f"        {line}", file=out)
     print(file=out)
-    print("  " + (c("OK", "pass") if report.ok else c("FAILED", "fail"))
-          + f": {sum(f.sev.failing for f in report.findings)} error(s)", file=out)
+    print(
+        "  "
+        + (c("OK", "pass") if report.ok else c("FAILED", "fail"))
+        + f": {sum(f.sev.failing for f in report.findings)} error(s)",
+        file=out,
+    )

@@ -118,8 +118,8 @@ Ask = Callable[[str, str], "dns.rrset.RRset | None"]
 def _resolver_ask(res: dns.resolver.Resolver) -> Ask:
     def ask(name: str, rdtype: str) -> dns.rrset.RRset | None:
         return res.resolve(name, rdtype, raise_on_no_answer=False).rrset
-    return ask
 
+    return ask
 
 
 class _Server:
@@ -203,8 +203,7 @@ class _Server:
                     del pending[key]
                     break
         for key, (qn, req) in pending.items():
-            self._first[key] = (qn, req, start,
-                                dns.exception.Timeout())  # type: ignore[no-untyped-call]
+            self._first[key] = (qn, req, start, dns.exception.Timeout())  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         if self.sock is not None:
@@ -246,11 +245,13 @@ class _Server:
             if duration < 0:
                 if duration < -1:
                     raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
-                        timeout=duration, errors=errors)
+                        timeout=duration, errors=errors
+                    )
                 duration = 0
             if duration >= self.timeout:
                 raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
-                    timeout=duration, errors=errors)
+                    timeout=duration, errors=errors
+                )
             attempt_tcp = tcp
             tcp = False
             try:
@@ -259,14 +260,16 @@ class _Server:
                         raise outcome
                     response = outcome
                 elif attempt_tcp:
-                    response = dns.query.tcp(request, self.address,
-                                             timeout=self.timeout - duration, port=self.port)
+                    response = dns.query.tcp(
+                        request, self.address, timeout=self.timeout - duration, port=self.port
+                    )
                 else:
                     response = self._udp(request, self.timeout - duration)
             except Exception as ex:
                 errors.append((self.label, attempt_tcp, self.port, ex, None))
-                if isinstance(ex, dns.exception.FormError | EOFError | OSError
-                              | NotImplementedError):
+                if isinstance(
+                    ex, dns.exception.FormError | EOFError | OSError | NotImplementedError
+                ):
                     raise _no_nameservers(request, errors) from ex
                 if isinstance(ex, dns.message.Truncated):
                     if attempt_tcp:
@@ -283,13 +286,13 @@ class _Server:
                     raise _no_nameservers(request, errors) from e
                 if rcode == dns.rcode.NXDOMAIN:
                     raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
-                        qnames=[qname], responses={qname: response})
+                        qnames=[qname], responses={qname: response}
+                    )
                 answer: dns.rrset.RRset | None = chained.answer
                 return answer
             if rcode == dns.rcode.YXDOMAIN:
                 raise dns.resolver.YXDOMAIN
-            errors.append((self.label, attempt_tcp, self.port, dns.rcode.to_text(rcode),
-                           response))
+            errors.append((self.label, attempt_tcp, self.port, dns.rcode.to_text(rcode), response))
             raise _no_nameservers(request, errors)
 
     def _udp(self, request: dns.message.Message, timeout: float) -> dns.message.Message:
@@ -317,8 +320,9 @@ class _Server:
             if not from_destination(source, self.destination):
                 continue  # a stray datagram, as dnspython ignores them
             try:
-                r = dns.message.from_wire(data, keyring=request.keyring,
-                                          request_mac=request.mac, raise_on_truncation=True)
+                r = dns.message.from_wire(
+                    data, keyring=request.keyring, request_mac=request.mac, raise_on_truncation=True
+                )
             except dns.message.Truncated as e:
                 if not request.is_response(e.message()):  # type: ignore[no-untyped-call]
                     continue
@@ -334,8 +338,9 @@ def from_destination(source: tuple[Any, ...], destination: tuple[Any, ...]) -> b
     """Did a datagram come from the server asked (address and port)? What dnspython's
     private ``dns.query._matches_destination`` checks, for unicast servers."""
     try:
-        same = (ipaddress.ip_address(str(source[0]).split("%", 1)[0])
-                == ipaddress.ip_address(str(destination[0]).split("%", 1)[0]))
+        same = ipaddress.ip_address(str(source[0]).split("%", 1)[0]) == ipaddress.ip_address(
+            str(destination[0]).split("%", 1)[0]
+        )
     except ValueError:
         return False
     return same and source[1] == destination[1]
@@ -345,7 +350,8 @@ def _no_nameservers(request: dns.message.Message, errors: list[Any]) -> Exceptio
     import dns.resolver
 
     exc: Exception = dns.resolver.NoNameservers(  # type: ignore[no-untyped-call]
-        request=request, errors=errors)
+        request=request, errors=errors
+    )
     return exc
 
 
@@ -413,13 +419,18 @@ def _caa_at(ask: Ask, name: str) -> tuple[list[CaaRecord], str | None]:
     if rrset is not None:
         for rdata in rrset:
             value = rdata.value.decode("utf-8", "replace")
-            records.append(CaaRecord(int(rdata.flags), rdata.tag.decode("ascii").lower(), value,
-                                     name))
+            records.append(
+                CaaRecord(int(rdata.flags), rdata.tag.decode("ascii").lower(), value, name)
+            )
     return records, None
 
 
-def lookup_caa(res: dns.resolver.Resolver | Ask, name: str, cache: CaaCache | None = None,
-               server: tuple[str, int] | None = None) -> CaaResult:
+def lookup_caa(
+    res: dns.resolver.Resolver | Ask,
+    name: str,
+    cache: CaaCache | None = None,
+    server: tuple[str, int] | None = None,
+) -> CaaResult:
     """RFC 8659 tree climbing: the first name from NAME upwards with a CAA set applies.
 
     With ``cache``, the sets found at parent names (``server``'s answers) are kept and
@@ -467,12 +478,13 @@ def caa_permits(caa: CaaResult, ca_identity: str, wildcard: bool = False) -> tup
             continue
         methods = _caa_param(params, "validationmethods")
         if methods is not None and "http-01" not in methods.split(","):
-            return False, (f"CAA at {caa.owner} allows {ca_identity} only with "
-                           f"validationmethods={methods}, not http-01")
+            return False, (
+                f"CAA at {caa.owner} allows {ca_identity} only with "
+                f"validationmethods={methods}, not http-01"
+            )
         return True, f"CAA at {caa.owner} allows {ca_identity}"
     return False, (
-        f"CAA at {caa.owner} allows only {', '.join(repr(a) for a in allowed)}, "
-        f"not {ca_identity!r}"
+        f"CAA at {caa.owner} allows only {', '.join(repr(a) for a in allowed)}, not {ca_identity!r}"
     )
 
 
@@ -485,7 +497,10 @@ def _caa_param(params: str, key: str) -> str | None:
 
 
 def lookup(
-    name: str, server: tuple[str, int] | None, timeout: float = 5.0, caa: bool = True,
+    name: str,
+    server: tuple[str, int] | None,
+    timeout: float = 5.0,
+    caa: bool = True,
     caa_cache: CaaCache | None = None,
 ) -> DnsResult:
     """A, AAAA and (``caa``) the CAA climb for ``name``. A given ``server`` is asked
@@ -525,8 +540,10 @@ def reserved_reason(address: str) -> str | None:
             return "carrier-grade NAT (RFC 6598)"
         if ip in ipaddress.ip_network("198.18.0.0/15"):
             return "benchmarking range (RFC 2544)"
-        if any(ip in ipaddress.ip_network(n) for n in
-               ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")):
+        if any(
+            ip in ipaddress.ip_network(n)
+            for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+        ):
             return "documentation range (RFC 5737)"
     elif ip in ipaddress.ip_network("2001:db8::/32"):
         return "documentation range (RFC 3849)"

@@ -141,8 +141,7 @@ _REASONS = {
 }
 
 
-def _response(status: int, body: bytes, *, head_only: bool, close: bool,
-              extra: str = "") -> bytes:
+def _response(status: int, body: bytes, *, head_only: bool, close: bool, extra: str = "") -> bytes:
     head = (
         f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
         "Server: acmelb\r\n"
@@ -221,8 +220,7 @@ class _ChallengeProtocol(asyncio.Protocol):
             self._transport.abort()  # it does not read: nothing more to flush to it
             return
         if self._buffer:
-            self._transport.write(_response(408, b"request timeout\n", head_only=False,
-                                            close=True))
+            self._transport.write(_response(408, b"request timeout\n", head_only=False, close=True))
         self._transport.close()
 
     # -- parsing --------------------------------------------------------------
@@ -246,8 +244,7 @@ class _ChallengeProtocol(asyncio.Protocol):
     def _reject(self, status: int, why: str, method: str = "?", target: str = "?") -> None:
         assert self._transport is not None
         self._emit(method, target, "", "", status, why)
-        self._transport.write(_response(status, why.encode() + b"\n", head_only=False,
-                                        close=True))
+        self._transport.write(_response(status, why.encode() + b"\n", head_only=False, close=True))
         self._transport.close()
         self._buffer.clear()
 
@@ -261,8 +258,12 @@ class _ChallengeProtocol(asyncio.Protocol):
         method_raw, target_raw, version = parts
         method, target = _printable(method_raw, 16), _printable(target_raw)
         if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-            self._reject(505 if version.startswith(b"HTTP/") else 400,
-                         "unsupported HTTP version", method, target)
+            self._reject(
+                505 if version.startswith(b"HTTP/") else 400,
+                "unsupported HTTP version",
+                method,
+                target,
+            )
             return
         headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
@@ -280,39 +281,89 @@ class _ChallengeProtocol(asyncio.Protocol):
             self._reject(400, "request bodies are not accepted", method, target)
             return
         if method_raw not in (b"GET", b"HEAD"):
-            self._send(405, b"method not allowed\n", method, target, host, agent,
-                       "method not allowed", close=True, extra="Allow: GET, HEAD\r\n")
+            self._send(
+                405,
+                b"method not allowed\n",
+                method,
+                target,
+                host,
+                agent,
+                "method not allowed",
+                close=True,
+                extra="Allow: GET, HEAD\r\n",
+            )
             return
         head_only = method_raw == b"HEAD"
         path = target_raw.split(b"?", 1)[0]
         token = ""
         if path.startswith(CHALLENGE_PREFIX.encode()):
-            token = path[len(CHALLENGE_PREFIX):].decode("latin-1")
+            token = path[len(CHALLENGE_PREFIX) :].decode("latin-1")
         if token and TOKEN_PATTERN.fullmatch(token):
             key_authorization = self._source.answer(token)
             if key_authorization is not None:
-                self._send(200, key_authorization.encode("ascii"), method, target, host, agent,
-                           "key authorization", close=close, head_only=head_only)
+                self._send(
+                    200,
+                    key_authorization.encode("ascii"),
+                    method,
+                    target,
+                    host,
+                    agent,
+                    "key authorization",
+                    close=close,
+                    head_only=head_only,
+                )
                 return
-            self._send(404, b"unknown token\n", method, target, host, agent, "unknown token",
-                       close=close, head_only=head_only)
+            self._send(
+                404,
+                b"unknown token\n",
+                method,
+                target,
+                host,
+                agent,
+                "unknown token",
+                close=close,
+                head_only=head_only,
+            )
             return
-        self._send(404, b"not found\n", method, target, host, agent, "not a challenge path",
-                   close=close, head_only=head_only)
+        self._send(
+            404,
+            b"not found\n",
+            method,
+            target,
+            host,
+            agent,
+            "not a challenge path",
+            close=close,
+            head_only=head_only,
+        )
 
-    def _send(self, status: int, body: bytes, method: str, target: str, host: str, agent: str,
-              answer: str, *, close: bool, head_only: bool = False, extra: str = "") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        method: str,
+        target: str,
+        host: str,
+        agent: str,
+        answer: str,
+        *,
+        close: bool,
+        head_only: bool = False,
+        extra: str = "",
+    ) -> None:
         assert self._transport is not None
         # Log first: whoever reads the answer may then rely on the log line existing.
         self._emit(method, target, host, agent, status, answer)
-        self._transport.write(_response(status, body, head_only=head_only, close=close,
-                                        extra=extra))
+        self._transport.write(
+            _response(status, body, head_only=head_only, close=close, extra=extra)
+        )
         if close:
             self._transport.close()
             self._buffer.clear()
 
-    def _emit(self, method: str, target: str, host: str, agent: str, status: int,
-              answer: str) -> None:
+    def _emit(
+        self, method: str, target: str, host: str, agent: str, status: int, answer: str
+    ) -> None:
         if self._log is not None:
             self._log(RequestLog(self._peer(), method, target, host, agent, status, answer))
 
@@ -341,8 +392,9 @@ def _listen_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
                 sock.close()
                 if not addresses and family == socket.AF_INET6:
                     continue  # no IPv6 on this host: serving IPv4 alone is fine by default
-                raise OSError(exc.errno, f"cannot listen on {address} port {port}: "
-                              f"{exc.strerror}") from exc
+                raise OSError(
+                    exc.errno, f"cannot listen on {address} port {port}: {exc.strerror}"
+                ) from exc
             sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
             sockets.append(sock)
@@ -357,8 +409,14 @@ def _listen_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
 class Responder:
     """Serve challenges on an event loop; use ``serve_forever`` or ``ResponderThread``."""
 
-    def __init__(self, source: AnswerSource, *, addresses: Sequence[str] = (), port: int = 80,
-                 log: LogSink | None = None) -> None:
+    def __init__(
+        self,
+        source: AnswerSource,
+        *,
+        addresses: Sequence[str] = (),
+        port: int = 80,
+        log: LogSink | None = None,
+    ) -> None:
         self.source = source
         self.addresses = tuple(addresses)
         self.port = port
@@ -370,7 +428,8 @@ class Responder:
         loop = asyncio.get_running_loop()
         for sock in _listen_sockets(self.addresses, self.port):
             server = await loop.create_server(
-                lambda: _ChallengeProtocol(self.source, self.log), sock=sock)
+                lambda: _ChallengeProtocol(self.source, self.log), sock=sock
+            )
             self._servers.append(server)
             host, port = sock.getsockname()[:2]
             self.bound.append((host, port))
@@ -397,8 +456,9 @@ class ResponderThread:
     def __init__(self, responder: Responder) -> None:
         self.responder = responder
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="acmelb-responder",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="acmelb-responder", daemon=True
+        )
 
     def __enter__(self) -> ResponderThread:
         self._thread.start()

@@ -35,11 +35,18 @@ if TYPE_CHECKING:
     from acmelb.diagnose import Report
 
 MODES = ("strict", "tolerant", "off")
-INSIDE_ONLY_CODES = frozenset({Code.NAT_LOOPBACK, Code.PROXY_PROTOCOL_REQUIRED,
-                               Code.DNS_SPLIT_HORIZON})
+INSIDE_ONLY_CODES = frozenset(
+    {Code.NAT_LOOPBACK, Code.PROXY_PROTOCOL_REQUIRED, Code.DNS_SPLIT_HORIZON}
+)
 # A token written a moment ago may not be visible yet on every backend.
-PROPAGATION_CODES = frozenset({Code.CHALLENGE_NOT_FOUND, Code.WRONG_CONTENT,
-                               Code.INCONSISTENT_BACKENDS, Code.HTTP_ERROR_STATUS})
+PROPAGATION_CODES = frozenset(
+    {
+        Code.CHALLENGE_NOT_FOUND,
+        Code.WRONG_CONTENT,
+        Code.INCONSISTENT_BACKENDS,
+        Code.HTTP_ERROR_STATUS,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -57,32 +64,45 @@ class SelfCheckOptions:
             raise UsageError("--self-check-timeout must be >= 0")
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "total_timeout": self.total_timeout,
-                "probe": self.probe.to_json()}
+        return {
+            "mode": self.mode,
+            "total_timeout": self.total_timeout,
+            "probe": self.probe.to_json(),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SelfCheckOptions:
-        return cls(mode=str(data.get("mode", "strict")),
-                   total_timeout=float(data.get("total_timeout", 60.0)),
-                   probe=ProbeSettings.from_json(data.get("probe", {})))
+        return cls(
+            mode=str(data.get("mode", "strict")),
+            total_timeout=float(data.get("total_timeout", 60.0)),
+            probe=ProbeSettings.from_json(data.get("probe", {})),
+        )
 
     def skip_reason(self, solver: SolverOptions) -> str | None:
         """Why this self-check cannot judge the run (None: it can)."""
         if self.mode == "off":
             return "off"
-        if solver.kind == "standalone" and solver.http_port != 80 and not (
-                self.probe.inside or self.probe.outside):
+        if (
+            solver.kind == "standalone"
+            and solver.http_port != 80
+            and not (self.probe.inside or self.probe.outside)
+        ):
             # A CA validates on port 80; a responder elsewhere means a test CA set up for it.
-            return (f"self-check skipped: the responder listens on port {solver.http_port}, "
-                    "and a CA validating like Let's Encrypt fetches port 80 (pass "
-                    "--self-check off to silence this)")
+            return (
+                f"self-check skipped: the responder listens on port {solver.http_port}, "
+                "and a CA validating like Let's Encrypt fetches port 80 (pass "
+                "--self-check off to silence this)"
+            )
         return None
 
 
-def make_self_check(options: SelfCheckOptions | None, solver: SolverOptions,
-                    progress: Callable[[str], None], *,
-                    more_vantages: Callable[[], Sequence[Vantage]] | None = None
-                    ) -> SelfCheck | None:
+def make_self_check(
+    options: SelfCheckOptions | None,
+    solver: SolverOptions,
+    progress: Callable[[str], None],
+    *,
+    more_vantages: Callable[[], Sequence[Vantage]] | None = None,
+) -> SelfCheck | None:
     """The self-check of one run, or None when there is none (said through ``progress``)."""
     if options is None:
         return None
@@ -103,8 +123,11 @@ def _responder_answers_directly(report: Report, key_authorization: str) -> bool:
     for run in report.runs:
         for attempt in run.local_attempts:
             final = attempt.final
-            if final.outcome == "response" and final.status == 200 and \
-                    final.body == key_authorization:
+            if (
+                final.outcome == "response"
+                and final.status == 200
+                and final.body == key_authorization
+            ):
                 return True
     return False
 
@@ -122,9 +145,13 @@ def tolerable(report: Report, key_authorization: str) -> bool:
 class SelfCheck:
     """Callable seam for ``Issuer``: raises SelfCheckRefused, keeps every report."""
 
-    def __init__(self, options: SelfCheckOptions,
-                 progress: Callable[[str], None] | None = None, *,
-                 more_vantages: Callable[[], Sequence[Vantage]] | None = None) -> None:
+    def __init__(
+        self,
+        options: SelfCheckOptions,
+        progress: Callable[[str], None] | None = None,
+        *,
+        more_vantages: Callable[[], Sequence[Vantage]] | None = None,
+    ) -> None:
         self.options = options
         # vantages beyond the settings' own, asked afresh for each check (a cluster's
         # live members)
@@ -156,8 +183,12 @@ class SelfCheck:
 
     def warnings(self) -> list[str]:
         """The errors that tolerant mode accepted, one line each."""
-        return [f"{r.name}: {f.code.value}: {f.title}" for r in self.tolerated
-                for f in r.findings if f.sev.failing]
+        return [
+            f"{r.name}: {f.code.value}: {f.title}"
+            for r in self.tolerated
+            for f in r.findings
+            if f.sev.failing
+        ]
 
     def __call__(self, challenges: Sequence[PendingChallenge]) -> None:
         if self.options.mode == "off":
@@ -171,21 +202,24 @@ class SelfCheck:
             self.progress(f"self-check of {challenge.name}: {codes} ({verdicts})")
             if report.ok:
                 continue
-            if self.options.mode == "tolerant" and tolerable(report,
-                                                              challenge.key_authorization):
+            if self.options.mode == "tolerant" and tolerable(report, challenge.key_authorization):
                 self.tolerated.append(report)
                 continue
             refused.append(report)
         if refused:
             summary = "; ".join(
-                f"{r.name}: {', '.join(sorted(_failing_codes(r)))}" for r in refused)
+                f"{r.name}: {', '.join(sorted(_failing_codes(r)))}" for r in refused
+            )
             raise SelfCheckRefused(
                 f"self-check ({self.options.mode}) refused to answer the challenge, so the CA "
-                f"counted no failed validation: {summary}", refused)
+                f"counted no failed validation: {summary}",
+                refused,
+            )
 
 
-def compare_with_ca(reports: Sequence[Report],
-                    failures: Sequence[tuple[str, str, str]]) -> list[str]:
+def compare_with_ca(
+    reports: Sequence[Report], failures: Sequence[tuple[str, str, str]]
+) -> list[str]:
     """Lines that put the CA's verdict next to what the self-check saw."""
     seen = {report.name: report for report in reports}
     lines = []
@@ -196,11 +230,15 @@ def compare_with_ca(reports: Sequence[Report],
         codes = sorted(_failing_codes(report))
         saw = "no problem" if not codes else ", ".join(codes)
         lines.append(f"{name}: the CA said: {detail}")
-        lines.append(f"{name}: the self-check saw: {saw} (acme-ca verdict: "
-                     f"{report.verdicts.get('acme-ca', 'unknown')})")
+        lines.append(
+            f"{name}: the self-check saw: {saw} (acme-ca verdict: "
+            f"{report.verdicts.get('acme-ca', 'unknown')})"
+        )
         if report.verdicts.get("acme-ca") == "pass":
-            lines.append(f"{name}: they disagree: the CA sees a different path than the "
-                         "vantages used here (other DNS, another perspective, IPv6, or a "
-                         "firewall that treats the CA's addresses differently); add an "
-                         "--outside vantage that stands where the CA does")
+            lines.append(
+                f"{name}: they disagree: the CA sees a different path than the "
+                "vantages used here (other DNS, another perspective, IPv6, or a "
+                "firewall that treats the CA's addresses differently); add an "
+                "--outside vantage that stands where the CA does"
+            )
     return lines

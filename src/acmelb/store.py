@@ -124,8 +124,13 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                          ctypes.c_uint]
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
@@ -186,8 +191,11 @@ class Store:
         live = self.root / "live"
         if not live.is_dir():
             return []
-        return [self.lineage(p.name) for p in sorted(live.iterdir())
-                if p.is_dir() and not p.name.startswith(".")]
+        return [
+            self.lineage(p.name)
+            for p in sorted(live.iterdir())
+            if p.is_dir() and not p.name.startswith(".")
+        ]
 
     def account_dir(self, directory_url: str) -> Path:
         parsed = urllib.parse.urlsplit(directory_url)
@@ -203,8 +211,9 @@ class Store:
             for sub in ("accounts", "archive", "live", "renewal", "locks"):
                 ensure_private_dir(self.root / sub)
         except OSError as exc:
-            raise StateError(f"state directory {self.root} is not usable: "
-                             f"{exc.strerror or exc}") from exc
+            raise StateError(
+                f"state directory {self.root} is not usable: {exc.strerror or exc}"
+            ) from exc
 
     # -- locking --------------------------------------------------------------
     @contextlib.contextmanager
@@ -225,7 +234,8 @@ class Store:
                     if time.monotonic() >= deadline:
                         raise StateError(
                             f"another acmelb run holds the lock for {name} ({path}); "
-                            f"waited {timeout:.0f} s") from exc
+                            f"waited {timeout:.0f} s"
+                        ) from exc
                     time.sleep(0.05)
             self.repair(name)
             yield
@@ -262,13 +272,19 @@ class Store:
 
     def _link_version(self, lineage: Lineage, version: int) -> None:
         for kind in KINDS:
-            target = os.path.relpath(lineage.archive_dir / f"{kind}{version}.pem",
-                                     lineage.live_dir)
+            target = os.path.relpath(lineage.archive_dir / f"{kind}{version}.pem", lineage.live_dir)
             _atomic_symlink(target, lineage.path(kind))
         _fsync_dir(lineage.live_dir)
 
-    def save(self, name: str, *, privkey_pem: bytes, cert_pem: bytes, chain_pem: bytes,
-             renewal: dict[str, Any]) -> Lineage:
+    def save(
+        self,
+        name: str,
+        *,
+        privkey_pem: bytes,
+        cert_pem: bytes,
+        chain_pem: bytes,
+        renewal: dict[str, Any],
+    ) -> Lineage:
         """Store a new version of ``name`` and point live/ at it (call under the lock)."""
         self.prepare()
         lineage = self.lineage(name)
@@ -284,8 +300,11 @@ class Store:
         for kind, (data, mode) in contents.items():
             atomic_write(lineage.archive_dir / f"{kind}{version}.pem", data, mode)
         ensure_private_dir(lineage.renewal_path.parent)
-        atomic_write(lineage.renewal_path,
-                     json.dumps(renewal, indent=2, sort_keys=True).encode() + b"\n", 0o600)
+        atomic_write(
+            lineage.renewal_path,
+            json.dumps(renewal, indent=2, sort_keys=True).encode() + b"\n",
+            0o600,
+        )
         self._switch(lineage, version)
         return lineage
 
@@ -302,8 +321,7 @@ class Store:
         shutil.rmtree(staging, ignore_errors=True)
         ensure_private_dir(staging)
         for kind in KINDS:
-            target = os.path.relpath(lineage.archive_dir / f"{kind}{version}.pem",
-                                     lineage.live_dir)
+            target = os.path.relpath(lineage.archive_dir / f"{kind}{version}.pem", lineage.live_dir)
             os.symlink(target, staging / f"{kind}.pem")
         _fsync_dir(staging)
         if not lineage.live_dir.exists():

@@ -150,8 +150,7 @@ def with_stdin(argv: list[str]) -> list[str]:
     tool = argv[0].rsplit("/", 1)[-1]
     if tool not in ("kubectl", "oc", "docker", "podman", "nerdctl", "crictl") or "exec" not in argv:
         return list(argv)
-    if any(a in _STDIN_FLAGS or (a.startswith("--stdin=") and a != "--stdin=false")
-           for a in argv):
+    if any(a in _STDIN_FLAGS or (a.startswith("--stdin=") and a != "--stdin=false") for a in argv):
         return list(argv)
     i = argv.index("exec") + 1
     return [*argv[:i], "-i", *argv[i:]]
@@ -176,8 +175,10 @@ def _parse(stdout: bytes) -> ProbeResult | None:
 # curl fallback: fewer details (no redirect chain, resolution by curl itself).
 
 _CURL_MARK = "\n@@ACMELB@@"
-_CURL_FORMAT = (_CURL_MARK + " %{http_code} %{remote_ip} %{size_download} %{time_total} "
-               "%{num_redirects} %{url_effective}")
+_CURL_FORMAT = (
+    _CURL_MARK + " %{http_code} %{remote_ip} %{size_download} %{time_total} "
+    "%{num_redirects} %{url_effective}"
+)
 
 _CURL_EXIT = {
     7: ("connect-refused", "connection refused (curl exit 7)"),
@@ -201,14 +202,37 @@ def curl_probe(
     repeat = max(1, int(request.get("repeat", 1)))
     attempts: list[dict[str, Any]] = []
     resolution: dict[str, Any] = {
-        "name": request["name"], "source": "curl", "aaaa": [], "a": [], "error": None,
+        "name": request["name"],
+        "source": "curl",
+        "aaaa": [],
+        "a": [],
+        "error": None,
     }
     for n in range(1, repeat + 1):
         cmd = [
-            *prefix, "curl", "-sS", "--http1.1", "-o", "-", "-D", "-",
-            "--connect-timeout", f"{timeout:g}", "--max-time", f"{total:g}",
-            "-L", "--max-redirs", "10", "--proto-redir", "=http,https",
-            "-H", "Accept: */*", "-A", _probe.DEFAULT_USER_AGENT, "-w", _CURL_FORMAT,
+            *prefix,
+            "curl",
+            "-sS",
+            "--http1.1",
+            "-o",
+            "-",
+            "-D",
+            "-",
+            "--connect-timeout",
+            f"{timeout:g}",
+            "--max-time",
+            f"{total:g}",
+            "-L",
+            "--max-redirs",
+            "10",
+            "--proto-redir",
+            "=http,https",
+            "-H",
+            "Accept: */*",
+            "-A",
+            _probe.DEFAULT_USER_AGENT,
+            "-w",
+            _CURL_FORMAT,
             request["url"],
         ]
         try:
@@ -219,16 +243,22 @@ def curl_probe(
         if _CURL_MARK not in out:
             return VantageFailure(
                 "curl did not run",
-                [f"`{shlex.join(prefix)} curl` exited {proc.returncode}: "
-                 f"{_excerpt(proc.stderr) or 'no output'}"],
+                [
+                    f"`{shlex.join(prefix)} curl` exited {proc.returncode}: "
+                    f"{_excerpt(proc.stderr) or 'no output'}"
+                ],
             )
         body_part, _, trailer = out.rpartition(_CURL_MARK)
         fields = trailer.split()
         code, remote_ip = int(fields[0]), fields[1] if len(fields) > 1 else ""
         hop: dict[str, Any] = _probe.new_hop(
-            request["url"], address=remote_ip or None, port=80,
-            family="ipv6" if ":" in remote_ip else "ipv4", outcome="response",
-            elapsed_ms=int(float(fields[3]) * 1000) if len(fields) > 3 else 0)
+            request["url"],
+            address=remote_ip or None,
+            port=80,
+            family="ipv6" if ":" in remote_ip else "ipv4",
+            outcome="response",
+            elapsed_ms=int(float(fields[3]) * 1000) if len(fields) > 3 else 0,
+        )
         if proc.returncode != 0 or code == 0:
             outcome, text = _CURL_EXIT.get(
                 proc.returncode, ("connect-error", f"curl exit {proc.returncode}")
@@ -246,9 +276,19 @@ def curl_probe(
                 status, reason, headers = _probe.parse_head(block)
                 location = next((v for k, v in headers if k.lower() == "location"), "")
                 target = _probe._join_url(current, location) if location else current
-                redirects.append({**hop, "url": current, "status": status, "reason": reason,
-                                  "headers": headers, "location": location,
-                                  "redirect_to": target, "body": "", "body_length": 0})
+                redirects.append(
+                    {
+                        **hop,
+                        "url": current,
+                        "status": status,
+                        "reason": reason,
+                        "headers": headers,
+                        "location": location,
+                        "redirect_to": target,
+                        "body": "",
+                        "body_length": 0,
+                    }
+                )
                 current = target
             head, _sep, body = rest.partition("\r\n\r\n")
             status, reason, headers = _probe.parse_head(head)
@@ -262,14 +302,26 @@ def curl_probe(
             key = "aaaa" if ":" in remote_ip else "a"
             if remote_ip not in resolution[key]:
                 resolution[key].append(remote_ip)
-        attempts.append({
-            "address": remote_ip or "?", "attempt": n, "target": "public",
-            "proxy_protocol": False, "final": hop, "redirects": redirects,
-        })
+        attempts.append(
+            {
+                "address": remote_ip or "?",
+                "attempt": n,
+                "target": "public",
+                "proxy_protocol": False,
+                "final": hop,
+                "redirects": redirects,
+            }
+        )
     return {
-        "schema": _probe.PROBE_SCHEMA, "runner": "curl", "python": None, "host": None,
-        "name": request["name"], "url": request["url"], "resolution": resolution,
-        "attempts": attempts, "elapsed_ms": sum(a["final"]["elapsed_ms"] for a in attempts),
+        "schema": _probe.PROBE_SCHEMA,
+        "runner": "curl",
+        "python": None,
+        "host": None,
+        "name": request["name"],
+        "url": request["url"],
+        "resolution": resolution,
+        "attempts": attempts,
+        "elapsed_ms": sum(a["final"]["elapsed_ms"] for a in attempts),
     }
 
 
@@ -282,6 +334,7 @@ def parse_here(text: str) -> Role:
 
 # ---------------------------------------------------------------------------
 # Probe settings: where and how to probe, shared by diagnose, issue, renew and the agent.
+
 
 def _is_ip(text: str) -> bool:
     try:
@@ -342,8 +395,9 @@ class ProbeSettings:
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__ (a str role, lists from callers)
-        object.__setattr__(self, "here", parse_here(self.here) if isinstance(self.here, str)
-                           else self.here)
+        object.__setattr__(
+            self, "here", parse_here(self.here) if isinstance(self.here, str) else self.here
+        )
         for name in ("inside", "outside", "assume_public"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "resolve", tuple((str(n), str(a)) for n, a in self.resolve))
@@ -384,11 +438,16 @@ class ProbeSettings:
         from acmelb.resolution import parse_dns_server
 
         return cls(
-            here=parse_here(here), inside=tuple(inside), outside=tuple(outside),
+            here=parse_here(here),
+            inside=tuple(inside),
+            outside=tuple(outside),
             resolve=parse_resolve(resolve),
             dns_server=parse_dns_server(dns_server) if dns_server else None,
-            timeout=timeout, repeat=repeat, assume_public=tuple(assume_public),
-            ca_identity=ca_identity)
+            timeout=timeout,
+            repeat=repeat,
+            assume_public=tuple(assume_public),
+            ca_identity=ca_identity,
+        )
 
     @property
     def resolve_map(self) -> dict[str, list[str]]:
@@ -402,9 +461,14 @@ class ProbeSettings:
     def options(self) -> Options:
         from acmelb.checks.base import Options
 
-        return Options(repeat=self.repeat, timeout=self.timeout, ca_identity=self.ca_identity,
-                       dns_server=self.dns_server, resolve=self.resolve_map,
-                       assume_public=list(self.assume_public))
+        return Options(
+            repeat=self.repeat,
+            timeout=self.timeout,
+            ca_identity=self.ca_identity,
+            dns_server=self.dns_server,
+            resolve=self.resolve_map,
+            assume_public=list(self.assume_public),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

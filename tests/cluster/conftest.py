@@ -47,14 +47,31 @@ def local_etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
     data = tmp_path / "etcd"
     log = (tmp_path / "etcd.log").open("wb")
     process = subprocess.Popen(
-        [ETCD, "--name", "t", "--data-dir", str(data),
-         "--listen-client-urls", f"http://127.0.0.1:{client}",
-         "--advertise-client-urls", f"http://127.0.0.1:{client}",
-         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-cluster", f"t=http://127.0.0.1:{peer}",
-         "--heartbeat-interval", "50", "--election-timeout", "500"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        [
+            ETCD,
+            "--name",
+            "t",
+            "--data-dir",
+            str(data),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-cluster",
+            f"t=http://127.0.0.1:{peer}",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 15
         while not _healthy(client):

@@ -21,8 +21,9 @@ from tests.conftest import LocalCA
 pytestmark = pytest.mark.timeout(120)
 
 
-def agent_config(etcd: LocalEtcd, ca: LocalCA, state: Path, member: str,
-                 names: tuple[str, ...] = ("one.test",)) -> AgentConfig:
+def agent_config(
+    etcd: LocalEtcd, ca: LocalCA, state: Path, member: str, names: tuple[str, ...] = ("one.test",)
+) -> AgentConfig:
     text = f"""
 member = "{member}"
 state_dir = "{state}"
@@ -51,8 +52,9 @@ def key_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def running(local_etcd: LocalEtcd, local_ca: LocalCA, tmp_path: Path,
-            key_file: Path) -> Iterator[Agent]:
+def running(
+    local_etcd: LocalEtcd, local_ca: LocalCA, tmp_path: Path, key_file: Path
+) -> Iterator[Agent]:
     config = agent_config(local_etcd, local_ca, tmp_path / "a1", "a1")
     agent = Agent(config, SecretBox.from_file(key_file), log=lambda m: None)
     agent.start()
@@ -69,8 +71,9 @@ def wait_for(condition: object, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def test_one_agent_issues_installs_and_reports(running: Agent, local_etcd: LocalEtcd,
-                                               tmp_path: Path) -> None:
+def test_one_agent_issues_installs_and_reports(
+    running: Agent, local_etcd: LocalEtcd, tmp_path: Path
+) -> None:
     live = tmp_path / "a1" / "live" / "one.test"
     wait_for(lambda: (live / "fullchain.pem").exists())
     assert (tmp_path / "a1" / "hook.out").read_text().strip() == "one.test"
@@ -85,8 +88,9 @@ def test_one_agent_issues_installs_and_reports(running: Agent, local_etcd: Local
     assert values and not any(b"PRIVATE KEY" in v or b'"d":' in v for v in values)
 
 
-def test_wrong_store_key_fails_before_writing(running: Agent, local_etcd: LocalEtcd,
-                                              local_ca: LocalCA, tmp_path: Path) -> None:
+def test_wrong_store_key_fails_before_writing(
+    running: Agent, local_etcd: LocalEtcd, local_ca: LocalCA, tmp_path: Path
+) -> None:
     wait_for(lambda: (tmp_path / "a1" / "live" / "one.test" / "fullchain.pem").exists())
     kv = EtcdKV(local_etcd.store(prefix=""))
     before = {e.key: e.value for e in kv.get_prefix("/acmelb/certs")}
@@ -94,7 +98,8 @@ def test_wrong_store_key_fails_before_writing(running: Agent, local_etcd: LocalE
     generate_key_file(other_key)
     config = dataclasses.replace(
         agent_config(local_etcd, local_ca, tmp_path / "a2", "a2"),
-        certificates=(CertificateSpec(names=("two.test",)),))
+        certificates=(CertificateSpec(names=("two.test",)),),
+    )
     intruder = Agent(config, SecretBox.from_file(other_key), log=lambda m: None)
     with pytest.raises(SecretKeyError, match="wrong key file"):
         intruder.start()

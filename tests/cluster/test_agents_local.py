@@ -99,13 +99,15 @@ def test_a_holder_that_died_mid_order_is_resumed(fleet: Fleet, local_ca: LocalCA
     dead.store.declare(spec)
     fence = dead.store.try_lock(spec.name, "a2", dead.kv.grant(dead.config.lease_ttl))
     assert fence is not None
-    order = PendingOrder(IssuanceState(names=spec.names), generate_key("ec256"), "a2",
-                         time.time())
-    pipeline = Pipeline(dead._ca_client(), ClusterSolver(dead.store, fence, dead.tokens),
-                        save=lambda *_: None,
-                        on_step=lambda s: dead.store.save_order(fence, spec.name,
-                                                                dataclasses.replace(order,
-                                                                                    state=s)))
+    order = PendingOrder(IssuanceState(names=spec.names), generate_key("ec256"), "a2", time.time())
+    pipeline = Pipeline(
+        dead._ca_client(),
+        ClusterSolver(dead.store, fence, dead.tokens),
+        save=lambda *_: None,
+        on_step=lambda s: dead.store.save_order(
+            fence, spec.name, dataclasses.replace(order, state=s)
+        ),
+    )
     state = pipeline.advance(order.state, order.privkey_pem)  # ordered
     dead.store.save_order(fence, spec.name, dataclasses.replace(order, state=state))
     state = pipeline.advance(state, order.privkey_pem)  # token published, not answered
@@ -117,8 +119,7 @@ def test_a_holder_that_died_mid_order_is_resumed(fleet: Fleet, local_ca: LocalCA
     wait_for(lambda: fleet.fullchain(1) is not None)
     after = count_log(local_ca.pebble.log_path)
     assert (after.orders - before.orders, after.issued - before.issued) == (1, 1)
-    assert any(f"resuming the order {order_url} left by a2" in line
-               for line in fleet.logs["a1"])
+    assert any(f"resuming the order {order_url} left by a2" in line for line in fleet.logs["a1"])
 
 
 def test_renewal_at_two_thirds_of_the_lifetime(local_etcd: LocalEtcd, tmp_path: Path) -> None:
@@ -131,8 +132,10 @@ def test_renewal_at_two_thirds_of_the_lifetime(local_etcd: LocalEtcd, tmp_path: 
         wait_for(lambda: all(fleet.fullchain(i) for i in (1, 2)))
         first = fleet.fullchain(1)
         # due at 2/3 of 15 s (+ up to 1/20 of jitter): version 2 everywhere within ~15 s
-        wait_for(lambda: fleet.fullchain(1) != first and fleet.fullchain(2) == fleet.fullchain(1),
-                 timeout=30)
+        wait_for(
+            lambda: fleet.fullchain(1) != first and fleet.fullchain(2) == fleet.fullchain(1),
+            timeout=30,
+        )
         counts = count_log(ca.pebble.log_path)
         assert counts.issued == counts.orders  # one order per version, none wasted
         status = cluster_status(local_etcd.store())

@@ -38,7 +38,10 @@ mode = "off"
 def test_a_good_configuration() -> None:
     config = parse_config(GOOD, "agent.toml")
     assert [str(e) for e in config.store.endpoints] == [
-        "198.18.3.11:2379", "198.18.3.12:2379", "[2001:db8::3]:2380"]
+        "198.18.3.11:2379",
+        "198.18.3.12:2379",
+        "[2001:db8::3]:2380",
+    ]
     first, second = config.certificates
     assert first.names == ("app.example.com", "www.app.example.com")
     assert first.self_check is not None and first.self_check.mode == "tolerant"
@@ -47,23 +50,32 @@ def test_a_good_configuration() -> None:
     assert second.self_check is None and second.key_type == "rsa2048"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (("member = \"n1\"", "member = \"n1\"\ncolour = 1"), "unknown key 'colour'"),
-    (("[ca]", "[ca]\nfoo = 1"), "[ca]: unknown key 'foo'"),
-    (("etcd://198.18.3.11:2379,", "http://198.18.3.11:2379,"), "expected etcd://"),
-    (("etcd://198.18.3.11:2379,", "etcd://198.18.3.11:99999,"), "is not HOST[:PORT]"),
-    (("\"other.example.com\"", "\"bad_name!.example.com\""), "bad_name"),
-    (("key_type = \"rsa2048\"", "key_type = \"dsa\""), "key_type must be one of"),
-    (("mode = \"tolerant\"", "mode = \"maybe\""), "mode must be one of"),
-    (("member = \"n1\"", "member = \"n1\"\nlease_ttl = 1"), "lease_ttl"),
-    (("member = \"n1\"", "member = \"n1\"\nhttp_port = \"80\""), "'http_port' must be a int"),
-    (("[ca]\ndirectory", "[ca]\ndirectorx"), "missing key 'directory'"),
-    (("[[certificate]]\nnames = [\"other.example.com\"]", "[[certificate]]\nnames = "
-      "[\"app.example.com\"]"), "same first name"),
-    (("member = \"n1\"", "member = [n1"), "not valid TOML"),
-])
-def test_bad_configurations_are_one_line_usage_errors(change: tuple[str, str],
-                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('member = "n1"', 'member = "n1"\ncolour = 1'), "unknown key 'colour'"),
+        (("[ca]", "[ca]\nfoo = 1"), "[ca]: unknown key 'foo'"),
+        (("etcd://198.18.3.11:2379,", "http://198.18.3.11:2379,"), "expected etcd://"),
+        (("etcd://198.18.3.11:2379,", "etcd://198.18.3.11:99999,"), "is not HOST[:PORT]"),
+        (('"other.example.com"', '"bad_name!.example.com"'), "bad_name"),
+        (('key_type = "rsa2048"', 'key_type = "dsa"'), "key_type must be one of"),
+        (('mode = "tolerant"', 'mode = "maybe"'), "mode must be one of"),
+        (('member = "n1"', 'member = "n1"\nlease_ttl = 1'), "lease_ttl"),
+        (('member = "n1"', 'member = "n1"\nhttp_port = "80"'), "'http_port' must be a int"),
+        (("[ca]\ndirectory", "[ca]\ndirectorx"), "missing key 'directory'"),
+        (
+            (
+                '[[certificate]]\nnames = ["other.example.com"]',
+                '[[certificate]]\nnames = ["app.example.com"]',
+            ),
+            "same first name",
+        ),
+        (('member = "n1"', "member = [n1"), "not valid TOML"),
+    ],
+)
+def test_bad_configurations_are_one_line_usage_errors(
+    change: tuple[str, str], message: str
+) -> None:
     text = GOOD.replace(*change, 1)
     assert text != GOOD
     with pytest.raises(UsageError, match=None) as info:
@@ -77,8 +89,13 @@ def test_store_urls() -> None:
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "acmelb", *argv], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "acmelb", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_agent_cli_errors(tmp_path: Path) -> None:
@@ -93,8 +110,7 @@ def test_agent_cli_errors(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "needs --store-key-file" in proc.stderr
     assert "Traceback" not in proc.stderr
     (tmp_path / "short.key").write_text("abc\n")
-    proc = run_cli("agent", "--config", str(good), "--store-key-file",
-                   str(tmp_path / "short.key"))
+    proc = run_cli("agent", "--config", str(good), "--store-key-file", str(tmp_path / "short.key"))
     assert proc.returncode == 1 and "not a 32-byte key" in proc.stderr
 
 
@@ -106,15 +122,19 @@ def test_an_unreachable_store_exits_1_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     (tmp_path / "k").write_bytes(bytes(32))
     config = tmp_path / "agent.toml"
-    config.write_text(GOOD.replace(
-        "etcd://198.18.3.11:2379,198.18.3.12,[2001:db8::3]:2380", f"etcd://127.0.0.1:{port}"))
+    config.write_text(
+        GOOD.replace(
+            "etcd://198.18.3.11:2379,198.18.3.12,[2001:db8::3]:2380", f"etcd://127.0.0.1:{port}"
+        )
+    )
     proc = run_cli("agent", "--config", str(config), "--store-key-file", str(tmp_path / "k"))
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "did not answer" in proc.stderr
 
 
-def test_cluster_add_remove_status_on_a_real_store(local_etcd: LocalEtcd, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cluster_add_remove_status_on_a_real_store(
+    local_etcd: LocalEtcd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = ["--store", local_etcd.url]
     assert main(["cluster", "add", "a.test", "www.a.test", *store]) == 0
     assert main(["cluster", "add", "a.test", *store]) == 0
@@ -125,8 +145,20 @@ def test_cluster_add_remove_status_on_a_real_store(local_etcd: LocalEtcd, tmp_pa
     assert main(["cluster", "remove", "a.test", *store]) == 0
     assert main(["cluster", "remove", "a.test", *store]) == 1
     assert main(["cluster", "add", "bad..name", *store]) == 2
-    assert main(["cluster", "export", "a.test", str(tmp_path / "x"), *store,
-                 "--store-key-file", str(tmp_path / "missing")]) == 1
+    assert (
+        main(
+            [
+                "cluster",
+                "export",
+                "a.test",
+                str(tmp_path / "x"),
+                *store,
+                "--store-key-file",
+                str(tmp_path / "missing"),
+            ]
+        )
+        == 1
+    )
     key = tmp_path / "store.key"
     assert main(["cluster", "keygen", str(key)]) == 0
     assert key.stat().st_mode & 0o777 == 0o600
@@ -146,6 +178,7 @@ def test_metrics_pass_promtool() -> None:
         text = answer.read().decode()
     assert 'acmelb_self_check_finding{code="lb-intercepts-challenge",name="a.test"} 1.0' in text
     assert "nat-loopback" not in text
-    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                           text=True, timeout=30)
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr

@@ -25,9 +25,17 @@ def store(etcd: LocalEtcd, box: SecretBox = BOX) -> ClusterStore:
 
 
 def cert(version: int, key: bytes = b"-----BEGIN PRIVATE KEY-----\nx\n") -> StoredCertificate:
-    return StoredCertificate(name="a.test", names=("a.test",), version=version,
-                             cert_pem=b"C", chain_pem=b"D", privkey_pem=key, not_before=1.0,
-                             not_after=2.0, issued_by="m1")
+    return StoredCertificate(
+        name="a.test",
+        names=("a.test",),
+        version=version,
+        cert_pem=b"C",
+        chain_pem=b"D",
+        privkey_pem=key,
+        not_before=1.0,
+        not_after=2.0,
+        issued_by="m1",
+    )
 
 
 def test_one_lock_per_certificate(local_etcd: LocalEtcd) -> None:
@@ -121,8 +129,7 @@ def test_fenced_writes_are_all_or_nothing(local_etcd: LocalEtcd) -> None:
 
 
 def test_an_unreachable_store_is_one_clear_error(tmp_path: Path) -> None:
-    dead = StoreConfig(endpoints=parse_store_url(f"etcd://127.0.0.1:{free_port()}"),
-                       timeout=0.5)
+    dead = StoreConfig(endpoints=parse_store_url(f"etcd://127.0.0.1:{free_port()}"), timeout=0.5)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="did not answer"):
         EtcdKV(dead).get("/acmelb/x")

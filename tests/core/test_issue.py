@@ -25,8 +25,9 @@ from tests.conftest import LocalCA, openssl_verify, run_acmelb
 pytestmark = pytest.mark.timeout(120)
 
 
-def _issue(local_ca: LocalCA, state: Path, *names: str, extra: tuple[str, ...] = ()
-           ) -> subprocess.CompletedProcess[str]:
+def _issue(
+    local_ca: LocalCA, state: Path, *names: str, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     # Pebble validates on a random high port here, where no LB-aware self-check applies;
     # the self-check has its own tests in the lab.
     check = () if "--self-check" in extra else ("--self-check", "off")
@@ -34,8 +35,14 @@ def _issue(local_ca: LocalCA, state: Path, *names: str, extra: tuple[str, ...] =
 
 
 def _standalone(local_ca: LocalCA) -> tuple[str, ...]:
-    return ("--solver", "standalone", "--http-port", str(local_ca.http_port),
-            "--http-address", "127.0.0.1")
+    return (
+        "--solver",
+        "standalone",
+        "--http-port",
+        str(local_ca.http_port),
+        "--http-address",
+        "127.0.0.1",
+    )
 
 
 def _san(path: Path) -> list[str]:
@@ -69,8 +76,11 @@ http {{
     }}
 }}
 """)
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
-                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -91,8 +101,9 @@ http {{
 
 def test_standalone_multi_name_certificate_verifies(local_ca: LocalCA, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    result = _issue(local_ca, state, "app.test", "www.app.test", "API.App.Test",
-                    extra=_standalone(local_ca))
+    result = _issue(
+        local_ca, state, "app.test", "www.app.test", "API.App.Test", extra=_standalone(local_ca)
+    )
     assert result.returncode == 0, result.stderr
     assert "issued" in result.stdout
     live = state / "live" / "app.test"
@@ -101,8 +112,9 @@ def test_standalone_multi_name_certificate_verifies(local_ca: LocalCA, tmp_path:
     # certbot layout: relative links into archive/, version 1
     for kind in ("cert", "chain", "fullchain", "privkey"):
         assert os.readlink(live / f"{kind}.pem") == f"../../archive/app.test/{kind}1.pem"
-    assert (live / "fullchain.pem").read_bytes() == \
-        (live / "cert.pem").read_bytes() + (live / "chain.pem").read_bytes()
+    assert (live / "fullchain.pem").read_bytes() == (live / "cert.pem").read_bytes() + (
+        live / "chain.pem"
+    ).read_bytes()
     # permissions: keys 0600, every state directory 0700
     assert stat.S_IMODE((state / "archive" / "app.test" / "privkey1.pem").stat().st_mode) == 0o600
     for directory in [state, *[p for p in state.rglob("*") if p.is_dir()]]:
@@ -121,9 +133,24 @@ def test_stateless_solver_with_acmelb_serve(local_ca: LocalCA, tmp_path: Path) -
     shown = run_acmelb("account", "show", *local_ca.ca_args(state), "--json")
     assert json.loads(shown.stdout)["thumbprint"] == account["thumbprint"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "acmelb", "serve", "--stateless", "--thumbprint",
-         account["thumbprint"], "--address", "127.0.0.1", "--port", str(local_ca.http_port)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "serve",
+            "--stateless",
+            "--thumbprint",
+            account["thumbprint"],
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(local_ca.http_port),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stderr is not None
         assert "listening" in server.stderr.readline()
@@ -135,18 +162,35 @@ def test_stateless_solver_with_acmelb_serve(local_ca: LocalCA, tmp_path: Path) -
     assert openssl_verify(local_ca.root_bundle, state / "live" / "stateless.test").returncode == 0
 
 
-def test_serve_solver_with_a_running_acmelb_serve_pending(local_ca: LocalCA, tmp_path: Path
-                                                         ) -> None:
+def test_serve_solver_with_a_running_acmelb_serve_pending(
+    local_ca: LocalCA, tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     server = subprocess.Popen(
-        [sys.executable, "-m", "acmelb", "serve", "--pending", "--state-dir", str(state),
-         "--address", "127.0.0.1", "--port", str(local_ca.http_port)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "serve",
+            "--pending",
+            "--state-dir",
+            str(state),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(local_ca.http_port),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stderr is not None
         assert "listening" in server.stderr.readline()
-        result = _issue(local_ca, state, "pending.test", "www.pending.test",
-                        extra=("--solver", "serve"))
+        result = _issue(
+            local_ca, state, "pending.test", "www.pending.test", extra=("--solver", "serve")
+        )
         assert result.returncode == 0, result.stderr
         served = [server.stderr.readline() for _ in range(6)]  # Pebble's VA: 3 GETs a name
     finally:
@@ -165,13 +209,13 @@ def test_reuse_key_keeps_the_private_key(local_ca: LocalCA, tmp_path: Path) -> N
     assert again.returncode == 0, again.stderr
     assert (state / "live" / "reuse.test" / "privkey.pem").read_bytes() == key
     assert os.readlink(state / "live" / "reuse.test" / "cert.pem").endswith("cert2.pem")
-    fresh = _issue(local_ca, state, "reuse.test",
-                   extra=(*_standalone(local_ca), "--key-type", "rsa2048"))
+    fresh = _issue(
+        local_ca, state, "reuse.test", extra=(*_standalone(local_ca), "--key-type", "rsa2048")
+    )
     assert fresh.returncode == 0, fresh.stderr
     new_key = (state / "live" / "reuse.test" / "privkey.pem").read_bytes()
     assert new_key != key and b"PRIVATE KEY" in new_key
-    cert = x509.load_pem_x509_certificate((state / "live" / "reuse.test" / "cert.pem")
-                                          .read_bytes())
+    cert = x509.load_pem_x509_certificate((state / "live" / "reuse.test" / "cert.pem").read_bytes())
     assert cert.public_key().key_size == 2048  # type: ignore[union-attr]
 
 
@@ -181,8 +225,12 @@ def test_webroot_solver_behind_nginx(local_ca: LocalCA, tmp_path: Path) -> None:
     webroot.chmod(0o755)
     state = tmp_path / "state"
     with nginx_serving(webroot, local_ca.http_port, tmp_path):
-        result = _issue(local_ca, state, "webroot.test",
-                        extra=("--solver", "webroot", "--webroot", str(webroot)))
+        result = _issue(
+            local_ca,
+            state,
+            "webroot.test",
+            extra=("--solver", "webroot", "--webroot", str(webroot)),
+        )
     assert result.returncode == 0, result.stderr
     assert openssl_verify(local_ca.root_bundle, state / "live" / "webroot.test").returncode == 0
     assert list(webroot.iterdir()) == []  # tokens and the directories we made are gone
@@ -195,25 +243,42 @@ def test_hook_solver_pushes_to_backend(local_ca: LocalCA, tmp_path: Path) -> Non
     log = tmp_path / "hook.log"
     challenge_dir = backend_root / ".well-known" / "acme-challenge"
     # A certbot-style manual hook: it only knows certbot's variable names.
-    hook = (f'echo "$ACMELB_ACTION $CERTBOT_DOMAIN" >> {shlex.quote(str(log))}; '
-            f'if [ "$ACMELB_ACTION" = present ]; then mkdir -p {challenge_dir} && '
-            f'printf %s "$CERTBOT_VALIDATION" > {challenge_dir}/"$CERTBOT_TOKEN"; '
-            f'else rm -f {challenge_dir}/"$CERTBOT_TOKEN"; fi')
+    hook = (
+        f'echo "$ACMELB_ACTION $CERTBOT_DOMAIN" >> {shlex.quote(str(log))}; '
+        f'if [ "$ACMELB_ACTION" = present ]; then mkdir -p {challenge_dir} && '
+        f'printf %s "$CERTBOT_VALIDATION" > {challenge_dir}/"$CERTBOT_TOKEN"; '
+        f'else rm -f {challenge_dir}/"$CERTBOT_TOKEN"; fi'
+    )
     state = tmp_path / "state"
     with nginx_serving(backend_root, local_ca.http_port, tmp_path):
-        result = _issue(local_ca, state, "hook.test", "www.hook.test",
-                        extra=("--solver", "hook", "--hook", hook))
+        result = _issue(
+            local_ca,
+            state,
+            "hook.test",
+            "www.hook.test",
+            extra=("--solver", "hook", "--hook", hook),
+        )
     assert result.returncode == 0, result.stderr
     assert sorted(log.read_text().split("\n")) == sorted(
-        ["present hook.test", "present www.hook.test", "cleanup hook.test",
-         "cleanup www.hook.test", ""])
+        [
+            "present hook.test",
+            "present www.hook.test",
+            "cleanup hook.test",
+            "cleanup www.hook.test",
+            "",
+        ]
+    )
     assert list(challenge_dir.iterdir()) == []
     assert openssl_verify(local_ca.root_bundle, state / "live" / "hook.test").returncode == 0
 
 
 def test_failing_hook_stops_before_answering(local_ca: LocalCA, tmp_path: Path) -> None:
-    result = _issue(local_ca, tmp_path / "state", "badhook.test",
-                    extra=("--solver", "hook", "--hook", "echo no ssh to backend >&2; exit 7"))
+    result = _issue(
+        local_ca,
+        tmp_path / "state",
+        "badhook.test",
+        extra=("--solver", "hook", "--hook", "echo no ssh to backend >&2; exit 7"),
+    )
     assert result.returncode == 1
     assert "hook present for badhook.test exited 7: no ssh to backend" in result.stderr
     assert "Traceback" not in result.stderr
@@ -229,8 +294,16 @@ def test_renew_revoke_and_list(local_ca: LocalCA, tmp_path: Path) -> None:
     assert not_due.returncode == 0 and "not-due" in not_due.stdout
 
     marker = tmp_path / "deployed"
-    renewed = run_acmelb("renew", "--all", "--state-dir", str(state), "--days", "100000",
-                         "--deploy-hook", f'echo "$RENEWED_LINEAGE $RENEWED_DOMAINS" > {marker}')
+    renewed = run_acmelb(
+        "renew",
+        "--all",
+        "--state-dir",
+        str(state),
+        "--days",
+        "100000",
+        "--deploy-hook",
+        f'echo "$RENEWED_LINEAGE $RENEWED_DOMAINS" > {marker}',
+    )
     assert renewed.returncode == 0, renewed.stderr
     assert "renew.test: renewed" in renewed.stdout
     assert marker.read_text().strip() == f"{live} renew.test"
@@ -244,8 +317,9 @@ def test_renew_revoke_and_list(local_ca: LocalCA, tmp_path: Path) -> None:
     assert entry["name"] == "renew.test" and entry["names"] == ["renew.test"]
     assert entry["days_left"] > 1
 
-    revoked = run_acmelb("revoke", "renew.test", "--state-dir", str(state), "--reason",
-                         "superseded")
+    revoked = run_acmelb(
+        "revoke", "renew.test", "--state-dir", str(state), "--reason", "superseded"
+    )
     assert revoked.returncode == 0, revoked.stderr
     context = ssl.create_default_context(cafile=str(local_ca.ca_bundle))
     status_url = f"{local_ca.pebble.management_url}/cert-status-by-serial/{second.serial_number:x}"
@@ -262,14 +336,20 @@ def test_failed_validation_leaves_old_certificate(local_ca: LocalCA, tmp_path: P
     # Nobody serves the token: stateless solver with no responder running.
     failed = _issue(local_ca, state, "keep.test", extra=("--solver", "stateless"))
     assert failed.returncode == 1
-    assert "validation failed: keep.test: the CA fetched http://keep.test/.well-known/" \
+    assert (
+        "validation failed: keep.test: the CA fetched http://keep.test/.well-known/"
         "acme-challenge/" in failed.stderr
+    )
     assert "connection refused" in failed.stderr.lower()
     assert "Traceback" not in failed.stderr
     after = {kind: (live / f"{kind}.pem").read_bytes() for kind in ("cert", "privkey")}
     assert after == before
-    assert sorted(p.name for p in (state / "archive" / "keep.test").iterdir()) == \
-        ["cert1.pem", "chain1.pem", "fullchain1.pem", "privkey1.pem"]
+    assert sorted(p.name for p in (state / "archive" / "keep.test").iterdir()) == [
+        "cert1.pem",
+        "chain1.pem",
+        "fullchain1.pem",
+        "privkey1.pem",
+    ]
 
 
 def test_concurrent_runs_on_one_name(local_ca: LocalCA, tmp_path: Path) -> None:
@@ -282,8 +362,15 @@ def test_concurrent_runs_on_one_name(local_ca: LocalCA, tmp_path: Path) -> None:
     results: list[subprocess.CompletedProcess[str]] = []
 
     def one() -> None:
-        results.append(_issue(local_ca, state, "race.test", "www.race.test",
-                              extra=("--solver", "webroot", "--webroot", str(webroot))))
+        results.append(
+            _issue(
+                local_ca,
+                state,
+                "race.test",
+                "www.race.test",
+                extra=("--solver", "webroot", "--webroot", str(webroot)),
+            )
+        )
 
     with nginx_serving(webroot, local_ca.http_port, tmp_path):
         threads = [threading.Thread(target=one) for _ in range(2)]
@@ -293,8 +380,9 @@ def test_concurrent_runs_on_one_name(local_ca: LocalCA, tmp_path: Path) -> None:
             thread.join()
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     archive = sorted(p.name for p in (state / "archive" / "race.test").iterdir())
-    assert archive == sorted(f"{k}{n}.pem" for k in ("cert", "chain", "fullchain", "privkey")
-                             for n in (1, 2))
+    assert archive == sorted(
+        f"{k}{n}.pem" for k in ("cert", "chain", "fullchain", "privkey") for n in (1, 2)
+    )
     live = state / "live" / "race.test"
     assert {os.readlink(live / f"{k}.pem")[-5] for k in ("cert", "privkey")} == {"2"}
     assert openssl_verify(local_ca.root_bundle, live).returncode == 0
@@ -303,8 +391,9 @@ def test_concurrent_runs_on_one_name(local_ca: LocalCA, tmp_path: Path) -> None:
 def test_badnonce_is_retried(nonce_rejecting_ca: LocalCA, tmp_path: Path) -> None:
     state = tmp_path / "state"
     for index in range(5):
-        result = _issue(nonce_rejecting_ca, state, f"nonce{index}.test",
-                        extra=_standalone(nonce_rejecting_ca))
+        result = _issue(
+            nonce_rejecting_ca, state, f"nonce{index}.test", extra=_standalone(nonce_rejecting_ca)
+        )
         assert result.returncode == 0, result.stderr
 
 
@@ -318,9 +407,9 @@ def test_badnonce_is_retried(nonce_rejecting_ca: LocalCA, tmp_path: Path) -> Non
         ("a" * 64 + ".test", "not a valid DNS name"),
     ],
 )
-def test_bad_names_are_refused_in_one_line(local_ca: LocalCA, tmp_path: Path, name: str,
-                                           message: str, capsys: pytest.CaptureFixture[str]
-                                           ) -> None:
+def test_bad_names_are_refused_in_one_line(
+    local_ca: LocalCA, tmp_path: Path, name: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["issue", *local_ca.ca_args(tmp_path / "state"), "--", name])
     err = capsys.readouterr().err
     assert code == 2
@@ -337,29 +426,42 @@ def test_idna_name_is_issued_as_punycode(local_ca: LocalCA, tmp_path: Path) -> N
 
 def test_wrong_directory_url_and_untrusted_tls(local_ca: LocalCA, tmp_path: Path) -> None:
     state = str(tmp_path / "state")
-    wrong = run_acmelb("issue", "x.test", "--directory",
-                       local_ca.directory_url.replace("/dir", "/nope"),
-                       "--ca-bundle", str(local_ca.ca_bundle), "--state-dir", state)
+    wrong = run_acmelb(
+        "issue",
+        "x.test",
+        "--directory",
+        local_ca.directory_url.replace("/dir", "/nope"),
+        "--ca-bundle",
+        str(local_ca.ca_bundle),
+        "--state-dir",
+        state,
+    )
     assert wrong.returncode == 1
     assert "acmelb: error:" in wrong.stderr and "Traceback" not in wrong.stderr
-    untrusted = run_acmelb("issue", "x.test", "--directory", local_ca.directory_url,
-                           "--state-dir", state)
+    untrusted = run_acmelb(
+        "issue", "x.test", "--directory", local_ca.directory_url, "--state-dir", state
+    )
     assert untrusted.returncode == 1
     assert "TLS verification failed" in untrusted.stderr and "--ca-bundle" in untrusted.stderr
-    closed = run_acmelb("issue", "x.test", "--directory", "https://127.0.0.1:1/dir",
-                        "--state-dir", state)
+    closed = run_acmelb(
+        "issue", "x.test", "--directory", "https://127.0.0.1:1/dir", "--state-dir", state
+    )
     assert closed.returncode == 1
     assert "cannot reach the CA at https://127.0.0.1:1/dir" in closed.stderr
     assert len(closed.stderr.strip().splitlines()) == 1
 
 
-def test_self_check_is_skipped_with_a_note_off_port_80(local_ca: LocalCA, tmp_path: Path
-                                                        ) -> None:
-    result = _issue(local_ca, tmp_path / "state", "note.test",
-                    extra=(*_standalone(local_ca), "--self-check", "strict"))
+def test_self_check_is_skipped_with_a_note_off_port_80(local_ca: LocalCA, tmp_path: Path) -> None:
+    result = _issue(
+        local_ca,
+        tmp_path / "state",
+        "note.test",
+        extra=(*_standalone(local_ca), "--self-check", "strict"),
+    )
     assert result.returncode == 0, result.stderr
-    assert f"self-check skipped: the responder listens on port {local_ca.http_port}" in \
-        result.stderr
+    assert (
+        f"self-check skipped: the responder listens on port {local_ca.http_port}" in result.stderr
+    )
 
 
 def test_port_in_use_is_a_clear_error(local_ca: LocalCA, tmp_path: Path) -> None:
@@ -369,7 +471,11 @@ def test_port_in_use_is_a_clear_error(local_ca: LocalCA, tmp_path: Path) -> None
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        result = _issue(local_ca, tmp_path / "state", "busy.test",
-                        extra=("--http-port", str(port), "--http-address", "127.0.0.1"))
+        result = _issue(
+            local_ca,
+            tmp_path / "state",
+            "busy.test",
+            extra=("--http-port", str(port), "--http-address", "127.0.0.1"),
+        )
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "Traceback" not in result.stderr

@@ -30,15 +30,17 @@ TOKEN = "tok_en-1"
 def exact() -> Iterator[tuple[int, list[RequestLog]]]:
     logs: list[RequestLog] = []
     source = ExactTokens([(TOKEN, f"{TOKEN}.{THUMB}")])
-    with ResponderThread(Responder(source, addresses=["127.0.0.1"], port=0,
-                                   log=logs.append)) as thread:
+    with ResponderThread(
+        Responder(source, addresses=["127.0.0.1"], port=0, log=logs.append)
+    ) as thread:
         yield thread.responder.bound[0][1], logs
 
 
 @pytest.fixture
 def stateless() -> Iterator[int]:
-    with ResponderThread(Responder(Stateless(THUMB), addresses=["127.0.0.1", "::1"],
-                                   port=0)) as thread:
+    with ResponderThread(
+        Responder(Stateless(THUMB), addresses=["127.0.0.1", "::1"], port=0)
+    ) as thread:
         yield thread.responder.bound[0][1]
 
 
@@ -86,8 +88,11 @@ def test_unknown_token_and_other_paths_are_404(exact: tuple[int, list[RequestLog
 
 def test_head_and_methods(exact: tuple[int, list[RequestLog]]) -> None:
     port, _ = exact
-    head = raw(port, f"HEAD /.well-known/acme-challenge/{TOKEN} HTTP/1.1\r\nHost: x\r\n"
-               "Connection: close\r\n\r\n".encode())
+    head = raw(
+        port,
+        f"HEAD /.well-known/acme-challenge/{TOKEN} HTTP/1.1\r\nHost: x\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
     assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
     assert f"Content-Length: {len(TOKEN) + 1 + len(THUMB)}".encode() in head
     post = raw(port, b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -114,8 +119,9 @@ def test_pipelined_keep_alive_requests(exact: tuple[int, list[RequestLog]]) -> N
     assert answer.count(b"HTTP/1.1 404") == 1
 
 
-def test_slow_client_is_dropped(exact: tuple[int, list[RequestLog]],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_client_is_dropped(
+    exact: tuple[int, list[RequestLog]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     port, _ = exact
     with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\n")  # and never finish
@@ -136,9 +142,13 @@ def test_stateless_answers_any_valid_token_on_both_families(stateless: int) -> N
 
 def test_serve_command_runs_and_refuses_bad_input() -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "acmelb", "serve", *args],
-                              capture_output=True, text=True, timeout=10,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "acmelb", "serve", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
 
     assert "needs --thumbprint" in run("--stateless").stderr
     assert "must be 'abc.THUMBPRINT'" in run("--token", "abc", "--key", "wrong").stderr
@@ -148,8 +158,15 @@ def test_serve_command_runs_and_refuses_bad_input() -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
-        busy = run("--stateless", "--thumbprint", THUMB, "--address", "127.0.0.1", "--port",
-                   str(blocker.getsockname()[1]))
+        busy = run(
+            "--stateless",
+            "--thumbprint",
+            THUMB,
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(blocker.getsockname()[1]),
+        )
     assert busy.returncode == 2 and "cannot listen on 127.0.0.1" in busy.stderr
     assert "Traceback" not in busy.stderr
 

@@ -15,8 +15,13 @@ from acmelb.store import KINDS, Store, atomic_write
 
 
 def _save(store: Store, name: str, tag: bytes) -> None:
-    store.save(name, privkey_pem=b"key-" + tag, cert_pem=b"cert-" + tag + b"\n",
-               chain_pem=b"chain-" + tag + b"\n", renewal={"names": [name]})
+    store.save(
+        name,
+        privkey_pem=b"key-" + tag,
+        cert_pem=b"cert-" + tag + b"\n",
+        chain_pem=b"chain-" + tag + b"\n",
+        renewal={"names": [name]},
+    )
 
 
 def test_key_file_is_never_wider_than_0600(tmp_path: Path) -> None:
@@ -64,8 +69,11 @@ def test_interrupted_switch_is_finished_by_next_run(tmp_path: Path) -> None:
 
 def test_lock_times_out_with_a_clear_message(tmp_path: Path) -> None:
     store = Store(tmp_path / "state")
-    with store.lock("c.test"), pytest.raises(StateError, match="another acmelb run holds"), \
-            store.lock("c.test", timeout=0.2):
+    with (
+        store.lock("c.test"),
+        pytest.raises(StateError, match="another acmelb run holds"),
+        store.lock("c.test", timeout=0.2),
+    ):
         pass
 
 
@@ -76,18 +84,33 @@ def test_unusable_state_dir(tmp_path: Path) -> None:
         Store(blocker / "state").prepare()
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("Example.COM.", "example.com"),
-    ("bücher.example", "xn--bcher-kva.example"),
-    ("a-b.c-d.example", "a-b.c-d.example"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Example.COM.", "example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("a-b.c-d.example", "a-b.c-d.example"),
+    ],
+)
 def test_names_normalize(raw: str, expected: str) -> None:
     assert normalize_name(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "*.example.com", "192.0.2.1", "[2001:db8::1]", "localhost",
-                                 "a..b", "-a.example", "a_b.example", "example.123",
-                                 ("a" * 63 + ".") * 4 + "com"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "*.example.com",
+        "192.0.2.1",
+        "[2001:db8::1]",
+        "localhost",
+        "a..b",
+        "-a.example",
+        "a_b.example",
+        "example.123",
+        ("a" * 63 + ".") * 4 + "com",
+    ],
+)
 def test_bad_names_raise(raw: str) -> None:
     with pytest.raises(InvalidNameError):
         normalize_name(raw)

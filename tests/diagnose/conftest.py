@@ -18,8 +18,10 @@ def serve() -> Iterator[Callable[..., Server]]:
         try:
             s = Server(handler, **kw)
         except PermissionError:
-            pytest.skip("a CA connects to port 80: these servers need root (or a low "
-                        "net.ipv4.ip_unprivileged_port_start)")
+            pytest.skip(
+                "a CA connects to port 80: these servers need root (or a low "
+                "net.ipv4.ip_unprivileged_port_start)"
+            )
         started.append(s)
         return s
 

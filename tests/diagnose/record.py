@@ -39,15 +39,25 @@ OUT = Path(__file__).with_name("recordings")
 NAME = "app.example.com"
 PATH = f"/.well-known/acme-challenge/{KEYAUTH_TOKEN}"
 URL = f"http://{NAME}{PATH}"
-OPTS = {"connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.5,
-        "body_cap": 1024 * 1024}
+OPTS = {"connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.5, "body_cap": 1024 * 1024}
 
 
-def run(addresses: list[str], repeat: int = 2, resolve: dict[str, list[str]] | None = None,
-        local: list[str] | None = None, url: str = URL) -> dict[str, Any]:
-    req: dict[str, Any] = {"name": NAME, "url": url, "repeat": repeat, "addresses": addresses,
-                           "resolve": resolve or {}, "proxy_protocol": "on-failure",
-                           "options": OPTS}
+def run(
+    addresses: list[str],
+    repeat: int = 2,
+    resolve: dict[str, list[str]] | None = None,
+    local: list[str] | None = None,
+    url: str = URL,
+) -> dict[str, Any]:
+    req: dict[str, Any] = {
+        "name": NAME,
+        "url": url,
+        "repeat": repeat,
+        "addresses": addresses,
+        "resolve": resolve or {},
+        "proxy_protocol": "on-failure",
+        "options": OPTS,
+    }
     if local is not None:
         req["local_probe"] = True
         req["local_addresses"] = local
@@ -61,27 +71,42 @@ def with_server(handler: Callable[..., None], **kw: Any) -> Callable[[], dict[st
             return run([s.address], **kw)
         finally:
             s.close()
+
     return go
 
 
 def redirect(location: str, status: int = 301) -> Callable[[], dict[str, Any]]:
     def go() -> dict[str, Any]:
         target = Server(answer(200, KEYAUTH))
-        s = Server(by_path({PATH: http_response(status, "", {"Location": location})},
-                           http_response(200, KEYAUTH)))
+        s = Server(
+            by_path(
+                {PATH: http_response(status, "", {"Location": location})},
+                http_response(200, KEYAUTH),
+            )
+        )
         try:
-            return run([s.address], repeat=1,
-                       resolve={"other.example.com": [target.address], NAME: [s.address]})
+            return run(
+                [s.address],
+                repeat=1,
+                resolve={"other.example.com": [target.address], NAME: [s.address]},
+            )
         finally:
             s.close()
             target.close()
+
     return go
 
 
 def loop() -> dict[str, Any]:
-    s = Server(by_path({PATH: http_response(302, "", {"Location": "/a"}),
-                        "/a": http_response(302, "", {"Location": PATH})},
-                       http_response(404, "")))
+    s = Server(
+        by_path(
+            {
+                PATH: http_response(302, "", {"Location": "/a"}),
+                "/a": http_response(302, "", {"Location": PATH}),
+            },
+            http_response(404, ""),
+        )
+    )
     try:
         return run([s.address], repeat=1, resolve={NAME: [s.address]})
     finally:
@@ -90,8 +115,7 @@ def loop() -> dict[str, Any]:
 
 def too_many() -> dict[str, Any]:
     routes = {PATH: http_response(302, "", {"Location": "/r0"})}
-    routes.update({f"/r{i}": http_response(302, "", {"Location": f"/r{i + 1}"})
-                   for i in range(12)})
+    routes.update({f"/r{i}": http_response(302, "", {"Location": f"/r{i + 1}"}) for i in range(12)})
     s = Server(by_path(routes, http_response(200, KEYAUTH)))
     try:
         return run([s.address], repeat=1, resolve={NAME: [s.address]})
@@ -136,9 +160,11 @@ def ipv6_refused_ipv4_ok() -> dict[str, Any]:
         s.close()
 
 
-def backend_direct(handler: Callable[..., None], public: Callable[..., None]
-                   ) -> Callable[[], dict[str, Any]]:
+def backend_direct(
+    handler: Callable[..., None], public: Callable[..., None]
+) -> Callable[[], dict[str, Any]]:
     """An inside vantage: the public address, then the backend itself (local probe)."""
+
     def go() -> dict[str, Any]:
         lb = Server(public)
         backend = Server(handler)
@@ -147,19 +173,23 @@ def backend_direct(handler: Callable[..., None], public: Callable[..., None]
         finally:
             lb.close()
             backend.close()
+
     return go
 
 
-HAPROXY_503 = ("<html><body><h1>503 Service Unavailable</h1>\nNo server is available to "
-               "handle this request.\n</body></html>\n")
+HAPROXY_503 = (
+    "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to "
+    "handle this request.\n</body></html>\n"
+)
 HTML = "<!doctype html><html><head><title>Shop</title></head><body>" + "x" * 400 + "</body></html>"
 OTHER = f"{KEYAUTH_TOKEN}.{OTHER_THUMB}"
 
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "ok": with_server(answer(200, KEYAUTH, {"Server": "nginx"})),
     "trailing-newline": with_server(answer(200, KEYAUTH + "\n")),
-    "not-found": with_server(answer(404, "<html><center>nginx</center></html>",
-                                    {"Server": "nginx"})),
+    "not-found": with_server(
+        answer(404, "<html><center>nginx</center></html>", {"Server": "nginx"})
+    ),
     "haproxy-503": with_server(answer(503, HAPROXY_503, {"Cache-Control": "no-cache"})),
     "html-page": with_server(answer(200, HTML, {"Server": "Apache"})),
     "small-wrong": with_server(answer(200, "hello")),
@@ -171,8 +201,9 @@ SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "reset": with_server(reset, repeat=1),
     "read-timeout": with_server(hang(1.0), repeat=1),
     "tls-on-http-port": tls_port,
-    "nginx-400-https": with_server(answer(400, "<html><center>The plain HTTP request was sent "
-                                             "to HTTPS port</center></html>")),
+    "nginx-400-https": with_server(
+        answer(400, "<html><center>The plain HTTP request was sent to HTTPS port</center></html>")
+    ),
     "proxy-required": with_server(proxy_required(answer(200, KEYAUTH)), repeat=1),
     "round-robin": with_server(round_robin([answer(200, KEYAUTH), answer(404, "")]), repeat=4),
     "redirect-303": redirect(f"http://other.example.com{PATH}", 303),
@@ -187,8 +218,13 @@ SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "inside-lb-other-backend-ok": backend_direct(answer(200, KEYAUTH), answer(200, OTHER)),
     "inside-lb-other-backend-other": backend_direct(answer(200, OTHER), answer(200, OTHER)),
     "inside-refused-backend-ok": backend_direct(answer(200, KEYAUTH), reset),
-    "cloudflare-403": with_server(answer(403, "<title>Attention Required! | Cloudflare</title>",
-                                         {"Server": "cloudflare", "CF-RAY": "1-AMS"})),
+    "cloudflare-403": with_server(
+        answer(
+            403,
+            "<title>Attention Required! | Cloudflare</title>",
+            {"Server": "cloudflare", "CF-RAY": "1-AMS"},
+        )
+    ),
 }
 
 
@@ -197,8 +233,9 @@ def main() -> None:
     for name, fn in SCENARIOS.items():
         result = fn()
         (OUT / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        finals = [(a["address"], a["final"]["outcome"], a["final"]["status"])
-                  for a in result["attempts"]]
+        finals = [
+            (a["address"], a["final"]["outcome"], a["final"]["status"]) for a in result["attempts"]
+        ]
         print(f"{name}: {finals}")
 
 

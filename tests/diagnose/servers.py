@@ -32,8 +32,9 @@ def loop_address() -> str:
     return f"127.{random.randint(100, 199)}.{random.randint(0, 255)}.{random.randint(2, 250)}"
 
 
-def http_response(status: int, body: bytes | str = b"", headers: dict[str, str] | None = None,
-                  reason: str = "X") -> bytes:
+def http_response(
+    status: int, body: bytes | str = b"", headers: dict[str, str] | None = None, reason: str = "X"
+) -> bytes:
     if isinstance(body, str):
         body = body.encode()
     hdrs = {"Content-Length": str(len(body)), "Connection": "close"}
@@ -59,9 +60,15 @@ def read_request(conn: socket.socket, timeout: float = 2.0) -> bytes:
 class Server:
     """A threaded TCP server; ``handler(conn, request)`` decides what happens."""
 
-    def __init__(self, handler: Handler, address: str | None = None, port: int = 80,
-                 backlog: int = 64, read_first: bool = True,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        address: str | None = None,
+        port: int = 80,
+        backlog: int = 64,
+        read_first: bool = True,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address or loop_address()
         self.port = port
         self.handler = handler
@@ -117,10 +124,11 @@ class Server:
 
 # -- behaviours -------------------------------------------------------------------------
 
-def answer(status: int, body: bytes | str = b"", headers: dict[str, str] | None = None
-           ) -> Handler:
+
+def answer(status: int, body: bytes | str = b"", headers: dict[str, str] | None = None) -> Handler:
     def h(conn: socket.socket, _req: bytes) -> None:
         conn.sendall(http_response(status, body, headers))
+
     return h
 
 
@@ -128,6 +136,7 @@ def by_path(routes: dict[str, bytes], default: bytes) -> Handler:
     def h(conn: socket.socket, req: bytes) -> None:
         path = req.split(b" ", 2)[1].decode() if req.count(b" ") >= 2 else "/"
         conn.sendall(routes.get(path, default))
+
     return h
 
 
@@ -143,6 +152,7 @@ def reset(conn: socket.socket, _req: bytes) -> None:
 def hang(seconds: float = 3.0) -> Handler:
     def h(conn: socket.socket, _req: bytes) -> None:
         time.sleep(seconds)
+
     return h
 
 
@@ -151,9 +161,10 @@ def chunked(body: bytes, headers: dict[str, str] | None = None) -> Handler:
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         conn.sendall(f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode())
         for i in range(0, len(body), 1000):
-            part = body[i:i + 1000]
+            part = body[i : i + 1000]
             conn.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
         conn.sendall(b"0\r\n\r\n")
+
     return h
 
 
@@ -166,17 +177,20 @@ def round_robin(handlers: list[Handler]) -> Handler:
             i = state["n"] % len(handlers)
             state["n"] += 1
         handlers[i](conn, req)
+
     return h
 
 
 def proxy_required(inner: Handler) -> Handler:
     """Like nginx `listen 80 proxy_protocol`: no PROXY v1 line first -> close."""
+
     def h(conn: socket.socket, req: bytes) -> None:
         if not req.startswith(b"PROXY TCP"):
             conn.close()
             return
         _line, _, rest = req.partition(b"\r\n")
         inner(conn, rest)
+
     return h
 
 
@@ -190,16 +204,25 @@ def tls_context(tmp: Path) -> ssl.SSLContext:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probe.test")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     certfile, keyfile = tmp / "cert.pem", tmp / "key.pem"
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(certfile, keyfile)
     return ctx

@@ -27,19 +27,22 @@ REC = Path(__file__).with_name("recordings")
 def checks_raise_only_their_codes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every scenario here also proves that each check raises only the codes it declares."""
     for check in ALL_CHECKS:
+
         def run(ctx: Context, check: Any = check, real: Any = check.run) -> list[Finding]:
             found: list[Finding] = real(ctx)
             undeclared = {f.code for f in found} - set(check.codes)
             assert not undeclared, f"{type(check).__name__} raised undeclared {undeclared}"
             return found
+
         monkeypatch.setattr(check, "run", run)
+
+
 NAME = "app.example.com"
 PUBLIC = "203.0.113.10"  # what the recordings' addresses are renamed to, when combined
 DOC = Options(assume_public=["203.0.113.0/24"])  # documentation range stands in for public
 
 
-def recording(name: str, address: str | None = None, source: str | None = None
-              ) -> dict[str, Any]:
+def recording(name: str, address: str | None = None, source: str | None = None) -> dict[str, Any]:
     """A recorded probe result; ``address`` renames its (first) probed address."""
     text = (REC / f"{name}.json").read_text()
     data: dict[str, Any] = json.loads(text)
@@ -55,8 +58,9 @@ def outside(name: str, address: str | None = None) -> VantageRun:
     return VantageRun("outside:local", "outside", False, recording(name, address))
 
 
-def inside(name: str, address: str | None = None, label: str = "inside:ssh node1",
-           source: str = "system") -> VantageRun:
+def inside(
+    name: str, address: str | None = None, label: str = "inside:ssh node1", source: str = "system"
+) -> VantageRun:
     return VantageRun(label, "inside", True, recording(name, address, source))
 
 
@@ -78,6 +82,7 @@ def finding(report: Report, code: Code) -> Any:
 
 # -- healthy -----------------------------------------------------------------------------
 
+
 def test_healthy_answer_has_no_finding_and_both_verdicts_pass() -> None:
     r = analyse(target(), [outside("ok"), inside("ok", source="given")])
     assert r.findings == [] and r.ok
@@ -98,13 +103,26 @@ def test_random_token_404_is_healthy_but_content_unknown() -> None:
 
 # -- NAME and DNS stage ---------------------------------------------------------------------
 
-def _dns(a: list[str] | None = None, aaaa: list[str] | None = None, a_status: str = "ok",
-         aaaa_status: str = "ok", caa: CaaResult | None = None) -> DnsResult:
-    return DnsResult(NAME, "127.0.0.1:53",
-                     RRsetResult("A", a or [], a_status, None if a_status == "ok" else
-                                 f"{a_status.upper()} looking up A for {NAME}"),
-                     RRsetResult("AAAA", aaaa or [], aaaa_status, None),
-                     caa or CaaResult(None))
+
+def _dns(
+    a: list[str] | None = None,
+    aaaa: list[str] | None = None,
+    a_status: str = "ok",
+    aaaa_status: str = "ok",
+    caa: CaaResult | None = None,
+) -> DnsResult:
+    return DnsResult(
+        NAME,
+        "127.0.0.1:53",
+        RRsetResult(
+            "A",
+            a or [],
+            a_status,
+            None if a_status == "ok" else f"{a_status.upper()} looking up A for {NAME}",
+        ),
+        RRsetResult("AAAA", aaaa or [], aaaa_status, None),
+        caa or CaaResult(None),
+    )
 
 
 def test_invalid_name_is_fatal_and_stops_before_probes() -> None:
@@ -115,13 +133,17 @@ def test_invalid_name_is_fatal_and_stops_before_probes() -> None:
 
 def test_invalid_name_stops_the_dns_stage_too() -> None:
     # analyse stages like diagnose: no DNS finding after a fatal name finding
-    r = analyse(Target("*.example.com", "t", None), [outside("ok")],
-                dns=_dns(a_status="nxdomain", aaaa_status="nxdomain"))
+    r = analyse(
+        Target("*.example.com", "t", None),
+        [outside("ok")],
+        dns=_dns(a_status="nxdomain", aaaa_status="nxdomain"),
+    )
     assert codes(r) == {"invalid-name"}
 
 
 def test_a_broken_check_becomes_check_failed_and_the_run_goes_on(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     content = next(c for c in ALL_CHECKS if isinstance(c, Content))
 
     def broken(ctx: Context) -> list[Finding]:
@@ -139,8 +161,9 @@ def test_a_broken_check_becomes_check_failed_and_the_run_goes_on(
 
 
 def test_dns_no_address_stops_http_stage() -> None:
-    r = analyse(target(), [outside("refused")], dns=_dns(a_status="nxdomain",
-                                                          aaaa_status="nxdomain"))
+    r = analyse(
+        target(), [outside("refused")], dns=_dns(a_status="nxdomain", aaaa_status="nxdomain")
+    )
     assert codes(r) == {"dns-no-address"} and r.runs == []
     assert "NXDOMAIN" in finding(r, Code.DNS_NO_ADDRESS).title
 
@@ -152,8 +175,9 @@ def test_dns_lookup_failed() -> None:
 
 
 def test_dns_lookup_partially_failed_is_a_warning() -> None:
-    r = analyse(target(), [outside("ok", PUBLIC)], dns=_dns(a=[PUBLIC], aaaa_status="servfail"),
-                options=DOC)
+    r = analyse(
+        target(), [outside("ok", PUBLIC)], dns=_dns(a=[PUBLIC], aaaa_status="servfail"), options=DOC
+    )
     assert finding(r, Code.DNS_LOOKUP_FAILED).sev is Severity.WARNING
 
 
@@ -161,8 +185,12 @@ def test_dns_reserved_address() -> None:
     r = analyse(target(), [outside("ok", "10.1.2.3")], dns=_dns(a=["10.1.2.3"]))
     f = finding(r, Code.DNS_RESERVED_ADDRESS)
     assert "10.1.2.3: private" in f.evidence[0] and r.verdicts["acme-ca"] == "fail"
-    lab = analyse(target(), [outside("ok", "198.18.0.10")], dns=_dns(a=["198.18.0.10"]),
-                  options=Options(assume_public=["198.18.0.0/15"]))
+    lab = analyse(
+        target(),
+        [outside("ok", "198.18.0.10")],
+        dns=_dns(a=["198.18.0.10"]),
+        options=Options(assume_public=["198.18.0.0/15"]),
+    )
     assert lab.ok
 
 
@@ -171,35 +199,47 @@ def test_caa_forbids_and_allows() -> None:
     r = analyse(target(), [outside("ok", PUBLIC)], dns=_dns(a=[PUBLIC], caa=caa), options=DOC)
     f = finding(r, Code.CAA_FORBIDS)
     assert f.sev is Severity.FATAL and 'issue "letsencrypt.org"' in f.remedy
-    ok = CaaResult("example.com", [CaaRecord(0, "issue", "letsencrypt.org; validationmethods="
-                                             "http-01", "example.com")])
-    assert analyse(target(), [outside("ok", PUBLIC)], dns=_dns(a=[PUBLIC], caa=ok),
-                   options=DOC).ok
-    only_dns01 = CaaResult("example.com", [CaaRecord(
-        0, "issue", "letsencrypt.org; validationmethods=dns-01", "example.com")])
-    r = analyse(target(), [outside("ok", PUBLIC)], dns=_dns(a=[PUBLIC], caa=only_dns01),
-                options=DOC)
+    ok = CaaResult(
+        "example.com",
+        [CaaRecord(0, "issue", "letsencrypt.org; validationmethods=http-01", "example.com")],
+    )
+    assert analyse(target(), [outside("ok", PUBLIC)], dns=_dns(a=[PUBLIC], caa=ok), options=DOC).ok
+    only_dns01 = CaaResult(
+        "example.com",
+        [CaaRecord(0, "issue", "letsencrypt.org; validationmethods=dns-01", "example.com")],
+    )
+    r = analyse(
+        target(), [outside("ok", PUBLIC)], dns=_dns(a=[PUBLIC], caa=only_dns01), options=DOC
+    )
     assert "caa-forbids" in codes(r)
 
 
 def test_dns_split_horizon() -> None:
-    r = analyse(target(), [outside("ok", PUBLIC), inside("ok", "10.0.0.5")],
-                dns=_dns(a=[PUBLIC]), options=DOC)
+    r = analyse(
+        target(),
+        [outside("ok", PUBLIC), inside("ok", "10.0.0.5")],
+        dns=_dns(a=[PUBLIC]),
+        options=DOC,
+    )
     f = finding(r, Code.DNS_SPLIT_HORIZON)
     assert f.sev is Severity.WARNING and "10.0.0.5" in f.explanation
 
 
 # -- connection ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rec,code", [
-    ("timeout", Code.PORT_80_TIMEOUT),
-    ("refused", Code.PORT_80_REFUSED),
-    ("empty-reply", Code.EMPTY_REPLY),
-    ("reset", Code.EMPTY_REPLY),
-    ("read-timeout", Code.READ_TIMEOUT),
-    ("tls-on-http-port", Code.HTTP_ON_HTTPS_PORT),
-    ("nginx-400-https", Code.HTTP_ON_HTTPS_PORT),
-])
+
+@pytest.mark.parametrize(
+    "rec,code",
+    [
+        ("timeout", Code.PORT_80_TIMEOUT),
+        ("refused", Code.PORT_80_REFUSED),
+        ("empty-reply", Code.EMPTY_REPLY),
+        ("reset", Code.EMPTY_REPLY),
+        ("read-timeout", Code.READ_TIMEOUT),
+        ("tls-on-http-port", Code.HTTP_ON_HTTPS_PORT),
+        ("nginx-400-https", Code.HTTP_ON_HTTPS_PORT),
+    ],
+)
 def test_connection_failures_from_outside(rec: str, code: Code) -> None:
     r = analyse(target(), [outside(rec)])
     f = finding(r, code)
@@ -227,6 +267,7 @@ def test_ipv6_answering_wrongly_is_an_error() -> None:
 
 
 # -- status and content ------------------------------------------------------------------------
+
 
 def test_challenge_not_found() -> None:
     r = analyse(target(), [outside("not-found")])
@@ -263,8 +304,7 @@ def test_body_too_large() -> None:
 
 
 def test_trailing_whitespace_ca_passes_self_check_fails() -> None:
-    r = analyse(target(), [outside("trailing-newline"), inside("trailing-newline",
-                                                                source="given")])
+    r = analyse(target(), [outside("trailing-newline"), inside("trailing-newline", source="given")])
     f = finding(r, Code.TRAILING_WHITESPACE)
     assert f.sev is Severity.WARNING and r.ok
     assert r.verdicts == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
@@ -279,14 +319,18 @@ def test_inconsistent_backends() -> None:
 
 # -- redirects ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rec,code", [
-    ("redirect-303", Code.REDIRECT_BAD_STATUS),
-    ("redirect-port", Code.REDIRECT_BAD_TARGET),
-    ("redirect-well-known", Code.REDIRECT_BAD_TARGET),
-    ("redirect-ip", Code.REDIRECT_BAD_TARGET),
-    ("redirect-loop", Code.REDIRECT_LOOP),
-    ("redirect-too-many", Code.REDIRECT_TOO_MANY),
-])
+
+@pytest.mark.parametrize(
+    "rec,code",
+    [
+        ("redirect-303", Code.REDIRECT_BAD_STATUS),
+        ("redirect-port", Code.REDIRECT_BAD_TARGET),
+        ("redirect-well-known", Code.REDIRECT_BAD_TARGET),
+        ("redirect-ip", Code.REDIRECT_BAD_TARGET),
+        ("redirect-loop", Code.REDIRECT_LOOP),
+        ("redirect-too-many", Code.REDIRECT_TOO_MANY),
+    ],
+)
 def test_redirects_the_ca_refuses(rec: str, code: Code) -> None:
     r = analyse(target(), [outside(rec)])
     assert finding(r, code).sev is Severity.ERROR
@@ -311,9 +355,14 @@ def test_plain_redirect_to_port_80_is_fine() -> None:
 
 # -- comparisons across vantages ----------------------------------------------------------
 
+
 def test_nat_loopback_names_the_addresses() -> None:
-    r = analyse(target(), [outside("ok", PUBLIC), inside("timeout", PUBLIC, source="given")],
-                dns=_dns(a=[PUBLIC]), options=DOC)
+    r = analyse(
+        target(),
+        [outside("ok", PUBLIC), inside("timeout", PUBLIC, source="given")],
+        dns=_dns(a=[PUBLIC]),
+        options=DOC,
+    )
     f = finding(r, Code.NAT_LOOPBACK)
     assert f.vantages == ["inside:ssh node1"] and f"-d {PUBLIC}" in f.remedy
     assert r.verdicts == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
@@ -321,16 +370,16 @@ def test_nat_loopback_names_the_addresses() -> None:
 
 
 def test_nat_loopback_in_a_cluster_offers_coredns_and_cert_manager_settings() -> None:
-    r = analyse(target(), [outside("ok", PUBLIC), inside("refused", PUBLIC, source="given")],
-                cluster=True)
+    r = analyse(
+        target(), [outside("ok", PUBLIC), inside("refused", PUBLIC, source="given")], cluster=True
+    )
     remedy = finding(r, Code.NAT_LOOPBACK).remedy
     assert "rewrite name" in remedy and "waitInsteadOfSelfCheck" in remedy
     assert "--acme-http01-solver-nameservers" in remedy
 
 
 def test_proxy_protocol_required_inside_only() -> None:
-    r = analyse(target(), [outside("ok", PUBLIC),
-                           inside("proxy-required", PUBLIC, source="given")])
+    r = analyse(target(), [outside("ok", PUBLIC), inside("proxy-required", PUBLIC, source="given")])
     f = finding(r, Code.PROXY_PROTOCOL_REQUIRED)
     assert "ipMode: Proxy" in f.remedy and "do-loadbalancer-hostname" in f.remedy
     assert any("PROXY v1" in e for e in f.evidence)
@@ -344,15 +393,25 @@ def test_proxy_protocol_required_on_the_ca_path() -> None:
 
 
 def test_lb_intercepts_when_the_backend_answers_correctly() -> None:
-    r = analyse(target(), [outside("other-thumbprint", PUBLIC),
-                           inside("inside-lb-other-backend-ok", PUBLIC, source="given")])
+    r = analyse(
+        target(),
+        [
+            outside("other-thumbprint", PUBLIC),
+            inside("inside-lb-other-backend-ok", PUBLIC, source="given"),
+        ],
+    )
     f = finding(r, Code.LB_INTERCEPTS_CHALLENGE)
     assert "mode tcp" in f.remedy and "thumbprint-mismatch" not in codes(r)
 
 
 def test_thumbprint_mismatch_when_the_backend_itself_answers_so() -> None:
-    r = analyse(target(), [outside("other-thumbprint", PUBLIC),
-                           inside("inside-lb-other-backend-other", PUBLIC, source="given")])
+    r = analyse(
+        target(),
+        [
+            outside("other-thumbprint", PUBLIC),
+            inside("inside-lb-other-backend-other", PUBLIC, source="given"),
+        ],
+    )
     assert "lb-intercepts-challenge" not in codes(r)
     f = finding(r, Code.THUMBPRINT_MISMATCH)
     assert "B" * 43 in f.explanation
@@ -385,15 +444,23 @@ def test_two_a_records_one_wrong_fails_the_ca_verdict() -> None:
 
 
 def test_dns_fatal_leaves_the_self_check_unknown() -> None:
-    r = analyse(target(), [outside("ok"), inside("ok", source="given")],
-                dns=_dns(a_status="nxdomain", aaaa_status="nxdomain"))
+    r = analyse(
+        target(),
+        [outside("ok"), inside("ok", source="given")],
+        dns=_dns(a_status="nxdomain", aaaa_status="nxdomain"),
+    )
     assert r.verdicts == {"acme-ca": "fail", "cert-manager-self-check": "unknown"}
 
 
 def test_vantage_unusable() -> None:
-    broken = VantageRun("inside:ssh node9", "inside", True, None,
-                        failure="neither python3 nor curl could run a probe there",
-                        failure_details=["`ssh node9 python3 -` exited 127: not found"])
+    broken = VantageRun(
+        "inside:ssh node9",
+        "inside",
+        True,
+        None,
+        failure="neither python3 nor curl could run a probe there",
+        failure_details=["`ssh node9 python3 -` exited 127: not found"],
+    )
     r = analyse(target(), [outside("ok"), broken])
     f = finding(r, Code.VANTAGE_UNUSABLE)
     assert f.sev is Severity.WARNING and r.ok and f.evidence

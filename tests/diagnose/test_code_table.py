@@ -35,6 +35,7 @@ README_LEAD = "The finding codes (the contract in `docs/diagnose.md`): "
 
 # -- the generated parts, and how to write them -------------------------------------------
 
+
 def diagnosis_schema(schema: dict[str, Any]) -> dict[str, Any]:
     schema["$defs"]["knownCodes"] = {"enum": code_values()}
     return schema
@@ -80,12 +81,14 @@ GENERATED = {
 
 # -- the tests -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", list(GENERATED), ids=lambda p: p.name)
 def test_generated_parts_are_current(path: Path) -> None:
     text = path.read_text("utf-8")
     assert GENERATED[path](text) == text, (
         f"{path.relative_to(ROOT)} disagrees with acmelb.codes: run "
-        "`.venv/bin/python tests/diagnose/test_code_table.py --write`")
+        "`.venv/bin/python tests/diagnose/test_code_table.py --write`"
+    )
 
 
 def test_every_code_has_one_row_and_the_severities_come_from_it() -> None:

@@ -15,8 +15,9 @@ import pytest
 from acmelb.cli import main
 from acmelb.explain import explain
 
-SCHEMA = json.loads(importlib.resources.files("acmelb").joinpath(
-    "schemas/explain-v1.json").read_text())
+SCHEMA = json.loads(
+    importlib.resources.files("acmelb").joinpath("schemas/explain-v1.json").read_text()
+)
 FIXTURE = Path(__file__).with_name("fixtures") / "cert-manager-challenges.json"
 T = "q3Vt8nWkR0bLsYc2fJ9aHxEo5pTgM1uZiDr7KvQw6yN"
 TH = "Zp4sLx8cJ0aTq2WmHf6vRb9EkYnUo3GdSi1Nt7Cw5eA"
@@ -28,89 +29,249 @@ PROP = "Waiting for HTTP-01 challenge propagation: "
 
 CASES = [
     # (message, source, first candidate, expected, received)
-    (PROP + CM + "context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
-     "cert-manager", "nat-loopback", None, None),
-    (CM + "dial tcp 198.51.100.7:80: connect: connection refused",
-     "cert-manager", "nat-loopback", None, None),
+    (
+        PROP + CM + "context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+        "cert-manager",
+        "nat-loopback",
+        None,
+        None,
+    ),
+    (
+        CM + "dial tcp 198.51.100.7:80: connect: connection refused",
+        "cert-manager",
+        "nat-loopback",
+        None,
+        None,
+    ),
     (CM + "dial tcp 198.51.100.7:80: i/o timeout", "cert-manager", "nat-loopback", None, None),
     (CM + "EOF", "cert-manager", "proxy-protocol-required", None, None),
-    (CM + "read tcp 10.0.0.3:41234->198.51.100.7:80: read: connection reset by peer",
-     "cert-manager", "proxy-protocol-required", None, None),
-    (PROP + "wrong status code '404', expected '200'", "cert-manager", "challenge-not-found",
-     None, "HTTP 404"),
-    ("wrong status code '503', expected '200'", "cert-manager", "http-error-status", None,
-     "HTTP 503"),
-    (PROP + f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
-     f"{T}.{OTHER}", "cert-manager", "thumbprint-mismatch", KEY, f"{T}.{OTHER}"),
-    (f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
-     "<html><body>Welcome</body></html>", "cert-manager", "wrong-content", KEY,
-     "<html><body>Welcome</body></html>"),
-    (f'did not get expected response when querying endpoint, expected "{KEY}" but got: {KEY}\\n',
-     "cert-manager", "trailing-whitespace", KEY, KEY + "\n"),
-    (f'did not get expected response when querying endpoint, expected "{KEY}" but got: {KEY}',
-     "cert-manager", "trailing-whitespace", KEY, KEY),
+    (
+        CM + "read tcp 10.0.0.3:41234->198.51.100.7:80: read: connection reset by peer",
+        "cert-manager",
+        "proxy-protocol-required",
+        None,
+        None,
+    ),
+    (
+        PROP + "wrong status code '404', expected '200'",
+        "cert-manager",
+        "challenge-not-found",
+        None,
+        "HTTP 404",
+    ),
+    (
+        "wrong status code '503', expected '200'",
+        "cert-manager",
+        "http-error-status",
+        None,
+        "HTTP 503",
+    ),
+    (
+        PROP + f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
+        f"{T}.{OTHER}",
+        "cert-manager",
+        "thumbprint-mismatch",
+        KEY,
+        f"{T}.{OTHER}",
+    ),
+    (
+        f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
+        "<html><body>Welcome</body></html>",
+        "cert-manager",
+        "wrong-content",
+        KEY,
+        "<html><body>Welcome</body></html>",
+    ),
+    (
+        f'did not get expected response when querying endpoint, expected "{KEY}" but got: {KEY}\\n',
+        "cert-manager",
+        "trailing-whitespace",
+        KEY,
+        KEY + "\n",
+    ),
+    (
+        f'did not get expected response when querying endpoint, expected "{KEY}" but got: {KEY}',
+        "cert-manager",
+        "trailing-whitespace",
+        KEY,
+        KEY,
+    ),
     (f"Invalid response from {URL}: 404", "acme-ca", "challenge-not-found", None, "HTTP 404"),
-    (f"Invalid response from {URL} [198.51.100.7]: \"<html>\\r\\n<head><title>503 Service "
-     "Temporarily Unavailable</title>\"", "acme-ca", "http-error-status", None, None),
-    (f"198.51.100.7: Fetching {URL}: Timeout during connect (likely firewall problem)",
-     "acme-ca", "port-80-timeout", None, None),
-    (f"2001:db8::7: Fetching {URL}: Timeout during connect (likely firewall problem)",
-     "acme-ca", "ipv6-unreachable", None, None),
-    (f"198.51.100.7: Fetching {URL}: Connection refused", "acme-ca", "port-80-refused", None,
-     None),
-    (f"198.51.100.7: Fetching {URL}: Connection reset by peer", "acme-ca", "empty-reply", None,
-     None),
-    (f'The key authorization file from the server did not match this challenge. Expected "{KEY}"'
-     f' (got "{T}.{OTHER}")', "acme-ca", "thumbprint-mismatch", KEY, f"{T}.{OTHER}"),
-    (f"198.51.100.7: Fetching {URL}: Error getting validation data", "acme-ca",
-     "port-80-timeout", None, None),
+    (
+        f'Invalid response from {URL} [198.51.100.7]: "<html>\\r\\n<head><title>503 Service '
+        'Temporarily Unavailable</title>"',
+        "acme-ca",
+        "http-error-status",
+        None,
+        None,
+    ),
+    (
+        f"198.51.100.7: Fetching {URL}: Timeout during connect (likely firewall problem)",
+        "acme-ca",
+        "port-80-timeout",
+        None,
+        None,
+    ),
+    (
+        f"2001:db8::7: Fetching {URL}: Timeout during connect (likely firewall problem)",
+        "acme-ca",
+        "ipv6-unreachable",
+        None,
+        None,
+    ),
+    (f"198.51.100.7: Fetching {URL}: Connection refused", "acme-ca", "port-80-refused", None, None),
+    (
+        f"198.51.100.7: Fetching {URL}: Connection reset by peer",
+        "acme-ca",
+        "empty-reply",
+        None,
+        None,
+    ),
+    (
+        f'The key authorization file from the server did not match this challenge. Expected "{KEY}"'
+        f' (got "{T}.{OTHER}")',
+        "acme-ca",
+        "thumbprint-mismatch",
+        KEY,
+        f"{T}.{OTHER}",
+    ),
+    (
+        f"198.51.100.7: Fetching {URL}: Error getting validation data",
+        "acme-ca",
+        "port-80-timeout",
+        None,
+        None,
+    ),
     (f"Fetching {URL}: Too many redirects", "acme-ca", "redirect-too-many", None, None),
-    (f"Fetching {URL}: Invalid port in redirect target. Only ports 80 and 443 are supported, "
-     "not 8080", "acme-ca", "redirect-bad-target", None, None),
-    (f"Fetching {URL}: Invalid host in redirect target \"www.example.com.well-known\"",
-     "acme-ca", "redirect-bad-target", None, None),
-    ("no valid A records found for www.example.com; no valid AAAA records found for "
-     "www.example.com", "acme-ca", "dns-no-address", None, None),
-    ("DNS problem: NXDOMAIN looking up A for www.example.com - check that a DNS record exists "
-     "for this domain", "acme-ca", "dns-no-address", None, None),
-    ("DNS problem: SERVFAIL looking up CAA for example.com - the domain's nameservers may be "
-     "malfunctioning", "acme-ca", "dns-lookup-failed", None, None),
+    (
+        f"Fetching {URL}: Invalid port in redirect target. Only ports 80 and 443 are supported, "
+        "not 8080",
+        "acme-ca",
+        "redirect-bad-target",
+        None,
+        None,
+    ),
+    (
+        f'Fetching {URL}: Invalid host in redirect target "www.example.com.well-known"',
+        "acme-ca",
+        "redirect-bad-target",
+        None,
+        None,
+    ),
+    (
+        "no valid A records found for www.example.com; no valid AAAA records found for "
+        "www.example.com",
+        "acme-ca",
+        "dns-no-address",
+        None,
+        None,
+    ),
+    (
+        "DNS problem: NXDOMAIN looking up A for www.example.com - check that a DNS record exists "
+        "for this domain",
+        "acme-ca",
+        "dns-no-address",
+        None,
+        None,
+    ),
+    (
+        "DNS problem: SERVFAIL looking up CAA for example.com - the domain's nameservers may be "
+        "malfunctioning",
+        "acme-ca",
+        "dns-lookup-failed",
+        None,
+        None,
+    ),
     ("CAA record for www.example.com prevents issuance", "acme-ca", "caa-forbids", None, None),
-    (f'The key authorization file from the server did not match this challenge. Expected "{KEY}"'
-     ' (got "hello")', "acme-ca", "wrong-content", KEY, "hello"),
-    ("Non-200 status code from HTTP: 404 returned", "acme-ca", "challenge-not-found", None,
-     "HTTP 404"),
-    (f'Get "{URL}": dial tcp 198.51.100.7:80: connect: connection refused', "acme-ca",
-     "port-80-refused", None, None),
-    ("Error accepting authorization: acme: authorization error for www.example.com: 400 "
-     "urn:ietf:params:acme:error:connection: 198.51.100.7: Fetching "
-     f"{URL}: Timeout during connect (likely firewall problem)", "cert-manager",
-     "port-80-timeout", None, None),
-    ("Accepting challenge authorization failed: acme: authorization error for www.example.com:"
-     f" 403 urn:ietf:params:acme:error:unauthorized: 198.51.100.7: Invalid response from {URL}"
-     ": 404", "cert-manager", "challenge-not-found", None, "HTTP 404"),
-    ("Waiting for http-01 challenge propagation: failed to perform self check GET request "
-     f"'{URL}': Get {URL}: dial tcp 198.51.100.7:80: i/o timeout", "cert-manager",
-     "nat-loopback", None, None),
-    ("Certbot failed to authenticate some domains (authenticator: standalone). The Certificate "
-     "Authority reported these problems:\n  Domain: www.example.com\n  Type:   unauthorized\n"
-     f"  Detail: 198.51.100.7: Invalid response from {URL}: 404\n",
-     "certbot", "challenge-not-found", None, "HTTP 404"),
-    ("Certbot failed to authenticate some domains (authenticator: webroot).\n  Domain: "
-     "www.example.com\n  Type:   connection\n  Detail: 198.51.100.7: Fetching "
-     f"{URL}: Timeout during connect (likely firewall problem)\n", "certbot", "port-80-timeout",
-     None, None),
-    ("[www.example.com] acme: error: 403 :: urn:ietf:params:acme:error:unauthorized :: "
-     f"198.51.100.7: Invalid response from {URL}: 404", "lego", "challenge-not-found", None,
-     "HTTP 404"),
-    ("acme: error: 400 :: urn:ietf:params:acme:error:connection :: 198.51.100.7: Fetching "
-     f"{URL}: Connection refused", "lego", "port-80-refused", None, None),
+    (
+        f'The key authorization file from the server did not match this challenge. Expected "{KEY}"'
+        ' (got "hello")',
+        "acme-ca",
+        "wrong-content",
+        KEY,
+        "hello",
+    ),
+    (
+        "Non-200 status code from HTTP: 404 returned",
+        "acme-ca",
+        "challenge-not-found",
+        None,
+        "HTTP 404",
+    ),
+    (
+        f'Get "{URL}": dial tcp 198.51.100.7:80: connect: connection refused',
+        "acme-ca",
+        "port-80-refused",
+        None,
+        None,
+    ),
+    (
+        "Error accepting authorization: acme: authorization error for www.example.com: 400 "
+        "urn:ietf:params:acme:error:connection: 198.51.100.7: Fetching "
+        f"{URL}: Timeout during connect (likely firewall problem)",
+        "cert-manager",
+        "port-80-timeout",
+        None,
+        None,
+    ),
+    (
+        "Accepting challenge authorization failed: acme: authorization error for www.example.com:"
+        f" 403 urn:ietf:params:acme:error:unauthorized: 198.51.100.7: Invalid response from {URL}"
+        ": 404",
+        "cert-manager",
+        "challenge-not-found",
+        None,
+        "HTTP 404",
+    ),
+    (
+        "Waiting for http-01 challenge propagation: failed to perform self check GET request "
+        f"'{URL}': Get {URL}: dial tcp 198.51.100.7:80: i/o timeout",
+        "cert-manager",
+        "nat-loopback",
+        None,
+        None,
+    ),
+    (
+        "Certbot failed to authenticate some domains (authenticator: standalone). The Certificate "
+        "Authority reported these problems:\n  Domain: www.example.com\n  Type:   unauthorized\n"
+        f"  Detail: 198.51.100.7: Invalid response from {URL}: 404\n",
+        "certbot",
+        "challenge-not-found",
+        None,
+        "HTTP 404",
+    ),
+    (
+        "Certbot failed to authenticate some domains (authenticator: webroot).\n  Domain: "
+        "www.example.com\n  Type:   connection\n  Detail: 198.51.100.7: Fetching "
+        f"{URL}: Timeout during connect (likely firewall problem)\n",
+        "certbot",
+        "port-80-timeout",
+        None,
+        None,
+    ),
+    (
+        "[www.example.com] acme: error: 403 :: urn:ietf:params:acme:error:unauthorized :: "
+        f"198.51.100.7: Invalid response from {URL}: 404",
+        "lego",
+        "challenge-not-found",
+        None,
+        "HTTP 404",
+    ),
+    (
+        "acme: error: 400 :: urn:ietf:params:acme:error:connection :: 198.51.100.7: Fetching "
+        f"{URL}: Connection refused",
+        "lego",
+        "port-80-refused",
+        None,
+        None,
+    ),
 ]
 
 
 @pytest.mark.parametrize("message,source,first,expected,received", CASES)
-def test_recognised(message: str, source: str, first: str, expected: str | None,
-                    received: str | None) -> None:
+def test_recognised(
+    message: str, source: str, first: str, expected: str | None, received: str | None
+) -> None:
     e = explain(message)
     assert e.source == source
     assert e.candidates and e.candidates[0] == first, e.candidates
@@ -119,8 +280,9 @@ def test_recognised(message: str, source: str, first: str, expected: str | None,
         assert e.name == "www.example.com"
     if URL in message:
         assert e.url == URL and e.token == T
-        assert e.next is not None and e.next.startswith(f"acmelb diagnose www.example.com "
-                                                        f"--token {T}")
+        assert e.next is not None and e.next.startswith(
+            f"acmelb diagnose www.example.com --token {T}"
+        )
     assert e.reasoning
     jsonschema.validate(e.to_json(), SCHEMA)
 
@@ -128,8 +290,9 @@ def test_recognised(message: str, source: str, first: str, expected: str | None,
 def test_next_command_carries_the_key_and_an_inside_vantage() -> None:
     e = explain(CASES[7][0])
     assert e.token == T and e.name is None  # the message has no URL: the token from the key
-    assert e.next == (f"acmelb diagnose NAME --token {T} --key {KEY} "
-                      "--inside 'kubectl exec -n NAMESPACE POD --'")
+    assert e.next == (
+        f"acmelb diagnose NAME --token {T} --key {KEY} --inside 'kubectl exec -n NAMESPACE POD --'"
+    )
     assert "lb-intercepts-challenge" in e.candidates
 
 
@@ -149,8 +312,9 @@ def test_cli_explain_fixture_reason_json(capsys: pytest.CaptureFixture[str]) -> 
     assert "--inside" in doc["next"]
 
 
-def test_cli_explain_stdin_human(capsys: pytest.CaptureFixture[str],
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_explain_stdin_human(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(CASES[11][0] + "\n"))
     code = main(["explain", "-"])
     out = capsys.readouterr().out
@@ -163,8 +327,9 @@ def test_cli_explain_unrecognised_exit_1(capsys: pytest.CaptureFixture[str]) -> 
     assert json.loads(capsys.readouterr().out)["source"] == "unknown"
 
 
-def test_cli_explain_empty_input_exit_2(capsys: pytest.CaptureFixture[str],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_explain_empty_input_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("   \n"))
     assert main(["explain", "-"]) == 2
     err = capsys.readouterr().err

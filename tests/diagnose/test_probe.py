@@ -82,6 +82,7 @@ def test_empty_reply_reset_and_read_timeout_told_apart(serve: Serve) -> None:
 def test_total_timeout_on_a_dripping_server(serve: Serve) -> None:
     def drip(conn: Any, _req: bytes) -> None:
         import time
+
         conn.sendall(b"HTTP/1.1 200 OK\r\n")
         for _ in range(10):
             conn.sendall(b"X-Drip: 1\r\n")
@@ -128,16 +129,24 @@ def test_body_cap_and_chunked(serve: Serve) -> None:
 def test_redirects_followed_hop_by_hop_with_own_resolution(serve: Serve, tmp_path: Path) -> None:
     final = serve(answer(200, KEYAUTH))
     tls_final = serve(answer(200, KEYAUTH), port=443, tls=tls_context(tmp_path))
-    first = serve(by_path({
-        "/a": http_response(301, "", {"Location": "http://two.test/b"}),
-        "/s": http_response(302, "", {"Location": "https://three.test/c"}),
-        "/loop": http_response(302, "", {"Location": "/loop2"}),
-        "/loop2": http_response(302, "", {"Location": "/loop"}),
-        "/rel": http_response(307, "", {"Location": "x"}),
-        "/ftp": http_response(301, "", {"Location": "ftp://two.test/"}),
-    }, http_response(200, KEYAUTH)))
-    resolve_map = {"two.test": [final.address], "three.test": [tls_final.address],
-                   "app.test": [first.address]}
+    first = serve(
+        by_path(
+            {
+                "/a": http_response(301, "", {"Location": "http://two.test/b"}),
+                "/s": http_response(302, "", {"Location": "https://three.test/c"}),
+                "/loop": http_response(302, "", {"Location": "/loop2"}),
+                "/loop2": http_response(302, "", {"Location": "/loop"}),
+                "/rel": http_response(307, "", {"Location": "x"}),
+                "/ftp": http_response(301, "", {"Location": "ftp://two.test/"}),
+            },
+            http_response(200, KEYAUTH),
+        )
+    )
+    resolve_map = {
+        "two.test": [final.address],
+        "three.test": [tls_final.address],
+        "app.test": [first.address],
+    }
     out = chain("http://app.test/a", first.address, opts={"resolve_map": resolve_map})
     assert [h["status"] for h in out["redirects"]] == [301]
     assert out["redirects"][0]["redirect_to"] == "http://two.test/b"
@@ -162,25 +171,39 @@ def test_too_many_redirects(serve: Serve) -> None:
 
 def test_run_request_repeats_and_retries_with_proxy(serve: Serve) -> None:
     s = serve(proxy_required(answer(200, KEYAUTH)))
-    result = probe.run_request({
-        "name": "app.test", "url": "http://app.test/x", "repeat": 2,
-        "resolve": {"app.test": [s.address]}, "options": OPTS,
-    })
-    outcomes = [(a["attempt"], a["proxy_protocol"], a["final"]["outcome"])
-                for a in result["attempts"]]
-    assert outcomes == [(1, False, "empty-reply"), (2, False, "empty-reply"),
-                        (1, True, "response")]
+    result = probe.run_request(
+        {
+            "name": "app.test",
+            "url": "http://app.test/x",
+            "repeat": 2,
+            "resolve": {"app.test": [s.address]},
+            "options": OPTS,
+        }
+    )
+    outcomes = [
+        (a["attempt"], a["proxy_protocol"], a["final"]["outcome"]) for a in result["attempts"]
+    ]
+    assert outcomes == [(1, False, "empty-reply"), (2, False, "empty-reply"), (1, True, "response")]
     assert result["resolution"]["a"] == [s.address]
 
 
 def test_shipped_over_stdin_like_a_remote_vantage(serve: Serve) -> None:
     """`python3 - --request-b64 B64` with the source on stdin prints the same JSON."""
     s = serve(answer(200, KEYAUTH))
-    req = {"name": "app.test", "url": "http://app.test/x", "repeat": 1,
-           "resolve": {"app.test": [s.address]}, "options": OPTS}
+    req = {
+        "name": "app.test",
+        "url": "http://app.test/x",
+        "repeat": 1,
+        "resolve": {"app.test": [s.address]},
+        "options": OPTS,
+    }
     b64 = base64.b64encode(json.dumps(req).encode()).decode()
-    proc = subprocess.run([sys.executable, "-", "--request-b64", b64],
-                          input=probe_source().encode(), capture_output=True, timeout=20)
+    proc = subprocess.run(
+        [sys.executable, "-", "--request-b64", b64],
+        input=probe_source().encode(),
+        capture_output=True,
+        timeout=20,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["schema"] == probe.PROBE_SCHEMA
@@ -192,17 +215,21 @@ def test_probe_source_is_stdlib_only() -> None:
 
     tree = ast.parse(probe_source())
     modules = {n.names[0].name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)}
-    modules |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
-                if isinstance(n, ast.ImportFrom)}
+    modules |= {
+        (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    }
     assert modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
 
 
-@pytest.mark.parametrize("url,location,expected", [
-    ("http://a.test/x/y", "/z", "http://a.test/z"),
-    ("http://a.test/x/y", "z", "http://a.test/x/z"),
-    ("http://a.test:8080/x", "//b.test/q", "http://b.test/q"),
-    ("https://a.test/x", "/z", "https://a.test/z"),
-])
+@pytest.mark.parametrize(
+    "url,location,expected",
+    [
+        ("http://a.test/x/y", "/z", "http://a.test/z"),
+        ("http://a.test/x/y", "z", "http://a.test/x/z"),
+        ("http://a.test:8080/x", "//b.test/q", "http://b.test/q"),
+        ("https://a.test/x", "/z", "https://a.test/z"),
+    ],
+)
 def test_join_url(url: str, location: str, expected: str) -> None:
     assert probe._join_url(url, location) == expected
 
@@ -230,6 +257,9 @@ def test_redirect_target_dials_aaaa_first_then_a_after_a_dial_error(serve: Serve
     port = free_port6()  # nothing listens on [::1]:port
     final = serve(answer(200, KEYAUTH), port=port)
     first = serve(answer(302, "", {"Location": f"http://two.test:{port}/x"}))
-    out = chain("http://app.test/", first.address,
-                opts={"resolve_map": {"two.test": ["::1", final.address]}})
+    out = chain(
+        "http://app.test/",
+        first.address,
+        opts={"resolve_map": {"two.test": ["::1", final.address]}},
+    )
     assert out["final"]["address"] == final.address and out["final"]["status"] == 200

@@ -23,15 +23,17 @@ from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, THUMB, Server, answer
 
 @pytest.fixture
 def dns() -> Iterator[DnsServer]:
-    d = DnsServer({
-        "www.shop.test": {"A": ["198.51.100.7"], "AAAA": ["2001:db8::7"]},
-        "shop.test": {"CAA": [(0, "issue", "pki.goog"), (0, "issuewild", "letsencrypt.org")]},
-        "deep.a.b.ok.test": {"A": ["198.51.100.8"]},
-        "ok.test": {"CAA": [(0, "issue", "letsencrypt.org")]},
-        "broken.test": {"rcode": "SERVFAIL"},
-        "refused.test": {"rcode": "REFUSED"},
-        "crit.test": {"A": ["198.51.100.9"], "CAA": [(128, "tbs", "x")]},
-    })
+    d = DnsServer(
+        {
+            "www.shop.test": {"A": ["198.51.100.7"], "AAAA": ["2001:db8::7"]},
+            "shop.test": {"CAA": [(0, "issue", "pki.goog"), (0, "issuewild", "letsencrypt.org")]},
+            "deep.a.b.ok.test": {"A": ["198.51.100.8"]},
+            "ok.test": {"CAA": [(0, "issue", "letsencrypt.org")]},
+            "broken.test": {"rcode": "SERVFAIL"},
+            "refused.test": {"rcode": "REFUSED"},
+            "crit.test": {"A": ["198.51.100.9"], "CAA": [(128, "tbs", "x")]},
+        }
+    )
     yield d
     d.close()
 
@@ -91,8 +93,11 @@ def test_diagnose_challenge_for_issuance() -> None:
     s = Server(answer(200, KEYAUTH))
     try:
         report = diagnose_challenge(
-            "app.example.com", KEYAUTH_TOKEN, KEYAUTH,
-            ProbeSettings(resolve=(("app.example.com", s.address),), timeout=0.5, repeat=2))
+            "app.example.com",
+            KEYAUTH_TOKEN,
+            KEYAUTH,
+            ProbeSettings(resolve=(("app.example.com", s.address),), timeout=0.5, repeat=2),
+        )
     finally:
         s.close()
     assert report.ok and report.verdicts["acme-ca"] == "pass"
@@ -104,12 +109,15 @@ def test_thumbprint_alone_checks_a_stateless_responder() -> None:
     assert not t.random_token and t.key_authorization == f"{t.token}.{THUMB}"
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("127.0.0.53", ("127.0.0.53", 53)),
-    ("127.0.0.53:5353", ("127.0.0.53", 5353)),
-    ("[::1]:5353", ("::1", 5353)),
-    ("::1", ("::1", 53)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("127.0.0.53", ("127.0.0.53", 53)),
+        ("127.0.0.53:5353", ("127.0.0.53", 5353)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("::1", ("::1", 53)),
+    ],
+)
 def test_parse_dns_server(text: str, expected: tuple[str, int]) -> None:
     assert parse_dns_server(text) == expected
 
@@ -120,11 +128,20 @@ def test_parse_dns_server_rejects(text: str) -> None:
         parse_dns_server(text)
 
 
-@pytest.mark.parametrize("addr,reason", [
-    ("10.0.0.1", "private"), ("192.168.1.1", "private"), ("127.0.0.1", "loopback"),
-    ("169.254.1.1", "link-local"), ("100.64.0.1", "carrier-grade"), ("fd00::1", "unique local"),
-    ("fe80::1", "link-local"), ("2001:db8::1", "documentation"), ("198.18.0.10", "benchmark"),
-])
+@pytest.mark.parametrize(
+    "addr,reason",
+    [
+        ("10.0.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("127.0.0.1", "loopback"),
+        ("169.254.1.1", "link-local"),
+        ("100.64.0.1", "carrier-grade"),
+        ("fd00::1", "unique local"),
+        ("fe80::1", "link-local"),
+        ("2001:db8::1", "documentation"),
+        ("198.18.0.10", "benchmark"),
+    ],
+)
 def test_reserved_ranges(addr: str, reason: str) -> None:
     found = reserved_reason(addr)
     assert found is not None and reason in found
@@ -134,15 +151,18 @@ def test_public_address_is_not_reserved() -> None:
     assert reserved_reason("8.8.8.8") is None and reserved_reason("2606:4700::1111") is None
 
 
-@pytest.mark.parametrize(("source", "destination", "expected"), [
-    (("127.0.0.1", 53), ("127.0.0.1", 53), True),
-    (("::1", 5353, 0, 0), ("0:0::1", 5353, 0, 0), True),  # the same address, written apart
-    (("fe80::1%eth0", 53, 0, 2), ("fe80::1", 53, 0, 2), True),
-    (("127.0.0.2", 53), ("127.0.0.1", 53), False),  # another host
-    (("127.0.0.1", 5300), ("127.0.0.1", 53), False),  # another port
-    (("not-an-address", 53), ("127.0.0.1", 53), False),
-])
-def test_only_the_server_asked_may_answer(source: tuple[object, ...],
-                                          destination: tuple[object, ...],
-                                          expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("source", "destination", "expected"),
+    [
+        (("127.0.0.1", 53), ("127.0.0.1", 53), True),
+        (("::1", 5353, 0, 0), ("0:0::1", 5353, 0, 0), True),  # the same address, written apart
+        (("fe80::1%eth0", 53, 0, 2), ("fe80::1", 53, 0, 2), True),
+        (("127.0.0.2", 53), ("127.0.0.1", 53), False),  # another host
+        (("127.0.0.1", 5300), ("127.0.0.1", 53), False),  # another port
+        (("not-an-address", 53), ("127.0.0.1", 53), False),
+    ],
+)
+def test_only_the_server_asked_may_answer(
+    source: tuple[object, ...], destination: tuple[object, ...], expected: bool
+) -> None:
     assert from_destination(source, destination) is expected

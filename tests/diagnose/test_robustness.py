@@ -18,18 +18,37 @@ from acmelb.k8s import parse_challenges
 
 REC = Path(__file__).with_name("recordings")
 NAMES = sorted(p.stem for p in REC.glob("*.json"))
-EXPLAIN = json.loads(importlib.resources.files("acmelb").joinpath(
-    "schemas/explain-v1.json").read_text())
-DIAG = json.loads(importlib.resources.files("acmelb").joinpath(
-    "schemas/diagnosis-v1.json").read_text())
+EXPLAIN = json.loads(
+    importlib.resources.files("acmelb").joinpath("schemas/explain-v1.json").read_text()
+)
+DIAG = json.loads(
+    importlib.resources.files("acmelb").joinpath("schemas/diagnosis-v1.json").read_text()
+)
 
-fragments = st.sampled_from([
-    "failed to perform self check GET request", "http://a.example.com/.well-known/"
-    "acme-challenge/tok", "Invalid response from", ": 404", "expected \"", "\" but got: ",
-    "Timeout during connect", "EOF", "dial tcp [::1]:80", "Expected \"", "(got \"", "\")",
-    "Waiting for HTTP-01 challenge propagation: ", "DNS problem: ", "CAA record for ",
-    "acme: error: 403 :: ", "Certbot failed", "\n", "\\n", "wrong status code '",
-])
+fragments = st.sampled_from(
+    [
+        "failed to perform self check GET request",
+        "http://a.example.com/.well-known/acme-challenge/tok",
+        "Invalid response from",
+        ": 404",
+        'expected "',
+        '" but got: ',
+        "Timeout during connect",
+        "EOF",
+        "dial tcp [::1]:80",
+        'Expected "',
+        '(got "',
+        '")',
+        "Waiting for HTTP-01 challenge propagation: ",
+        "DNS problem: ",
+        "CAA record for ",
+        "acme: error: 403 :: ",
+        "Certbot failed",
+        "\n",
+        "\\n",
+        "wrong status code '",
+    ]
+)
 
 
 @given(st.lists(st.one_of(fragments, st.text(max_size=30)), max_size=12))
@@ -42,11 +61,32 @@ def test_explain_never_raises(parts: list[str]) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["kind", "items", "spec", "metadata", "status", "dnsName", "type",
-                         "token", "key", "state", "reason", "name", "namespace"]),
-        children, max_size=5),
-    max_leaves=20)
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "kind",
+                    "items",
+                    "spec",
+                    "metadata",
+                    "status",
+                    "dnsName",
+                    "type",
+                    "token",
+                    "key",
+                    "state",
+                    "reason",
+                    "name",
+                    "namespace",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
 
 
 @given(json_values)
@@ -59,15 +99,20 @@ def test_challenge_lists_parse_or_usage_error(value: object) -> None:
     assert isinstance(result, list)
 
 
-@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(["inside", "outside"])),
-                min_size=1, max_size=3),
-       st.sampled_from(["key", "random", "none"]))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(NAMES), st.sampled_from(["inside", "outside"])),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from(["key", "random", "none"]),
+)
 @settings(max_examples=150, deadline=None)
-def test_any_mix_of_recordings_gives_a_valid_report(runs: list[tuple[str, str]],
-                                                    mode: str) -> None:
+def test_any_mix_of_recordings_gives_a_valid_report(runs: list[tuple[str, str]], mode: str) -> None:
     vantage_runs = [
-        VantageRun(f"{role}:v{i}", role, role == "inside",
-                   json.loads((REC / f"{name}.json").read_text()))
+        VantageRun(
+            f"{role}:v{i}", role, role == "inside", json.loads((REC / f"{name}.json").read_text())
+        )
         for i, (name, role) in enumerate(runs)
     ]
     token = "tok_" + "T" * 39

@@ -79,8 +79,9 @@ def test_a_dependency_on_a_later_stage_is_rejected() -> None:
         ordered([fake("Early", Stage.DNS, after=(type(later),)), later])
 
 
-def test_a_broken_check_does_not_end_a_fleet_run(serve: Serve,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_check_does_not_end_a_fleet_run(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = serve(answer(200, KEYAUTH))
     content = next(c for c in ALL_CHECKS if isinstance(c, Content))
 
@@ -89,8 +90,12 @@ def test_a_broken_check_does_not_end_a_fleet_run(serve: Serve,
 
     monkeypatch.setattr(content, "run", broken)
     names = [f"n{i}.runner.test" for i in range(6)]
-    options = Options(repeat=1, timeout=2.0, resolve={n: [s.address] for n in names},
-                      assume_public=["127.0.0.0/8"])
+    options = Options(
+        repeat=1,
+        timeout=2.0,
+        resolve={n: [s.address] for n in names},
+        assume_public=["127.0.0.0/8"],
+    )
     targets = [make_target(n, KEYAUTH_TOKEN, KEYAUTH) for n in names]
     # two worker processes (forked: they inherit the broken check), as a fleet runs
     reports = diagnose_many(targets, [Local(Role.OUTSIDE)], options, processes=2)

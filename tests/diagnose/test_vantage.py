@@ -33,8 +33,14 @@ OPTS = {"connect_timeout": 2.0, "read_timeout": 2.0, "total_timeout": 5.0}
 
 
 def request(address: str, path: str = "/x", repeat: int = 1) -> dict[str, Any]:
-    return {"name": address, "url": f"http://{address}{path}", "repeat": repeat,
-            "addresses": None, "resolve": {}, "options": OPTS}
+    return {
+        "name": address,
+        "url": f"http://{address}{path}",
+        "repeat": repeat,
+        "addresses": None,
+        "resolve": {},
+        "options": OPTS,
+    }
 
 
 @pytest.fixture
@@ -52,8 +58,7 @@ def test_command_prefix_runs_the_shipped_probe(serve: Serve) -> None:
     s = serve(answer(200, KEYAUTH))
     v = CommandPrefix(Role.INSIDE, f"env PATH={os.path.dirname(sys.executable)}")
     assert v.label == f"inside:env PATH={os.path.dirname(sys.executable)}" and v.remote
-    result = v.run({**request(s.address), "local_probe": True,
-                    "local_addresses": [s.address]}, 30)
+    result = v.run({**request(s.address), "local_probe": True, "local_addresses": [s.address]}, 30)
     assert not isinstance(result, VantageFailure)
     assert result["runner"] == "python"
     targets = [(a["target"], a["final"]["status"]) for a in result["attempts"]]
@@ -61,9 +66,15 @@ def test_command_prefix_runs_the_shipped_probe(serve: Serve) -> None:
 
 
 def test_curl_fallback_follows_and_records_redirects(serve: Serve, curl_only: Path) -> None:
-    s = serve(by_path({"/a": http_response(301, "", {"Location": "/b"}),
-                       "/b": http_response(302, "", {"Location": "/c"})},
-                      http_response(200, KEYAUTH)))
+    s = serve(
+        by_path(
+            {
+                "/a": http_response(301, "", {"Location": "/b"}),
+                "/b": http_response(302, "", {"Location": "/c"}),
+            },
+            http_response(200, KEYAUTH),
+        )
+    )
     v = CommandPrefix(Role.OUTSIDE, f"env PATH={curl_only}")
     result = v.run(request(s.address, "/a", repeat=2), 30)
     assert not isinstance(result, VantageFailure)
@@ -102,16 +113,23 @@ def test_prefix_validation() -> None:
     assert Local(Role.OUTSIDE).label == "outside:local"
 
 
-@pytest.mark.parametrize("argv,expected", [
-    (["kubectl", "exec", "-n", "ns", "pod", "--"], ["kubectl", "exec", "-i", "-n", "ns", "pod",
-                                                    "--"]),
-    (["kubectl", "exec", "-i", "pod", "--"], ["kubectl", "exec", "-i", "pod", "--"]),
-    (["kubectl", "-n", "x", "exec", "deploy/nginx", "--"],
-     ["kubectl", "-n", "x", "exec", "-i", "deploy/nginx", "--"]),
-    (["docker", "exec", "web"], ["docker", "exec", "-i", "web"]),
-    (["ssh", "node1"], ["ssh", "node1"]),
-    (["ip", "netns", "exec", "ns"], ["ip", "netns", "exec", "ns"]),
-])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (
+            ["kubectl", "exec", "-n", "ns", "pod", "--"],
+            ["kubectl", "exec", "-i", "-n", "ns", "pod", "--"],
+        ),
+        (["kubectl", "exec", "-i", "pod", "--"], ["kubectl", "exec", "-i", "pod", "--"]),
+        (
+            ["kubectl", "-n", "x", "exec", "deploy/nginx", "--"],
+            ["kubectl", "-n", "x", "exec", "-i", "deploy/nginx", "--"],
+        ),
+        (["docker", "exec", "web"], ["docker", "exec", "-i", "web"]),
+        (["ssh", "node1"], ["ssh", "node1"]),
+        (["ip", "netns", "exec", "ns"], ["ip", "netns", "exec", "ns"]),
+    ],
+)
 def test_exec_prefixes_get_stdin(argv: list[str], expected: list[str]) -> None:
     from acmelb.vantage import with_stdin
 
@@ -121,19 +139,30 @@ def test_exec_prefixes_get_stdin(argv: list[str], expected: list[str]) -> None:
 # ---------------------------------------------------------------------------
 # ProbeSettings: the vantage options as one validated, serialisable value.
 
+
 def test_probe_settings_from_cli_round_trip_through_json() -> None:
     settings = ProbeSettings.from_cli(
-        here="inside", inside=["ip netns exec node1"], outside=["ssh edge"],
+        here="inside",
+        inside=["ip netns exec node1"],
+        outside=["ssh edge"],
         resolve=["A.example.com.:80:127.0.0.9", "a.example.com:[::1]"],
-        dns_server="[::1]:5353", timeout=2.5, repeat=4, assume_public=["10.0.0.0/8"],
-        ca_identity="pebble.example")
+        dns_server="[::1]:5353",
+        timeout=2.5,
+        repeat=4,
+        assume_public=["10.0.0.0/8"],
+        ca_identity="pebble.example",
+    )
     assert settings.here is Role.INSIDE
     assert settings.resolve == (("a.example.com", "127.0.0.9"), ("a.example.com", "::1"))
     assert settings.dns_server == ("::1", 5353)
     assert ProbeSettings.from_json(json.loads(json.dumps(settings.to_json()))) == settings
     opts = settings.options()
     assert (opts.repeat, opts.timeout, opts.ca_identity, opts.dns_server) == (
-        4, 2.5, "pebble.example", ("::1", 5353))
+        4,
+        2.5,
+        "pebble.example",
+        ("::1", 5353),
+    )
     assert opts.resolve == {"a.example.com": ["127.0.0.9", "::1"]}
     assert opts.assume_public == ["10.0.0.0/8"]
 
@@ -143,29 +172,41 @@ def test_probe_settings_defaults_and_missing_json_keys() -> None:
     assert ProbeSettings(here="inside") == ProbeSettings(here=Role.INSIDE)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"repeat": 0}, "--repeat must be between 1 and 50"),
-    ({"repeat": 51}, "--repeat must be between 1 and 50"),
-    ({"timeout": 0}, "--timeout must be between 0 and 120 seconds"),
-    ({"timeout": 121}, "--timeout must be between 0 and 120 seconds"),
-    ({"assume_public": ["10.0.0.0/33"]}, "--assume-public '10.0.0.0/33': not a network"),
-    ({"here": "sideways"}, "--here 'sideways': expected 'inside' or 'outside'"),
-    ({"resolve": ["a.example.com"]}, "--resolve 'a.example.com': expected NAME:ADDRESS"),
-    ({"resolve": ["a.example.com:8080:127.0.0.1"]},
-     "--resolve 'a.example.com:8080:127.0.0.1': only port 80 is probed"),
-    ({"dns_server": "dns.example"}, "--dns-server 'dns.example': not an IP address"),
-])
-def test_probe_settings_reject_with_the_flags_messages(kwargs: dict[str, Any],
-                                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"repeat": 0}, "--repeat must be between 1 and 50"),
+        ({"repeat": 51}, "--repeat must be between 1 and 50"),
+        ({"timeout": 0}, "--timeout must be between 0 and 120 seconds"),
+        ({"timeout": 121}, "--timeout must be between 0 and 120 seconds"),
+        ({"assume_public": ["10.0.0.0/33"]}, "--assume-public '10.0.0.0/33': not a network"),
+        ({"here": "sideways"}, "--here 'sideways': expected 'inside' or 'outside'"),
+        ({"resolve": ["a.example.com"]}, "--resolve 'a.example.com': expected NAME:ADDRESS"),
+        (
+            {"resolve": ["a.example.com:8080:127.0.0.1"]},
+            "--resolve 'a.example.com:8080:127.0.0.1': only port 80 is probed",
+        ),
+        ({"dns_server": "dns.example"}, "--dns-server 'dns.example': not an IP address"),
+    ],
+)
+def test_probe_settings_reject_with_the_flags_messages(
+    kwargs: dict[str, Any], message: str
+) -> None:
     with pytest.raises(UsageError) as info:
         ProbeSettings.from_cli(**kwargs)
     assert str(info.value) == message
 
 
-@pytest.mark.parametrize("data", [
-    {"repeat": 0}, {"inside": "ssh node1"}, {"dns_server": ["127.0.0.1"]},
-    {"resolve": [["a.example.com", "not-an-address"]]}, {"timeout": "soon"},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"repeat": 0},
+        {"inside": "ssh node1"},
+        {"dns_server": ["127.0.0.1"]},
+        {"resolve": [["a.example.com", "not-an-address"]]},
+        {"timeout": "soon"},
+    ],
+)
 def test_probe_settings_from_json_rejects_bad_values(data: dict[str, Any]) -> None:
     with pytest.raises(UsageError):
         ProbeSettings.from_json(data)
@@ -178,24 +219,37 @@ def test_build_vantages_in_order() -> None:
     assert [v.remote for v in vantages] == [False, True, True]
 
 
-@pytest.mark.parametrize(("inside", "cluster"), [
-    ((), False), (("ssh node1",), False), (("kubectl exec -n ingress deploy/nginx --",), True),
-    (("  oc exec router --",), True), (("ip netns exec node",), False),
-])
+@pytest.mark.parametrize(
+    ("inside", "cluster"),
+    [
+        ((), False),
+        (("ssh node1",), False),
+        (("kubectl exec -n ingress deploy/nginx --",), True),
+        (("  oc exec router --",), True),
+        (("ip netns exec node",), False),
+    ],
+)
 def test_cluster_guess(inside: tuple[str, ...], cluster: bool) -> None:
     assert looks_like_cluster(inside) is cluster
     assert ProbeSettings(inside=inside).cluster is cluster
 
 
-@pytest.mark.parametrize(("head", "expected"), [
-    ("HTTP/1.1 301 Moved Permanently\r\nLocation: /final\r\nServer:  nginx ",
-     (301, "Moved Permanently", [["Location", "/final"], ["Server", "nginx"]])),
-    ("HTTP/1.1 200 OK\r\nX-Empty:\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT",
-     (200, "OK", [["X-Empty", ""], ["Date", "Mon, 01 Jan 2024 00:00:00 GMT"]])),
-    ("HTTP/2 404 \r\ncontent-type: text/plain", (404, "", [["content-type", "text/plain"]])),
-    ("HTTP/1.0 503", (503, "", [])),
-    ("garbage\r\nA: b", (None, "", [["A", "b"]])),
-])
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: /final\r\nServer:  nginx ",
+            (301, "Moved Permanently", [["Location", "/final"], ["Server", "nginx"]]),
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nX-Empty:\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT",
+            (200, "OK", [["X-Empty", ""], ["Date", "Mon, 01 Jan 2024 00:00:00 GMT"]]),
+        ),
+        ("HTTP/2 404 \r\ncontent-type: text/plain", (404, "", [["content-type", "text/plain"]])),
+        ("HTTP/1.0 503", (503, "", [])),
+        ("garbage\r\nA: b", (None, "", [["A", "b"]])),
+    ],
+)
 def test_curl_heads_parse_with_the_probes_parser(head: str, expected: tuple[Any, ...]) -> None:
     """The curl fallback reads the heads curl prints (-D -) with the probe's own parser."""
     assert _probe.parse_head(head) == expected

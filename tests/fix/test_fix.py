@@ -20,8 +20,22 @@ from acmelb.lab import netns
 def test_haproxy_config_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy not installed")
-    assert main(["fix", "lb-tcp", "--haproxy", "--vip", "198.18.0.10", "--backend",
-                 "198.18.1.11", "--backend", "198.18.1.12:8080"]) == 0
+    assert (
+        main(
+            [
+                "fix",
+                "lb-tcp",
+                "--haproxy",
+                "--vip",
+                "198.18.0.10",
+                "--backend",
+                "198.18.1.11",
+                "--backend",
+                "198.18.1.12:8080",
+            ]
+        )
+        == 0
+    )
     config = capsys.readouterr().out
     assert "mode tcp" in config and "server backend2 198.18.1.12:8080" in config
     assert "server backend2 198.18.1.12:443" in config
@@ -31,29 +45,45 @@ def test_haproxy_config_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_nginx_stream_config_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                      ) -> None:
+def test_nginx_stream_config_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if shutil.which("nginx") is None:
         pytest.skip("nginx not installed")
     # nginx -t binds its listeners, so the VIP is a loopback address here.
-    assert main(["fix", "lb-tcp", "--nginx", "--vip", "127.0.0.80", "--backend",
-                 "127.0.0.81"]) == 0
+    assert main(["fix", "lb-tcp", "--nginx", "--vip", "127.0.0.80", "--backend", "127.0.0.81"]) == 0
     config = capsys.readouterr().out
     assert "stream {" in config and "proxy_pass acme_backends_80;" in config
     path = tmp_path / "nginx.conf"
-    path.write_text(config.replace("events {}", f"pid {tmp_path}/nginx.pid;\n"
-                                   f"error_log {tmp_path}/error.log;\nevents {{}}"))
-    check = subprocess.run(["nginx", "-t", "-c", str(path), "-p", str(tmp_path)],
-                           capture_output=True, text=True)
+    path.write_text(
+        config.replace(
+            "events {}", f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}"
+        )
+    )
+    check = subprocess.run(
+        ["nginx", "-t", "-c", str(path), "-p", str(tmp_path)], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
 
 
 @pytest.mark.parametrize("provider", ["digitalocean", "hetzner", "scaleway", "generic"])
-def test_k8s_fix_is_yaml_with_the_right_pieces(provider: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_k8s_fix_is_yaml_with_the_right_pieces(
+    provider: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     yaml = pytest.importorskip("yaml")
-    assert main(["fix", "k8s", "--case", "proxy-protocol", "--provider", provider,
-                 "--name", "shop.example.com"]) == 0
+    assert (
+        main(
+            [
+                "fix",
+                "k8s",
+                "--case",
+                "proxy-protocol",
+                "--provider",
+                provider,
+                "--name",
+                "shop.example.com",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     documents = list(yaml.safe_load_all(text))
     service, corefile, issuer = documents
@@ -61,9 +91,11 @@ def test_k8s_fix_is_yaml_with_the_right_pieces(provider: str,
     if provider == "generic":
         assert service["status"]["loadBalancer"]["ingress"][0]["ipMode"] == "Proxy"
     else:
-        expected = {"digitalocean": "service.beta.kubernetes.io/do-loadbalancer-hostname",
-                    "hetzner": "load-balancer.hetzner.cloud/hostname",
-                    "scaleway": "service.beta.kubernetes.io/scw-loadbalancer-use-hostname"}
+        expected = {
+            "digitalocean": "service.beta.kubernetes.io/do-loadbalancer-hostname",
+            "hetzner": "load-balancer.hetzner.cloud/hostname",
+            "scaleway": "service.beta.kubernetes.io/scw-loadbalancer-use-hostname",
+        }
         value = service["metadata"]["annotations"][expected[provider]]
         assert value == ("true" if provider == "scaleway" else "shop.example.com")
     assert "rewrite name exact shop.example.com" in corefile["data"]["Corefile"]
@@ -78,34 +110,50 @@ def test_hairpin_case_has_no_proxy_service(capsys: pytest.CaptureFixture[str]) -
     assert kinds == ["ConfigMap", "ClusterIssuer"]
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--vip", "1.2.3", "--backend", "198.18.1.11", "--subnet", "198.18.1.0/24"],
-     "--vip '1.2.3': not an IP address"),
-    (["--vip", "198.18.0.10", "--backend", "nope", "--subnet", "198.18.1.0/24"],
-     "--backend 'nope': not IP[:PORT]"),
-    (["--vip", "198.18.0.10", "--backend", "2001:db8::1", "--subnet", "198.18.1.0/24"],
-     "not the VIP's IP version"),
-    (["--vip", "198.18.0.10", "--backend", "198.18.1.11", "--subnet", "x"],
-     "--subnet 'x': not a CIDR block"),
-    (["--vip", "198.18.0.10", "--backend", "198.18.1.11:99999", "--subnet", "198.18.1.0/24"],
-     "bad port"),
-])
-def test_nat_loopback_bad_input(argv: list[str], message: str,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--vip", "1.2.3", "--backend", "198.18.1.11", "--subnet", "198.18.1.0/24"],
+            "--vip '1.2.3': not an IP address",
+        ),
+        (
+            ["--vip", "198.18.0.10", "--backend", "nope", "--subnet", "198.18.1.0/24"],
+            "--backend 'nope': not IP[:PORT]",
+        ),
+        (
+            ["--vip", "198.18.0.10", "--backend", "2001:db8::1", "--subnet", "198.18.1.0/24"],
+            "not the VIP's IP version",
+        ),
+        (
+            ["--vip", "198.18.0.10", "--backend", "198.18.1.11", "--subnet", "x"],
+            "--subnet 'x': not a CIDR block",
+        ),
+        (
+            ["--vip", "198.18.0.10", "--backend", "198.18.1.11:99999", "--subnet", "198.18.1.0/24"],
+            "bad port",
+        ),
+    ],
+)
+def test_nat_loopback_bad_input(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["fix", "nat-loopback", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_nft_rendering_round_robin() -> None:
-    plan = nat_loopback.parse_plan("198.18.0.10", 80, ["198.18.1.11", "198.18.1.12"],
-                                   "198.18.1.0/24", "nft")
+    plan = nat_loopback.parse_plan(
+        "198.18.0.10", 80, ["198.18.1.11", "198.18.1.12"], "198.18.1.0/24", "nft"
+    )
     script = nat_loopback.nft_script(plan)
     assert "numgen inc mod 2 map { 0 : 198.18.1.11:80, 1 : 198.18.1.12:80 }" in script
     assert script.count("masquerade") == 2
 
 
 # -- apply / undo / rollback on a real ruleset, in a namespace of our own ----------
+
 
 @pytest.fixture
 def lb_namespace() -> Iterator[str]:
@@ -116,25 +164,56 @@ def lb_namespace() -> Iterator[str]:
     try:
         netns.ip(["link", "set", "lo", "up"], namespace=name)
         # An LB's own DNAT rule, to prove acmelb leaves it alone.
-        netns.run_in(name, ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.0.10",
-                            "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination",
-                            "198.18.1.11:80"])
+        netns.run_in(
+            name,
+            [
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                "198.18.0.10",
+                "-p",
+                "tcp",
+                "--dport",
+                "80",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                "198.18.1.11:80",
+            ],
+        )
         yield name
     finally:
         netns.delete(name)
 
 
 def _fix(namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return netns.run_in(namespace, [sys.executable, "-m", "acmelb", "fix", "nat-loopback",
-                                    "--vip", "198.18.0.10", "--backend", "198.18.1.11",
-                                    "--subnet", "198.18.1.0/24", *args], timeout=60)
+    return netns.run_in(
+        namespace,
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "fix",
+            "nat-loopback",
+            "--vip",
+            "198.18.0.10",
+            "--backend",
+            "198.18.1.11",
+            "--subnet",
+            "198.18.1.0/24",
+            *args,
+        ],
+        timeout=60,
+    )
 
 
 def _save(namespace: str, tool: str) -> str:
     if tool == "nft":
         return netns.run_in(namespace, ["nft", "list", "ruleset"]).stdout
-    return nat_loopback.normalize_iptables_save(
-        netns.run_in(namespace, ["iptables-save"]).stdout)
+    return nat_loopback.normalize_iptables_save(netns.run_in(namespace, ["iptables-save"]).stdout)
 
 
 @pytest.mark.lab
@@ -163,7 +242,8 @@ def test_failed_verification_rolls_back_byte_identically(lb_namespace: str) -> N
     # The namespace has no route to the VIP: the verification fetch cannot succeed.
     failed = _fix(lb_namespace, "--apply", "--verify-from", f"ip netns exec {lb_namespace}")
     assert failed.returncode == 1
-    assert "verification failed" in failed.stderr and "previous ruleset was restored" in \
-        failed.stderr
+    assert (
+        "verification failed" in failed.stderr and "previous ruleset was restored" in failed.stderr
+    )
     assert "Traceback" not in failed.stderr
     assert _save(lb_namespace, "iptables") == before

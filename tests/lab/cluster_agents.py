@@ -23,22 +23,43 @@ def fullchain(lab: Lab, role: str, name: str = NAME) -> bytes | None:
 
 
 def status(lab: Lab, role: str = "b1") -> tuple[int, dict[str, object]]:
-    proc = lab.run(role, [sys.executable, "-m", "acmelb", "cluster", "status", "--store",
-                          store_url(lab), "--json"], timeout=60)
+    proc = lab.run(
+        role,
+        [sys.executable, "-m", "acmelb", "cluster", "status", "--store", store_url(lab), "--json"],
+        timeout=60,
+    )
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
 
 
 def etcd_values(lab: Lab, prefix: str = "/acmelb/") -> dict[str, str]:
     """Every raw key and value under ``prefix``, read with etcdctl from b1."""
     endpoints = ",".join(lab.etcd_endpoints)
-    proc = lab.run("b1", ["env", "ETCDCTL_API=3", "etcdctl", "--endpoints", endpoints,
-                          "get", "--prefix", prefix, "-w", "json"], timeout=30)
+    proc = lab.run(
+        "b1",
+        [
+            "env",
+            "ETCDCTL_API=3",
+            "etcdctl",
+            "--endpoints",
+            endpoints,
+            "get",
+            "--prefix",
+            prefix,
+            "-w",
+            "json",
+        ],
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     import base64
 
     doc = json.loads(proc.stdout)
-    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode(
-        "utf-8", "replace") for kv in doc.get("kvs", [])}
+    return {
+        base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode(
+            "utf-8", "replace"
+        )
+        for kv in doc.get("kvs", [])
+    }
 
 
 def lock_holder(lab: Lab, name: str = NAME) -> str | None:

@@ -64,8 +64,9 @@ def lab_scenario(lab_available: None) -> Iterator[LabFactory]:
     """
     labs: list[Lab] = []
 
-    def make(mode: str, backends: Sequence[str] = ("responder", "responder"),
-             **options: Any) -> Lab:
+    def make(
+        mode: str, backends: Sequence[str] = ("responder", "responder"), **options: Any
+    ) -> Lab:
         lab = build(Scenario(mode, backends=tuple(backends), **options))  # type: ignore[arg-type]
         labs.append(lab)
         return lab

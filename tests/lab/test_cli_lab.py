@@ -16,13 +16,18 @@ pytestmark = pytest.mark.lab
 
 
 def acmelb(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "acmelb", *args], capture_output=True,
-                          text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "acmelb", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_up_status_exec_down(lab_available: None) -> None:
-    up = acmelb("lab", "up", "haproxy-tcp-proxy:responder,not-found", "--shortcut", "b1",
-                "--json")
+    up = acmelb("lab", "up", "haproxy-tcp-proxy:responder,not-found", "--shortcut", "b1", "--json")
     assert up.returncode == 0, up.stderr
     info = json.loads(up.stdout)
     lab = Lab.attach(info["id"])
@@ -39,8 +44,9 @@ def test_up_status_exec_down(lab_available: None) -> None:
 
         fetch = acmelb("lab", "exec", f"{info['id']}:pub", "--", "curl", "-sS", info["url"])
         assert fetch.returncode == 0 and fetch.stdout == f"{LAB_TOKEN}.{LAB_THUMBPRINT}"
-        shortcut = acmelb("lab", "exec", f"alb{info['id']}-b1", "--", "curl", "-sS", "-m", "2",
-                          info["url"])
+        shortcut = acmelb(
+            "lab", "exec", f"alb{info['id']}-b1", "--", "curl", "-sS", "-m", "2", info["url"]
+        )
         assert shortcut.returncode == 52, shortcut  # curl: empty reply (no PROXY header)
 
         down = acmelb("lab", "down", info["id"])
@@ -83,24 +89,29 @@ def test_list_needs_no_root(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another user")
-@pytest.mark.parametrize("args", [["up", "dnat"], ["down", "--all"], ["status"],
-                                  ["exec", "b1", "--", "true"]])
+@pytest.mark.parametrize(
+    "args", [["up", "dnat"], ["down", "--all"], ["status"], ["exec", "b1", "--", "true"]]
+)
 def test_everything_else_needs_root(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
     code, _, err = as_nobody(capsys, "lab", *args)
     assert code == 1
-    assert err == ("acmelb: error: the lab needs root (network namespaces, iptables): "
-                   "run it with sudo\n")
+    assert err == (
+        "acmelb: error: the lab needs root (network namespaces, iptables): run it with sudo\n"
+    )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["up", "nat"], "unknown lab mode 'nat'"),
-    (["up", "dnat:teapot"], "unknown backend behaviour 'teapot'"),
-    (["up", "dnat:responder", "--backend", "404"], "either in SCENARIO"),
-    (["up", "dnat", "--shortcut", "b7"], "shortcut 'b7': no such backend"),
-    (["down"], "give lab ids or --all"),
-    (["down", "zzzz"], "no lab 'zzzz'"),
-    (["exec", "zzzz:b1", "--", "true"], "no lab 'zzzz'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["up", "nat"], "unknown lab mode 'nat'"),
+        (["up", "dnat:teapot"], "unknown backend behaviour 'teapot'"),
+        (["up", "dnat:responder", "--backend", "404"], "either in SCENARIO"),
+        (["up", "dnat", "--shortcut", "b7"], "shortcut 'b7': no such backend"),
+        (["down"], "give lab ids or --all"),
+        (["down", "zzzz"], "no lab 'zzzz'"),
+        (["exec", "zzzz:b1", "--", "true"], "no lab 'zzzz'"),
+    ],
+)
 def test_bad_input_is_one_line(lab_available: None, args: list[str], message: str) -> None:
     result = acmelb("lab", *args)
     assert result.returncode in (1, 2)

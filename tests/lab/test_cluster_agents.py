@@ -43,8 +43,11 @@ def served_everywhere(lab: Lab) -> str | None:
 def test_three_agents_at_once_one_order_same_certificate_everywhere() -> None:
     with build(Scenario.cluster_preset(3)) as lab:
         start(lab, ROLES)
-        took = wait_for(lambda: served_everywhere(lab), CONVERGE_BOUND,
-                        "every instance serving the same certificate on 443")
+        took = wait_for(
+            lambda: served_everywhere(lab),
+            CONVERGE_BOUND,
+            "every instance serving the same certificate on 443",
+        )
         print(f"\nthree agents: one certificate served everywhere after {took:.1f} s")
         assert lab.pebble_orders() == 1 and lab.pebble_issued() == 1
         # The CA's requests landed on more than one instance, and were answered there.
@@ -67,37 +70,60 @@ def test_three_agents_at_once_one_order_same_certificate_everywhere() -> None:
         generate_key_file(other)
         before = etcd_values(lab)
         cfg = write_config(lab, "b3")
-        proc = lab.run("b3", [sys.executable, "-m", "acmelb", "agent", "--config", str(cfg),
-                              "--store-key-file", str(other)], timeout=60)
+        proc = lab.run(
+            "b3",
+            [
+                sys.executable,
+                "-m",
+                "acmelb",
+                "agent",
+                "--config",
+                str(cfg),
+                "--store-key-file",
+                str(other),
+            ],
+            timeout=60,
+        )
         assert proc.returncode == 1
         assert "wrong key file" in proc.stderr and proc.stderr.count("\n") == 1
         after = etcd_values(lab)
-        assert {k: v for k, v in after.items() if not k.startswith("/acmelb/members/")} == \
-            {k: v for k, v in before.items() if not k.startswith("/acmelb/members/")}
+        assert {k: v for k, v in after.items() if not k.startswith("/acmelb/members/")} == {
+            k: v for k, v in before.items() if not k.startswith("/acmelb/members/")
+        }
 
 
 def slow_first_outside(lab: Lab, seconds: float) -> str:
     """An outside vantage whose first probe (whoever runs it) waits ``seconds``: the lock
     holder sits in its self-check with its token published and not yet answered."""
     marker = lab.state_dir / "slowed-once"
-    return (f"sh -c '[ -e {marker} ] || {{ touch {marker}; sleep {seconds}; }}; "
-            f"exec \"$@\"' sh {lab.vantage('pub')}")
+    return (
+        f"sh -c '[ -e {marker} ] || {{ touch {marker}; sleep {seconds}; }}; "
+        f'exec "$@"\' sh {lab.vantage("pub")}'
+    )
 
 
 def test_kill_9_of_the_holder_between_publish_and_answer() -> None:
     with build(Scenario.cluster_preset(3)) as lab:
         start(lab, ROLES, outside=slow_first_outside(lab, 20))
-        wait_for(lambda: any(k.startswith("/acmelb/tokens/") for k in etcd_values(lab)), 30,
-                 "the holder's token published")
+        wait_for(
+            lambda: any(k.startswith("/acmelb/tokens/") for k in etcd_values(lab)),
+            30,
+            "the holder's token published",
+        )
         holder = lock_holder(lab)
         assert holder in ROLES
         lab.signal_agent(holder, signal.SIGKILL)
         killed = time.monotonic()
         others = [r for r in ROLES if r != holder]
-        wait_for(lambda: all(fullchain(lab, r) for r in others), 4 + 25,
-                 "the others to finish the renewal (lease 4 s + margin)")
-        print(f"\nkill -9 of {holder}: certificate installed on the others "
-              f"{time.monotonic() - killed:.1f} s later")
+        wait_for(
+            lambda: all(fullchain(lab, r) for r in others),
+            4 + 25,
+            "the others to finish the renewal (lease 4 s + margin)",
+        )
+        print(
+            f"\nkill -9 of {holder}: certificate installed on the others "
+            f"{time.monotonic() - killed:.1f} s later"
+        )
         # The same order, resumed: no second order, one certificate.
         assert lab.pebble_issued() == 1
         assert lab.pebble_orders() == 1
@@ -105,8 +131,7 @@ def test_kill_9_of_the_holder_between_publish_and_answer() -> None:
 
 
 def out_of_rotation(lab: Lab, role: str, out: bool) -> None:
-    rule = ["INPUT", "-p", "tcp", "--dport", "80", "-j", "REJECT", "--reject-with",
-            "tcp-reset"]
+    rule = ["INPUT", "-p", "tcp", "--dport", "80", "-j", "REJECT", "--reject-with", "tcp-reset"]
     proc = lab.run(role, ["iptables", "-I" if out else "-D", *rule], timeout=20)
     assert proc.returncode == 0, proc.stderr
 
@@ -114,8 +139,11 @@ def out_of_rotation(lab: Lab, role: str, out: bool) -> None:
 def test_a_holder_stopped_past_its_lease_is_fenced_off() -> None:
     with build(Scenario.cluster_preset(3)) as lab:
         start(lab, ROLES, outside=slow_first_outside(lab, 12))
-        wait_for(lambda: any(k.startswith("/acmelb/tokens/") for k in etcd_values(lab)), 30,
-                 "the holder's token published")
+        wait_for(
+            lambda: any(k.startswith("/acmelb/tokens/") for k in etcd_values(lab)),
+            30,
+            "the holder's token published",
+        )
         holder = lock_holder(lab)
         assert holder in ROLES
         lab.signal_agent(holder, signal.SIGSTOP)
@@ -123,14 +151,23 @@ def test_a_holder_stopped_past_its_lease_is_fenced_off() -> None:
         # answers with a reset, and HAProxy redispatches (a frozen process still accepts).
         out_of_rotation(lab, holder, True)
         others = [r for r in ROLES if r != holder]
-        wait_for(lambda: all(fullchain(lab, r) for r in others), 40,
-                 "a successor to finish while the holder is stopped")
+        wait_for(
+            lambda: all(fullchain(lab, r) for r in others),
+            40,
+            "a successor to finish while the holder is stopped",
+        )
         out_of_rotation(lab, holder, False)
         lab.signal_agent(holder, signal.SIGCONT)
-        wait_for(lambda: "is no longer ours" in log(lab, holder), 40,
-                 "the old holder's write refused by the fencing transaction")
-        wait_for(lambda: fullchain(lab, holder) == fullchain(lab, others[0]), 20,
-                 "the old holder installing the successor's certificate")
+        wait_for(
+            lambda: "is no longer ours" in log(lab, holder),
+            40,
+            "the old holder's write refused by the fencing transaction",
+        )
+        wait_for(
+            lambda: fullchain(lab, holder) == fullchain(lab, others[0]),
+            20,
+            "the old holder installing the successor's certificate",
+        )
         assert lab.pebble_issued() == 1
         values = etcd_values(lab)
         assert f"/acmelb/certs/{NAME}/order" not in values  # nothing left half-written

@@ -63,8 +63,18 @@ def lab(lab_available: None) -> Iterator[Lab]:
 def _acmelb(lab: Lab, *args: str) -> list[str]:
     """``acmelb ARGS`` against the lab's Pebble, with b1's agent state directory."""
     assert lab.ca_directory_url and lab.ca_bundle
-    return [sys.executable, "-m", "acmelb", *args, "--directory", lab.ca_directory_url,
-            "--ca-bundle", str(lab.ca_bundle), "--state-dir", str(lab.agent_state_dir("b1"))]
+    return [
+        sys.executable,
+        "-m",
+        "acmelb",
+        *args,
+        "--directory",
+        lab.ca_directory_url,
+        "--ca-bundle",
+        str(lab.ca_bundle),
+        "--state-dir",
+        str(lab.agent_state_dir("b1")),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +84,22 @@ def responders(lab: Lab) -> str:
     assert proc.returncode == 0, proc.stderr
     thumbprint: str = json.loads(proc.stdout)["thumbprint"]
     for role in lab.backends:
-        lab.start_agent(role, [sys.executable, "-m", "acmelb", "serve", "--stateless",
-                               "--thumbprint", thumbprint, "--address", "0.0.0.0",
-                               "--port", "80"])
+        lab.start_agent(
+            role,
+            [
+                sys.executable,
+                "-m",
+                "acmelb",
+                "serve",
+                "--stateless",
+                "--thumbprint",
+                thumbprint,
+                "--address",
+                "0.0.0.0",
+                "--port",
+                "80",
+            ],
+        )
     deadline = time.monotonic() + 10
     for role in lab.backends:
         assert netns.wait_listening(lab.ns(role), {80}, deadline), lab.agent_log(role)
@@ -87,14 +110,25 @@ def self_signed(name: str) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
 
 
 def install(lab: Lab, role: str, lineage: str, cert: bytes, key: bytes) -> Path:
@@ -120,7 +154,8 @@ def test_haproxy_passes_80_and_443_through_round_robin_and_its_config_checks(lab
     for role in lab.backends:  # port 80 is the agents'; 443 the lab's nginx
         ports = netns.listening_ports(lab.ns(role))
         assert (443 in ports and 80 not in ports) or "agent" in {
-            record.what for record in lab.processes() if record.role == role}
+            record.what for record in lab.processes() if record.role == role
+        }
 
 
 def test_the_lab_dns_answers_every_name_of_the_zone_with_the_vip(lab: Lab) -> None:
@@ -134,15 +169,23 @@ def test_plain_http_through_the_vip_lands_on_every_backend(lab: Lab, responders:
     for token in tokens:
         result = lab.fetch("pub", f"http://app.acmelb.test/.well-known/acme-challenge/{token}")
         assert result.status == 200 and result.text == f"{token}.{responders}"
-    landed = {token: [role for role in lab.backends
-                      if f"/acme-challenge/{token} " in lab.agent_log(role).read_text()]
-              for token in tokens}
+    landed = {
+        token: [
+            role
+            for role in lab.backends
+            if f"/acme-challenge/{token} " in lab.agent_log(role).read_text()
+        ]
+        for token in tokens
+    }
     assert sorted(role for roles in landed.values() for role in roles) == ["b1", "b2", "b3"]
 
 
 def test_etcd_is_reachable_from_every_backend(lab: Lab) -> None:
-    assert lab.etcd_endpoints == ["http://198.18.3.11:2379", "http://198.18.3.12:2379",
-                                  "http://198.18.3.13:2379"]
+    assert lab.etcd_endpoints == [
+        "http://198.18.3.11:2379",
+        "http://198.18.3.12:2379",
+        "http://198.18.3.13:2379",
+    ]
     for role in lab.backends:
         assert etcd_op(lab.ns(role), lab.etcd_endpoints, "put", f"/lab/{role}", role)["ok"]
     for role in lab.backends:
@@ -178,8 +221,11 @@ def test_the_tls_server_serves_what_is_installed_after_the_deploy_hook(lab: Lab)
 
 def test_pebble_counts_one_order_and_one_certificate(lab: Lab, responders: str) -> None:
     before = lab.pebble_counts()
-    proc = lab.run("b1", [*_acmelb(lab, "issue", "app.acmelb.test"), "--solver", "stateless",
-                          "--self-check", "off"], timeout=60)
+    proc = lab.run(
+        "b1",
+        [*_acmelb(lab, "issue", "app.acmelb.test"), "--solver", "stateless", "--self-check", "off"],
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     counts = lab.pebble_counts()
     assert (counts.orders - before.orders, counts.issued - before.issued) == (1, 1)
@@ -192,8 +238,9 @@ def test_pebble_counts_one_order_and_one_certificate(lab: Lab, responders: str) 
     lab.reload_tls("b1")
     assert lab.tls_fingerprint("b1") == file_fingerprint(chain)
     # Pebble 2.4 fetches each challenge three times: more than one instance answered.
-    pebble_hits = [role for role in lab.backends
-                   if "LetsEncrypt-Pebble-VA" in lab.agent_log(role).read_text()]
+    pebble_hits = [
+        role for role in lab.backends if "LetsEncrypt-Pebble-VA" in lab.agent_log(role).read_text()
+    ]
     assert len(pebble_hits) >= 2
 
 
@@ -205,8 +252,20 @@ def test_agents_are_signalled_and_restarted_by_pid(lab: Lab, responders: str) ->
     assert not lab.agent_alive("b3")
     # The LB retries a refused connection on another backend (option redispatch).
     assert [lab.fetch("pub", max_time=5).status for _ in range(3)] == [200, 200, 200]
-    record = lab.start_agent("b3", [sys.executable, "-m", "acmelb", "serve", "--stateless",
-                                    "--thumbprint", responders, "--port", "80"])
+    record = lab.start_agent(
+        "b3",
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "serve",
+            "--stateless",
+            "--thumbprint",
+            responders,
+            "--port",
+            "80",
+        ],
+    )
     assert record.log.endswith("b3-agent.log") and lab.agent_alive("b3")
     with pytest.raises(Exception, match="already runs"):
         lab.start_agent("b3", ["true"])
@@ -214,8 +273,13 @@ def test_agents_are_signalled_and_restarted_by_pid(lab: Lab, responders: str) ->
 
 def test_cli_up_status_down_cluster(lab_available: None) -> None:
     cli = [sys.executable, "-m", "acmelb", "lab"]
-    up = subprocess.run([*cli, "up", "cluster", "--backends", "2", "--json"],
-                        capture_output=True, text=True, timeout=60, check=False)
+    up = subprocess.run(
+        [*cli, "up", "cluster", "--backends", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert up.returncode == 0, up.stderr
     info = json.loads(up.stdout)
     try:
@@ -223,13 +287,15 @@ def test_cli_up_status_down_cluster(lab_available: None) -> None:
         assert info["dns_names"] == ["*.acmelb.test"]
         etcd = info["cluster"]["etcd"]
         assert etcd["running"] == [True, True, True]
-        status = subprocess.run([*cli, "status", info["id"]], capture_output=True, text=True,
-                                timeout=30, check=False)
+        status = subprocess.run(
+            [*cli, "status", info["id"]], capture_output=True, text=True, timeout=30, check=False
+        )
         assert "etcd     http://198.18.3.11:2379" in status.stdout
         assert "b2-tls/deploy-hook" in status.stdout
     finally:
-        down = subprocess.run([*cli, "down", info["id"]], capture_output=True, text=True,
-                              timeout=60, check=False)
+        down = subprocess.run(
+            [*cli, "down", info["id"]], capture_output=True, text=True, timeout=60, check=False
+        )
     assert down.returncode == 0, down.stderr
     left = netns.existing()
     assert not [n for n in left if n.startswith((f"alb{info['id']}-", f"ale{etcd['id']}-"))]

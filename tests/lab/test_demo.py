@@ -12,8 +12,14 @@ from acmelb.cli import main
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "acmelb", "demo", *args], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=200, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "acmelb", "demo", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=200,
+        check=False,
+    )
 
 
 @pytest.mark.lab
@@ -27,26 +33,39 @@ def test_cluster_chapter(lab_available: None) -> None:
     # One order, counted in Pebble's log.
     assert re.search(r"Pebble's log \(pebble\.log\): 1 order \(", out), out
     # The CA's requests, quoted from the agents' logs, answered on at least two instances.
-    answered = {m.group(1) for m in re.finditer(
-        r"acmelb agent\[(b\d)\]: responder: \S+ GET /\.well-known/acme-challenge/\S+ .*"
-        r"UA='LetsEncrypt-Pebble-VA[^']*' -> 200 \(key authorization\)", out)}
+    answered = {
+        m.group(1)
+        for m in re.finditer(
+            r"acmelb agent\[(b\d)\]: responder: \S+ GET /\.well-known/acme-challenge/\S+ .*"
+            r"UA='LetsEncrypt-Pebble-VA[^']*' -> 200 \(key authorization\)",
+            out,
+        )
+    }
     assert len(answered) >= 2, out
     match = re.search(r"(\d) instances answered the CA", out)
     assert match and int(match.group(1)) == len(answered)
     # The same fingerprint through the VIP (three connections) and on each instance.
-    served = dict(re.findall(r"^ {4}(through the VIP .+?|directly b\d .+?):\s+([0-9a-f]{64})$",
-                             out, re.M))
+    served = dict(
+        re.findall(r"^ {4}(through the VIP .+?|directly b\d .+?):\s+([0-9a-f]{64})$", out, re.M)
+    )
     assert len(served) == 6 and len(set(served.values())) == 1, out
     # acmelb cluster status, run in the lab: three members on one version.
-    status = out[out.index("$ acmelb cluster status"):]
+    status = out[out.index("$ acmelb cluster status") :]
     assert "members (3 live):" in status
-    assert len(re.findall(r"^ +b\d +last seen .* installed: app\.acmelb\.test v1 +health: ok$",
-                          status, re.M)) == 3
+    assert (
+        len(
+            re.findall(
+                r"^ +b\d +last seen .* installed: app\.acmelb\.test v1 +health: ok$", status, re.M
+            )
+        )
+        == 3
+    )
     assert "converged: every member serves every current version" in status
 
 
 @pytest.mark.parametrize("chapter", ["0", "5", "clusters"])
-def test_unknown_chapters_are_usage_errors(chapter: str,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_chapters_are_usage_errors(
+    chapter: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--chapter", chapter]) == 2
     assert f"no chapter {chapter!r}" in capsys.readouterr().err

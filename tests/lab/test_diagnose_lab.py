@@ -24,18 +24,36 @@ from .conftest import LabFactory
 
 pytestmark = pytest.mark.lab
 
-SCHEMA = json.loads(importlib.resources.files("acmelb").joinpath(
-    "schemas/diagnosis-v1.json").read_text())
+SCHEMA = json.loads(
+    importlib.resources.files("acmelb").joinpath("schemas/diagnosis-v1.json").read_text()
+)
 
 
-def diagnose(lab: Lab, *extra: str, inside: tuple[str, ...] = ("b1",), key: bool = True,
-             repeat: int = 2, timeout: float = 1, dns: bool = False,
-             assume_public: bool = True) -> tuple[int, dict[str, Any]]:
+def diagnose(
+    lab: Lab,
+    *extra: str,
+    inside: tuple[str, ...] = ("b1",),
+    key: bool = True,
+    repeat: int = 2,
+    timeout: float = 1,
+    dns: bool = False,
+    assume_public: bool = True,
+) -> tuple[int, dict[str, Any]]:
     """Run `acmelb diagnose` in the public namespace; names from --resolve, or (``dns``)
     from the lab's DNS server."""
     sc = lab.scenario
-    argv = [sys.executable, "-m", "acmelb", "diagnose", sc.name, "--json",
-            "--timeout", str(timeout), "--repeat", str(repeat)]
+    argv = [
+        sys.executable,
+        "-m",
+        "acmelb",
+        "diagnose",
+        sc.name,
+        "--json",
+        "--timeout",
+        str(timeout),
+        "--repeat",
+        str(repeat),
+    ]
     if dns:
         assert lab.dns_server is not None
         argv += ["--dns-server", lab.dns_server]
@@ -48,8 +66,13 @@ def diagnose(lab: Lab, *extra: str, inside: tuple[str, ...] = ("b1",), key: bool
     for role in inside:
         argv += ["--inside", lab.vantage(role)]
     argv += list(extra)
-    proc = subprocess.run([*lab.exec_prefix("pub"), *argv], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [*lab.exec_prefix("pub"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     doc: dict[str, Any] = json.loads(proc.stdout)
     jsonschema.validate(doc, SCHEMA)
@@ -115,8 +138,9 @@ def test_backend_with_another_accounts_thumbprint(lab_scenario: LabFactory) -> N
 
 
 def test_round_robin_with_one_backend_lacking_the_token(lab_scenario: LabFactory) -> None:
-    rc, doc = diagnose(lab_scenario("round-robin", backends=("responder", "not-found")),
-                       inside=(), repeat=4)
+    rc, doc = diagnose(
+        lab_scenario("round-robin", backends=("responder", "not-found")), inside=(), repeat=4
+    )
     assert rc == 1 and "inconsistent-backends" in codes(doc)
     assert "challenge-not-found" in codes(doc)
 
@@ -134,13 +158,15 @@ def test_nothing_listening_behind_dnat_is_refused(lab_scenario: LabFactory) -> N
 
 def test_tcp_lb_with_dead_backend_closes_without_reply(lab_scenario: LabFactory) -> None:
     # HAProxy retries the refused backend before it gives up and closes the client side
-    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("none",)), inside=(), repeat=1,
-                       timeout=4)
+    rc, doc = diagnose(
+        lab_scenario("haproxy-tcp", backends=("none",)), inside=(), repeat=1, timeout=4
+    )
     assert rc == 1 and "empty-reply" in codes(doc)
     # With less patience than HAProxy's ~1 s retry turn-around: no answer in time. (At 1 s
     # the two raced, and the test flaked.)
-    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("none",)), inside=(), repeat=1,
-                       timeout=0.3)
+    rc, doc = diagnose(
+        lab_scenario("haproxy-tcp", backends=("none",)), inside=(), repeat=1, timeout=0.3
+    )
     assert rc == 1 and "read-timeout" in codes(doc)
 
 
@@ -152,8 +178,7 @@ def test_no_backend_503_with_haproxy_fingerprint(lab_scenario: LabFactory) -> No
 
 
 def test_backend_404(lab_scenario: LabFactory) -> None:
-    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("not-found",)), inside=(),
-                       repeat=1)
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("not-found",)), inside=(), repeat=1)
     assert rc == 1 and "challenge-not-found" in codes(doc)
 
 
@@ -164,23 +189,26 @@ def test_trailing_newline(lab_scenario: LabFactory) -> None:
 
 
 def test_html_page(lab_scenario: LabFactory) -> None:
-    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("html-page",)), inside=(),
-                       repeat=1)
+    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("html-page",)), inside=(), repeat=1)
     assert rc == 1 and "body-too-large" in codes(doc)
 
 
-@pytest.mark.parametrize("behaviour,code", [
-    ("redirect-bad-port", "redirect-bad-target"),
-    ("redirect-loop", "redirect-loop"),
-])
+@pytest.mark.parametrize(
+    "behaviour,code",
+    [
+        ("redirect-bad-port", "redirect-bad-target"),
+        ("redirect-loop", "redirect-loop"),
+    ],
+)
 def test_redirects(lab_scenario: LabFactory, behaviour: str, code: str) -> None:
     rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=(behaviour,)), inside=(), repeat=1)
     assert rc == 1 and code in codes(doc)
 
 
 def test_redirect_to_https(lab_scenario: LabFactory) -> None:
-    rc, doc = diagnose(lab_scenario("haproxy-tcp", backends=("redirect-https",)), inside=(),
-                       repeat=1)
+    rc, doc = diagnose(
+        lab_scenario("haproxy-tcp", backends=("redirect-https",)), inside=(), repeat=1
+    )
     assert "redirect-https" in codes(doc)
     # nothing listens on 443 in the lab: the CA follows the redirect and is refused there
     assert rc == 1 and "port-80-refused" in codes(doc)
@@ -225,31 +253,69 @@ def test_names_from_the_labs_dns_server(lab_scenario: LabFactory) -> None:
     assert "198.18.0.10: benchmarking range" in finding(doc, "dns-reserved-address")["evidence"][0]
 
 
-def test_cert_manager_challenge_list_on_a_hairpin_less_lb(lab_scenario: LabFactory,
-                                                           tmp_path: Any) -> None:
+def test_cert_manager_challenge_list_on_a_hairpin_less_lb(
+    lab_scenario: LabFactory, tmp_path: Any
+) -> None:
     """`kubectl get challenges -A -o json` as cert-manager leaves it when its self-check
     times out: the diagnosis names nat-loopback, and the reason's explanation agreed."""
     lab = lab_scenario("dnat")
     sc = lab.scenario
     url = lab.url
-    reason = (f"Waiting for HTTP-01 challenge propagation: failed to perform self check GET "
-              f"request '{url}': Get \"{url}\": context deadline exceeded (Client.Timeout "
-              "exceeded while awaiting headers)")
-    challenges = {"apiVersion": "v1", "kind": "List", "items": [{
-        "apiVersion": "acme.cert-manager.io/v1", "kind": "Challenge",
-        "metadata": {"name": "app-tls-1", "namespace": "shop"},
-        "spec": {"dnsName": sc.name, "token": sc.token, "key": sc.key_authorization,
-                 "type": "HTTP-01"},
-        "status": {"state": "pending", "processing": True, "presented": True,
-                   "reason": reason},
-    }]}
+    reason = (
+        f"Waiting for HTTP-01 challenge propagation: failed to perform self check GET "
+        f"request '{url}': Get \"{url}\": context deadline exceeded (Client.Timeout "
+        "exceeded while awaiting headers)"
+    )
+    challenges = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "acme.cert-manager.io/v1",
+                "kind": "Challenge",
+                "metadata": {"name": "app-tls-1", "namespace": "shop"},
+                "spec": {
+                    "dnsName": sc.name,
+                    "token": sc.token,
+                    "key": sc.key_authorization,
+                    "type": "HTTP-01",
+                },
+                "status": {
+                    "state": "pending",
+                    "processing": True,
+                    "presented": True,
+                    "reason": reason,
+                },
+            }
+        ],
+    }
     path = tmp_path / "challenges.json"
     path.write_text(json.dumps(challenges))
     proc = subprocess.run(
-        [*lab.exec_prefix("pub"), sys.executable, "-m", "acmelb", "diagnose", "--challenges",
-         str(path), "--inside", lab.vantage("b1"), "--resolve", f"{sc.name}:{lab.vip}",
-         "--assume-public", "198.18.0.0/15", "--timeout", "1", "--repeat", "1"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        [
+            *lab.exec_prefix("pub"),
+            sys.executable,
+            "-m",
+            "acmelb",
+            "diagnose",
+            "--challenges",
+            str(path),
+            "--inside",
+            lab.vantage("b1"),
+            "--resolve",
+            f"{sc.name}:{lab.vip}",
+            "--assume-public",
+            "198.18.0.0/15",
+            "--timeout",
+            "1",
+            "--repeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 1, proc.stderr
     out = proc.stdout
     assert "challenge shop/app-tls-1" in out and "cert-manager says: Waiting for HTTP-01" in out
@@ -263,11 +329,36 @@ def test_run_from_behind_the_lb_with_a_remote_outside_vantage(lab_scenario: LabF
     lab = lab_scenario("dnat")
     sc = lab.scenario
     proc = subprocess.run(
-        [*lab.exec_prefix("b2"), sys.executable, "-m", "acmelb", "diagnose", sc.name, "--json",
-         "--here", "inside", "--outside", lab.vantage("pub"), "--token", sc.token,
-         "--key", sc.key_authorization, "--timeout", "1", "--repeat", "1",
-         "--assume-public", "198.18.0.0/15", "--resolve", f"{sc.name}:{lab.vip}"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        [
+            *lab.exec_prefix("b2"),
+            sys.executable,
+            "-m",
+            "acmelb",
+            "diagnose",
+            sc.name,
+            "--json",
+            "--here",
+            "inside",
+            "--outside",
+            lab.vantage("pub"),
+            "--token",
+            sc.token,
+            "--key",
+            sc.key_authorization,
+            "--timeout",
+            "1",
+            "--repeat",
+            "1",
+            "--assume-public",
+            "198.18.0.0/15",
+            "--resolve",
+            f"{sc.name}:{lab.vip}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     doc = json.loads(proc.stdout)
     jsonschema.validate(doc, SCHEMA)

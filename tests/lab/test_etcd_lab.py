@@ -55,11 +55,24 @@ print(json.dumps(result))
 """
 
 
-def etcd_op(namespace: str, endpoints: list[str], op: str, key: str,
-            value: str = "") -> dict[str, Any]:
-    argv = [*netns.exec_prefix(namespace), sys.executable, "-c", CLIENT_SCRIPT,
-            json.dumps({"endpoints": endpoints, "op": op, "key": key, "value": value,
-                        "timeout": CLIENT_TIMEOUT})]
+def etcd_op(
+    namespace: str, endpoints: list[str], op: str, key: str, value: str = ""
+) -> dict[str, Any]:
+    argv = [
+        *netns.exec_prefix(namespace),
+        sys.executable,
+        "-c",
+        CLIENT_SCRIPT,
+        json.dumps(
+            {
+                "endpoints": endpoints,
+                "op": op,
+                "key": key,
+                "value": value,
+                "timeout": CLIENT_TIMEOUT,
+            }
+        ),
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -81,19 +94,28 @@ def cluster(lab_available: None) -> Iterator[EtcdCluster]:
 
 
 def test_three_members_are_healthy_and_a_client_namespace_puts_and_gets(
-        cluster: EtcdCluster) -> None:
+    cluster: EtcdCluster,
+) -> None:
     assert cluster.healthy_members() == [0, 1, 2]
-    assert cluster.endpoints == ["http://198.18.3.11:2379", "http://198.18.3.12:2379",
-                                 "http://198.18.3.13:2379"]
+    assert cluster.endpoints == [
+        "http://198.18.3.11:2379",
+        "http://198.18.3.12:2379",
+        "http://198.18.3.13:2379",
+    ]
     client = cluster.client_namespace()
     assert cluster.attached_address(client) == "198.18.3.101"
     assert etcd_op(client, cluster.endpoints, "put", "/lab/k", "v1")["ok"]
     assert etcd_op(client, cluster.endpoints, "get", "/lab/k") == {
-        "ok": True, "value": "v1", "errors": [], "elapsed": pytest.approx(0, abs=1.5)}
+        "ok": True,
+        "value": "v1",
+        "errors": [],
+        "elapsed": pytest.approx(0, abs=1.5),
+    }
 
 
 def test_quorum_one_member_lost_writes_go_on_two_lost_writes_fail_in_bounded_time(
-        cluster: EtcdCluster) -> None:
+    cluster: EtcdCluster,
+) -> None:
     client = cluster.client_namespace()
     cluster.kill(0)
     assert cluster.pid(0) is None
@@ -138,7 +160,8 @@ def test_cut_and_heal_a_client_namespace(cluster: EtcdCluster) -> None:
 
 
 def test_a_lab_backend_attached_to_the_etcd_segment_reaches_the_members(
-        cluster: EtcdCluster, lab_scenario: LabFactory) -> None:
+    cluster: EtcdCluster, lab_scenario: LabFactory
+) -> None:
     lab = lab_scenario("dnat", backends=("responder",))
     b1 = lab.ns("b1")
     address = cluster.attach(b1)

@@ -14,8 +14,22 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 
 
 def fix(lab: Lab, *args: str) -> Any:
-    return lab.run("lb", [sys.executable, "-m", "acmelb", "fix", "nat-loopback",
-                          "--vip", lab.vip, "--subnet", "198.18.1.0/24", *args], timeout=60)
+    return lab.run(
+        "lb",
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "fix",
+            "nat-loopback",
+            "--vip",
+            lab.vip,
+            "--subnet",
+            "198.18.1.0/24",
+            *args,
+        ],
+        timeout=60,
+    )
 
 
 def ruleset(lab: Lab) -> str:
@@ -48,8 +62,14 @@ def test_failed_verification_rolls_back(lab_scenario: Any) -> None:
     lab = lab_scenario("dnat", backends=("responder", "responder"))
     before = ruleset(lab)
     # Nothing listens on port 81: the fetch through the VIP cannot succeed.
-    failed = fix(lab, "--backend", f"{lab.backend_address('b1')}:81", "--apply",
-                 "--verify-from", lab.vantage("b1"))
+    failed = fix(
+        lab,
+        "--backend",
+        f"{lab.backend_address('b1')}:81",
+        "--apply",
+        "--verify-from",
+        lab.vantage("b1"),
+    )
     assert failed.returncode == 1
     assert "previous ruleset was restored" in failed.stderr
     assert ruleset(lab) == before

@@ -49,10 +49,15 @@ def test_dnat_with_shortcut_bypasses_the_lb(lab_scenario: LabFactory) -> None:
 
 def test_dnat_with_split_horizon_dns_avoids_the_hairpin(lab_scenario: LabFactory) -> None:
     lab = lab_scenario("dnat", split_horizon=True)
-    resolved = {role: lab.run(role, ["getent", "ahostsv4", lab.scenario.name]).stdout.split()[0]
-                for role in ("pub", "b1", "b2")}
-    assert resolved == {"pub": ADDRESSES.vip, "b1": ADDRESSES.backend(1),
-                        "b2": ADDRESSES.backend(1)}
+    resolved = {
+        role: lab.run(role, ["getent", "ahostsv4", lab.scenario.name]).stdout.split()[0]
+        for role in ("pub", "b1", "b2")
+    }
+    assert resolved == {
+        "pub": ADDRESSES.vip,
+        "b1": ADDRESSES.backend(1),
+        "b2": ADDRESSES.backend(1),
+    }
     for role in ("pub", "b1", "b2"):
         assert is_key(lab.fetch(role)), (role, lab.fetch(role))
 
@@ -101,8 +106,9 @@ def test_haproxy_http_intercept_answers_for_another_account(lab_scenario: LabFac
     lab = lab_scenario("haproxy-http-intercept")
     for role in ("pub", "b1", "b2"):
         assert is_key(lab.fetch(role), f"{LAB_TOKEN}.{OTHER_THUMBPRINT}"), lab.fetch(role)
-    any_token = lab.fetch("pub", f"http://{lab.scenario.name}/.well-known/acme-challenge/"
-                                 f"{OTHER_TOKEN}")
+    any_token = lab.fetch(
+        "pub", f"http://{lab.scenario.name}/.well-known/acme-challenge/{OTHER_TOKEN}"
+    )
     assert is_key(any_token, f"{OTHER_TOKEN}.{OTHER_THUMBPRINT}")
     # The backend itself is right; the LB never lets the challenge reach it.
     assert is_key(lab.fetch("b2", address=lab.backend_address("b1")))
@@ -147,8 +153,10 @@ def test_behaviour_responder_exact(lab_scenario: LabFactory) -> None:
 def test_behaviour_stateless(lab_scenario: LabFactory) -> None:
     lab = lab_scenario("haproxy-tcp", backends=("stateless",))
     assert is_key(lab.fetch("pub"))
-    assert is_key(lab.fetch("pub", challenge_url(lab.scenario.name, OTHER_TOKEN)),
-                  f"{OTHER_TOKEN}.{LAB_THUMBPRINT}")
+    assert is_key(
+        lab.fetch("pub", challenge_url(lab.scenario.name, OTHER_TOKEN)),
+        f"{OTHER_TOKEN}.{LAB_THUMBPRINT}",
+    )
 
 
 def test_behaviour_wrong_thumbprint(lab_scenario: LabFactory) -> None:
@@ -177,18 +185,23 @@ def test_behaviour_html_page(lab_scenario: LabFactory) -> None:
         assert result.headers["content-type"][0].startswith("text/html")
 
 
-@pytest.mark.parametrize(("behaviour", "status", "location"), [
-    ("redirect-https", 301, "https://{name}{path}"),
-    ("redirect-bad-port", 302, "http://{name}:8080{path}"),
-    ("redirect-loop", 302, "http://{name}{path}"),
-])
-def test_behaviour_redirects(lab_scenario: LabFactory, behaviour: str, status: int,
-                             location: str) -> None:
+@pytest.mark.parametrize(
+    ("behaviour", "status", "location"),
+    [
+        ("redirect-https", 301, "https://{name}{path}"),
+        ("redirect-bad-port", 302, "http://{name}:8080{path}"),
+        ("redirect-loop", 302, "http://{name}{path}"),
+    ],
+)
+def test_behaviour_redirects(
+    lab_scenario: LabFactory, behaviour: str, status: int, location: str
+) -> None:
     lab = lab_scenario("haproxy-tcp", backends=(behaviour,))
     result = lab.fetch("pub")
     assert result.status == status
-    assert result.location == location.format(name=lab.scenario.name,
-                                              path=lab.scenario.challenge_path)
+    assert result.location == location.format(
+        name=lab.scenario.name, path=lab.scenario.challenge_path
+    )
 
 
 def test_behaviour_none(lab_scenario: LabFactory) -> None:

@@ -19,11 +19,29 @@ CONNECT_TIMEOUT = 2.0
 
 def issue(lab: Lab, state: Path, *extra: str) -> tuple[int, dict[str, Any], str, float]:
     assert lab.ca_directory_url and lab.ca_bundle
-    argv = [sys.executable, "-m", "acmelb", "issue", lab.scenario.name,
-            "--directory", lab.ca_directory_url, "--ca-bundle", str(lab.ca_bundle),
-            "--state-dir", str(state), "--here", "inside", "--outside", lab.vantage("pub"),
-            "--assume-public", "198.18.0.0/15", "--timeout", str(CONNECT_TIMEOUT), "--json",
-            *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "acmelb",
+        "issue",
+        lab.scenario.name,
+        "--directory",
+        lab.ca_directory_url,
+        "--ca-bundle",
+        str(lab.ca_bundle),
+        "--state-dir",
+        str(state),
+        "--here",
+        "inside",
+        "--outside",
+        lab.vantage("pub"),
+        "--assume-public",
+        "198.18.0.0/15",
+        "--timeout",
+        str(CONNECT_TIMEOUT),
+        "--json",
+        *extra,
+    ]
     started = time.monotonic()
     proc = lab.run("b1", argv, timeout=150)
     elapsed = time.monotonic() - started
@@ -32,12 +50,17 @@ def issue(lab: Lab, state: Path, *extra: str) -> tuple[int, dict[str, Any], str,
 
 
 def failing_codes(doc: dict[str, Any]) -> set[str]:
-    return {f["code"] for report in doc.get("self_check", []) for f in report["findings"]
-            if f["severity"] in ("error", "fatal")}
+    return {
+        f["code"]
+        for report in doc.get("self_check", [])
+        for f in report["findings"]
+        if f["severity"] in ("error", "fatal")
+    }
 
 
-def test_strict_refuses_hairpin_after_one_connect_timeout(lab_scenario: Any,
-                                                          tmp_path: Path) -> None:
+def test_strict_refuses_hairpin_after_one_connect_timeout(
+    lab_scenario: Any, tmp_path: Path
+) -> None:
     lab = lab_scenario("dnat", backends=("none",), ca=True)
     code, doc, stderr, elapsed = issue(lab, tmp_path)
     assert code == 1, stderr
@@ -54,8 +77,7 @@ def test_strict_refuses_hairpin_after_one_connect_timeout(lab_scenario: Any,
     assert elapsed < 2 * CONNECT_TIMEOUT + 4, elapsed
 
 
-def test_tolerant_issues_through_hairpin_with_a_warning(lab_scenario: Any,
-                                                        tmp_path: Path) -> None:
+def test_tolerant_issues_through_hairpin_with_a_warning(lab_scenario: Any, tmp_path: Path) -> None:
     lab = lab_scenario("dnat", backends=("none",), ca=True)
     code, doc, stderr, _ = issue(lab, tmp_path, "--self-check", "tolerant")
     assert code == 0, stderr
@@ -64,8 +86,9 @@ def test_tolerant_issues_through_hairpin_with_a_warning(lab_scenario: Any,
 
 
 @pytest.mark.parametrize("mode", ["strict", "tolerant"])
-def test_intercepting_lb_is_refused_in_both_modes(lab_scenario: Any, tmp_path: Path,
-                                                  mode: str) -> None:
+def test_intercepting_lb_is_refused_in_both_modes(
+    lab_scenario: Any, tmp_path: Path, mode: str
+) -> None:
     lab = lab_scenario("haproxy-http-intercept", backends=("none",), ca=True)
     code, doc, stderr, _ = issue(lab, tmp_path, "--self-check", mode)
     assert code == 1, stderr
@@ -76,8 +99,7 @@ def test_intercepting_lb_is_refused_in_both_modes(lab_scenario: Any, tmp_path: P
 
 
 @pytest.mark.parametrize("mode", ["haproxy-tcp", "dnat-loopback"])
-def test_strict_issues_through_working_lbs(lab_scenario: Any, tmp_path: Path,
-                                           mode: str) -> None:
+def test_strict_issues_through_working_lbs(lab_scenario: Any, tmp_path: Path, mode: str) -> None:
     lab = lab_scenario(mode, backends=("none",), ca=True)
     code, doc, stderr, _ = issue(lab, tmp_path)
     assert code == 0, stderr
@@ -86,8 +108,9 @@ def test_strict_issues_through_working_lbs(lab_scenario: Any, tmp_path: Path,
     assert Path(doc["fullchain"]).read_bytes().count(b"BEGIN CERTIFICATE") >= 2
 
 
-def test_without_self_check_the_ca_rejects_the_intercepted_answer(lab_scenario: Any,
-                                                                  tmp_path: Path) -> None:
+def test_without_self_check_the_ca_rejects_the_intercepted_answer(
+    lab_scenario: Any, tmp_path: Path
+) -> None:
     lab = lab_scenario("haproxy-http-intercept", backends=("none",), ca=True)
     code, _doc, stderr, _ = issue(lab, tmp_path, "--self-check", "off")
     assert code == 1
@@ -101,8 +124,19 @@ def test_renew_self_checks_as_the_original_issue_did(lab_scenario: Any, tmp_path
     """The self-check settings live in the renewal configuration: a renewal through DNAT
     whose NAT loopback was removed since is refused in strict mode, the old certificate kept."""
     lab = lab_scenario("dnat", backends=("none",), ca=True)
-    fix = [sys.executable, "-m", "acmelb", "fix", "nat-loopback", "--vip", lab.vip,
-           "--backend", lab.backend_address("b1"), "--subnet", ADDRESSES.backend_subnet]
+    fix = [
+        sys.executable,
+        "-m",
+        "acmelb",
+        "fix",
+        "nat-loopback",
+        "--vip",
+        lab.vip,
+        "--backend",
+        lab.backend_address("b1"),
+        "--subnet",
+        ADDRESSES.backend_subnet,
+    ]
     applied = lab.run("lb", [*fix, "--apply"], timeout=60)
     assert applied.returncode == 0, applied.stderr
     code, _doc, stderr, _ = issue(lab, tmp_path)  # strict, hairpin working: issued
@@ -115,8 +149,20 @@ def test_renew_self_checks_as_the_original_issue_did(lab_scenario: Any, tmp_path
 
     undone = lab.run("lb", [*fix, "--undo"], timeout=60)
     assert undone.returncode == 0, undone.stderr
-    renew = lab.run("b1", [sys.executable, "-m", "acmelb", "renew", lab.scenario.name,
-                           "--force", "--state-dir", str(tmp_path)], timeout=150)
+    renew = lab.run(
+        "b1",
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "renew",
+            lab.scenario.name,
+            "--force",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        timeout=150,
+    )
     assert renew.returncode == 1, renew.stdout + renew.stderr
     assert "nat-loopback" in renew.stdout
     assert "self-check (strict) refused" in renew.stdout

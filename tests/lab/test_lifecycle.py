@@ -41,8 +41,9 @@ def test_haproxy_config_is_valid(tmp_path: Path, mode: Mode, ipv6: bool) -> None
         pytest.skip("haproxy is not installed")
     config = tmp_path / "haproxy.cfg"
     config.write_text(configs.haproxy_config(Scenario(mode, ipv6=ipv6)))
-    check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True,
-                           text=True, check=False)
+    check = subprocess.run(
+        ["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -54,8 +55,12 @@ def test_nginx_config_is_valid(tmp_path: Path, behaviour: Behaviour, mode: Mode)
     (tmp_path / "tmp").mkdir()
     config = tmp_path / "nginx.conf"
     config.write_text(configs.nginx_config(Scenario(mode, ipv6=True), behaviour, tmp_path))
-    check = subprocess.run(["nginx", "-t", "-e", str(tmp_path / "error.log"), "-c",
-                            str(config)], capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        ["nginx", "-t", "-e", str(tmp_path / "error.log"), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -83,8 +88,9 @@ def test_parallel_labs_do_not_collide(lab_scenario: LabFactory) -> None:
     assert labs[0].fetch("pub").text != labs[2].fetch("pub").text
 
 
-def test_a_failed_build_removes_what_it_built(lab_scenario: LabFactory,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_build_removes_what_it_built(
+    lab_scenario: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = set(netns.lab_namespaces())
     monkeypatch.setattr(configs, "haproxy_config", lambda scenario: "global\n  no-such-thing\n")
     with pytest.raises(LabError, match=r"haproxy in alb[0-9a-f]{4}-lb exited at start"):
@@ -96,8 +102,13 @@ def test_a_failed_build_removes_what_it_built(lab_scenario: LabFactory,
 def test_processes_and_namespaces_are_recorded(lab_scenario: LabFactory) -> None:
     lab = lab_scenario("haproxy-tcp-proxy", backends=("responder", "not-found"))
     what = sorted((record.role, record.what) for record in lab.processes())
-    assert what == [("b1", "nginx"), ("b1", "responder"), ("b2", "nginx"), ("lb", "haproxy"),
-                    ("pub", "dns")]
+    assert what == [
+        ("b1", "nginx"),
+        ("b1", "responder"),
+        ("b2", "nginx"),
+        ("lb", "haproxy"),
+        ("pub", "dns"),
+    ]
     assert all(record.is_running() for record in lab.processes())
     assert all(len(name) <= 15 for name in lab.namespaces.values())
     assert set(lab.namespaces.values()) <= set(netns.existing())
@@ -115,8 +126,9 @@ def _child_building_a_lab(tmp_path: Path, *, detached: bool) -> tuple[subprocess
         if not {detached}:
             time.sleep(60)
     """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                             cwd=tmp_path)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     assert child.stdout is not None
     lab_id = child.stdout.readline().strip()
     assert lab_id, "the child did not build a lab"
@@ -139,8 +151,9 @@ def test_interrupted_owner_tears_its_lab_down(lab_available: None, tmp_path: Pat
     _assert_gone(lab)
 
 
-def test_killed_owner_leaves_a_stale_lab_that_is_reaped(lab_available: None,
-                                                        tmp_path: Path) -> None:
+def test_killed_owner_leaves_a_stale_lab_that_is_reaped(
+    lab_available: None, tmp_path: Path
+) -> None:
     child, lab_id = _child_building_a_lab(tmp_path, detached=False)
     lab = Lab.attach(lab_id)
     child.kill()  # no chance to clean up
@@ -171,8 +184,7 @@ def test_detached_lab_outlives_its_builder(lab_available: None, tmp_path: Path) 
 def test_down_all_removes_only_acmelb_labs(lab_available: None, tmp_path: Path) -> None:
     """Labs, and lab-named namespaces nobody accounts for, go; everything else stays."""
     state_root = tmp_path / "state"
-    labs = [build(Scenario("haproxy-tcp"), detached=True, state_root=state_root)
-            for _ in range(2)]
+    labs = [build(Scenario("haproxy-tcp"), detached=True, state_root=state_root) for _ in range(2)]
     suffix = os.urandom(2).hex()
     orphan, decoy = f"alb{suffix}-pub", f"acmelbdecoy{suffix}"
     sleepers: list[subprocess.Popen[bytes]] = []

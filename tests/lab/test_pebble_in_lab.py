@@ -21,31 +21,52 @@ def issue_on(lab: Lab, role: str, state_dir: Path) -> subprocess.CompletedProces
     assert lab.ca_directory_url and lab.ca_bundle
     # The self-check is off: it would rightly refuse 198.18.0.0/15, which no public CA
     # can reach; here Pebble's own verdict is the point.
-    return lab.run(role, [sys.executable, "-m", "acmelb", "issue", lab.scenario.name,
-                          "--directory", lab.ca_directory_url,
-                          "--ca-bundle", str(lab.ca_bundle),
-                          "--state-dir", str(state_dir), "--self-check", "off"], timeout=60)
+    return lab.run(
+        role,
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "issue",
+            lab.scenario.name,
+            "--directory",
+            lab.ca_directory_url,
+            "--ca-bundle",
+            str(lab.ca_bundle),
+            "--state-dir",
+            str(state_dir),
+            "--self-check",
+            "off",
+        ],
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize(("mode", "ipv6"), [
-    ("haproxy-tcp", False),
-    ("haproxy-tcp", True),  # Pebble asks AAAA first and dials the v6 VIP
-    ("haproxy-http", False),
-    ("dnat", False),
-])
-def test_issue_on_a_backend_through_the_lb(lab_scenario: LabFactory, tmp_path: Path,
-                                           mode: str, ipv6: bool) -> None:
+@pytest.mark.parametrize(
+    ("mode", "ipv6"),
+    [
+        ("haproxy-tcp", False),
+        ("haproxy-tcp", True),  # Pebble asks AAAA first and dials the v6 VIP
+        ("haproxy-http", False),
+        ("dnat", False),
+    ],
+)
+def test_issue_on_a_backend_through_the_lb(
+    lab_scenario: LabFactory, tmp_path: Path, mode: str, ipv6: bool
+) -> None:
     lab = lab_scenario(mode, backends=("none", "none"), ca=True, ipv6=ipv6)
     result = issue_on(lab, "b1", tmp_path)
     assert result.returncode == 0, result.stderr
     cert = x509.load_pem_x509_certificate(
-        (tmp_path / "live" / lab.scenario.name / "cert.pem").read_bytes())
+        (tmp_path / "live" / lab.scenario.name / "cert.pem").read_bytes()
+    )
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == [lab.scenario.name]
 
 
-def test_intercepting_lb_fails_validation_with_the_cas_words(lab_scenario: LabFactory,
-                                                             tmp_path: Path) -> None:
+def test_intercepting_lb_fails_validation_with_the_cas_words(
+    lab_scenario: LabFactory, tmp_path: Path
+) -> None:
     lab = lab_scenario("haproxy-http-intercept", backends=("none", "none"), ca=True)
     result = issue_on(lab, "b1", tmp_path)
     assert result.returncode == 1

@@ -21,8 +21,9 @@ _VERSION = re.compile(r"^(cert|chain|fullchain|privkey)(\d+)\.pem$")
 
 @pytest.fixture
 def fault_proxy(local_ca: LocalCA, tmp_path: Path) -> Iterator[FaultProxy]:
-    proxy = FaultProxy("127.0.0.1", local_ca.pebble.port, local_ca.ca_bundle,
-                       tmp_path / "proxy").start()
+    proxy = FaultProxy(
+        "127.0.0.1", local_ca.pebble.port, local_ca.ca_bundle, tmp_path / "proxy"
+    ).start()
     try:
         yield proxy
     finally:
@@ -30,20 +31,39 @@ def fault_proxy(local_ca: LocalCA, tmp_path: Path) -> Iterator[FaultProxy]:
 
 
 def standalone(local_ca: LocalCA) -> tuple[str, ...]:
-    return ("--solver", "standalone", "--http-port", str(local_ca.http_port),
-            "--http-address", "127.0.0.1", "--self-check", "off")
+    return (
+        "--solver",
+        "standalone",
+        "--http-port",
+        str(local_ca.http_port),
+        "--http-address",
+        "127.0.0.1",
+        "--self-check",
+        "off",
+    )
 
 
-def issue_via(proxy: FaultProxy, local_ca: LocalCA, state: Path, *names: str,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return run_acmelb("issue", *names, "--directory", proxy.directory_url,
-                      "--ca-bundle", str(proxy.ca_bundle), "--state-dir", str(state),
-                      *standalone(local_ca), timeout=timeout)
+def issue_via(
+    proxy: FaultProxy, local_ca: LocalCA, state: Path, *names: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return run_acmelb(
+        "issue",
+        *names,
+        "--directory",
+        proxy.directory_url,
+        "--ca-bundle",
+        str(proxy.ca_bundle),
+        "--state-dir",
+        str(state),
+        *standalone(local_ca),
+        timeout=timeout,
+    )
 
 
 def _public(key: object) -> bytes:
     return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def check_lineage(live_dir: Path, roots: Path | None = None) -> int:
@@ -68,13 +88,24 @@ def check_lineage(live_dir: Path, roots: Path | None = None) -> int:
     assert x509.load_pem_x509_certificates(chain_pem), f"{live_dir}: empty chain"
     assert (live_dir / "fullchain.pem").read_bytes() == cert_pem + chain_pem
     key = serialization.load_pem_private_key((live_dir / "privkey.pem").read_bytes(), None)
-    assert _public(key.public_key()) == _public(cert.public_key()), \
+    assert _public(key.public_key()) == _public(cert.public_key()), (
         f"{live_dir}: key does not match cert"
+    )
     if roots is not None:
         verified = subprocess.run(
-            ["openssl", "verify", "-CAfile", str(roots), "-untrusted",
-             str(live_dir / "chain.pem"), str(live_dir / "cert.pem")],
-            capture_output=True, text=True, check=False)
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(roots),
+                "-untrusted",
+                str(live_dir / "chain.pem"),
+                str(live_dir / "cert.pem"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert verified.returncode == 0, verified.stdout + verified.stderr
     return versions.pop()
 

@@ -125,8 +125,11 @@ class FaultProxy:
 
     def seen(self, path: str, method: str | None = None) -> list[Seen]:
         with self._lock:
-            return [s for s in self.log if re.search(path, s.path)
-                    and (method is None or s.method == method)]
+            return [
+                s
+                for s in self.log
+                if re.search(path, s.path) and (method is None or s.method == method)
+            ]
 
 
 _PROBLEMS = {429: "rateLimited", 500: "serverInternal"}
@@ -184,13 +187,15 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.owner
         if self._upstream is None:
             self._upstream = http.client.HTTPSConnection(
-                proxy.upstream_host, proxy.upstream_port, context=proxy._upstream_ctx,
-                timeout=60)
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("connection", "content-length")}
+                proxy.upstream_host, proxy.upstream_port, context=proxy._upstream_ctx, timeout=60
+            )
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() not in ("connection", "content-length")
+        }
         try:
-            self._upstream.request(self.command, self.path, body=body or None,
-                                   headers=headers)
+            self._upstream.request(self.command, self.path, body=body or None, headers=headers)
             response = self._upstream.getresponse()
             data = response.read()
         except BaseException:
@@ -207,9 +212,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _fake(self, fault: Fault) -> None:
         code = _PROBLEMS.get(fault.status)
         if code is not None:
-            payload = (f'{{"type": "urn:ietf:params:acme:error:{code}", '
-                       f'"detail": "injected by the fault proxy", "status": {fault.status}}}'
-                       ).encode()
+            payload = (
+                f'{{"type": "urn:ietf:params:acme:error:{code}", '
+                f'"detail": "injected by the fault proxy", "status": {fault.status}}}'
+            ).encode()
             ctype = "application/problem+json"
         else:
             payload = b"<html><body><h1>503 Service Unavailable</h1></body></html>\n"
@@ -227,8 +233,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             # RST rather than FIN: the harshest way a connection breaks.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             self.connection.close()
         except OSError:
             pass
@@ -238,27 +245,38 @@ def _tls_material(workdir: Path) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmelb fault proxy CA")])
-    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     workdir.mkdir(parents=True, exist_ok=True)
     paths = workdir / "proxy-ca.pem", workdir / "proxy-cert.pem", workdir / "proxy-key.pem"
     paths[0].write_bytes(ca.public_bytes(pem))
     paths[1].write_bytes(leaf.public_bytes(pem))
-    paths[2].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return paths

@@ -18,8 +18,16 @@ import signal
 import sys
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_EVENTS = {"os.rename", "os.symlink", "os.remove", "os.mkdir", "os.chmod", "os.rmdir",
-           "os.link", "os.truncate"}
+_EVENTS = {
+    "os.rename",
+    "os.symlink",
+    "os.remove",
+    "os.mkdir",
+    "os.chmod",
+    "os.rmdir",
+    "os.link",
+    "os.truncate",
+}
 
 
 def main() -> None:
@@ -38,8 +46,12 @@ def main() -> None:
 
     def hook(event: str, hook_args: tuple[object, ...]) -> None:
         if event == "open":
-            if len(hook_args) < 3 or not isinstance(hook_args[2], int) \
-                    or not hook_args[2] & _WRITE_FLAGS or not under(hook_args[0]):
+            if (
+                len(hook_args) < 3
+                or not isinstance(hook_args[2], int)
+                or not hook_args[2] & _WRITE_FLAGS
+                or not under(hook_args[0])
+            ):
                 return
         elif event not in _EVENTS or not any(under(a) for a in hook_args):
             return

@@ -19,8 +19,7 @@ import stat
 import sys
 
 _PUBLIC = re.compile(r"^\.?(cert|chain|fullchain)\d*\.pem(\.\d+\.acmelb-tmp)?$")
-_EVENTS = {"open", "os.rename", "os.symlink", "os.remove", "os.mkdir", "os.chmod",
-           "os.rmdir"}
+_EVENTS = {"open", "os.rename", "os.symlink", "os.remove", "os.mkdir", "os.chmod", "os.rmdir"}
 
 
 def main() -> None:
@@ -63,8 +62,9 @@ def main() -> None:
             first = os.fspath(first)
         # fchmod (an fd, no path) may be narrowing a file just created too wide: look now.
         by_fd = event == "os.chmod" and isinstance(first, int)
-        if not by_fd and (not isinstance(first, str)
-                          or not os.path.abspath(first).startswith(state)):
+        if not by_fd and (
+            not isinstance(first, str) or not os.path.abspath(first).startswith(state)
+        ):
             return
         busy = True
         try:

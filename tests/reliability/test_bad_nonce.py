@@ -20,8 +20,9 @@ ISSUANCES = 100
 def rejecting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCA, FaultProxy]]:
     ca = _start_local_ca(tmp_path_factory.mktemp("pebble-30"), nonce_reject_percent=30)
     # A pass-through proxy (no faults) only to count the badNonce answers.
-    proxy = FaultProxy("127.0.0.1", ca.pebble.port, ca.ca_bundle,
-                       tmp_path_factory.mktemp("proxy")).start()
+    proxy = FaultProxy(
+        "127.0.0.1", ca.pebble.port, ca.ca_bundle, tmp_path_factory.mktemp("proxy")
+    ).start()
     try:
         yield ca, proxy
     finally:
@@ -33,7 +34,8 @@ def rejecting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalC
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_hundred_issuances_in_a_row_with_30_percent_bad_nonces(
-        rejecting: tuple[LocalCA, FaultProxy], tmp_path: Path) -> None:
+    rejecting: tuple[LocalCA, FaultProxy], tmp_path: Path
+) -> None:
     ca, proxy = rejecting
     state = tmp_path / "state"
     start = time.monotonic()
@@ -50,7 +52,11 @@ def test_hundred_issuances_in_a_row_with_30_percent_bad_nonces(
     posts = [s for s in proxy.log if s.method == "POST"]
     # Pebble really did reject about 30% of the POSTs (each one uses a nonce).
     assert 0.2 < len(rejected) / len(posts) < 0.4, (len(rejected), len(posts))
-    summary = {"issuances": ISSUANCES, "succeeded": ISSUANCES - len(failures),
-               "posts": len(posts), "bad_nonce_answers": len(rejected),
-               "seconds": round(elapsed, 1)}
+    summary = {
+        "issuances": ISSUANCES,
+        "succeeded": ISSUANCES - len(failures),
+        "posts": len(posts),
+        "bad_nonce_answers": len(rejected),
+        "seconds": round(elapsed, 1),
+    }
     print(f"\nbad-nonce run: {json.dumps(summary)}")

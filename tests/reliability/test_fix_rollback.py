@@ -25,18 +25,64 @@ from acmelb.lab import netns
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 
 OPERATOR_RULES = [
-    ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.0.10", "-p", "tcp", "--dport",
-     "80", "-m", "comment", "--comment", "operator: the LB's own DNAT", "-j", "DNAT",
-     "--to-destination", "198.18.1.11:80"],
+    [
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        "198.18.0.10",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-m",
+        "comment",
+        "--comment",
+        "operator: the LB's own DNAT",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "198.18.1.11:80",
+    ],
     ["iptables", "-t", "nat", "-N", "OPERATOR-NAT"],
     ["iptables", "-t", "nat", "-A", "OPERATOR-NAT", "-s", "10.9.0.0/16", "-j", "RETURN"],
     ["iptables", "-t", "nat", "-A", "POSTROUTING", "-j", "OPERATOR-NAT"],
     ["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
     ["iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"],
-    ["iptables", "-t", "mangle", "-A", "PREROUTING", "-p", "tcp", "--dport", "80", "-j",
-     "MARK", "--set-mark", "7"],
-    ["ip6tables", "-t", "nat", "-A", "PREROUTING", "-d", "2001:db8::10", "-p", "tcp",
-     "--dport", "80", "-j", "DNAT", "--to-destination", "[2001:db8:1::11]:80"],
+    [
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "PREROUTING",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-j",
+        "MARK",
+        "--set-mark",
+        "7",
+    ],
+    [
+        "ip6tables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        "2001:db8::10",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "[2001:db8:1::11]:80",
+    ],
     ["ip6tables", "-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"],
 ]
 OPERATOR_NFT = """table inet operator {
@@ -83,17 +129,43 @@ def _rulesets(namespace: str) -> dict[str, str]:
     return saved
 
 
-def _fix(namespace: str, *args: str, vip: str = "198.18.0.10", backend: str = "198.18.1.11",
-         subnet: str = "198.18.1.0/24") -> tuple[int, str]:
-    proc = netns.run_in(namespace, [sys.executable, "-m", "acmelb", "fix", "nat-loopback",
-                                    "--vip", vip, "--backend", backend, "--subnet", subnet,
-                                    *args], timeout=60)
+def _fix(
+    namespace: str,
+    *args: str,
+    vip: str = "198.18.0.10",
+    backend: str = "198.18.1.11",
+    subnet: str = "198.18.1.0/24",
+) -> tuple[int, str]:
+    proc = netns.run_in(
+        namespace,
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "fix",
+            "nat-loopback",
+            "--vip",
+            vip,
+            "--backend",
+            backend,
+            "--subnet",
+            subnet,
+            *args,
+        ],
+        timeout=60,
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, proc.stderr
 
 
-def _assert_failed_and_identical(namespace: str, before: dict[str, str], code: int, err: str,
-                                 message: str, views: tuple[str, ...]) -> None:
+def _assert_failed_and_identical(
+    namespace: str,
+    before: dict[str, str],
+    code: int,
+    err: str,
+    message: str,
+    views: tuple[str, ...],
+) -> None:
     assert code == 1, err
     assert message in err, err
     assert len(err.strip().splitlines()) == 1, err
@@ -112,8 +184,7 @@ IPTABLES = ("iptables-save", "ip6tables-save")
 @pytest.mark.parametrize("tool", ["iptables", "nft"])
 def test_failed_verification_restores_every_table(lb: str, tool: str) -> None:
     before = _rulesets(lb)
-    code, err = _fix(lb, "--backend-tool", tool, "--apply", "--verify-from",
-                     f"ip netns exec {lb}")
+    code, err = _fix(lb, "--backend-tool", tool, "--apply", "--verify-from", f"ip netns exec {lb}")
     _assert_failed_and_identical(lb, before, code, err, "previous ruleset was restored", ALL)
 
 
@@ -134,19 +205,38 @@ def test_verifier_that_cannot_run_is_refused_before_touching_anything(lb: str) -
 @pytest.mark.parametrize("views", [IPTABLES, ("nft",)], ids=["iptables-save", "nft"])
 def test_ipv6_failed_verification_restores(lb: str, views: tuple[str, ...]) -> None:
     before = _rulesets(lb)
-    code, err = _fix(lb, "--apply", "--verify-from", f"ip netns exec {lb}",
-                     vip="2001:db8::10", backend="2001:db8:1::11", subnet="2001:db8:1::/64")
+    code, err = _fix(
+        lb,
+        "--apply",
+        "--verify-from",
+        f"ip netns exec {lb}",
+        vip="2001:db8::10",
+        backend="2001:db8:1::11",
+        subnet="2001:db8:1::/64",
+    )
     _assert_failed_and_identical(lb, before, code, err, "previous ruleset was restored", views)
 
 
 @pytest.mark.parametrize("views", [IPTABLES, ("nft",)], ids=["iptables-save", "nft"])
-def test_apply_failing_half_way_restores_even_a_stale_chain(lb: str, views: tuple[str, ...]
-                                                            ) -> None:
+def test_apply_failing_half_way_restores_even_a_stale_chain(
+    lb: str, views: tuple[str, ...]
+) -> None:
     """A chain left by an earlier, interrupted acmelb (or a namesake) makes the apply
     fail after it has already added rules: what it added goes, what was there stays."""
-    stale = [["iptables", "-t", "nat", "-N", nat_loopback.POST_CHAIN],
-             ["iptables", "-t", "nat", "-A", nat_loopback.POST_CHAIN, "-s", "10.7.0.0/16",
-              "-j", "RETURN"]]
+    stale = [
+        ["iptables", "-t", "nat", "-N", nat_loopback.POST_CHAIN],
+        [
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            nat_loopback.POST_CHAIN,
+            "-s",
+            "10.7.0.0/16",
+            "-j",
+            "RETURN",
+        ],
+    ]
     for rule in stale:
         assert netns.run_in(lb, rule).returncode == 0
     before = _rulesets(lb)

@@ -44,15 +44,25 @@ def _renew_args(state: Path) -> list[str]:
 
 
 def _run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "acmelb", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "acmelb", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def _killed_at(state: Path, n: int, args: list[str], count_file: Path
-               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(KILLER), str(state), str(n), str(count_file),
-                           "--", *args], capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+def _killed_at(
+    state: Path, n: int, args: list[str], count_file: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(KILLER), str(state), str(n), str(count_file), "--", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _count(state: Path, args: list[str], count_file: Path) -> int:
@@ -62,12 +72,15 @@ def _count(state: Path, args: list[str], count_file: Path) -> int:
 
 
 def _account_keys(state: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(state)): p.read_bytes()
-            for p in (state / "accounts").rglob("private_key.json")}
+    return {
+        str(p.relative_to(state)): p.read_bytes()
+        for p in (state / "accounts").rglob("private_key.json")
+    }
 
 
-def _check_after_kill(state: Path, keys_before: dict[str, bytes],
-                      versions_before: dict[str, int]) -> dict[str, int]:
+def _check_after_kill(
+    state: Path, keys_before: dict[str, bytes], versions_before: dict[str, int]
+) -> dict[str, int]:
     """The invariants right after the kill, before any run could repair anything."""
     versions = check_state(state)
     for name, version in versions_before.items():
@@ -80,8 +93,9 @@ def _check_after_kill(state: Path, keys_before: dict[str, bytes],
     return versions
 
 
-def _check_recovered(state: Path, roots: Path, result: subprocess.CompletedProcess[str],
-                     what: str) -> dict[str, int]:
+def _check_recovered(
+    state: Path, roots: Path, result: subprocess.CompletedProcess[str], what: str
+) -> dict[str, int]:
     assert result.returncode == 0, f"{what}: {result.stdout}{result.stderr}"
     assert "Traceback" not in result.stderr
     versions = check_state(state, roots)
@@ -90,10 +104,12 @@ def _check_recovered(state: Path, roots: Path, result: subprocess.CompletedProce
     return versions
 
 
-def test_kill_at_every_state_change_of_a_first_issuance(local_ca: LocalCA,
-                                                        tmp_path: Path) -> None:
-    total = _count(tmp_path / "count-state", _issue_args(local_ca, tmp_path / "count-state",
-                                                         "kill.test"), tmp_path / "count")
+def test_kill_at_every_state_change_of_a_first_issuance(local_ca: LocalCA, tmp_path: Path) -> None:
+    total = _count(
+        tmp_path / "count-state",
+        _issue_args(local_ca, tmp_path / "count-state", "kill.test"),
+        tmp_path / "count",
+    )
     assert total >= 15  # directories, account key, archive, renewal, links
     print(f"\nfirst issuance: {total} state changes, killed before each")
     for n in range(1, total + 1):
@@ -147,15 +163,22 @@ def test_kill_at_random_moments_of_issue_and_renew(local_ca: LocalCA, tmp_path: 
         else:
             args = _issue_args(local_ca, state, f"random{index % 6}.test")
         delay = span * (index + rng.random()) / runs  # stratified over the whole run
-        proc = subprocess.Popen([sys.executable, "-m", "acmelb", *args],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "acmelb", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         landed += proc.wait(30) == -signal.SIGKILL
         _check_after_kill(state, keys, versions)
         again = _run(args)
-        _check_recovered(state, local_ca.root_bundle, again,
-                         f"seed {seed}, run {index}, killed after {delay:.3f} s")
+        _check_recovered(
+            state,
+            local_ca.root_bundle,
+            again,
+            f"seed {seed}, run {index}, killed after {delay:.3f} s",
+        )
     print(f"\nrandom kills: seed {seed}, {runs} runs over {span:.2f} s, {landed} landed mid-run")
     assert landed >= runs * 2 // 3, f"seed {seed}: only {landed} kills landed mid-run"

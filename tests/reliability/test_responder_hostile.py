@@ -58,9 +58,21 @@ def _serve(tmp_path: Path, *args: str) -> Iterator[Served]:
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "acmelb", "serve", "--address", "127.0.0.1", "--port",
-             str(port), *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=sink)
+            [
+                sys.executable,
+                "-m",
+                "acmelb",
+                "serve",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     try:
         deadline = time.monotonic() + 10
         while "listening" not in log.read_text(errors="replace"):
@@ -148,7 +160,8 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("path", TRAVERSALS, ids=lambda p: p.decode("latin-1")[:60])
 def test_traversal_and_non_token_paths_are_404_and_echo_nothing(
-        stateless_server: Served, exact_server: Served, path: bytes) -> None:
+    stateless_server: Served, exact_server: Served, path: bytes
+) -> None:
     for server in (stateless_server, exact_server):
         answer = raw(server.port, get(path))
         assert status_of(answer) in (400, 404), answer[:200]
@@ -190,12 +203,16 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize(("payload", "expected"), MALFORMED,
-                         ids=lambda v: repr(v)[:50] if isinstance(v, bytes) else str(v))
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    MALFORMED,
+    ids=lambda v: repr(v)[:50] if isinstance(v, bytes) else str(v),
+)
 def test_malformed_requests_get_a_clean_refusal(payload: bytes, expected: int | None) -> None:
     logs: list[RequestLog] = []
-    with ResponderThread(Responder(Stateless(THUMB), addresses=["127.0.0.1"], port=0,
-                                   log=logs.append)) as thread:
+    with ResponderThread(
+        Responder(Stateless(THUMB), addresses=["127.0.0.1"], port=0, log=logs.append)
+    ) as thread:
         port = thread.responder.bound[0][1]
         answer = raw(port, payload, wait=1.0)
         if expected is None:
@@ -213,8 +230,7 @@ def test_malformed_requests_get_a_clean_refusal(payload: bytes, expected: int | 
         assert status_of(ok) == 200 and body_of(ok) == f"tok.{THUMB}".encode()
 
 
-def test_pipelined_requests_answer_in_order_and_stop_at_a_bad_one(exact_server: Served
-                                                                  ) -> None:
+def test_pipelined_requests_answer_in_order_and_stop_at_a_bad_one(exact_server: Served) -> None:
     good = f"GET {PREFIX}{TOKEN} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
     miss = f"HEAD {PREFIX}nope HTTP/1.1\r\nHost: a\r\n\r\n".encode()
     bad = b"GET /x HTTP/1.1\r\nbroken header\r\n\r\n"
@@ -226,25 +242,28 @@ def test_pipelined_requests_answer_in_order_and_stop_at_a_bad_one(exact_server: 
 
 # -- property: stateless mode echoes only valid tokens -----------------------------------
 
-_segment = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=80) | \
-    st.from_regex(r"[A-Za-z0-9_-]{1,80}", fullmatch=True)
+_segment = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80
+) | st.from_regex(r"[A-Za-z0-9_-]{1,80}", fullmatch=True)
 
 
 @pytest.fixture(scope="module")
 def stateless_thread() -> Iterator[int]:
-    with ResponderThread(Responder(Stateless(THUMB), addresses=["127.0.0.1"],
-                                   port=0)) as thread:
+    with ResponderThread(Responder(Stateless(THUMB), addresses=["127.0.0.1"], port=0)) as thread:
         yield thread.responder.bound[0][1]
 
 
 @given(token=_segment, head=st.booleans())
 @settings(max_examples=300, deadline=None)
-def test_stateless_echoes_only_valid_base64url_tokens(stateless_thread: int, token: str,
-                                                      head: bool) -> None:
+def test_stateless_echoes_only_valid_base64url_tokens(
+    stateless_thread: int, token: str, head: bool
+) -> None:
     method = b"HEAD" if head else b"GET"
     target = PREFIX.encode() + token.encode()
-    answer = raw(stateless_thread, method + b" " + target +
-                 b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    answer = raw(
+        stateless_thread,
+        method + b" " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
     status = status_of(answer)
     path = token.split("?", 1)[0]
     if TOKEN_PATTERN.fullmatch(path):
@@ -260,6 +279,7 @@ def test_stateless_echoes_only_valid_base64url_tokens(stateless_thread: int, tok
 
 
 # -- flooding: memory stays bounded --------------------------------------------------------
+
 
 def test_unread_pipelined_answers_do_not_grow_memory(exact_server: Served) -> None:
     """Clients that pipeline requests and never read make a server buffer its answers
@@ -291,8 +311,10 @@ def test_unread_pipelined_answers_do_not_grow_memory(exact_server: Served) -> No
             sock.close()
     time.sleep(0.5)
     after = exact_server.rss()
-    print(f"\nunread pipeline flood: {sent / MiB:.1f} MiB sent; rss before "
-          f"{before / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB, after {after / MiB:.1f} MiB")
+    print(
+        f"\nunread pipeline flood: {sent / MiB:.1f} MiB sent; rss before "
+        f"{before / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB, after {after / MiB:.1f} MiB"
+    )
     assert peak - before < 20 * MiB, (before, peak)
 
 
@@ -324,20 +346,24 @@ def test_slowloris_and_garbage_while_wrk_runs(stateless_server: Served) -> None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
     port = stateless_server.port
     url = f"http://127.0.0.1:{port}{PREFIX}{TOKEN}"
-    warm = subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, text=True,
-                          check=True)
+    warm = subprocess.run(
+        ["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, text=True, check=True
+    )
     assert "requests in" in warm.stdout
     before = stateless_server.rss()
     stop = threading.Event()
     slow: list[socket.socket] = []
     loris = threading.Thread(target=_slowloris, args=(port, stop, slow))
     loris.start()
-    garbage = [threading.Thread(target=raw, args=(port, b"\x00" * MiB, 2.0))
-               for _ in range(20)]
+    garbage = [threading.Thread(target=raw, args=(port, b"\x00" * MiB, 2.0)) for _ in range(20)]
     for thread in garbage:
         thread.start()
-    wrk = subprocess.Popen(["wrk", "-t2", "-c50", f"-d{WRK_SECONDS}s", "--latency", url],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wrk = subprocess.Popen(
+        ["wrk", "-t2", "-c50", f"-d{WRK_SECONDS}s", "--latency", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     latencies, peak = [], before
     try:
         deadline = time.monotonic() + WRK_SECONDS - 1
@@ -371,12 +397,17 @@ def test_slowloris_and_garbage_while_wrk_runs(stateless_server: Served) -> None:
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+(\S+)", out)
-    summary = {"slow_connections": len(slow), "wrk_requests_per_sec": rate,
-               "wrk_p99": p99.group(1) if p99 else None,
-               "wrk_non_2xx": int(errors.group(1)) if errors else 0,
-               "probe_max_seconds": round(max(latencies), 3),
-               "rss_before_mib": round(before / MiB, 1), "rss_peak_mib": round(peak / MiB, 1),
-               "rss_after_mib": round(after / MiB, 1), "slow_closed_by_server": closed}
+    summary = {
+        "slow_connections": len(slow),
+        "wrk_requests_per_sec": rate,
+        "wrk_p99": p99.group(1) if p99 else None,
+        "wrk_non_2xx": int(errors.group(1)) if errors else 0,
+        "probe_max_seconds": round(max(latencies), 3),
+        "rss_before_mib": round(before / MiB, 1),
+        "rss_peak_mib": round(peak / MiB, 1),
+        "rss_after_mib": round(after / MiB, 1),
+        "slow_closed_by_server": closed,
+    }
     print(f"\nslowloris+wrk: {json.dumps(summary)}")
     assert len(slow) >= SLOW_CONNECTIONS * 0.9
     assert errors is None, out

@@ -50,8 +50,6 @@ ALL_CHECKS: tuple[Check, ...] = (
 )
 
 
-
-
 def check_name(check: Check) -> str:
     return type(check).__name__
 
@@ -67,16 +65,17 @@ def ordered(checks: Sequence[Check]) -> tuple[Check, ...]:
     for check in checks:
         for dep in check.after:
             if dep not in by_type:
-                raise ValueError(f"{check_name(check)} runs after {dep.__name__}, "
-                                 "which is not registered")
+                raise ValueError(
+                    f"{check_name(check)} runs after {dep.__name__}, which is not registered"
+                )
             if by_type[dep].stage > check.stage:
-                raise ValueError(f"{check_name(check)} runs after {dep.__name__}, "
-                                 "which belongs to a later stage")
+                raise ValueError(
+                    f"{check_name(check)} runs after {dep.__name__}, which belongs to a later stage"
+                )
     done: list[Check] = []
     waiting = sorted(checks, key=lambda c: c.stage)  # stable: registry order within a stage
     while waiting:
-        ready = next((c for c in waiting
-                      if all(by_type[d] in done for d in c.after)), None)
+        ready = next((c for c in waiting if all(by_type[d] in done for d in c.after)), None)
         if ready is None:
             names = ", ".join(check_name(c) for c in waiting)
             raise ValueError(f"the checks' dependencies form a cycle among: {names}")
@@ -144,5 +143,15 @@ def run_stage(ctx: Context, stage: Stage) -> list[Finding]:
     return DEFAULT_RUNNER.run_stage(ctx, stage)
 
 
-__all__ = ["ALL_CHECKS", "DEFAULT_RUNNER", "Check", "Context", "Runner", "Stage", "check_name",
-           "is_fatal", "ordered", "run_stage"]
+__all__ = [
+    "ALL_CHECKS",
+    "DEFAULT_RUNNER",
+    "Check",
+    "Context",
+    "Runner",
+    "Stage",
+    "check_name",
+    "is_fatal",
+    "ordered",
+    "run_stage",
+]

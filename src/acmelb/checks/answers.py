@@ -27,8 +27,10 @@ Failures = dict[Code, list[tuple[Attempt, Verdict]]]
 def _ipv6_only_broken(attempts: list[Attempt], ctx: Context) -> bool:
     v6 = [a for a in attempts if a.family == "ipv6"]
     v4 = [a for a in attempts if a.family == "ipv4"]
-    return bool(v6 and v4) and all(not le_verdict(a, ctx.target).ok for a in v6) and any(
-        le_verdict(a, ctx.target).ok or not a.dial_error for a in v4
+    return (
+        bool(v6 and v4)
+        and all(not le_verdict(a, ctx.target).ok for a in v6)
+        and any(le_verdict(a, ctx.target).ok or not a.dial_error for a in v4)
     )
 
 
@@ -77,8 +79,13 @@ def _where(ctx: Context) -> str:
 class Connection:
     """The TCP/HTTP exchange itself fails."""
 
-    codes = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY, Code.READ_TIMEOUT,
-             Code.HTTP_ON_HTTPS_PORT)
+    codes = (
+        Code.PORT_80_TIMEOUT,
+        Code.PORT_80_REFUSED,
+        Code.EMPTY_REPLY,
+        Code.READ_TIMEOUT,
+        Code.HTTP_ON_HTTPS_PORT,
+    )
     stage = Stage.HTTP
     after: tuple[type, ...] = ()
 
@@ -143,16 +150,28 @@ class Connection:
             if not items:
                 continue
             title, expl, remedy = texts[code]
-            out.append(Finding(code, title, expl.replace("{share}", _share(items, ctx)),
-                               remedy, vantages=_vantages(items), evidence=_evidence(items)))
+            out.append(
+                Finding(
+                    code,
+                    title,
+                    expl.replace("{share}", _share(items, ctx)),
+                    remedy,
+                    vantages=_vantages(items),
+                    evidence=_evidence(items),
+                )
+            )
         return out
 
 
 class Content:
     """Status and body of the final response."""
 
-    codes = (Code.CHALLENGE_NOT_FOUND, Code.HTTP_ERROR_STATUS, Code.WRONG_CONTENT,
-             Code.BODY_TOO_LARGE)
+    codes = (
+        Code.CHALLENGE_NOT_FOUND,
+        Code.HTTP_ERROR_STATUS,
+        Code.WRONG_CONTENT,
+        Code.BODY_TOO_LARGE,
+    )
     stage = Stage.HTTP
     after: tuple[type, ...] = ()
 
@@ -173,57 +192,89 @@ class Content:
             severity = None
             if code is Code.CHALLENGE_NOT_FOUND:
                 title = "the challenge URL answers 404"
-                expl = (f"GET {ctx.target.url} returns 404 ({share}): the request reaches a "
-                        "web server that does not have this token. Either the responder "
-                        "(cert-manager's solver, acmelb, the webroot) is not running or not "
-                        "routed for /.well-known/acme-challenge/, or the LB sends the request "
-                        "to a backend that lacks the token.")
-                remedy = (f"Route http://{name}/.well-known/acme-challenge/ to the responder "
-                          "on every backend. With cert-manager, check the solver Ingress "
-                          "(`kubectl get ingress -A | grep cm-acme-http-solver`) and its "
-                          "ingress class; with a webroot, that the file is at "
-                          f"WEBROOT/.well-known/acme-challenge/{token} on every backend.")
+                expl = (
+                    f"GET {ctx.target.url} returns 404 ({share}): the request reaches a "
+                    "web server that does not have this token. Either the responder "
+                    "(cert-manager's solver, acmelb, the webroot) is not running or not "
+                    "routed for /.well-known/acme-challenge/, or the LB sends the request "
+                    "to a backend that lacks the token."
+                )
+                remedy = (
+                    f"Route http://{name}/.well-known/acme-challenge/ to the responder "
+                    "on every backend. With cert-manager, check the solver Ingress "
+                    "(`kubectl get ingress -A | grep cm-acme-http-solver`) and its "
+                    "ingress class; with a webroot, that the file is at "
+                    f"WEBROOT/.well-known/acme-challenge/{token} on every backend."
+                )
             elif code is Code.HTTP_ERROR_STATUS:
                 statuses = sorted({str(a.final.status) for a, _ in items})
                 title = f"the challenge URL answers HTTP {', '.join(statuses)}"
-                expl = (f"The CA needs status 200; it gets {', '.join(statuses)} ({share}). "
-                        "503/502 usually come from a load balancer with no healthy backend; "
-                        "401/403 from authentication or a WAF in front.")
-                remedy = ("Make /.well-known/acme-challenge/ reachable without "
-                          "authentication, exempt it from WAF rules and redirects to login "
-                          "pages, and check the LB's backend health checks for port 80.")
+                expl = (
+                    f"The CA needs status 200; it gets {', '.join(statuses)} ({share}). "
+                    "503/502 usually come from a load balancer with no healthy backend; "
+                    "401/403 from authentication or a WAF in front."
+                )
+                remedy = (
+                    "Make /.well-known/acme-challenge/ reachable without "
+                    "authentication, exempt it from WAF rules and redirects to login "
+                    "pages, and check the LB's backend health checks for port 80."
+                )
             elif code is Code.WRONG_CONTENT:
                 if random:
                     severity = Severity.WARNING
                     title = "any challenge path answers 200"
-                    expl = (f"A random token got HTTP 200 with a body that is not a key "
-                            f"authorization ({share}): a catch-all page answers "
-                            "/.well-known/acme-challenge/. Unless the responder takes over "
-                            "that path while a challenge is pending, the CA will get this "
-                            "page instead of the key authorization.")
+                    expl = (
+                        f"A random token got HTTP 200 with a body that is not a key "
+                        f"authorization ({share}): a catch-all page answers "
+                        "/.well-known/acme-challenge/. Unless the responder takes over "
+                        "that path while a challenge is pending, the CA will get this "
+                        "page instead of the key authorization."
+                    )
                 else:
                     title = "status 200, but the body is not the key authorization"
-                    expl = (f"The CA compares the body with {ctx.target.key_authorization!r} "
-                            f"and gets something else ({share}): a catch-all page, a "
-                            "default site or another token's file answers the path.")
-                remedy = ("Route /.well-known/acme-challenge/ to the ACME responder ahead "
-                          "of catch-all rules (SPA fallbacks, default backends, "
-                          "`try_files ... /index.html`).")
+                    expl = (
+                        f"The CA compares the body with {ctx.target.key_authorization!r} "
+                        f"and gets something else ({share}): a catch-all page, a "
+                        "default site or another token's file answers the path."
+                    )
+                remedy = (
+                    "Route /.well-known/acme-challenge/ to the ACME responder ahead "
+                    "of catch-all rules (SPA fallbacks, default backends, "
+                    "`try_files ... /index.html`)."
+                )
             else:
                 title = "the challenge response is too large"
-                expl = (f"Let's Encrypt reads fewer than 128 bytes of the challenge body; "
-                        f"this answer is larger ({share}), so it is an error page or "
-                        "HTML rather than the key authorization.")
-                remedy = ("Serve the key authorization alone, as text/plain, with no "
-                          "wrapping page; route the path to the responder, not to a site.")
-            out.append(Finding(code, title, expl, remedy, severity=severity,
-                               vantages=_vantages(items), evidence=_evidence(items)))
+                expl = (
+                    f"Let's Encrypt reads fewer than 128 bytes of the challenge body; "
+                    f"this answer is larger ({share}), so it is an error page or "
+                    "HTML rather than the key authorization."
+                )
+                remedy = (
+                    "Serve the key authorization alone, as text/plain, with no "
+                    "wrapping page; route the path to the responder, not to a site."
+                )
+            out.append(
+                Finding(
+                    code,
+                    title,
+                    expl,
+                    remedy,
+                    severity=severity,
+                    vantages=_vantages(items),
+                    evidence=_evidence(items),
+                )
+            )
         return out
 
 
 class Redirects:
-    codes = (Code.REDIRECT_BAD_STATUS, Code.REDIRECT_BAD_TARGET, Code.REDIRECT_LOOP,
-             Code.REDIRECT_TOO_MANY, Code.REDIRECT_HTTPS)
+    codes = (
+        Code.REDIRECT_BAD_STATUS,
+        Code.REDIRECT_BAD_TARGET,
+        Code.REDIRECT_LOOP,
+        Code.REDIRECT_TOO_MANY,
+        Code.REDIRECT_HTTPS,
+    )
     stage = Stage.HTTP
     after: tuple[type, ...] = ()
 
@@ -266,10 +317,22 @@ class Redirects:
             items = fails.get(code, [])
             if not items:
                 continue
-            ev = dedupe([f"{describe(a, a.redirects[0] if a.redirects else None)} [{v.detail}]"
-                         for a, v in items])
-            out.append(Finding(code, title, f"{expl} {items[0][1].detail}.", remedy,
-                               vantages=_vantages(items), evidence=ev[:6]))
+            ev = dedupe(
+                [
+                    f"{describe(a, a.redirects[0] if a.redirects else None)} [{v.detail}]"
+                    for a, v in items
+                ]
+            )
+            out.append(
+                Finding(
+                    code,
+                    title,
+                    f"{expl} {items[0][1].detail}.",
+                    remedy,
+                    vantages=_vantages(items),
+                    evidence=ev[:6],
+                )
+            )
         https: list[tuple[Attempt, Verdict]] = []
         for run in ctx.primary:
             for a in run.public_attempts:
@@ -278,15 +341,18 @@ class Redirects:
                     https.append((a, red))
         if https:
             ev = dedupe([describe(a) for a, _ in https], 3)
-            out.append(Finding(
-                Code.REDIRECT_HTTPS,
-                "redirected to https",
-                "The challenge URL redirects to https on port 443. The CA follows it and "
-                "ignores certificate errors there, so this works, including for the "
-                "first certificate.",
-                "Nothing to do, as long as the https side serves the token too.",
-                vantages=_vantages(https), evidence=ev,
-            ))
+            out.append(
+                Finding(
+                    Code.REDIRECT_HTTPS,
+                    "redirected to https",
+                    "The challenge URL redirects to https on port 443. The CA follows it and "
+                    "ignores certificate errors there, so this works, including for the "
+                    "first certificate.",
+                    "Nothing to do, as long as the https side serves the token too.",
+                    vantages=_vantages(https),
+                    evidence=ev,
+                )
+            )
         return out
 
 
@@ -308,20 +374,25 @@ class Ipv6:
             dial_only = all(a.dial_error for a in v6)
             ev = dedupe([describe(a) for a in v6], 3)
             ev += dedupe([describe(a) for a in attempts if a.family == "ipv4"], 2)
-            out.append(Finding(
-                Code.IPV6_UNREACHABLE,
-                "the AAAA address fails while the A address works",
-                "Let's Encrypt tries the AAAA address first. "
-                + ("It falls back to IPv4 only after a connection error, which is what "
-                   "happens here, so validation may pass, slowly; other clients suffer."
-                   if dial_only else
-                   "Here the IPv6 side answers, but wrongly, so the CA does not fall back "
-                   "to IPv4 and validation fails."),
-                "Fix IPv6 on the load balancer (listener, firewall, routing for the AAAA "
-                "address), or remove the AAAA record until it works.",
-                severity=Severity.WARNING if dial_only else Severity.ERROR,
-                vantages=[run.label], evidence=ev,
-            ))
+            out.append(
+                Finding(
+                    Code.IPV6_UNREACHABLE,
+                    "the AAAA address fails while the A address works",
+                    "Let's Encrypt tries the AAAA address first. "
+                    + (
+                        "It falls back to IPv4 only after a connection error, which is what "
+                        "happens here, so validation may pass, slowly; other clients suffer."
+                        if dial_only
+                        else "Here the IPv6 side answers, but wrongly, so the CA does not "
+                        "fall back to IPv4 and validation fails."
+                    ),
+                    "Fix IPv6 on the load balancer (listener, firewall, routing for the AAAA "
+                    "address), or remove the AAAA record until it works.",
+                    severity=Severity.WARNING if dial_only else Severity.ERROR,
+                    vantages=[run.label],
+                    evidence=ev,
+                )
+            )
         return out
 
 
@@ -330,15 +401,26 @@ def _backends(ctx: Context) -> list[str]:
     out: list[str] = []
     for r in ctx.inside:
         for a in r.local_attempts:
-            if a.final.outcome == "response" and not a.address.startswith("127.") \
-                    and a.address not in out:
+            if (
+                a.final.outcome == "response"
+                and not a.address.startswith("127.")
+                and a.address not in out
+            ):
                 out.append(a.address)
     return out
 
 
-_SELF_EXPLAINED = (Code.THUMBPRINT_MISMATCH, Code.LB_INTERCEPTS_CHALLENGE, Code.WRONG_CONTENT,
-                   Code.CHALLENGE_NOT_FOUND, Code.HTTP_ERROR_STATUS, Code.PORT_80_TIMEOUT,
-                   Code.PORT_80_REFUSED, Code.EMPTY_REPLY, Code.READ_TIMEOUT)
+_SELF_EXPLAINED = (
+    Code.THUMBPRINT_MISMATCH,
+    Code.LB_INTERCEPTS_CHALLENGE,
+    Code.WRONG_CONTENT,
+    Code.CHALLENGE_NOT_FOUND,
+    Code.HTTP_ERROR_STATUS,
+    Code.PORT_80_TIMEOUT,
+    Code.PORT_80_REFUSED,
+    Code.EMPTY_REPLY,
+    Code.READ_TIMEOUT,
+)
 
 
 class Interception:
@@ -359,47 +441,65 @@ class Interception:
         if not items:
             return []
         seen_body = items[0][0].final.body.strip()
-        backend = [a for r in ctx.inside for a in r.local_attempts
-                   if a.final.outcome == "response"]
+        backend = [a for r in ctx.inside for a in r.local_attempts if a.final.outcome == "response"]
         ev = _evidence(items, 4)
         ev += dedupe([describe(a) for a in backend], 2)
         key = ctx.target.key_authorization
-        backend_ok = any(a.final.status == 200 and key is not None
-                         and a.final.body.rstrip() == key for a in backend)
-        backend_same = any(a.final.status == 200 and a.final.body.strip() == seen_body
-                           for a in backend)
-        intercept = backend_ok or (bool(backend) and not backend_same) or (
-            ctx.target.random_token and not backend_same)
+        backend_ok = any(
+            a.final.status == 200 and key is not None and a.final.body.rstrip() == key
+            for a in backend
+        )
+        backend_same = any(
+            a.final.status == 200 and a.final.body.strip() == seen_body for a in backend
+        )
+        intercept = (
+            backend_ok
+            or (bool(backend) and not backend_same)
+            or (ctx.target.random_token and not backend_same)
+        )
         if intercept:
-            why = ("the backend itself answers with the right key authorization"
-                   if backend_ok else
-                   "the backend itself answers differently" if backend else
-                   "a random token gets a well-formed key authorization, so something "
-                   "answers every token")
-            return [Finding(
-                Code.LB_INTERCEPTS_CHALLENGE,
-                "the load balancer answers the challenge itself",
-                f"Through the load balancer the challenge gets {seen_body!r}, a well-formed "
-                f"key authorization that is not ours, while {why}. An LB in HTTP mode with "
-                "its own ACME/certificate feature (or a proxy with a stateless responder) "
-                "answers /.well-known/acme-challenge/ before the request reaches the backend.",
-                remedy_tcp_passthrough(items[0][0].address, _backends(ctx)),
-                vantages=_vantages(items), evidence=ev,
-            )]
+            why = (
+                "the backend itself answers with the right key authorization"
+                if backend_ok
+                else "the backend itself answers differently"
+                if backend
+                else "a random token gets a well-formed key authorization, so something "
+                "answers every token"
+            )
+            return [
+                Finding(
+                    Code.LB_INTERCEPTS_CHALLENGE,
+                    "the load balancer answers the challenge itself",
+                    f"Through the load balancer the challenge gets {seen_body!r}, a well-formed "
+                    f"key authorization that is not ours, while {why}. An LB in HTTP mode with "
+                    "its own ACME/certificate feature (or a proxy with a stateless responder) "
+                    "answers /.well-known/acme-challenge/ before the request reaches the backend.",
+                    remedy_tcp_passthrough(items[0][0].address, _backends(ctx)),
+                    vantages=_vantages(items),
+                    evidence=ev,
+                )
+            ]
         if ctx.target.random_token:
             return []  # a stateless responder on the backend: cannot judge without our key
-        hint = ("" if backend else " (no inside vantage could ask the backend directly: "
-                "rerun with --inside 'ssh BACKEND' to tell this apart from an LB answering "
-                "itself)")
-        return [Finding(
-            Code.THUMBPRINT_MISMATCH,
-            "the responder answers with another account's thumbprint",
-            f"The answer {seen_body!r} has our token but the thumbprint "
-            f"{seen_body.rpartition('.')[2]!r}, not ours ({ctx.target.thumbprint!r}). A "
-            "stateless responder configured for another ACME account answers every token "
-            f"as token.<its thumbprint>{hint}.",
-            "Configure the stateless responder with this account's thumbprint (`acmelb "
-            "account show` prints it; nginx: `return 200 \"$1.THUMBPRINT\";`), or "
-            "issue with the account it is configured for.",
-            vantages=_vantages(items), evidence=ev,
-        )]
+        hint = (
+            ""
+            if backend
+            else " (no inside vantage could ask the backend directly: "
+            "rerun with --inside 'ssh BACKEND' to tell this apart from an LB answering "
+            "itself)"
+        )
+        return [
+            Finding(
+                Code.THUMBPRINT_MISMATCH,
+                "the responder answers with another account's thumbprint",
+                f"The answer {seen_body!r} has our token but the thumbprint "
+                f"{seen_body.rpartition('.')[2]!r}, not ours ({ctx.target.thumbprint!r}). A "
+                "stateless responder configured for another ACME account answers every token "
+                f"as token.<its thumbprint>{hint}.",
+                "Configure the stateless responder with this account's thumbprint (`acmelb "
+                'account show` prints it; nginx: `return 200 "$1.THUMBPRINT";`), or '
+                "issue with the account it is configured for.",
+                vantages=_vantages(items),
+                evidence=ev,
+            )
+        ]

@@ -101,7 +101,8 @@ class Attempt:
     # le_verdict / cm_verdict / le_redirect_problem, computed once per attempt and target
     # (the checks ask for them many times a name); not part of the attempt's value.
     _memo: dict[str, tuple[Target | None, Verdict | None]] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def address(self) -> str:
@@ -146,7 +147,8 @@ class VantageRun:
     failure_details: list[str] = field(default_factory=list)
     # the Attempt views, built once per result (the checks walk them many times a name)
     _views: tuple[object, list[Any], int, list[Attempt]] | None = field(
-        default=None, init=False, repr=False, compare=False)
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -167,8 +169,12 @@ class VantageRun:
             return []
         raw = self.result.get("attempts") or []
         views = self._views
-        if (views is not None and views[0] is self.result and views[1] is raw
-                and views[2] == len(raw)):
+        if (
+            views is not None
+            and views[0] is self.result
+            and views[1] is raw
+            and views[2] == len(raw)
+        ):
             return list(views[3])
         made = [Attempt(self.label, self.role, a) for a in raw]
         self._views = (self.result, raw, len(raw), made)
@@ -297,26 +303,43 @@ def _le_redirect_problem(attempt: Attempt) -> Verdict | None:
     for i, hop in enumerate(attempt.redirects, start=1):
         target = str(hop.raw.get("redirect_to") or "")
         if hop.status not in LE_REDIRECT_STATUSES:
-            return Verdict(False, Code.REDIRECT_BAD_STATUS,
-                           f"{hop.url} answered {hop.status} with Location {target}: "
-                           "a CA follows only 301, 302, 307 and 308")
+            return Verdict(
+                False,
+                Code.REDIRECT_BAD_STATUS,
+                f"{hop.url} answered {hop.status} with Location {target}: "
+                "a CA follows only 301, 302, 307 and 308",
+            )
         if i > LE_MAX_REDIRECTS:
-            return Verdict(False, Code.REDIRECT_TOO_MANY,
-                           f"more than {LE_MAX_REDIRECTS} redirects (at {hop.url})")
+            return Verdict(
+                False,
+                Code.REDIRECT_TOO_MANY,
+                f"more than {LE_MAX_REDIRECTS} redirects (at {hop.url})",
+            )
         scheme, host, port = _port_of(target)
         if scheme not in ("http", "https"):
-            return Verdict(False, Code.REDIRECT_BAD_TARGET,
-                           f"redirect to {target}: only http and https are followed")
+            return Verdict(
+                False,
+                Code.REDIRECT_BAD_TARGET,
+                f"redirect to {target}: only http and https are followed",
+            )
         if port not in (80, 443):
-            return Verdict(False, Code.REDIRECT_BAD_TARGET,
-                           f"redirect to {target}: only ports 80 and 443 are followed")
+            return Verdict(
+                False,
+                Code.REDIRECT_BAD_TARGET,
+                f"redirect to {target}: only ports 80 and 443 are followed",
+            )
         if host.endswith(".well-known"):
-            return Verdict(False, Code.REDIRECT_BAD_TARGET,
-                           f"redirect to {target}: host ends in '.well-known' (a missing '/')")
+            return Verdict(
+                False,
+                Code.REDIRECT_BAD_TARGET,
+                f"redirect to {target}: host ends in '.well-known' (a missing '/')",
+            )
         if re.match(r"^[0-9.]+$", host) or ":" in host:
-            return Verdict(False, Code.REDIRECT_BAD_TARGET,
-                           f"redirect to {target}: a CA follows redirects to names, "
-                           "not IP addresses")
+            return Verdict(
+                False,
+                Code.REDIRECT_BAD_TARGET,
+                f"redirect to {target}: a CA follows redirects to names, not IP addresses",
+            )
         if target in seen:
             return Verdict(False, Code.REDIRECT_LOOP, f"redirect loop back to {target}")
         seen.add(target)
@@ -357,34 +380,48 @@ def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None
                 return Verdict(True, None, "404 for a random token, as a healthy responder answers")
             return Verdict(False, Code.CHALLENGE_NOT_FOUND, f"HTTP {status} for {hop.url}")
         if status == 400 and hop.raw.get("tls_listener"):
-            return Verdict(False, Code.HTTP_ON_HTTPS_PORT,
-                           "HTTP 400: plain HTTP request was sent to HTTPS port")
+            return Verdict(
+                False,
+                Code.HTTP_ON_HTTPS_PORT,
+                "HTTP 400: plain HTTP request was sent to HTTPS port",
+            )
         return Verdict(False, Code.HTTP_ERROR_STATUS, f"HTTP {status} for {hop.url}")
     body = hop.body
     if max_body is not None and hop.body_length >= max_body:
-        return Verdict(False, Code.BODY_TOO_LARGE,
-                       f"HTTP 200 with {hop.body_length} bytes of body "
-                       f"(a CA reads fewer than {max_body})")
+        return Verdict(
+            False,
+            Code.BODY_TOO_LARGE,
+            f"HTTP 200 with {hop.body_length} bytes of body (a CA reads fewer than {max_body})",
+        )
     if hop.raw.get("body_truncated"):
         return Verdict(False, Code.BODY_TOO_LARGE, f"body larger than {hop.body_length} bytes")
     compared = body.rstrip(" \t\r\n") if trim else body
     shaped = KEYAUTH_RE.match(body.rstrip(" \t\r\n"))
     if target.random_token:
         if shaped and shaped.group(1) == target.token:
-            return Verdict(False, Code.LB_INTERCEPTS_CHALLENGE,
-                           f"a key authorization for a random token: {body.strip()!r}")
+            return Verdict(
+                False,
+                Code.LB_INTERCEPTS_CHALLENGE,
+                f"a key authorization for a random token: {body.strip()!r}",
+            )
         return Verdict(False, Code.WRONG_CONTENT, f"HTTP 200 for a random token: {_short(body)}")
     if target.key_authorization is None:
         return Verdict(True)
     if compared == target.key_authorization:
         return Verdict(True)
     if body.rstrip(" \t\r\n") == target.key_authorization:
-        return Verdict(False, Code.TRAILING_WHITESPACE,
-                       f"body {body!r} is the key authorization plus trailing whitespace")
+        return Verdict(
+            False,
+            Code.TRAILING_WHITESPACE,
+            f"body {body!r} is the key authorization plus trailing whitespace",
+        )
     if shaped and shaped.group(1) == target.token:
-        return Verdict(False, Code.THUMBPRINT_MISMATCH,
-                       f"{shaped.group(0)!r}: our token with thumbprint {shaped.group(2)}, "
-                       f"expected {target.thumbprint}")
+        return Verdict(
+            False,
+            Code.THUMBPRINT_MISMATCH,
+            f"{shaped.group(0)!r}: our token with thumbprint {shaped.group(2)}, "
+            f"expected {target.thumbprint}",
+        )
     return Verdict(False, Code.WRONG_CONTENT, f"HTTP 200 with {_short(body)}")
 
 
@@ -434,8 +471,9 @@ def _cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     if final.outcome == "redirect-error":
         return Verdict(False, Code.REDIRECT_TOO_MANY, final.error)
     if final.outcome != "response":
-        return Verdict(False, OUTCOME_CODE.get(final.outcome, Code.EMPTY_REPLY),
-                       final.error or final.outcome)
+        return Verdict(
+            False, OUTCOME_CODE.get(final.outcome, Code.EMPTY_REPLY), final.error or final.outcome
+        )
     return classify_response(final, target, trim=False, max_body=None)
 
 
@@ -464,8 +502,10 @@ def describe(attempt: Attempt, hop: Hop | None = None) -> str:
     if h.outcome == "response":
         server = h.header("Server")
         srv = f", Server: {server}" if server else ""
-        return (f"{prefix}: HTTP {h.status} {h.raw.get('reason') or ''}".rstrip()
-                + f", body {_short(h.body)} ({h.body_length} bytes){srv}")
+        return (
+            f"{prefix}: HTTP {h.status} {h.raw.get('reason') or ''}".rstrip()
+            + f", body {_short(h.body)} ({h.body_length} bytes){srv}"
+        )
     return f"{prefix}: {h.error or h.outcome}"
 
 

@@ -19,7 +19,7 @@ from acmelb.checks.base import (
 )
 from acmelb.codes import Stage
 from acmelb.findings import (
-        Code,
+    Code,
     Finding,
     Severity,
     remedy_nat_loopback,
@@ -27,8 +27,16 @@ from acmelb.findings import (
     remedy_split_horizon,
 )
 
-NO_ANSWER = ("connect-timeout", "connect-refused", "connect-error", "reset", "empty-reply",
-             "read-timeout", "total-timeout", "bad-response")
+NO_ANSWER = (
+    "connect-timeout",
+    "connect-refused",
+    "connect-error",
+    "reset",
+    "empty-reply",
+    "read-timeout",
+    "total-timeout",
+    "bad-response",
+)
 
 
 def _usable(a: Attempt) -> bool:
@@ -92,24 +100,37 @@ class ProxyProtocol:
         if not ev:
             return []
         inside_only = all(v.startswith("inside:") for v in vantages) and bool(ctx.outside)
-        expl = ("Without a PROXY protocol header the endpoint gives no valid answer; the same "
-                "request with a PROXY v1 header succeeds. The backend expects PROXY protocol, "
-                "which only the load balancer adds")
+        expl = (
+            "Without a PROXY protocol header the endpoint gives no valid answer; the same "
+            "request with a PROXY v1 header succeeds. The backend expects PROXY protocol, "
+            "which only the load balancer adds"
+        )
         if inside_only:
-            expl += (", and from inside the path bypasses the load balancer (in Kubernetes "
-                     "kube-proxy short-circuits the LB's IP to the Service). Outside clients, "
-                     "the CA included, go through the LB and succeed; cert-manager's "
-                     "self-check from inside fails.")
+            expl += (
+                ", and from inside the path bypasses the load balancer (in Kubernetes "
+                "kube-proxy short-circuits the LB's IP to the Service). Outside clients, "
+                "the CA included, go through the LB and succeed; cert-manager's "
+                "self-check from inside fails."
+            )
             remedy = remedy_proxy_protocol(ctx.target.name)
         else:
             expl += ". Here even the path the CA takes arrives without the header."
-            remedy = ("Make the load balancer send PROXY protocol to this backend (HAProxy: "
-                      "`server web1 BACKEND:80 send-proxy`; nginx stream: `proxy_protocol "
-                      "on;`), or turn off `accept-proxy`/`proxy_protocol` on the backend's "
-                      "port-80 listener.\n" + remedy_proxy_protocol(ctx.target.name))
-        return [Finding(Code.PROXY_PROTOCOL_REQUIRED,
-                        "the backend requires PROXY protocol and this path bypasses the LB",
-                        expl, remedy, vantages=vantages, evidence=dedupe(ev))]
+            remedy = (
+                "Make the load balancer send PROXY protocol to this backend (HAProxy: "
+                "`server web1 BACKEND:80 send-proxy`; nginx stream: `proxy_protocol "
+                "on;`), or turn off `accept-proxy`/`proxy_protocol` on the backend's "
+                "port-80 listener.\n" + remedy_proxy_protocol(ctx.target.name)
+            )
+        return [
+            Finding(
+                Code.PROXY_PROTOCOL_REQUIRED,
+                "the backend requires PROXY protocol and this path bypasses the LB",
+                expl,
+                remedy,
+                vantages=vantages,
+                evidence=dedupe(ev),
+            )
+        ]
 
 
 class NatLoopback:
@@ -121,8 +142,7 @@ class NatLoopback:
         return bool(ctx.outside) and bool(ctx.inside)
 
     def run(self, ctx: Context) -> list[Finding]:
-        reached = {a.address for r in ctx.outside for a in r.public_attempts
-                   if not a.dial_error}
+        reached = {a.address for r in ctx.outside for a in r.public_attempts if not a.dial_error}
         if not reached:
             return []
         ev: list[str] = []
@@ -141,21 +161,33 @@ class NatLoopback:
                     public.append(a.address)
         if not ev:
             return []
-        outside_ok = [describe(a) for r in ctx.outside for a in r.public_attempts
-                      if a.address in public and not a.dial_error]
+        outside_ok = [
+            describe(a)
+            for r in ctx.outside
+            for a in r.public_attempts
+            if a.address in public and not a.dial_error
+        ]
         backends = _backend_addresses(ctx)
-        return [Finding(
-            Code.NAT_LOOPBACK,
-            "no NAT loopback: inside cannot reach the public address",
-            f"From outside, {', '.join(public)} port 80 answers; from behind the load "
-            "balancer the same address times out or is refused. The LB or router forwards "
-            "port 80 from outside but does not hairpin connections that start inside "
-            "(NAT loopback). The CA validates from outside and may pass, but checks run "
-            "from inside (cert-manager's self-check, monitoring) fail.",
-            remedy_nat_loopback(public, backends, ctx.cluster, ctx.target.name,
-                                _prefix(vantages[0]) if vantages else None),
-            vantages=vantages, evidence=dedupe(ev, 4) + dedupe(outside_ok, 2),
-        )]
+        return [
+            Finding(
+                Code.NAT_LOOPBACK,
+                "no NAT loopback: inside cannot reach the public address",
+                f"From outside, {', '.join(public)} port 80 answers; from behind the load "
+                "balancer the same address times out or is refused. The LB or router forwards "
+                "port 80 from outside but does not hairpin connections that start inside "
+                "(NAT loopback). The CA validates from outside and may pass, but checks run "
+                "from inside (cert-manager's self-check, monitoring) fail.",
+                remedy_nat_loopback(
+                    public,
+                    backends,
+                    ctx.cluster,
+                    ctx.target.name,
+                    _prefix(vantages[0]) if vantages else None,
+                ),
+                vantages=vantages,
+                evidence=dedupe(ev, 4) + dedupe(outside_ok, 2),
+            )
+        ]
 
 
 class SplitHorizon:
@@ -171,26 +203,33 @@ class SplitHorizon:
         out: list[Finding] = []
         for run in ctx.inside:
             if run.result is None or (run.result.get("resolution") or {}).get("source") in (
-                "given", "override"
+                "given",
+                "override",
             ):
                 continue
             inside = run.resolved
             if set(inside) == set(outside):
                 continue
-            ev = [f"outside: {', '.join(outside) or 'no address'}",
-                  f"{run.label}: {', '.join(inside) or run.resolution_error or 'no address'}"]
+            ev = [
+                f"outside: {', '.join(outside) or 'no address'}",
+                f"{run.label}: {', '.join(inside) or run.resolution_error or 'no address'}",
+            ]
             # Resolving to nothing inside means the self-check cannot even start.
             severity = None if inside else Severity.ERROR
-            out.append(Finding(
-                Code.DNS_SPLIT_HORIZON,
-                "inside and outside resolve the name differently",
-                f"{run.label} resolves {ctx.target.name} to "
-                f"{', '.join(inside) or 'nothing'}, while outside it is "
-                f"{', '.join(outside) or 'nothing'}. The CA sees the outside answer; "
-                "cert-manager's self-check sees the inside one.",
-                remedy_split_horizon(inside, outside), severity=severity,
-                vantages=[run.label], evidence=ev,
-            ))
+            out.append(
+                Finding(
+                    Code.DNS_SPLIT_HORIZON,
+                    "inside and outside resolve the name differently",
+                    f"{run.label} resolves {ctx.target.name} to "
+                    f"{', '.join(inside) or 'nothing'}, while outside it is "
+                    f"{', '.join(outside) or 'nothing'}. The CA sees the outside answer; "
+                    "cert-manager's self-check sees the inside one.",
+                    remedy_split_horizon(inside, outside),
+                    severity=severity,
+                    vantages=[run.label],
+                    evidence=ev,
+                )
+            )
         return out
 
 
@@ -224,31 +263,43 @@ class Consistency:
                     continue
                 vantages.append(run.label)
                 for sig, numbers in sigs.items():
-                    ev.append(f"{addr} from {run.label}, attempt(s) "
-                              f"{', '.join(map(str, numbers))}: {sig}")
+                    ev.append(
+                        f"{addr} from {run.label}, attempt(s) {', '.join(map(str, numbers))}: {sig}"
+                    )
         if not ev:
             return []
-        return [Finding(
-            Code.INCONSISTENT_BACKENDS,
-            "repeated probes get different answers",
-            "The same request to the same address gets different answers: the load "
-            "balancer spreads requests over backends and not all of them have the token "
-            "(or serve the same thing). The CA validates from several places at once, and "
-            "each may land on a different backend.",
-            "Make every backend answer the challenge: share the webroot (NFS, object "
-            "storage), use a stateless responder (token.THUMBPRINT for any token), route "
-            "/.well-known/acme-challenge/ to a single backend on the LB, or run acmelb's "
-            "responder where the LB can reach it.",
-            vantages=vantages, evidence=ev[:8],
-        )]
+        return [
+            Finding(
+                Code.INCONSISTENT_BACKENDS,
+                "repeated probes get different answers",
+                "The same request to the same address gets different answers: the load "
+                "balancer spreads requests over backends and not all of them have the token "
+                "(or serve the same thing). The CA validates from several places at once, and "
+                "each may land on a different backend.",
+                "Make every backend answer the challenge: share the webroot (NFS, object "
+                "storage), use a stateless responder (token.THUMBPRINT for any token), route "
+                "/.well-known/acme-challenge/ to a single backend on the LB, or run acmelb's "
+                "responder where the LB can reach it.",
+                vantages=vantages,
+                evidence=ev[:8],
+            )
+        ]
 
 
 class InsideOnly:
     """What cert-manager's self-check (inside) gets wrong while the outside is fine."""
 
-    codes = (Code.CHALLENGE_NOT_FOUND, Code.HTTP_ERROR_STATUS, Code.WRONG_CONTENT,
-             Code.THUMBPRINT_MISMATCH, Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED,
-             Code.EMPTY_REPLY, Code.READ_TIMEOUT, Code.HTTP_ON_HTTPS_PORT)
+    codes = (
+        Code.CHALLENGE_NOT_FOUND,
+        Code.HTTP_ERROR_STATUS,
+        Code.WRONG_CONTENT,
+        Code.THUMBPRINT_MISMATCH,
+        Code.PORT_80_TIMEOUT,
+        Code.PORT_80_REFUSED,
+        Code.EMPTY_REPLY,
+        Code.READ_TIMEOUT,
+        Code.HTTP_ON_HTTPS_PORT,
+    )
     stage = Stage.COMPARE
     # their findings already explain what the inside gets wrong: then this one is quiet
     after: tuple[type, ...] = (NatLoopback, ProxyProtocol)
@@ -260,8 +311,7 @@ class InsideOnly:
         if ctx.has(Code.NAT_LOOPBACK) or ctx.has(Code.PROXY_PROTOCOL_REQUIRED):
             return []
         outside_codes = set(le_failures(ctx))
-        reached = {a.address for r in ctx.outside for a in r.public_attempts
-                   if not a.dial_error}
+        reached = {a.address for r in ctx.outside for a in r.public_attempts if not a.dial_error}
         grouped: dict[Code, list[Attempt]] = {}
         for run in ctx.inside:
             for a in run.public_attempts:
@@ -276,18 +326,21 @@ class InsideOnly:
         out: list[Finding] = []
         for code, attempts in grouped.items():
             vantages = sorted({a.vantage for a in attempts})
-            out.append(Finding(
-                code,
-                f"from inside only: {code.value.replace('-', ' ')}",
-                "Outside probes (what the CA sees) are fine here, but from inside the "
-                f"request fails ({cm_verdict(attempts[0], ctx.target).detail}). "
-                "cert-manager's self-check runs from inside and will not let the CA "
-                "validate until this passes.",
-                "Make the inside path reach the same responder as the outside path "
-                "(same DNS answer, same LB), or set waitInsteadOfSelfCheck on the HTTP-01 "
-                "solver (cert-manager >= 1.21) once outside validation is known to work.",
-                vantages=vantages, evidence=dedupe([describe(a) for a in attempts], 4),
-            ))
+            out.append(
+                Finding(
+                    code,
+                    f"from inside only: {code.value.replace('-', ' ')}",
+                    "Outside probes (what the CA sees) are fine here, but from inside the "
+                    f"request fails ({cm_verdict(attempts[0], ctx.target).detail}). "
+                    "cert-manager's self-check runs from inside and will not let the CA "
+                    "validate until this passes.",
+                    "Make the inside path reach the same responder as the outside path "
+                    "(same DNS answer, same LB), or set waitInsteadOfSelfCheck on the HTTP-01 "
+                    "solver (cert-manager >= 1.21) once outside validation is known to work.",
+                    vantages=vantages,
+                    evidence=dedupe([describe(a) for a in attempts], 4),
+                )
+            )
         return out
 
 
@@ -301,22 +354,29 @@ class TrailingWhitespace:
 
     def run(self, ctx: Context) -> list[Finding]:
         key = ctx.target.key_authorization
-        hits = [a for r in ctx.runs for a in r.attempts
-                if a.final.status == 200 and a.final.body != key
-                and a.final.body.rstrip(" \t\r\n") == key]
+        hits = [
+            a
+            for r in ctx.runs
+            for a in r.attempts
+            if a.final.status == 200
+            and a.final.body != key
+            and a.final.body.rstrip(" \t\r\n") == key
+        ]
         if not hits:
             return []
-        return [Finding(
-            Code.TRAILING_WHITESPACE,
-            "the key authorization comes with trailing whitespace",
-            f"The body is {hits[0].final.body!r}. Let's Encrypt trims trailing whitespace "
-            "and passes; cert-manager's self-check compares exactly and fails forever "
-            "('did not get expected response').",
-            "Serve the key authorization without a newline: `printf %s KEY > FILE` instead "
-            "of `echo KEY > FILE`; in nginx `return 200 \"$1.THUMBPRINT\";` with no \\n.",
-            vantages=sorted({a.vantage for a in hits}),
-            evidence=dedupe([describe(a) for a in hits], 3),
-        )]
+        return [
+            Finding(
+                Code.TRAILING_WHITESPACE,
+                "the key authorization comes with trailing whitespace",
+                f"The body is {hits[0].final.body!r}. Let's Encrypt trims trailing whitespace "
+                "and passes; cert-manager's self-check compares exactly and fails forever "
+                "('did not get expected response').",
+                "Serve the key authorization without a newline: `printf %s KEY > FILE` instead "
+                'of `echo KEY > FILE`; in nginx `return 200 "$1.THUMBPRINT";` with no \\n.',
+                vantages=sorted({a.vantage for a in hits}),
+                evidence=dedupe([describe(a) for a in hits], 3),
+            )
+        ]
 
 
 MIDDLEBOXES: tuple[tuple[str, str, str], ...] = (
@@ -392,18 +452,20 @@ class Middlebox:
             return []
         names = ", ".join(products)
         ev = [line for lines in products.values() for line in lines[:2]]
-        return [Finding(
-            Code.MIDDLEBOX_FINGERPRINT,
-            f"the failing answer comes from {names}",
-            f"The response carries the fingerprint of {names} (headers or error page). "
-            "That device or product answers in place of the ACME responder, so the fix "
-            "belongs in its configuration.",
-            f"Look at {names}: route /.well-known/acme-challenge/ to the backend unchanged "
-            "(no caching, no WAF challenge, no redirect), or pass port 80 through in TCP "
-            "mode.",
-            severity=Severity.WARNING,
-            evidence=ev[:6],
-        )]
+        return [
+            Finding(
+                Code.MIDDLEBOX_FINGERPRINT,
+                f"the failing answer comes from {names}",
+                f"The response carries the fingerprint of {names} (headers or error page). "
+                "That device or product answers in place of the ACME responder, so the fix "
+                "belongs in its configuration.",
+                f"Look at {names}: route /.well-known/acme-challenge/ to the backend unchanged "
+                "(no caching, no WAF challenge, no redirect), or pass port 80 through in TCP "
+                "mode.",
+                severity=Severity.WARNING,
+                evidence=ev[:6],
+            )
+        ]
 
 
 class VantageHealth:
@@ -419,13 +481,16 @@ class VantageHealth:
         for run in ctx.runs:
             if not run.failure:
                 continue
-            out.append(Finding(
-                Code.VANTAGE_UNUSABLE,
-                f"vantage {run.label} could not run a probe",
-                f"{run.failure}. The diagnosis goes on without this vantage, so anything "
-                "only it could see (e.g. NAT loopback from inside) is unknown.",
-                "Make sure the command works on its own (try `PREFIX python3 -V` and "
-                "`PREFIX curl -V`), and that python3 (any 3.x) or curl exists there.",
-                vantages=[run.label], evidence=run.failure_details[:4],
-            ))
+            out.append(
+                Finding(
+                    Code.VANTAGE_UNUSABLE,
+                    f"vantage {run.label} could not run a probe",
+                    f"{run.failure}. The diagnosis goes on without this vantage, so anything "
+                    "only it could see (e.g. NAT loopback from inside) is unknown.",
+                    "Make sure the command works on its own (try `PREFIX python3 -V` and "
+                    "`PREFIX curl -V`), and that python3 (any 3.x) or curl exists there.",
+                    vantages=[run.label],
+                    evidence=run.failure_details[:4],
+                )
+            )
         return out

@@ -119,8 +119,11 @@ class MemberVantage:
         try:
             if wait_until(answered, budget + PROBE_WAIT_MARGIN):
                 return result
-            return VantageFailure(f"member {self.member} did not answer the probe within "
-                                  f"{budget + PROBE_WAIT_MARGIN:.0f} s", [])
+            return VantageFailure(
+                f"member {self.member} did not answer the probe within "
+                f"{budget + PROBE_WAIT_MARGIN:.0f} s",
+                [],
+            )
         finally:
             with contextlib.suppress(StoreUnavailable):
                 self.store.forget_probe(probe_id)
@@ -163,9 +166,14 @@ class Agent:
         """Check the key before writing anything, then serve, then join the cluster."""
         self.store.verify_key()
         self.state.store_ok = True
-        self._responder = ResponderThread(Responder(
-            self.answers, addresses=self.config.http_addresses, port=self.config.http_port,
-            log=self._request_logged))
+        self._responder = ResponderThread(
+            Responder(
+                self.answers,
+                addresses=self.config.http_addresses,
+                port=self.config.http_port,
+                log=self._request_logged,
+            )
+        )
         self._responder.__enter__()
         if self.config.metrics_listen:
             self.metrics.serve(self.config.metrics_listen)
@@ -174,13 +182,18 @@ class Agent:
                 self.log(f"declared {spec.name} ({', '.join(spec.names)}) in the store")
         self._heartbeat()
         self._sync()
-        for name, target in (("heartbeat", self._heartbeat_loop), ("sync", self._sync_loop),
-                             ("renewal", self._renewal_loop)):
+        for name, target in (
+            ("heartbeat", self._heartbeat_loop),
+            ("sync", self._sync_loop),
+            ("renewal", self._renewal_loop),
+        ):
             thread = threading.Thread(target=target, name=f"acmelb-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        self.log(f"member {self.config.member} serving tokens on port {self.config.http_port}"
-                 f"; store {self.kv.where}")
+        self.log(
+            f"member {self.config.member} serving tokens on port {self.config.http_port}"
+            f"; store {self.kv.where}"
+        )
 
     def wait(self) -> None:
         while not self.stopping.wait(1.0):
@@ -203,8 +216,10 @@ class Agent:
         self.kv.close()
 
     def _request_logged(self, entry: RequestLog) -> None:
-        self.log(f"responder: {entry.client} {entry.method} {entry.target} Host={entry.host} "
-                 f"UA={entry.user_agent!r} -> {entry.status} ({entry.answer})")
+        self.log(
+            f"responder: {entry.client} {entry.method} {entry.target} Host={entry.host} "
+            f"UA={entry.user_agent!r} -> {entry.status} ({entry.answer})"
+        )
 
     # -- heartbeat: leases and the member record --------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -224,15 +239,22 @@ class Agent:
             self._store_reached(False, exc)
 
     def _record(self) -> MemberRecord:
-        return MemberRecord(member=self.config.member, started=self.state.started,
-                            last_seen=time.time(), store_ok=self.state.store_ok,
-                            installed=dict(self.state.installed),
-                            problems=dict(self.state.problems))
+        return MemberRecord(
+            member=self.config.member,
+            started=self.state.started,
+            last_seen=time.time(),
+            store_ok=self.state.store_ok,
+            installed=dict(self.state.installed),
+            problems=dict(self.state.problems),
+        )
 
     def _store_reached(self, ok: bool, exc: Exception | None = None) -> None:
         if ok != self.state.store_ok:
-            self.log("store reachable again" if ok else
-                     f"store unreachable: {exc}; serving what is installed, issuing nothing")
+            self.log(
+                "store reachable again"
+                if ok
+                else f"store unreachable: {exc}; serving what is installed, issuing nothing"
+            )
         self.state.store_ok = ok
         self.metrics.store_up.set(1 if ok else 0)
 
@@ -276,7 +298,7 @@ class Agent:
         for event in events:
             key: bytes = event.key
             if key.startswith(token_prefix):
-                token = key[len(token_prefix):].decode("ascii", "replace")
+                token = key[len(token_prefix) :].decode("ascii", "replace")
                 value = getattr(event, "value", b"")
                 if type(event).__name__ == "PutEvent":
                     self.tokens.add(token, value.decode("ascii", "replace"))
@@ -334,9 +356,13 @@ class Agent:
         self._current = {spec.name: current for spec, current in overview}
         for declared, _ in overview:
             mine = own.get(declared.name)
-            out.append(replace(declared, deploy_hook=mine.deploy_hook if mine else None,
-                               self_check=mine.self_check if mine else
-                               self.config.self_check))
+            out.append(
+                replace(
+                    declared,
+                    deploy_hook=mine.deploy_hook if mine else None,
+                    self_check=mine.self_check if mine else self.config.self_check,
+                )
+            )
         return out
 
     def _install(self, spec: CertificateSpec) -> None:
@@ -355,10 +381,12 @@ class Agent:
         self.metrics.not_after.labels(name=spec.name).set(cert.not_after)
         if changed:
             lineage = self.local.lineage(spec.name)
-            said = run_deploy_hook(spec.deploy_hook, lineage.live_dir, cert.names) \
-                if spec.deploy_hook else ""
-            self.log(f"installed {spec.name} version {cert.version} in {lineage.live_dir}"
-                     f"{said}")
+            said = (
+                run_deploy_hook(spec.deploy_hook, lineage.live_dir, cert.names)
+                if spec.deploy_hook
+                else ""
+            )
+            self.log(f"installed {spec.name} version {cert.version} in {lineage.live_dir}{said}")
 
     def _install_files(self, spec: CertificateSpec, cert: StoredCertificate) -> bool:
         from acmelb.ca import CAConfig
@@ -366,15 +394,25 @@ class Agent:
 
         with self.local.lock(spec.name):
             lineage = self.local.lineage(spec.name)
-            if lineage.exists() and lineage.read("fullchain") == cert.fullchain_pem \
-                    and lineage.read("privkey") == cert.privkey_pem:
+            if (
+                lineage.exists()
+                and lineage.read("fullchain") == cert.fullchain_pem
+                and lineage.read("privkey") == cert.privkey_pem
+            ):
                 return False  # installed before a restart of this agent
             renewal = RenewalConfig(
-                names=cert.names, ca=CAConfig(self.config.directory, self.config.ca_bundle,
-                                              self.config.email),
-                solver=SolverOptions(kind="cluster"), key_type=spec.key_type)
-            self.local.save(spec.name, privkey_pem=cert.privkey_pem, cert_pem=cert.cert_pem,
-                            chain_pem=cert.chain_pem, renewal=renewal.to_json())
+                names=cert.names,
+                ca=CAConfig(self.config.directory, self.config.ca_bundle, self.config.email),
+                solver=SolverOptions(kind="cluster"),
+                key_type=spec.key_type,
+            )
+            self.local.save(
+                spec.name,
+                privkey_pem=cert.privkey_pem,
+                cert_pem=cert.cert_pem,
+                chain_pem=cert.chain_pem,
+                renewal=renewal.to_json(),
+            )
             return True
 
     # -- renewals ----------------------------------------------------------------------
@@ -389,8 +427,7 @@ class Agent:
                 if self.stopping.is_set():
                     return
                 self._renew(spec)
-            delay = min(self.config.check_interval, self._next_due_in()) * \
-                random.uniform(0.9, 1.1)
+            delay = min(self.config.check_interval, self._next_due_in()) * random.uniform(0.9, 1.1)
 
     def _due(self) -> list[CertificateSpec]:
         if not self.state.store_ok:
@@ -404,23 +441,27 @@ class Agent:
 
     def _due_at(self, spec: CertificateSpec, *, fresh: bool = False) -> float:
         """When ``spec`` is due by the last overview (or by the store, ``fresh``)."""
-        summary = (self.store.current_summary(spec.name) if fresh
-                   else self._current.get(spec.name))
+        summary = self.store.current_summary(spec.name) if fresh else self._current.get(spec.name)
         if summary is None:
             return 0.0
-        window = default_window(summary["not_before"], summary["not_after"],
-                                self.config.renew_fraction)
+        window = default_window(
+            summary["not_before"], summary["not_after"], self.config.renew_fraction
+        )
         return window.moment(self.config.member, spec.name, summary["version"])
 
     def _next_attempt(self, spec: CertificateSpec) -> float:
         """When this member should next look at ``spec``: due, and not waiting."""
-        return max(self._due_at(spec), self._backoff.get(spec.name, (0.0, 0.0))[0],
-                   self._lock_wait.get(spec.name, 0.0))
+        return max(
+            self._due_at(spec),
+            self._backoff.get(spec.name, (0.0, 0.0))[0],
+            self._lock_wait.get(spec.name, 0.0),
+        )
 
     def _next_due_in(self) -> float:
         try:
-            soonest = min((self._next_attempt(s) for s in self._specs()),
-                          default=time.time() + 3600)
+            soonest = min(
+                (self._next_attempt(s) for s in self._specs()), default=time.time() + 3600
+            )
         except StoreUnavailable:
             return self.config.lease_ttl
         return max(0.2, soonest - time.time())
@@ -476,16 +517,24 @@ class Agent:
         client = self._ca_client()
         order = self._resumable_order(spec, client)
         if order is None:
-            order = PendingOrder(state=IssuanceState(names=spec.names),
-                                 privkey_pem=generate_key(spec.key_type),
-                                 started_by=self.config.member, started_at=time.time())
+            order = PendingOrder(
+                state=IssuanceState(names=spec.names),
+                privkey_pem=generate_key(spec.key_type),
+                started_by=self.config.member,
+                started_at=time.time(),
+            )
             self.log(f"{spec.name}: this member holds the lock; ordering")
         else:
-            self.log(f"{spec.name}: resuming the order {order.state.order_url} left by "
-                     f"{order.started_by} at step {order.state.step.value}")
+            self.log(
+                f"{spec.name}: resuming the order {order.state.order_url} left by "
+                f"{order.started_by} at step {order.state.step.value}"
+            )
         self_check = make_self_check(
-            spec.self_check, SolverOptions(kind="cluster"), self.log,
-            more_vantages=lambda: self._member_vantages(fence))
+            spec.self_check,
+            SolverOptions(kind="cluster"),
+            self.log,
+            more_vantages=lambda: self._member_vantages(fence),
+        )
 
         def on_step(state: IssuanceState) -> None:
             if state.step.value == "present" and state.order_url != order.state.order_url:
@@ -495,9 +544,14 @@ class Agent:
         def save(state: IssuanceState, key: bytes) -> None:
             self._save_certificate(spec, fence, state, key)
 
-        pipeline = Pipeline(client, ClusterSolver(self.store, fence, self.tokens), save=save,
-                            self_check=self_check, progress=lambda m: self.log(f"{spec.name}: {m}"),
-                            on_step=on_step)
+        pipeline = Pipeline(
+            client,
+            ClusterSolver(self.store, fence, self.tokens),
+            save=save,
+            self_check=self_check,
+            progress=lambda m: self.log(f"{spec.name}: {m}"),
+            on_step=on_step,
+        )
         try:
             pipeline.run(order.state, order.privkey_pem)
         except AcmelbError:
@@ -506,8 +560,9 @@ class Agent:
             raise
         finally:
             if self_check is not None:
-                codes = {f.code.value for r in self_check.reports for f in r.findings
-                         if f.sev.failing}
+                codes = {
+                    f.code.value for r in self_check.reports for f in r.findings if f.sev.failing
+                }
                 self.metrics.last_self_check(spec.name, codes)
 
     def _resumable_order(self, spec: CertificateSpec, client: Any) -> PendingOrder | None:
@@ -526,24 +581,39 @@ class Agent:
         return replace(pending, state=pending.state.resume_point())
 
     def _member_vantages(self, fence: Fence) -> list[MemberVantage]:
-        return [MemberVantage(self.store, fence, record.member)
-                for record in self.store.members() if record.member != self.config.member]
+        return [
+            MemberVantage(self.store, fence, record.member)
+            for record in self.store.members()
+            if record.member != self.config.member
+        ]
 
-    def _save_certificate(self, spec: CertificateSpec, fence: Fence, state: Any,
-                          key: bytes) -> None:
+    def _save_certificate(
+        self, spec: CertificateSpec, fence: Fence, state: Any, key: bytes
+    ) -> None:
         from acmelb.issuance import split_chain
 
         cert_pem, chain_pem = split_chain(state.fullchain_pem.encode("ascii"))
         not_before, not_after = _not_before_after(cert_pem)
         current = self.store.current_summary(spec.name)
         version = (current["version"] + 1) if current else 1
-        self.store.save_certificate(fence, StoredCertificate(
-            name=spec.name, names=spec.names, version=version, cert_pem=cert_pem,
-            chain_pem=chain_pem, privkey_pem=key, not_before=not_before, not_after=not_after,
-            issued_by=self.config.member))
+        self.store.save_certificate(
+            fence,
+            StoredCertificate(
+                name=spec.name,
+                names=spec.names,
+                version=version,
+                cert_pem=cert_pem,
+                chain_pem=chain_pem,
+                privkey_pem=key,
+                not_before=not_before,
+                not_after=not_after,
+                issued_by=self.config.member,
+            ),
+        )
         expires = datetime.datetime.fromtimestamp(not_after, datetime.UTC)
-        self.log(f"{spec.name}: version {version} stored, valid until "
-                 f"{expires:%Y-%m-%d %H:%M:%S} UTC")
+        self.log(
+            f"{spec.name}: version {version} stored, valid until {expires:%Y-%m-%d %H:%M:%S} UTC"
+        )
 
     def _ca_client(self) -> Any:
         """One CA session on the cluster's one account (its key shared, sealed, in etcd)."""
@@ -553,8 +623,7 @@ class Agent:
             from acmelb.ca import CAClient, CAConfig, new_account_key, register_account
 
             config = CAConfig(self.config.directory, self.config.ca_bundle, self.config.email)
-            key_json = self.store.account_key(config.directory_url,
-                                              new_account_key().json_dumps())
+            key_json = self.store.account_key(config.directory_url, new_account_key().json_dumps())
             client = CAClient(config, JWK.json_loads(key_json))
             register_account(client)
             self._client = client

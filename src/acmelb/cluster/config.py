@@ -130,7 +130,7 @@ def parse_store_url(url: str) -> tuple[StoreEndpoint, ...]:
     if not url.startswith("etcd://"):
         raise UsageError(f"store {url!r}: expected etcd://HOST[:PORT][,HOST[:PORT]...]")
     endpoints = []
-    for part in url[len("etcd://"):].rstrip("/").split(","):
+    for part in url[len("etcd://") :].rstrip("/").split(","):
         part = part.strip()
         host, port = part, "2379"
         if part.startswith("["):
@@ -150,8 +150,14 @@ class _Table:
     def __init__(self, data: Mapping[str, Any], where: str) -> None:
         self.data, self.where, self.taken = data, where, set[str]()
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *,
-            required: bool = False) -> Any:
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = None,
+        *,
+        required: bool = False,
+    ) -> Any:
         self.taken.add(key)
         if key not in self.data:
             if required:
@@ -181,8 +187,7 @@ class _Table:
             raise UsageError(f"{self.where}: unknown key {unknown[0]!r}")
 
 
-def _self_check(table: _Table | None, default: SelfCheckOptions | None
-                ) -> SelfCheckOptions | None:
+def _self_check(table: _Table | None, default: SelfCheckOptions | None) -> SelfCheckOptions | None:
     if table is None:
         return default
     mode = table.get("mode", str, "strict")
@@ -191,11 +196,16 @@ def _self_check(table: _Table | None, default: SelfCheckOptions | None
     dns = table.get("dns_server", str)
     probe = ProbeSettings.from_cli(
         here=Role.INSIDE.value,  # an agent runs on an instance behind the load balancer
-        inside=table.strings("inside"), outside=table.strings("outside"),
-        resolve=table.strings("resolve"), dns_server=dns,
-        timeout=table.get("timeout", float, 5.0), assume_public=table.strings("assume_public"))
-    options = SelfCheckOptions(mode=mode, probe=probe,
-                               total_timeout=table.get("total_timeout", float, 60.0))
+        inside=table.strings("inside"),
+        outside=table.strings("outside"),
+        resolve=table.strings("resolve"),
+        dns_server=dns,
+        timeout=table.get("timeout", float, 5.0),
+        assume_public=table.strings("assume_public"),
+    )
+    options = SelfCheckOptions(
+        mode=mode, probe=probe, total_timeout=table.get("total_timeout", float, 60.0)
+    )
     table.done()
     return None if mode == "off" else options
 
@@ -208,9 +218,12 @@ def _certificate(table: _Table, default_check: SelfCheckOptions | None) -> Certi
     key_type = table.get("key_type", str, "ec256")
     if key_type not in KEY_TYPES:
         raise UsageError(f"{table.where}: key_type must be one of {', '.join(KEY_TYPES)}")
-    spec = CertificateSpec(names=names, key_type=key_type,
-                           deploy_hook=table.get("deploy_hook", str),
-                           self_check=_self_check(table.table("self_check"), default_check))
+    spec = CertificateSpec(
+        names=names,
+        key_type=key_type,
+        deploy_hook=table.get("deploy_hook", str),
+        self_check=_self_check(table.table("self_check"), default_check),
+    )
     table.done()
     return spec
 
@@ -232,11 +245,11 @@ def _store(top: _Table) -> StoreConfig:
         try:
             password = Path(password_file).read_text().strip()
         except OSError as exc:
-            raise UsageError(f"{auth.where}: password_file {password_file}: "
-                             f"{exc.strerror or exc}") from exc
+            raise UsageError(
+                f"{auth.where}: password_file {password_file}: {exc.strerror or exc}"
+            ) from exc
     prefix = "/" + top.get("store_prefix", str, "/acmelb").strip("/")
-    return StoreConfig(endpoints=endpoints, prefix=prefix, tls=tls, user=user,
-                       password=password)
+    return StoreConfig(endpoints=endpoints, prefix=prefix, tls=tls, user=user, password=password)
 
 
 def parse_config(text: str, where: str) -> AgentConfig:
@@ -252,10 +265,13 @@ def parse_config(text: str, where: str) -> AgentConfig:
     email = ca.get("email", str)
     bundle = ca.get("ca_bundle", str)
     ca.done()
-    default_check = _self_check(top.table("self_check"), SelfCheckOptions(
-        probe=ProbeSettings(here=Role.INSIDE)))
-    certificates = tuple(_certificate(_Table(t, f"{where} [[certificate]] #{i}"), default_check)
-                         for i, t in enumerate(top.get("certificate", list, []), 1))
+    default_check = _self_check(
+        top.table("self_check"), SelfCheckOptions(probe=ProbeSettings(here=Role.INSIDE))
+    )
+    certificates = tuple(
+        _certificate(_Table(t, f"{where} [[certificate]] #{i}"), default_check)
+        for i, t in enumerate(top.get("certificate", list, []), 1)
+    )
     seen = [c.name for c in certificates]
     if len(seen) != len(set(seen)):
         raise UsageError(f"{where}: two [[certificate]] tables name the same first name")
@@ -263,7 +279,9 @@ def parse_config(text: str, where: str) -> AgentConfig:
     config = AgentConfig(
         member=top.get("member", str, socket.gethostname()),
         state_dir=Path(top.get("state_dir", str, "/var/lib/acmelb")),
-        store=_store(top), directory=directory, email=email,
+        store=_store(top),
+        directory=directory,
+        email=email,
         ca_bundle=Path(bundle) if bundle else None,
         store_key_file=Path(store_key) if store_key else None,
         http_port=top.get("http_port", int, 80),
@@ -272,7 +290,9 @@ def parse_config(text: str, where: str) -> AgentConfig:
         lease_ttl=top.get("lease_ttl", int, 10),
         renew_fraction=top.get("renew_fraction", float, 2 / 3),
         check_interval=top.get("check_interval", float, 60.0),
-        certificates=certificates, self_check=default_check)
+        certificates=certificates,
+        self_check=default_check,
+    )
     top.done()
     _validate(config, where)
     return config
@@ -299,8 +319,9 @@ def load_config(path: Path) -> AgentConfig:
     return parse_config(text, str(path))
 
 
-def store_config_of(config_path: Path | None, store_url: str | None,
-                    prefix: str = "/acmelb") -> tuple[StoreConfig, AgentConfig | None]:
+def store_config_of(
+    config_path: Path | None, store_url: str | None, prefix: str = "/acmelb"
+) -> tuple[StoreConfig, AgentConfig | None]:
     """The store to talk to: from an agent's configuration file, or from a bare URL."""
     if (config_path is None) == (store_url is None):
         raise UsageError("give --config FILE (an agent's configuration) or --store URL")
@@ -308,5 +329,4 @@ def store_config_of(config_path: Path | None, store_url: str | None,
         config = load_config(config_path)
         return config.store, config
     assert store_url is not None
-    return StoreConfig(endpoints=parse_store_url(store_url),
-                       prefix="/" + prefix.strip("/")), None
+    return StoreConfig(endpoints=parse_store_url(store_url), prefix="/" + prefix.strip("/")), None

@@ -64,9 +64,13 @@ Op = Put | Delete
 
 
 def _entry(value: bytes, meta: Any) -> Entry:
-    return Entry(key=meta.key.decode("utf-8"), value=value,
-                 create_revision=int(meta.create_revision), mod_revision=int(meta.mod_revision),
-                 lease=int(meta.lease_id))
+    return Entry(
+        key=meta.key.decode("utf-8"),
+        value=value,
+        create_revision=int(meta.create_revision),
+        mod_revision=int(meta.mod_revision),
+        lease=int(meta.lease_id),
+    )
 
 
 class EtcdKV:
@@ -77,25 +81,35 @@ class EtcdKV:
         self.prefix = config.prefix.rstrip("/")
         self._lock = threading.Lock()  # the client's failover bookkeeping is not thread-safe
         creds = self._credentials(config)
-        endpoints = [pyetcd.Endpoint(e.host, e.port, secure=creds is not None, creds=creds,
-                                     time_retry=2.0) for e in config.endpoints]
+        endpoints = [
+            pyetcd.Endpoint(e.host, e.port, secure=creds is not None, creds=creds, time_retry=2.0)
+            for e in config.endpoints
+        ]
         try:
             self.client = pyetcd.MultiEndpointEtcd3Client(
-                endpoints, timeout=config.timeout, user=config.user,
-                password=config.password, failover=True)
+                endpoints,
+                timeout=config.timeout,
+                user=config.user,
+                password=config.password,
+                failover=True,
+            )
         except _CLIENT_ERRORS as exc:
-            raise StoreUnavailable(f"cannot reach the store at {self.where}: "
-                                   f"{_describe(exc)}") from exc
+            raise StoreUnavailable(
+                f"cannot reach the store at {self.where}: {_describe(exc)}"
+            ) from exc
 
     @staticmethod
     def _credentials(config: StoreConfig) -> grpc.ChannelCredentials | None:
         if config.tls is None:
             return None
         try:
+
             def read(path: Any) -> bytes | None:
                 return path.read_bytes() if path else None
-            return grpc.ssl_channel_credentials(read(config.tls.ca), read(config.tls.key),
-                                                read(config.tls.cert))
+
+            return grpc.ssl_channel_credentials(
+                read(config.tls.ca), read(config.tls.key), read(config.tls.cert)
+            )
         except OSError as exc:
             raise UsageError(f"store TLS file: {exc.filename}: {exc.strerror}") from exc
 
@@ -119,8 +133,9 @@ class EtcdKV:
                 break
             except _CLIENT_ERRORS as exc:
                 last = exc
-        raise StoreUnavailable(f"the store at {self.where} did not answer to {what}: "
-                               f"{_describe(last)}") from last
+        raise StoreUnavailable(
+            f"the store at {self.where} did not answer to {what}: {_describe(last)}"
+        ) from last
 
     # -- reads -----------------------------------------------------------------------
     def get(self, key: str) -> Entry | None:
@@ -132,17 +147,21 @@ class EtcdKV:
         return [_entry(value, meta) for value, meta in items]
 
     def revision(self) -> int:
-        response = self._call("read the revision",
-                              lambda: self.client.get_response(self.path("")))
+        response = self._call("read the revision", lambda: self.client.get_response(self.path("")))
         return int(response.header.revision)
 
     def endpoint_health(self) -> dict[str, str]:
         """Each endpoint asked on its own: 'up (etcd VERSION)' or why it did not answer."""
         health = {}
         for endpoint in self.config.endpoints:
-            single = StoreConfig(endpoints=(endpoint,), prefix=self.config.prefix,
-                                 tls=self.config.tls, user=self.config.user,
-                                 password=self.config.password, timeout=1.0)
+            single = StoreConfig(
+                endpoints=(endpoint,),
+                prefix=self.config.prefix,
+                tls=self.config.tls,
+                user=self.config.user,
+                password=self.config.password,
+                timeout=1.0,
+            )
             try:
                 one = EtcdKV(single)
                 try:
@@ -161,9 +180,12 @@ class EtcdKV:
     def create(self, key: str, value: bytes, lease: int | None = None) -> bool:
         """Write ``key`` only if it does not exist; True if this call created it."""
         tx = self.client.transactions
-        ok, _ = self._call(f"create {key}", lambda: self.client.transaction(
-            compare=[tx.create(key) == 0], success=[tx.put(key, value, lease=lease)],
-            failure=[]))
+        ok, _ = self._call(
+            f"create {key}",
+            lambda: self.client.transaction(
+                compare=[tx.create(key) == 0], success=[tx.put(key, value, lease=lease)], failure=[]
+            ),
+        )
         return bool(ok)
 
     def delete(self, key: str, *, prefix: bool = False) -> None:
@@ -183,12 +205,19 @@ class EtcdKV:
                 requests.append(tx.delete(op.key, range_end=_prefix_end(op.key)))
             else:
                 requests.append(tx.delete(op.key))
-        ok, _ = self._call(f"write under the lock {fence.key}", lambda: self.client.transaction(
-            compare=[tx.create(fence.key) == fence.create_revision],
-            success=requests, failure=[]))
+        ok, _ = self._call(
+            f"write under the lock {fence.key}",
+            lambda: self.client.transaction(
+                compare=[tx.create(fence.key) == fence.create_revision],
+                success=requests,
+                failure=[],
+            ),
+        )
         if not ok:
-            raise LockLost(f"the lock {fence.key} is no longer ours (our lease expired and "
-                           "another instance took it): nothing was written")
+            raise LockLost(
+                f"the lock {fence.key} is no longer ours (our lease expired and "
+                "another instance took it): nothing was written"
+            )
 
     # -- leases ------------------------------------------------------------------------
     def grant(self, ttl: int) -> int:
@@ -204,16 +233,20 @@ class EtcdKV:
         self._call("revoke a lease", lambda: self.client.revoke_lease(lease))
 
     # -- watches -----------------------------------------------------------------------
-    def watch_prefix(self, prefix: str, on_event: Callable[[Any], None],
-                     start_revision: int | None = None) -> Callable[[], None]:
+    def watch_prefix(
+        self, prefix: str, on_event: Callable[[Any], None], start_revision: int | None = None
+    ) -> Callable[[], None]:
         """Call ``on_event`` with each watch response; returns the cancel function."""
         kwargs = {} if start_revision is None else {"start_revision": start_revision}
-        watch_id = self._call(f"watch {prefix}", lambda: self.client.add_watch_prefix_callback(
-            prefix, on_event, **kwargs))
+        watch_id = self._call(
+            f"watch {prefix}",
+            lambda: self.client.add_watch_prefix_callback(prefix, on_event, **kwargs),
+        )
 
         def cancel() -> None:
             with contextlib.suppress(*_CLIENT_ERRORS):  # on a dead connection: gone already
                 self.client.cancel_watch(watch_id)
+
         return cancel
 
     def close(self) -> None:

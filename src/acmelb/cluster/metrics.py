@@ -17,27 +17,45 @@ class AgentMetrics:
     def __init__(self, member: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.not_after = Gauge("acmelb_certificate_not_after_seconds",
-                               "Expiry of the certificate version installed here (epoch s)",
-                               ["name"], registry=r)
-        self.installed_version = Gauge("acmelb_certificate_installed_version",
-                                       "Cluster version of the certificate installed here",
-                                       ["name"], registry=r)
-        self.renewals = Counter("acmelb_renewals", "Issuances this member ran, by outcome",
-                                ["name", "outcome"], registry=r)
-        self.orders = Counter("acmelb_orders_started", "ACME orders this member created",
-                              ["name"], registry=r)
-        self.lock_held = Gauge("acmelb_lock_held",
-                               "1 while this member holds the certificate's lock",
-                               ["name"], registry=r)
-        self.members = Gauge("acmelb_cluster_members", "Live members seen in the store",
-                             registry=r)
-        self.store_up = Gauge("acmelb_store_up",
-                              "1 if the last store request succeeded (quorum reachable)",
-                              registry=r)
-        self.self_check = Gauge("acmelb_self_check_finding",
-                                "Failing finding codes of the last self-check (1 = present)",
-                                ["name", "code"], registry=r)
+        self.not_after = Gauge(
+            "acmelb_certificate_not_after_seconds",
+            "Expiry of the certificate version installed here (epoch s)",
+            ["name"],
+            registry=r,
+        )
+        self.installed_version = Gauge(
+            "acmelb_certificate_installed_version",
+            "Cluster version of the certificate installed here",
+            ["name"],
+            registry=r,
+        )
+        self.renewals = Counter(
+            "acmelb_renewals",
+            "Issuances this member ran, by outcome",
+            ["name", "outcome"],
+            registry=r,
+        )
+        self.orders = Counter(
+            "acmelb_orders_started", "ACME orders this member created", ["name"], registry=r
+        )
+        self.lock_held = Gauge(
+            "acmelb_lock_held",
+            "1 while this member holds the certificate's lock",
+            ["name"],
+            registry=r,
+        )
+        self.members = Gauge("acmelb_cluster_members", "Live members seen in the store", registry=r)
+        self.store_up = Gauge(
+            "acmelb_store_up",
+            "1 if the last store request succeeded (quorum reachable)",
+            registry=r,
+        )
+        self.self_check = Gauge(
+            "acmelb_self_check_finding",
+            "Failing finding codes of the last self-check (1 = present)",
+            ["name", "code"],
+            registry=r,
+        )
         self.info = Gauge("acmelb_agent_info", "This agent", ["member"], registry=r)
         self.info.labels(member=member).set(1)
         self._codes: dict[str, set[str]] = {}

@@ -63,24 +63,33 @@ class SecretBox:
     @classmethod
     def from_file(cls, path: Path | None) -> SecretBox:
         if path is None:
-            raise SecretKeyError("the cluster store needs --store-key-file (32 random bytes, "
-                                 "e.g. `openssl rand -base64 32 > store.key`)")
+            raise SecretKeyError(
+                "the cluster store needs --store-key-file (32 random bytes, "
+                "e.g. `openssl rand -base64 32 > store.key`)"
+            )
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise SecretKeyError(f"--store-key-file {path}: {exc.strerror or exc}") from exc
         key = _decode_key(raw)
         if key is None:
-            raise SecretKeyError(f"--store-key-file {path}: not a {KEY_BYTES}-byte key (raw, "
-                                 "base64 or hex; `openssl rand -base64 32` makes one)")
+            raise SecretKeyError(
+                f"--store-key-file {path}: not a {KEY_BYTES}-byte key (raw, "
+                "base64 or hex; `openssl rand -base64 32` makes one)"
+            )
         return cls(key)
 
     def seal(self, plaintext: bytes, path: str) -> bytes:
         nonce = os.urandom(12)
         ct = self._aead.encrypt(nonce, plaintext, path.encode("utf-8"))
-        return json.dumps({"alg": ALGORITHM, "kid": self.key_id,
-                           "nonce": base64.b64encode(nonce).decode("ascii"),
-                           "ct": base64.b64encode(ct).decode("ascii")}).encode("ascii")
+        return json.dumps(
+            {
+                "alg": ALGORITHM,
+                "kid": self.key_id,
+                "nonce": base64.b64encode(nonce).decode("ascii"),
+                "ct": base64.b64encode(ct).decode("ascii"),
+            }
+        ).encode("ascii")
 
     def open(self, sealed: bytes, path: str) -> bytes:
         try:
@@ -91,10 +100,14 @@ class SecretBox:
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise SecretKeyError(f"{path} in the store is not a sealed value") from exc
         if kid != self.key_id:
-            raise SecretKeyError(f"{path} in the store was sealed under store key {kid}, "
-                                 f"and --store-key-file holds key {self.key_id}: wrong key file")
+            raise SecretKeyError(
+                f"{path} in the store was sealed under store key {kid}, "
+                f"and --store-key-file holds key {self.key_id}: wrong key file"
+            )
         try:
             return self._aead.decrypt(nonce, ct, path.encode("utf-8"))
         except InvalidTag as exc:
-            raise SecretKeyError(f"{path} in the store does not open with this store key "
-                                 "(damaged, or moved from another path)") from exc
+            raise SecretKeyError(
+                f"{path} in the store does not open with this store key "
+                "(damaged, or moved from another path)"
+            ) from exc

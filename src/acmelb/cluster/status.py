@@ -46,15 +46,22 @@ class ClusterStatus:
     def converged(self) -> bool:
         """Every live member has every certificate's current version installed."""
         return self.quorum and all(
-            c.version is not None and all(m.installed.get(c.name) == c.version
-                                          for m in self.members)
-            for c in self.certificates)
+            c.version is not None
+            and all(m.installed.get(c.name) == c.version for m in self.members)
+            for c in self.certificates
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "time": time.time(), "store": self.store,
-                "quorum": self.quorum, "converged": self.converged, "error": self.error,
-                "members": [m.to_json() for m in self.members],
-                "certificates": [asdict(c) for c in self.certificates]}
+        return {
+            "schema": SCHEMA,
+            "time": time.time(),
+            "store": self.store,
+            "quorum": self.quorum,
+            "converged": self.converged,
+            "error": self.error,
+            "members": [m.to_json() for m in self.members],
+            "certificates": [asdict(c) for c in self.certificates],
+        }
 
 
 def cluster_status(store_config: StoreConfig, renew_fraction: float = 2 / 3) -> ClusterStatus:
@@ -65,41 +72,54 @@ def cluster_status(store_config: StoreConfig, renew_fraction: float = 2 / 3) -> 
         reader = ClusterStore(kv)  # reads no secret
         try:
             members = tuple(sorted(reader.members(), key=lambda m: m.member))
-            certificates = tuple(_certificate(reader, spec, members, renew_fraction)
-                                 for spec in reader.specs())
+            certificates = tuple(
+                _certificate(reader, spec, members, renew_fraction) for spec in reader.specs()
+            )
         except StoreUnavailable as exc:
-            return ClusterStatus(store=health, quorum=False, members=(), certificates=(),
-                                 error=f"{exc} (no quorum: agents keep serving what they "
-                                 "have and issue nothing)")
-        return ClusterStatus(store=health, quorum=True, members=members,
-                             certificates=certificates)
+            return ClusterStatus(
+                store=health,
+                quorum=False,
+                members=(),
+                certificates=(),
+                error=f"{exc} (no quorum: agents keep serving what they have and issue nothing)",
+            )
+        return ClusterStatus(store=health, quorum=True, members=members, certificates=certificates)
     finally:
         kv.close()
 
 
-def _certificate(store: ClusterStore, spec: CertificateSpec, members: tuple[MemberRecord, ...],
-                 renew_fraction: float) -> CertificateStatus:
+def _certificate(
+    store: ClusterStore,
+    spec: CertificateSpec,
+    members: tuple[MemberRecord, ...],
+    renew_fraction: float,
+) -> CertificateStatus:
     current = store.current_summary(spec.name)
     window = None
     if current is not None:
         w = default_window(current["not_before"], current["not_after"], renew_fraction)
         window = (w.start, w.end)
     return CertificateStatus(
-        name=spec.name, names=spec.names,
+        name=spec.name,
+        names=spec.names,
         version=current["version"] if current else None,
         not_after=current["not_after"] if current else None,
-        renewal_window=window, lock_holder=store.lock_holder(spec.name),
+        renewal_window=window,
+        lock_holder=store.lock_holder(spec.name),
         pending_order=store.pending_orders().get(spec.name),
-        installed_on={m.member: m.installed[spec.name] for m in members
-                      if spec.name in m.installed})
+        installed_on={
+            m.member: m.installed[spec.name] for m in members if spec.name in m.installed
+        },
+    )
 
 
 def declare(store_config: StoreConfig, names: tuple[str, ...], key_type: str) -> bool:
     """Declare one certificate for NAME... (first name names it); False if it exists."""
     if not names:
         raise UsageError("give at least one name")
-    spec = CertificateSpec(names=tuple(dict.fromkeys(normalize_name(n) for n in names)),
-                           key_type=key_type)
+    spec = CertificateSpec(
+        names=tuple(dict.fromkeys(normalize_name(n) for n in names)), key_type=key_type
+    )
     kv = EtcdKV(store_config)
     try:
         return ClusterStore(kv).declare(spec)
@@ -127,9 +147,15 @@ def export(store_config: StoreConfig, box: SecretBox, name: str, directory: Path
         raise StateError(f"the cluster has no certificate named {name} yet")
     local = Store(directory)
     # `acmelb renew` on the copy says that the agents renew it
-    renewal = RenewalConfig(names=cert.names, ca=CAConfig("cluster"),
-                            solver=SolverOptions(kind="cluster"))
+    renewal = RenewalConfig(
+        names=cert.names, ca=CAConfig("cluster"), solver=SolverOptions(kind="cluster")
+    )
     with local.lock(name):
-        local.save(name, privkey_pem=cert.privkey_pem, cert_pem=cert.cert_pem,
-                   chain_pem=cert.chain_pem, renewal=renewal.to_json())
+        local.save(
+            name,
+            privkey_pem=cert.privkey_pem,
+            cert_pem=cert.cert_pem,
+            chain_pem=cert.chain_pem,
+            renewal=renewal.to_json(),
+        )
     return local.lineage(name).live_dir

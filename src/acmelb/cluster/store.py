@@ -68,16 +68,25 @@ class MemberRecord:
     problems: dict[str, str] = field(default_factory=dict)  # name -> last failure
 
     def to_json(self) -> dict[str, Any]:
-        return {"member": self.member, "started": self.started, "last_seen": self.last_seen,
-                "store_ok": self.store_ok, "installed": self.installed,
-                "problems": self.problems}
+        return {
+            "member": self.member,
+            "started": self.started,
+            "last_seen": self.last_seen,
+            "store_ok": self.store_ok,
+            "installed": self.installed,
+            "problems": self.problems,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MemberRecord:
-        return cls(member=str(data["member"]), started=float(data["started"]),
-                   last_seen=float(data["last_seen"]), store_ok=bool(data["store_ok"]),
-                   installed={str(k): int(v) for k, v in data.get("installed", {}).items()},
-                   problems={str(k): str(v) for k, v in data.get("problems", {}).items()})
+        return cls(
+            member=str(data["member"]),
+            started=float(data["started"]),
+            last_seen=float(data["last_seen"]),
+            store_ok=bool(data["store_ok"]),
+            installed={str(k): int(v) for k, v in data.get("installed", {}).items()},
+            problems={str(k): str(v) for k, v in data.get("problems", {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -176,8 +185,9 @@ class ClusterStore:
             name = name.rsplit("/", 1)[-1]
             if leaf == "spec":
                 data = _load(entry, "a certificate declaration")
-                specs[name] = CertificateSpec(names=tuple(data["names"]),
-                                              key_type=data.get("key_type", "ec256"))
+                specs[name] = CertificateSpec(
+                    names=tuple(data["names"]), key_type=data.get("key_type", "ec256")
+                )
             elif leaf == "current":
                 currents[name] = _summary(_load(entry, "a certificate"))
         return [(spec, currents.get(name)) for name, spec in specs.items()]
@@ -190,10 +200,16 @@ class ClusterStore:
         data = _load(entry, "a certificate")
         key = self.box.open(data["privkey"].encode("ascii"), path)
         return StoredCertificate(
-            name=name, names=tuple(data["names"]), version=int(data["version"]),
-            cert_pem=data["cert_pem"].encode(), chain_pem=data["chain_pem"].encode(),
-            privkey_pem=key, not_before=float(data["not_before"]),
-            not_after=float(data["not_after"]), issued_by=str(data["issued_by"]))
+            name=name,
+            names=tuple(data["names"]),
+            version=int(data["version"]),
+            cert_pem=data["cert_pem"].encode(),
+            chain_pem=data["chain_pem"].encode(),
+            privkey_pem=key,
+            not_before=float(data["not_before"]),
+            not_after=float(data["not_after"]),
+            issued_by=str(data["issued_by"]),
+        )
 
     def current_summary(self, name: str) -> dict[str, Any] | None:
         """The current version without opening its key (for status)."""
@@ -227,16 +243,23 @@ class ClusterStore:
         if entry is None:
             return None
         data = _load(entry, "a pending order")
-        return PendingOrder(state=IssuanceState.from_json(data["state"]),
-                            privkey_pem=self.box.open(data["privkey"].encode("ascii"), path),
-                            started_by=str(data["started_by"]),
-                            started_at=float(data["started_at"]))
+        return PendingOrder(
+            state=IssuanceState.from_json(data["state"]),
+            privkey_pem=self.box.open(data["privkey"].encode("ascii"), path),
+            started_by=str(data["started_by"]),
+            started_at=float(data["started_at"]),
+        )
 
     def save_order(self, fence: Fence, name: str, order: PendingOrder) -> None:
         path = self._cert(name, "order")
-        value = _json({"state": order.state.to_json(),
-                       "privkey": self.box.seal(order.privkey_pem, path).decode("ascii"),
-                       "started_by": order.started_by, "started_at": order.started_at})
+        value = _json(
+            {
+                "state": order.state.to_json(),
+                "privkey": self.box.seal(order.privkey_pem, path).decode("ascii"),
+                "started_by": order.started_by,
+                "started_at": order.started_at,
+            }
+        )
         self.kv.fenced(fence, [Put(path, value)])
 
     def drop_order(self, fence: Fence, name: str) -> None:
@@ -245,34 +268,50 @@ class ClusterStore:
     def save_certificate(self, fence: Fence, cert: StoredCertificate) -> None:
         """The new current version, and the pending order gone, in one fenced step."""
         path = self._cert(cert.name, "current")
-        value = _json({"names": list(cert.names), "version": cert.version,
-                       "cert_pem": cert.cert_pem.decode(), "chain_pem": cert.chain_pem.decode(),
-                       "privkey": self.box.seal(cert.privkey_pem, path).decode("ascii"),
-                       "not_before": cert.not_before, "not_after": cert.not_after,
-                       "issued_by": cert.issued_by})
+        value = _json(
+            {
+                "names": list(cert.names),
+                "version": cert.version,
+                "cert_pem": cert.cert_pem.decode(),
+                "chain_pem": cert.chain_pem.decode(),
+                "privkey": self.box.seal(cert.privkey_pem, path).decode("ascii"),
+                "not_before": cert.not_before,
+                "not_after": cert.not_after,
+                "issued_by": cert.issued_by,
+            }
+        )
         self.kv.fenced(fence, [Put(path, value), Delete(self._cert(cert.name, "order"))])
 
     # -- tokens ----------------------------------------------------------------------------
     def publish_tokens(self, fence: Fence, challenges: Sequence[PendingChallenge]) -> None:
-        self.kv.fenced(fence, [Put(self.kv.path("tokens", c.token),
-                                   c.key_authorization.encode("ascii"), lease=fence.lease)
-                               for c in challenges])
+        self.kv.fenced(
+            fence,
+            [
+                Put(
+                    self.kv.path("tokens", c.token),
+                    c.key_authorization.encode("ascii"),
+                    lease=fence.lease,
+                )
+                for c in challenges
+            ],
+        )
 
     def withdraw_tokens(self, fence: Fence, challenges: Sequence[PendingChallenge]) -> None:
         self.kv.fenced(fence, [Delete(self.kv.path("tokens", c.token)) for c in challenges])
 
     def tokens(self) -> dict[str, str]:
         prefix = self.kv.path("tokens", "")
-        return {e.key[len(prefix):]: e.value.decode("ascii")
-                for e in self.kv.get_prefix(prefix)}
+        return {e.key[len(prefix) :]: e.value.decode("ascii") for e in self.kv.get_prefix(prefix)}
 
     # -- members ------------------------------------------------------------------------
     def heartbeat(self, record: MemberRecord, lease: int) -> None:
         self.kv.put(self.kv.path("members", record.member), _json(record.to_json()), lease)
 
     def members(self) -> list[MemberRecord]:
-        return [MemberRecord.from_json(_load(e, "a member record"))
-                for e in self.kv.get_prefix(self.kv.path("members", ""))]
+        return [
+            MemberRecord.from_json(_load(e, "a member record"))
+            for e in self.kv.get_prefix(self.kv.path("members", ""))
+        ]
 
     def pending_orders(self) -> dict[str, dict[str, Any]]:
         """name -> step, order URL, who started it and when (no keys opened)."""
@@ -281,29 +320,39 @@ class ClusterStore:
             if entry.key.endswith("/order"):
                 data = _load(entry, "a pending order")
                 name = entry.key.split("/")[-2]
-                out[name] = {"step": data["state"]["step"],
-                             "order_url": data["state"].get("order_url"),
-                             "started_by": data["started_by"],
-                             "started_at": data["started_at"]}
+                out[name] = {
+                    "step": data["state"]["step"],
+                    "order_url": data["state"].get("order_url"),
+                    "started_by": data["started_by"],
+                    "started_at": data["started_at"],
+                }
         return out
 
     # -- probes: the members as self-check vantages -----------------------------------
     def ask_probe(self, fence: Fence, member: str, request: dict[str, Any]) -> str:
         probe_id = f"{member}-{uuid.uuid4().hex[:12]}"
-        self.kv.fenced(fence, [Put(self.kv.path("probes", probe_id, "request"),
-                                   _json({"member": member, "request": request,
-                                          "asked": time.time()}), lease=fence.lease)])
+        self.kv.fenced(
+            fence,
+            [
+                Put(
+                    self.kv.path("probes", probe_id, "request"),
+                    _json({"member": member, "request": request, "asked": time.time()}),
+                    lease=fence.lease,
+                )
+            ],
+        )
         return probe_id
 
     def probe_requests(self, member: str) -> dict[str, dict[str, Any]]:
         """The unanswered probe requests addressed to ``member``: id -> request."""
         prefix = self.kv.path("probes", "")
         entries = self.kv.get_prefix(prefix)
-        answered = {e.key[len(prefix):].rsplit("/", 1)[0] for e in entries
-                    if e.key.endswith("/result")}
+        answered = {
+            e.key[len(prefix) :].rsplit("/", 1)[0] for e in entries if e.key.endswith("/result")
+        }
         out = {}
         for entry in entries:
-            probe_id = entry.key[len(prefix):].rsplit("/", 1)[0]
+            probe_id = entry.key[len(prefix) :].rsplit("/", 1)[0]
             if entry.key.endswith("/request") and probe_id not in answered:
                 data = _load(entry, "a probe request")
                 if data.get("member") == member:

@@ -10,10 +10,13 @@ from acmelb.commands._common import add_ca_options, ca_config, print_json, state
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "account", help="register or show the ACME account for a directory")
+        "account", help="register or show the ACME account for a directory"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for action, text in (("register", "create the account (if needed) and show it"),
-                         ("show", "show the account URL and its key thumbprint")):
+    for action, text in (
+        ("register", "create the account (if needed) and show it"),
+        ("show", "show the account URL and its key thumbprint"),
+    ):
         child = actions.add_parser(action, help=text, description=text)
         add_ca_options(child, directory_required=True)
         child.add_argument("--json", action="store_true")
@@ -28,12 +31,20 @@ def run(args: argparse.Namespace) -> int:
     client = open_account(store, ca_config(args), register=args.action == "register")
     account = describe_account(client, store)
     if args.json:
-        print_json({"uri": account.uri, "thumbprint": account.thumbprint,
-                    "contact": list(account.contact), "directory": account.directory_url,
-                    "key": str(account.key_path)})
+        print_json(
+            {
+                "uri": account.uri,
+                "thumbprint": account.thumbprint,
+                "contact": list(account.contact),
+                "directory": account.directory_url,
+                "key": str(account.key_path),
+            }
+        )
     else:
-        print(f"account:    {account.uri}\nthumbprint: {account.thumbprint}\n"
-              f"directory:  {account.directory_url}\nkey:        {account.key_path}")
+        print(
+            f"account:    {account.uri}\nthumbprint: {account.thumbprint}\n"
+            f"directory:  {account.directory_url}\nkey:        {account.key_path}"
+        )
         if account.contact:
             print(f"contact:    {', '.join(account.contact)}")
     return 0

@@ -9,20 +9,37 @@ from typing import Any
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "agent", help="run one instance of a cluster that shares certificates through etcd",
+        "agent",
+        help="run one instance of a cluster that shares certificates through etcd",
         description="Run until stopped: answer every pending HTTP-01 token of the cluster on "
         "port 80, renew the certificates of the configuration file (one order per "
         "certificate for the whole cluster, under an etcd lock), install every new version "
-        "into STATE/live/NAME and run the deploy hook. See docs/cluster.md.")
-    parser.add_argument("--config", type=Path, required=True, metavar="FILE",
-                        help="the agent's TOML configuration (docs/cluster.md)")
-    parser.add_argument("--store-key-file", type=Path, metavar="FILE",
-                        help="the key that seals private keys in the store (32 bytes, raw, "
-                        "base64 or hex; overrides store_key_file in the configuration)")
-    parser.add_argument("--metrics-listen", metavar="ADDRESS:PORT",
-                        help="serve Prometheus metrics there (overrides metrics_listen)")
-    parser.add_argument("--check-config", action="store_true",
-                        help="read the configuration and the store key, then exit")
+        "into STATE/live/NAME and run the deploy hook. See docs/cluster.md.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the agent's TOML configuration (docs/cluster.md)",
+    )
+    parser.add_argument(
+        "--store-key-file",
+        type=Path,
+        metavar="FILE",
+        help="the key that seals private keys in the store (32 bytes, raw, "
+        "base64 or hex; overrides store_key_file in the configuration)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="ADDRESS:PORT",
+        help="serve Prometheus metrics there (overrides metrics_listen)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="read the configuration and the store key, then exit",
+    )
     parser.set_defaults(run=run)
 
 
@@ -43,14 +60,19 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, metrics_listen=args.metrics_listen)
     box = SecretBox.from_file(config.store_key_file)
     if args.check_config:
-        print(f"{args.config}: member {config.member}, {len(config.certificates)} "
-              f"certificate(s), store {config.store.prefix} on "
-              f"{','.join(str(e) for e in config.store.endpoints)}: OK")
+        print(
+            f"{args.config}: member {config.member}, {len(config.certificates)} "
+            f"certificate(s), store {config.store.prefix} on "
+            f"{','.join(str(e) for e in config.store.endpoints)}: OK"
+        )
         return 0
 
     def log(message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} acmelb agent[{config.member}]: {message}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{time.strftime('%H:%M:%S')} acmelb agent[{config.member}]: {message}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     agent = Agent(config, box, log=log)
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())

@@ -11,17 +11,28 @@ from acmelb.commands._common import print_json
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "cluster", help="inspect and change the certificates a cluster of agents keeps",
-        description="The cluster's etcd store: members, certificates, locks, pending orders.")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
-                                    parser_class=type(parser))
+        "cluster",
+        help="inspect and change the certificates a cluster of agents keeps",
+        description="The cluster's etcd store: members, certificates, locks, pending orders.",
+    )
+    actions = parser.add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=type(parser)
+    )
 
     def store_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, metavar="FILE",
-                       help="an agent's configuration file (its store settings are used)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="an agent's configuration file (its store settings are used)",
+        )
         p.add_argument("--store", metavar="URL", help="etcd://HOST:PORT[,HOST:PORT...]")
-        p.add_argument("--store-prefix", default="/acmelb", metavar="PREFIX",
-                       help="key prefix in etcd (default /acmelb)")
+        p.add_argument(
+            "--store-prefix",
+            default="/acmelb",
+            metavar="PREFIX",
+            help="key prefix in etcd (default /acmelb)",
+        )
 
     status = actions.add_parser("status", help="members, certificates, locks, store health")
     store_options(status)
@@ -31,8 +42,9 @@ def register(sub: Any) -> None:
     add = actions.add_parser("add", help="declare a certificate for NAME... (first names it)")
     store_options(add)
     add.add_argument("names", nargs="+", metavar="NAME")
-    add.add_argument("--key-type", choices=("ec256", "ec384", "rsa2048", "rsa4096"),
-                     default="ec256")
+    add.add_argument(
+        "--key-type", choices=("ec256", "ec384", "rsa2048", "rsa4096"), default="ec256"
+    )
     add.set_defaults(run=run_add)
 
     remove = actions.add_parser("remove", help="stop keeping the certificate NAME")
@@ -40,8 +52,9 @@ def register(sub: Any) -> None:
     remove.add_argument("names", nargs="+", metavar="NAME")
     remove.set_defaults(run=run_remove)
 
-    export = actions.add_parser("export", help="write NAME's current version to DIR "
-                                "(certbot layout: DIR/live/NAME/...)")
+    export = actions.add_parser(
+        "export", help="write NAME's current version to DIR (certbot layout: DIR/live/NAME/...)"
+    )
     store_options(export)
     export.add_argument("name", metavar="NAME")
     export.add_argument("directory", type=Path, metavar="DIR")
@@ -111,8 +124,7 @@ def run_keygen(args: argparse.Namespace) -> int:
     try:
         generate_key_file(args.file)
     except FileExistsError as exc:
-        raise UsageError(f"{args.file}: exists already; a store key is never overwritten") \
-            from exc
+        raise UsageError(f"{args.file}: exists already; a store key is never overwritten") from exc
     except OSError as exc:
         raise UsageError(f"{args.file}: {exc.strerror or exc}") from exc
     print(f"store key written to {args.file} (mode 0600); give the same file to every agent")

@@ -9,13 +9,20 @@ from typing import Any
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "demo", help="run acmelb's story on the local lab (root; Pebble, HAProxy, iptables)",
+        "demo",
+        help="run acmelb's story on the local lab (root; Pebble, HAProxy, iptables)",
         description="Build real load-balancer topologies in network namespaces with a local "
         "Pebble CA, issue through a TCP LB, diagnose and fix a hairpin-less DNAT LB, catch "
         "an intercepting HTTP LB, and run three agents in cluster mode behind a round-robin "
-        "LB. Everything is torn down at the end.")
-    parser.add_argument("--chapter", type=_chapter, action="append", metavar="N",
-                        help="run only chapter N: 1, 2, 3, or 4 or 'cluster' (repeatable)")
+        "LB. Everything is torn down at the end.",
+    )
+    parser.add_argument(
+        "--chapter",
+        type=_chapter,
+        action="append",
+        metavar="N",
+        help="run only chapter N: 1, 2, 3, or 4 or 'cluster' (repeatable)",
+    )
     parser.set_defaults(run=run)
 
 

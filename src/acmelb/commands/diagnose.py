@@ -30,15 +30,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--token", help="the challenge token (default: a random one)")
     key = p.add_mutually_exclusive_group()
     key.add_argument("--key", metavar="KEY_AUTHORIZATION", help="the expected body")
-    key.add_argument("--thumbprint", metavar="ACCOUNT_THUMBPRINT",
-                     help="the account key thumbprint (key = token.thumbprint); without "
-                     "--token, checks a stateless responder with a random token")
-    p.add_argument("--challenges", metavar="FILE",
-                   help="`kubectl get challenges -A -o json` output ('-' = stdin)")
+    key.add_argument(
+        "--thumbprint",
+        metavar="ACCOUNT_THUMBPRINT",
+        help="the account key thumbprint (key = token.thumbprint); without "
+        "--token, checks a stateless responder with a random token",
+    )
+    p.add_argument(
+        "--challenges",
+        metavar="FILE",
+        help="`kubectl get challenges -A -o json` output ('-' = stdin)",
+    )
     add_vantage_options(p, fleet=True)
-    p.add_argument("--concurrency", type=int, default=None, metavar="N",
-                   help="names diagnosed at once with several names (default 64; raise it "
-                   "for a fleet where many names time out)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="names diagnosed at once with several names (default 64; raise it "
+        "for a fleet where many names time out)",
+    )
     p.add_argument("--json", action="store_true", help="print the acmelb.diagnosis/v1 JSON")
     p.set_defaults(run=run)
 
@@ -58,14 +69,28 @@ def run(args: argparse.Namespace) -> int:
     names = list(args.names)
     if args.from_file:
         names += names_from_text(read_input(args.from_file, "--from-file"))
-    todo = plan(settings, names, token=args.token, key=args.key, thumbprint=args.thumbprint,
-                challenges=_challenges(args.challenges) if args.challenges else None)
+    todo = plan(
+        settings,
+        names,
+        token=args.token,
+        key=args.key,
+        thumbprint=args.thumbprint,
+        challenges=_challenges(args.challenges) if args.challenges else None,
+    )
     report.write_infos(todo.infos, sys.stderr if args.json else sys.stdout)
-    progress = report.Progress(len(todo.targets), sys.stderr) if (
-        len(todo.targets) > 1 and not args.json and sys.stderr.isatty()) else None
-    reports = diagnose_many(todo.targets, vantages, settings.options(), cluster=todo.cluster,
-                            workers=args.concurrency or DEFAULT_WORKERS,
-                            on_done=progress.update if progress else None)
+    progress = (
+        report.Progress(len(todo.targets), sys.stderr)
+        if (len(todo.targets) > 1 and not args.json and sys.stderr.isatty())
+        else None
+    )
+    reports = diagnose_many(
+        todo.targets,
+        vantages,
+        settings.options(),
+        cluster=todo.cluster,
+        workers=args.concurrency or DEFAULT_WORKERS,
+        on_done=progress.update if progress else None,
+    )
     if progress is not None:
         progress.close()
     if args.json:

@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "what tells them apart, and the `acmelb diagnose` command that settles it.",
         epilog="Exit status: 0 recognised, 1 not recognised, 2 unreadable input.",
     )
-    p.add_argument("text", nargs="*", metavar="TEXT",
-                   help="the message ('-' or nothing = read standard input)")
+    p.add_argument(
+        "text", nargs="*", metavar="TEXT", help="the message ('-' or nothing = read standard input)"
+    )
     p.add_argument("--json", action="store_true", help="print the acmelb.explain/v1 JSON")
     p.set_defaults(run=run)
 
@@ -45,11 +46,19 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(f"source:     {e.source}")
-        for label, value in (("url", e.url), ("name", e.name), ("token", e.token),
-                             ("expected", e.expected), ("received", e.received)):
+        for label, value in (
+            ("url", e.url),
+            ("name", e.name),
+            ("token", e.token),
+            ("expected", e.expected),
+            ("received", e.received),
+        ):
             if value is not None:
-                print(f"{label + ':':<11} {value!r}" if label in ("expected", "received")
-                      else f"{label + ':':<11} {value}")
+                print(
+                    f"{label + ':':<11} {value!r}"
+                    if label in ("expected", "received")
+                    else f"{label + ':':<11} {value}"
+                )
         if e.candidates:
             print(f"candidates: {', '.join(e.candidates)}")
         for line in textwrap.wrap(e.reasoning, 88):

@@ -20,47 +20,77 @@ def register(sub: Any) -> None:
         "(the internet, optionally with the Pebble test CA), an LB holding a VIP, and "
         "backends behind it. See docs/lab.md.",
     )
-    actions = parser.add_subparsers(dest="lab_action", metavar="ACTION",
-                                    parser_class=type(parser))
+    actions = parser.add_subparsers(dest="lab_action", metavar="ACTION", parser_class=type(parser))
     up = actions.add_parser(
-        "up", help="build a lab and leave it running",
+        "up",
+        help="build a lab and leave it running",
         description="Build a lab and leave it running until `acmelb lab down`. SCENARIO is "
         "a mode, optionally with the backends' behaviours: MODE[:BEHAVIOUR,BEHAVIOUR...], "
         "e.g. `dnat` or `haproxy-tcp-proxy:responder,not-found` (see `acmelb lab list`). "
         "`cluster` (or `cluster:N`) is the cluster-mode lab: N backends (default 3) free "
         "for agents behind a round-robin TCP HAProxy on 80 and 443, each with a TLS nginx, "
-        "Pebble, DNS for every *.acmelb.test name, and 3 etcd members.")
+        "Pebble, DNS for every *.acmelb.test name, and 3 etcd members.",
+    )
     up.add_argument("scenario", metavar="SCENARIO")
-    up.add_argument("--backends", type=int, metavar="N",
-                    help="number of backends of the cluster lab (1-10, default 3)")
-    up.add_argument("--cert-validity", type=int, metavar="SECONDS",
-                    help="lifetime of the certificates Pebble issues (default: Pebble's, "
-                    "5 years)")
-    up.add_argument("--dns-name", action="append", default=[], metavar="NAME",
-                    help="another name the lab DNS answers with the VIP; *.ZONE for every "
-                    "name below ZONE (repeatable)")
-    up.add_argument("--backend", action="append", default=[], metavar="BEHAVIOUR",
-                    help="behaviour of the next backend (repeatable; default: two responders)")
-    up.add_argument("--shortcut", action="append", default=[], metavar="BACKEND",
-                    help="give this backend (b1, b2...) kube-proxy's shortcut of VIP:80 to "
-                    "itself (repeatable)")
+    up.add_argument(
+        "--backends",
+        type=int,
+        metavar="N",
+        help="number of backends of the cluster lab (1-10, default 3)",
+    )
+    up.add_argument(
+        "--cert-validity",
+        type=int,
+        metavar="SECONDS",
+        help="lifetime of the certificates Pebble issues (default: Pebble's, 5 years)",
+    )
+    up.add_argument(
+        "--dns-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the lab DNS answers with the VIP; *.ZONE for every "
+        "name below ZONE (repeatable)",
+    )
+    up.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="BEHAVIOUR",
+        help="behaviour of the next backend (repeatable; default: two responders)",
+    )
+    up.add_argument(
+        "--shortcut",
+        action="append",
+        default=[],
+        metavar="BACKEND",
+        help="give this backend (b1, b2...) kube-proxy's shortcut of VIP:80 to itself (repeatable)",
+    )
     up.add_argument("--name", help="the DNS name served (default app.acmelb.test)")
     up.add_argument("--token", help="the challenge token the responders serve")
     up.add_argument("--thumbprint", help="the account thumbprint of the key authorization")
     up.add_argument("--ipv6", action="store_true", help="add IPv6 (2001:db8::/32) everywhere")
-    up.add_argument("--split-horizon", action="store_true",
-                    help="backends resolve the name to b1's address, the public side to the VIP")
-    up.add_argument("--ca", action="store_true",
-                    help="run Pebble and its DNS server on the public side")
+    up.add_argument(
+        "--split-horizon",
+        action="store_true",
+        help="backends resolve the name to b1's address, the public side to the VIP",
+    )
+    up.add_argument(
+        "--ca", action="store_true", help="run Pebble and its DNS server on the public side"
+    )
     up.add_argument("--json", action="store_true", help="print the lab as JSON")
     up.set_defaults(run=run_up)
 
-    down = actions.add_parser("down", help="remove labs",
-                              description="Stop a lab's processes and delete its namespaces.")
+    down = actions.add_parser(
+        "down", help="remove labs", description="Stop a lab's processes and delete its namespaces."
+    )
     down.add_argument("ids", nargs="*", metavar="ID", help="lab ids (see `acmelb lab status`)")
-    down.add_argument("--all", action="store_true",
-                      help="remove every acmelb lab: its recorded processes and alb<id>-* "
-                      "namespaces, nothing else")
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="remove every acmelb lab: its recorded processes and alb<id>-* "
+        "namespaces, nothing else",
+    )
     down.set_defaults(run=run_down)
 
     status = actions.add_parser("status", help="show the running labs")
@@ -73,9 +103,11 @@ def register(sub: Any) -> None:
     listing.set_defaults(run=run_list)
 
     execute = actions.add_parser(
-        "exec", help="run a command inside a lab namespace",
+        "exec",
+        help="run a command inside a lab namespace",
         description="Run CMD in a lab namespace. NS is a role (pub, lb, b1...) when one lab "
-        "is up, ID:ROLE, or a full namespace name (alb1a2b-b1).")
+        "is up, ID:ROLE, or a full namespace name (alb1a2b-b1).",
+    )
     execute.add_argument("namespace", metavar="NS")
     execute.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD")
     execute.set_defaults(run=run_exec)
@@ -93,9 +125,13 @@ def run_up(args: argparse.Namespace) -> int:
     from acmelb.lab.netns import require_root
 
     require_root()
-    options: dict[str, Any] = {"shortcut": tuple(args.shortcut), "ipv6": args.ipv6,
-                               "ca": args.ca, "split_horizon": args.split_horizon,
-                               "cert_validity": args.cert_validity}
+    options: dict[str, Any] = {
+        "shortcut": tuple(args.shortcut),
+        "ipv6": args.ipv6,
+        "ca": args.ca,
+        "split_horizon": args.split_horizon,
+        "cert_validity": args.cert_validity,
+    }
     for key in ("name", "token", "thumbprint"):
         if getattr(args, key):
             options[key] = getattr(args, key)
@@ -103,13 +139,16 @@ def run_up(args: argparse.Namespace) -> int:
         options["dns_names"] = tuple(args.dns_name)
     if args.backends is not None:
         if args.scenario != "cluster":
-            raise UsageError("--backends N is the size of the cluster lab (acmelb lab up "
-                             "cluster --backends N); other labs take --backend BEHAVIOUR")
+            raise UsageError(
+                "--backends N is the size of the cluster lab (acmelb lab up "
+                "cluster --backends N); other labs take --backend BEHAVIOUR"
+            )
         args.scenario = f"cluster:{args.backends}"
     if args.backend:
         if ":" in args.scenario:
-            raise UsageError("give the backends either in SCENARIO (MODE:B1,B2) or with "
-                             "--backend, not both")
+            raise UsageError(
+                "give the backends either in SCENARIO (MODE:B1,B2) or with --backend, not both"
+            )
         options["backends"] = tuple(args.backend)
     scenario = Scenario.parse(args.scenario, **options)
     started = time.monotonic()
@@ -125,37 +164,51 @@ def run_up(args: argparse.Namespace) -> int:
 def _render(lab: Lab, note: str = "") -> str:
     info = lab.summary()
     scenario = lab.scenario
-    lines = [f"lab {info['id']}: {info['mode']} - {info['mode_description']}"
-             + (f" ({note})" if note else "")]
+    lines = [
+        f"lab {info['id']}: {info['mode']} - {info['mode_description']}"
+        + (f" ({note})" if note else "")
+    ]
     vip = info["vip"] + (f", {info['vip6']}" if info["vip6"] else "")
-    lines.append(f"  name     {info['name']} -> VIP {vip}"
-                 + (f" (from the backends: {lab.backend_address(lab.backends[0])})"
-                    if info["split_horizon"] else ""))
+    lines.append(
+        f"  name     {info['name']} -> VIP {vip}"
+        + (
+            f" (from the backends: {lab.backend_address(lab.backends[0])})"
+            if info["split_horizon"]
+            else ""
+        )
+    )
     lines.append(f"  url      {info['url']}")
     lines.append(f"  key      {info['key_authorization']}")
     lines.append(f"  outside  {info['outside']}")
     for backend in info["backends"]:
         shortcut = ", VIP shortcut" if backend["shortcut"] else ""
-        lines.append(f"  {backend['role']:<8} {backend['inside']}  ({backend['address']}: "
-                     f"{backend['behaviour']}{shortcut})")
+        lines.append(
+            f"  {backend['role']:<8} {backend['inside']}  ({backend['address']}: "
+            f"{backend['behaviour']}{shortcut})"
+        )
     if info["ca"]:
-        lines.append(f"  CA       {info['ca']['directory_url']} "
-                     f"(--ca-bundle {info['ca']['ca_bundle']})")
+        lines.append(
+            f"  CA       {info['ca']['directory_url']} (--ca-bundle {info['ca']['ca_bundle']})"
+        )
     if info["dns_names"]:
         lines.append(f"  DNS      {', '.join(info['dns_names'])} -> VIP")
     cluster = info["cluster"]
     if cluster:
         etcd = cluster["etcd"]
-        lines.append(f"  etcd     {','.join(etcd['endpoints']) or '(gone)'} "
-                     f"(lab {etcd['id']}, members running: "
-                     f"{sum(etcd['running'])}/{len(etcd['running'])})")
+        lines.append(
+            f"  etcd     {','.join(etcd['endpoints']) or '(gone)'} "
+            f"(lab {etcd['id']}, members running: "
+            f"{sum(etcd['running'])}/{len(etcd['running'])})"
+        )
         lines.append("  443      VIP:443 -> every backend's nginx, serving its agent's live/*/")
         if cluster["cert_validity"]:
             lines.append(f"  validity {cluster['cert_validity']} s (Pebble)")
         for backend in cluster["backends"]:
             agent = "agent running" if backend["agent_running"] else "no agent"
-            lines.append(f"  {backend['role']:<8} state {backend['agent_state_dir']}, "
-                         f"hook {backend['deploy_hook']} ({agent})")
+            lines.append(
+                f"  {backend['role']:<8} state {backend['agent_state_dir']}, "
+                f"hook {backend['deploy_hook']} ({agent})"
+            )
     down = [p for p in info["processes"] if not p["running"]]
     if down:
         lines.append("  stopped  " + ", ".join(f"{p['what']} in {p['role']}" for p in down))
@@ -231,15 +284,23 @@ def run_list(args: argparse.Namespace) -> int:
     from acmelb.lab import Behaviour, Mode
 
     if args.json:
-        print(json.dumps({"modes": {m.value: m.description for m in Mode},
-                          "behaviours": {b.value: b.description for b in Behaviour}},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "modes": {m.value: m.description for m in Mode},
+                    "behaviours": {b.value: b.description for b in Behaviour},
+                },
+                indent=2,
+            )
+        )
         return 0
     print("LB modes (acmelb lab up MODE[:BEHAVIOUR,...]):")
     for mode in Mode:
         print(f"  {mode.value:<24} {mode.description}")
-    print(f"  {'cluster[:N]':<24} round-robin over N backends (default 3) free for agents, "
-          "TCP 80 and 443, TLS nginx per backend, Pebble, DNS, 3 etcd members")
+    print(
+        f"  {'cluster[:N]':<24} round-robin over N backends (default 3) free for agents, "
+        "TCP 80 and 443, TLS nginx per backend, Pebble, DNS, 3 etcd members"
+    )
     print("backend behaviours:")
     for behaviour in Behaviour:
         print(f"  {behaviour.value:<24} {behaviour.description}")

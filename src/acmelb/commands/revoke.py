@@ -7,14 +7,21 @@ from typing import Any
 
 from acmelb.commands._common import add_state_dir, state_dir
 
-REASONS = ("unspecified", "keycompromise", "affiliationchanged", "superseded",
-           "cessationofoperation")
+REASONS = (
+    "unspecified",
+    "keycompromise",
+    "affiliationchanged",
+    "superseded",
+    "cessationofoperation",
+)
 
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "revoke", help="revoke a stored certificate",
-        description="Revoke the current certificate of NAME with the account that issued it.")
+        "revoke",
+        help="revoke a stored certificate",
+        description="Revoke the current certificate of NAME with the account that issued it.",
+    )
     parser.add_argument("name", metavar="NAME")
     parser.add_argument("--reason", choices=REASONS, default="unspecified")
     add_state_dir(parser)

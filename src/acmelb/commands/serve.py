@@ -16,18 +16,34 @@ def register(sub: Any) -> None:
         description="Answer GET/HEAD /.well-known/acme-challenge/<token> with the key "
         "authorization (exact tokens, or any token in --stateless mode); 404 otherwise.",
     )
-    parser.add_argument("--address", action="append", default=[], metavar="ADDR",
-                        help="address to listen on (repeatable; default: all IPv4 and IPv6)")
+    parser.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address to listen on (repeatable; default: all IPv4 and IPv6)",
+    )
     parser.add_argument("--port", type=int, default=80, help="TCP port (default 80)")
     parser.add_argument("--token", action="append", default=[], help="a challenge token")
-    parser.add_argument("--key", action="append", default=[], metavar="KEY_AUTHORIZATION",
-                        help="the key authorization for the --token at the same position")
-    parser.add_argument("--stateless", action="store_true",
-                        help="answer every base64url token with TOKEN.THUMBPRINT")
+    parser.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY_AUTHORIZATION",
+        help="the key authorization for the --token at the same position",
+    )
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        help="answer every base64url token with TOKEN.THUMBPRINT",
+    )
     parser.add_argument("--thumbprint", help="the account key thumbprint (acmelb account show)")
-    parser.add_argument("--pending", action="store_true",
-                        help="answer the pending tokens of running `acmelb issue --solver serve` "
-                        "runs that use the same --state-dir")
+    parser.add_argument(
+        "--pending",
+        action="store_true",
+        help="answer the pending tokens of running `acmelb issue --solver serve` "
+        "runs that use the same --state-dir",
+    )
     add_state_dir(parser)
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
     parser.set_defaults(run=run)
@@ -73,23 +89,30 @@ def run(args: argparse.Namespace) -> int:
         if len(args.token) != len(args.key):
             raise UsageError("give one --key for each --token")
         if not args.token:
-            raise UsageError("nothing to serve: give --token T --key K, --stateless "
-                             "--thumbprint X, or --pending")
+            raise UsageError(
+                "nothing to serve: give --token T --key K, --stateless --thumbprint X, or --pending"
+            )
         for token, key in zip(args.token, args.key, strict=True):
             if not TOKEN_PATTERN.fullmatch(token) or not key.startswith(token + "."):
-                raise UsageError(f"--key for token {token!r} must be '{token}.THUMBPRINT' "
-                                 "and the token base64url")
+                raise UsageError(
+                    f"--key for token {token!r} must be '{token}.THUMBPRINT' "
+                    "and the token base64url"
+                )
         source = ExactTokens(zip(args.token, args.key, strict=True))
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a TCP port")
 
     def log(entry: RequestLog) -> None:
-        print(f"{entry.client} {entry.method} {entry.target} host={entry.host or '-'} "
-              f"ua={entry.user_agent or '-'!r} -> {entry.status} {entry.answer}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{entry.client} {entry.method} {entry.target} host={entry.host or '-'} "
+            f"ua={entry.user_agent or '-'!r} -> {entry.status} {entry.answer}",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    responder = Responder(source, addresses=args.address, port=args.port,
-                          log=None if args.quiet else log)
+    responder = Responder(
+        source, addresses=args.address, port=args.port, log=None if args.quiet else log
+    )
 
     async def serve() -> None:
         try:

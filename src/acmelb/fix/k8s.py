@@ -12,13 +12,17 @@ CASES = ("hairpin", "proxy-protocol")
 HOSTNAME_ANNOTATIONS = {
     "digitalocean": ("service.beta.kubernetes.io/do-loadbalancer-hostname", "{name}"),
     "hetzner": ("load-balancer.hetzner.cloud/hostname", "{name}"),
-    "scaleway": ("service.beta.kubernetes.io/scw-loadbalancer-use-hostname", "\"true\""),
+    "scaleway": ("service.beta.kubernetes.io/scw-loadbalancer-use-hostname", '"true"'),
 }
 
 
-def render(case: str, provider: str, name: str = "www.example.com",
-           service: str = "ingress-nginx-controller",
-           namespace: str = "ingress-nginx") -> str:
+def render(
+    case: str,
+    provider: str,
+    name: str = "www.example.com",
+    service: str = "ingress-nginx-controller",
+    namespace: str = "ingress-nginx",
+) -> str:
     if case not in CASES:
         raise UsageError(f"--case {case!r}: choose {' or '.join(CASES)}")
     if provider not in PROVIDERS:
@@ -92,9 +96,11 @@ def _coredns_rewrite(name: str, service: str, namespace: str) -> str:
 
 
 def _cert_manager(case: str) -> str:
-    why = ("the self-check cannot pass from inside until the LB hairpins"
-           if case == "hairpin" else
-           "the self-check cannot pass from inside while the PROXY path is short-circuited")
+    why = (
+        "the self-check cannot pass from inside until the LB hairpins"
+        if case == "hairpin"
+        else "the self-check cannot pass from inside while the PROXY path is short-circuited"
+    )
     return (
         f"# cert-manager: {why}.\n"
         "# Either resolve names with public DNS servers for the self-check (controller flags):\n"

@@ -41,9 +41,17 @@ def _with_port(backend: Backend, port: int) -> str:
 def haproxy_config(vip: str, backends: Sequence[Backend], *, with_globals: bool = True) -> str:
     out = []
     if with_globals:
-        out += ["global", "    log stdout format raw local0", "",
-                "defaults", "    log global", "    timeout connect 5s",
-                "    timeout client 30s", "    timeout server 30s", ""]
+        out += [
+            "global",
+            "    log stdout format raw local0",
+            "",
+            "defaults",
+            "    log global",
+            "    timeout connect 5s",
+            "    timeout client 30s",
+            "    timeout server 30s",
+            "",
+        ]
     for port in PORTS:
         out += [
             f"# TCP pass-through on {port}: the backends answer HTTP-01 themselves.",
@@ -56,27 +64,33 @@ def haproxy_config(vip: str, backends: Sequence[Backend], *, with_globals: bool 
             "    mode tcp",
             "    balance roundrobin",
         ]
-        out += [f"    server backend{i + 1} {_with_port(b, port)} check"
-                for i, b in enumerate(backends)]
+        out += [
+            f"    server backend{i + 1} {_with_port(b, port)} check" for i, b in enumerate(backends)
+        ]
         out.append("")
     return "\n".join(out)
 
 
-def nginx_stream_config(vip: str, backends: Sequence[Backend], *,
-                        with_main: bool = True) -> str:
+def nginx_stream_config(vip: str, backends: Sequence[Backend], *, with_main: bool = True) -> str:
     body = []
     for port in PORTS:
         body += [f"    upstream acme_backends_{port} {{"]
         body += [f"        server {_with_port(b, port)};" for b in backends]
-        body += ["    }",
-                 "    server {",
-                 f"        listen {_bind(vip, port)};",
-                 f"        proxy_pass acme_backends_{port};",
-                 "    }"]
-    stream = ["# TCP pass-through (stream module): the backends answer HTTP-01 themselves.",
-              "# Top level of nginx.conf, not inside http {}; remove any http server that",
-              "# listens on these ports.",
-              "stream {", *body, "}"]
+        body += [
+            "    }",
+            "    server {",
+            f"        listen {_bind(vip, port)};",
+            f"        proxy_pass acme_backends_{port};",
+            "    }",
+        ]
+    stream = [
+        "# TCP pass-through (stream module): the backends answer HTTP-01 themselves.",
+        "# Top level of nginx.conf, not inside http {}; remove any http server that",
+        "# listens on these ports.",
+        "stream {",
+        *body,
+        "}",
+    ]
     if not with_main:
         return "\n".join(stream) + "\n"
     # A whole file: the stream module is dynamic on Debian (libnginx-mod-stream).

@@ -41,8 +41,11 @@ class Backend:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.address}]:{self.port}" if ":" in self.address else \
-            f"{self.address}:{self.port}"
+        return (
+            f"[{self.address}]:{self.port}"
+            if ":" in self.address
+            else f"{self.address}:{self.port}"
+        )
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,9 @@ class LoopbackPlan:
         return ipaddress.ip_address(self.vip).version
 
 
-def parse_plan(vip: str, port: int, backends: Sequence[str], subnet: str,
-               tool: str = "iptables") -> LoopbackPlan:
+def parse_plan(
+    vip: str, port: int, backends: Sequence[str], subnet: str, tool: str = "iptables"
+) -> LoopbackPlan:
     """Check every input; raise UsageError with the offending value."""
     try:
         vip_ip = ipaddress.ip_address(vip)
@@ -103,6 +107,7 @@ def _parse_backend(text: str, default_port: int, version: int) -> Backend:
 
 # -- rendering ----------------------------------------------------------------
 
+
 def _iptables_binary(plan: LoopbackPlan) -> str:
     return "ip6tables" if plan.family == 6 else "iptables"
 
@@ -118,15 +123,60 @@ def iptables_rules(plan: LoopbackPlan) -> list[list[str]]:
         balance: list[str] = []
         if count > 1 and index < count - 1:
             # Spread inside clients like the LB spreads outside ones: nth of the remaining.
-            balance = ["-m", "statistic", "--mode", "nth", "--every", str(count - index),
-                       "--packet", "0"]
-        rules.append(["-A", PRE_CHAIN, "-s", plan.subnet, "-d", plan.vip, "-p", "tcp",
-                      "--dport", str(plan.port), *balance, "-m", "comment", "--comment",
-                      COMMENT, "-j", "DNAT", "--to-destination", str(backend)])
+            balance = [
+                "-m",
+                "statistic",
+                "--mode",
+                "nth",
+                "--every",
+                str(count - index),
+                "--packet",
+                "0",
+            ]
+        rules.append(
+            [
+                "-A",
+                PRE_CHAIN,
+                "-s",
+                plan.subnet,
+                "-d",
+                plan.vip,
+                "-p",
+                "tcp",
+                "--dport",
+                str(plan.port),
+                *balance,
+                "-m",
+                "comment",
+                "--comment",
+                COMMENT,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                str(backend),
+            ]
+        )
     for target in dict.fromkeys(plan.backends):
-        rules.append(["-A", POST_CHAIN, "-s", plan.subnet, "-d", target.address, "-p", "tcp",
-                      "--dport", str(target.port), "-m", "comment", "--comment", COMMENT,
-                      "-j", "MASQUERADE"])
+        rules.append(
+            [
+                "-A",
+                POST_CHAIN,
+                "-s",
+                plan.subnet,
+                "-d",
+                target.address,
+                "-p",
+                "tcp",
+                "--dport",
+                str(target.port),
+                "-m",
+                "comment",
+                "--comment",
+                COMMENT,
+                "-j",
+                "MASQUERADE",
+            ]
+        )
     rules.append(["-A", "PREROUTING", "-m", "comment", "--comment", COMMENT, "-j", PRE_CHAIN])
     rules.append(["-A", "POSTROUTING", "-m", "comment", "--comment", COMMENT, "-j", POST_CHAIN])
     return rules
@@ -144,7 +194,8 @@ def nft_script(plan: LoopbackPlan) -> str:
     post = "\n".join(
         f"    {addr} saddr {plan.subnet} {addr} daddr {b.address} tcp dport {b.port} "
         f'masquerade comment "{COMMENT}"'
-        for b in dict.fromkeys(plan.backends))
+        for b in dict.fromkeys(plan.backends)
+    )
     return (
         f"table {family} {NFT_TABLE} {{\n"
         "  chain prerouting {\n"
@@ -163,13 +214,17 @@ def nft_script(plan: LoopbackPlan) -> str:
 def render(plan: LoopbackPlan) -> str:
     """The commands a person would run on the LB, as text."""
     if plan.tool == "nft":
-        return ("# On the load balancer (nftables). Undo: nft delete table "
-                f"{'ip6' if plan.family == 6 else 'ip'} {NFT_TABLE}\n"
-                f"nft -f - <<'EOF'\n{nft_script(plan)}EOF\n")
+        return (
+            "# On the load balancer (nftables). Undo: nft delete table "
+            f"{'ip6' if plan.family == 6 else 'ip'} {NFT_TABLE}\n"
+            f"nft -f - <<'EOF'\n{nft_script(plan)}EOF\n"
+        )
     binary = _iptables_binary(plan)
-    lines = [f"# On the load balancer (iptables). Hairpin for {plan.subnet} -> "
-             f"{plan.vip}:{plan.port}; also enable forwarding: sysctl -w "
-             f"net.ipv{'6.conf.all.forwarding' if plan.family == 6 else '4.ip_forward'}=1"]
+    lines = [
+        f"# On the load balancer (iptables). Hairpin for {plan.subnet} -> "
+        f"{plan.vip}:{plan.port}; also enable forwarding: sysctl -w "
+        f"net.ipv{'6.conf.all.forwarding' if plan.family == 6 else '4.ip_forward'}=1"
+    ]
     lines += [shlex.join([binary, "-t", "nat", *rule]) for rule in iptables_rules(plan)]
     return "\n".join(lines) + "\n"
 
@@ -181,8 +236,9 @@ Runner = Callable[[Sequence[str], str | None], subprocess.CompletedProcess[str]]
 
 def _run(cmd: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(cmd), input=stdin, capture_output=True, text=True,
-                              timeout=30, check=False)
+        return subprocess.run(
+            list(cmd), input=stdin, capture_output=True, text=True, timeout=30, check=False
+        )
     except FileNotFoundError as exc:
         raise FixError(f"{cmd[0]} is not installed here") from exc
 
@@ -246,15 +302,18 @@ def _nft_ruleset_without_counters() -> str:
 
 def normalize_iptables_save(text: str) -> str:
     """iptables-save output without what changes by itself: time stamps and counters."""
-    lines = [_COUNTERS.sub("[0:0]", line) for line in text.splitlines()
-             if not line.startswith("#")]
+    lines = [_COUNTERS.sub("[0:0]", line) for line in text.splitlines() if not line.startswith("#")]
     return "\n".join(lines) + "\n"
 
 
 def is_applied(plan: LoopbackPlan) -> bool:
     if plan.tool == "nft":
-        return _run(["nft", "list", "table", "ip6" if plan.family == 6 else "ip",
-                     NFT_TABLE]).returncode == 0
+        return (
+            _run(
+                ["nft", "list", "table", "ip6" if plan.family == 6 else "ip", NFT_TABLE]
+            ).returncode
+            == 0
+        )
     return _run([_iptables_binary(plan), "-t", "nat", "-S", PRE_CHAIN]).returncode == 0
 
 
@@ -337,11 +396,14 @@ def _restore(plan: LoopbackPlan, before: Snapshot, added: Sequence[Sequence[str]
         _must([f"{_iptables_binary(plan)}-restore"], before.iptables)
     after = snapshot(plan)
     if after.iptables != before.iptables or (plan.tool == "nft" and after.nft != before.nft):
-        raise FixError("could not restore the previous ruleset exactly; compare it with "
-                       "the snapshot by hand")
+        raise FixError(
+            "could not restore the previous ruleset exactly; compare it with the snapshot by hand"
+        )
     if after.nft != before.nft:
-        raise FixError("restored the previous ruleset as iptables-save shows it, but nft list "
-                       "ruleset still differs (iptables-nft rebuilt a table); check it by hand")
+        raise FixError(
+            "restored the previous ruleset as iptables-save shows it, but nft list "
+            "ruleset still differs (iptables-nft rebuilt a table); check it by hand"
+        )
 
 
 @dataclass(frozen=True)

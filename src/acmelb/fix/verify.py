@@ -6,8 +6,7 @@ from __future__ import annotations
 from acmelb.fix.nat_loopback import Verifier
 
 
-def vip_fetch_verifier(prefix: str | None, vip: str, port: int,
-                       timeout: float = 3.0) -> Verifier:
+def vip_fetch_verifier(prefix: str | None, vip: str, port: int, timeout: float = 3.0) -> Verifier:
     """Any HTTP answer through the VIP proves the path works (a 404 is fine)."""
     from acmelb.vantage import CommandPrefix, Local, Role, Vantage, VantageFailure
 

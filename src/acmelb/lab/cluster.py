@@ -69,8 +69,11 @@ def start_tls_servers(lab: Lab) -> dict[str, set[int]]:
         hook = deploy_hook_path(lab.state_dir, role)
         hook.write_text(configs.tls_deploy_hook(workdir, live, ipv6=ipv6))
         hook.chmod(0o755)
-        lab.start_process(role, "tls", ["nginx", "-e", str(workdir / "error.log"),
-                                        "-c", str(config), "-g", "daemon off;"])
+        lab.start_process(
+            role,
+            "tls",
+            ["nginx", "-e", str(workdir / "error.log"), "-c", str(config), "-g", "daemon off;"],
+        )
         expected[role] = {TLS_PORT}
     return expected
 
@@ -130,10 +133,17 @@ def store_key_file(lab: Lab) -> Path:
     return path
 
 
-def write_agent_config(lab: Lab, role: str, *, names: Sequence[str] | None = None,
-                       lease_ttl: int = 4, check_interval: float = 2.0,
-                       outside: str | None = None, metrics: bool = False,
-                       extra: str = "") -> Path:
+def write_agent_config(
+    lab: Lab,
+    role: str,
+    *,
+    names: Sequence[str] | None = None,
+    lease_ttl: int = 4,
+    check_interval: float = 2.0,
+    outside: str | None = None,
+    metrics: bool = False,
+    extra: str = "",
+) -> Path:
     """Write ``role``'s ``agent.toml`` into its agent state directory and return its path.
 
     One ``[[certificate]]`` per name of ``names`` (default: the lab's name), each with
@@ -145,14 +155,15 @@ def write_agent_config(lab: Lab, role: str, *, names: Sequence[str] | None = Non
     names = (lab.scenario.name,) if names is None else names
     outside = outside if outside is not None else lab.vantage("pub")
     hook = json.dumps(lab.deploy_hook(role))
-    certs = "".join(f"[[certificate]]\nnames = [{json.dumps(n)}]\ndeploy_hook = {hook}\n"
-                    for n in names)
+    certs = "".join(
+        f"[[certificate]]\nnames = [{json.dumps(n)}]\ndeploy_hook = {hook}\n" for n in names
+    )
     text = f"""member = {json.dumps(role)}
 state_dir = {json.dumps(str(state))}
 store = {json.dumps(store_url(lab))}
 lease_ttl = {lease_ttl}
 check_interval = {check_interval}
-{'metrics_listen = "127.0.0.1:9108"' if metrics else ''}
+{'metrics_listen = "127.0.0.1:9108"' if metrics else ""}
 {extra}
 [ca]
 directory = {json.dumps(lab.ca_directory_url)}
@@ -171,8 +182,16 @@ timeout = 2
 def agent_argv(lab: Lab, config: Path, key_file: Path | None = None) -> list[str]:
     """The command line of an agent reading ``config`` (default key: the lab's)."""
     key = key_file if key_file is not None else store_key_file(lab)
-    return [sys.executable, "-m", "acmelb", "agent", "--config", str(config),
-            "--store-key-file", str(key)]
+    return [
+        sys.executable,
+        "-m",
+        "acmelb",
+        "agent",
+        "--config",
+        str(config),
+        "--store-key-file",
+        str(key),
+    ]
 
 
 def start_agents(lab: Lab, roles: Sequence[str], **config: object) -> list[ProcessRecord]:

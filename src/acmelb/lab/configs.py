@@ -77,11 +77,17 @@ def lb_iptables(scenario: Scenario, *, ipv6: bool = False) -> str:
     """iptables-restore (or, with ``ipv6``, ip6tables-restore) input for the LB namespace."""
     mode = scenario.mode
     if ipv6:
-        vip, backend, subnet = (f"{ADDRESSES.vip6}/128", f"[{ADDRESSES.backend6(1)}]:80",
-                                ADDRESSES.backend6_subnet)
+        vip, backend, subnet = (
+            f"{ADDRESSES.vip6}/128",
+            f"[{ADDRESSES.backend6(1)}]:80",
+            ADDRESSES.backend6_subnet,
+        )
     else:
-        vip, backend, subnet = (f"{ADDRESSES.vip}/32", f"{ADDRESSES.backend(1)}:80",
-                                ADDRESSES.backend_subnet)
+        vip, backend, subnet = (
+            f"{ADDRESSES.vip}/32",
+            f"{ADDRESSES.backend(1)}:80",
+            ADDRESSES.backend_subnet,
+        )
     nat = [
         "*nat",
         ":PREROUTING ACCEPT [0:0]",
@@ -91,18 +97,22 @@ def lb_iptables(scenario: Scenario, *, ipv6: bool = False) -> str:
     ]
     if mode in (Mode.DNAT, Mode.DNAT_LOOPBACK):
         for chain in ("PREROUTING", "OUTPUT"):
-            nat.append(f"-A {chain} -d {vip} -p tcp --dport 80 "
-                       f"-j DNAT --to-destination {backend}")
+            nat.append(f"-A {chain} -d {vip} -p tcp --dport 80 -j DNAT --to-destination {backend}")
     if mode is Mode.DNAT_LOOPBACK:
         # The NAT loopback (hairpin) rule: a connection from the backend segment
         # that was DNATed back into it leaves with the LB's address as source.
-        nat.append(f"-A POSTROUTING -s {subnet} -d {subnet} "
-                   "-m conntrack --ctstate DNAT -j MASQUERADE")
+        nat.append(
+            f"-A POSTROUTING -s {subnet} -d {subnet} -m conntrack --ctstate DNAT -j MASQUERADE"
+        )
     # The LB is also the backends' NAT gateway to the public side (to reach Pebble).
     nat.append(f"-A POSTROUTING -s {subnet} -o {UPLINK} -j MASQUERADE")
     nat.append("COMMIT")
-    filter_table = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
-                    ":OUTPUT ACCEPT [0:0]"]
+    filter_table = [
+        "*filter",
+        ":INPUT ACCEPT [0:0]",
+        ":FORWARD ACCEPT [0:0]",
+        ":OUTPUT ACCEPT [0:0]",
+    ]
     if mode is Mode.FIREWALL:
         filter_table.append(f"-A INPUT -i {UPLINK} -p tcp --dport 80 -j DROP")
     filter_table.append("COMMIT")
@@ -111,17 +121,25 @@ def lb_iptables(scenario: Scenario, *, ipv6: bool = False) -> str:
 
 def shortcut_iptables(index: int, *, ipv6: bool = False) -> str:
     """kube-proxy's short-circuit on backend ``b<index>``: VIP:80 goes to itself, not the LB."""
-    vip, own = (ADDRESSES.vip6, f"[{ADDRESSES.backend6(index)}]") if ipv6 else \
-        (ADDRESSES.vip, ADDRESSES.backend(index))
-    return "\n".join([
-        "*nat",
-        ":PREROUTING ACCEPT [0:0]",
-        ":INPUT ACCEPT [0:0]",
-        ":OUTPUT ACCEPT [0:0]",
-        ":POSTROUTING ACCEPT [0:0]",
-        f"-A OUTPUT -d {vip} -p tcp --dport 80 -j DNAT --to-destination {own}:80",
-        "COMMIT",
-    ]) + "\n"
+    vip, own = (
+        (ADDRESSES.vip6, f"[{ADDRESSES.backend6(index)}]")
+        if ipv6
+        else (ADDRESSES.vip, ADDRESSES.backend(index))
+    )
+    return (
+        "\n".join(
+            [
+                "*nat",
+                ":PREROUTING ACCEPT [0:0]",
+                ":INPUT ACCEPT [0:0]",
+                ":OUTPUT ACCEPT [0:0]",
+                ":POSTROUTING ACCEPT [0:0]",
+                f"-A OUTPUT -d {vip} -p tcp --dport 80 -j DNAT --to-destination {own}:80",
+                "COMMIT",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _nginx_string(text: str) -> str:
@@ -132,19 +150,27 @@ def nginx_locations(scenario: Scenario, behaviour: Behaviour) -> list[str]:
     """The ``location`` blocks that make nginx behave as ``behaviour``."""
     challenge = scenario.challenge_path
     if behaviour.runs_responder:
-        return ["location / {",
-                f"    proxy_pass http://127.0.0.1:{RESPONDER_BEHIND_NGINX_PORT};",
-                "    proxy_set_header Host $http_host;",
-                "}"]
+        return [
+            "location / {",
+            f"    proxy_pass http://127.0.0.1:{RESPONDER_BEHIND_NGINX_PORT};",
+            "    proxy_set_header Host $http_host;",
+            "}",
+        ]
     if behaviour is Behaviour.NOT_FOUND:
         return ["location / { return 404; }"]
     if behaviour is Behaviour.TRAILING_NEWLINE:
-        return [f"location = {challenge} {{ return 200 "
-                f"{_nginx_string(scenario.key_authorization + chr(10))}; }}",
-                "location / { return 404; }"]
+        return [
+            f"location = {challenge} {{ return 200 "
+            f"{_nginx_string(scenario.key_authorization + chr(10))}; }}",
+            "location / { return 404; }",
+        ]
     if behaviour is Behaviour.HTML_PAGE:
-        return ["location / {", "    default_type text/html;",
-                f"    return 200 {_nginx_string(_HTML_PAGE)};", "}"]
+        return [
+            "location / {",
+            "    default_type text/html;",
+            f"    return 200 {_nginx_string(_HTML_PAGE)};",
+            "}",
+        ]
     if behaviour is Behaviour.REDIRECT_HTTPS:
         return ["location / { return 301 https://$host$request_uri; }"]
     if behaviour is Behaviour.REDIRECT_BAD_PORT:
@@ -161,25 +187,32 @@ def nginx_config(scenario: Scenario, behaviour: Behaviour, workdir: Path) -> str
     if scenario.ipv6:
         listens.append(f"    listen [::]:80 ipv6only=on{listen_options};")
     temp = workdir / "tmp"
-    return "\n".join([
-        "worker_processes 1;",
-        f"pid {workdir / 'nginx.pid'};",
-        f"error_log {workdir / 'error.log'} notice;",
-        "events { worker_connections 256; }",
-        "http {",
-        f"    access_log {workdir / 'access.log'};",
-        *(f"    {kind}_temp_path {temp / kind};"
-          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
-        "    default_type text/plain;",
-        "    # nginx has no escape for '$' in strings; this variable stands in for it.",
-        '    geo $dollar { default "$"; }',
-        "    server {",
-        *listens,
-        "        server_name _;",
-        *(f"        {line}" for line in nginx_locations(scenario, behaviour)),
-        "    }",
-        "}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "worker_processes 1;",
+                f"pid {workdir / 'nginx.pid'};",
+                f"error_log {workdir / 'error.log'} notice;",
+                "events { worker_connections 256; }",
+                "http {",
+                f"    access_log {workdir / 'access.log'};",
+                *(
+                    f"    {kind}_temp_path {temp / kind};"
+                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+                ),
+                "    default_type text/plain;",
+                "    # nginx has no escape for '$' in strings; this variable stands in for it.",
+                '    geo $dollar { default "$"; }',
+                "    server {",
+                *listens,
+                "        server_name _;",
+                *(f"        {line}" for line in nginx_locations(scenario, behaviour)),
+                "    }",
+                "}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def hosts_file(scenario: Scenario, *, inside: bool = False) -> str:
@@ -228,24 +261,31 @@ def tls_nginx_config(workdir: Path, *, ipv6: bool = False) -> str:
     handshake, never a placeholder that could be taken for the real one.
     """
     temp = workdir / "tmp"
-    return "\n".join([
-        "worker_processes 1;",
-        f"pid {workdir / 'nginx.pid'};",
-        f"error_log {workdir / 'error.log'} notice;",
-        "events { worker_connections 512; }",
-        "http {",
-        f"    access_log {workdir / 'access.log'};",
-        *(f"    {kind}_temp_path {temp / kind};"
-          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
-        "    default_type text/plain;",
-        "    server_names_hash_bucket_size 128;",
-        "    server {",
-        *(f"        {listen} default_server;" for listen in _tls_listens(ipv6)),
-        "        ssl_reject_handshake on;",
-        "    }",
-        f"    include {workdir / 'sites.conf'};",
-        "}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "worker_processes 1;",
+                f"pid {workdir / 'nginx.pid'};",
+                f"error_log {workdir / 'error.log'} notice;",
+                "events { worker_connections 512; }",
+                "http {",
+                f"    access_log {workdir / 'access.log'};",
+                *(
+                    f"    {kind}_temp_path {temp / kind};"
+                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+                ),
+                "    default_type text/plain;",
+                "    server_names_hash_bucket_size 128;",
+                "    server {",
+                *(f"        {listen} default_server;" for listen in _tls_listens(ipv6)),
+                "        ssl_reject_handshake on;",
+                "    }",
+                f"    include {workdir / 'sites.conf'};",
+                "}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def tls_deploy_hook(workdir: Path, live: Path, *, ipv6: bool = False) -> str:

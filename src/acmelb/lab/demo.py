@@ -81,44 +81,88 @@ class _Story:
     def acmelb(self, lab: Lab, role: str, args: Sequence[str], *, expect: int) -> str:
         argv = [*lab.exec_prefix(role), sys.executable, "-m", "acmelb", *args]
         # One stream, in the order a person at that shell would see it.
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, text=True, timeout=180, check=False)
+        proc = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         output = proc.stdout.rstrip()
         ok = proc.returncode == expect
         self.surprises += not ok
         shown = "acmelb " + shlex.join(args)
-        self.emit(DemoEvent("command", shown, where=f"{role} ({lab.ns(role)})", output=output,
-                            exit_code=proc.returncode, expected=ok))
+        self.emit(
+            DemoEvent(
+                "command",
+                shown,
+                where=f"{role} ({lab.ns(role)})",
+                output=output,
+                exit_code=proc.returncode,
+                expected=ok,
+            )
+        )
         return output
 
     def issue_args(self, lab: Lab, state: Path) -> list[str]:
         assert lab.ca_directory_url and lab.ca_bundle
-        return ["issue", lab.scenario.name, "--directory", lab.ca_directory_url,
-                "--ca-bundle", str(lab.ca_bundle), "--state-dir", str(state),
-                "--here", "inside", "--outside", lab.vantage("pub"),
-                "--assume-public", LAB_PUBLIC, "--timeout", CHECK_TIMEOUT]
+        return [
+            "issue",
+            lab.scenario.name,
+            "--directory",
+            lab.ca_directory_url,
+            "--ca-bundle",
+            str(lab.ca_bundle),
+            "--state-dir",
+            str(state),
+            "--here",
+            "inside",
+            "--outside",
+            lab.vantage("pub"),
+            "--assume-public",
+            LAB_PUBLIC,
+            "--timeout",
+            CHECK_TIMEOUT,
+        ]
 
 
 def _tcp_chapter(story: _Story) -> None:
     story.chapter("1. HAProxy in TCP mode: the certificate is issued through the VIP")
     with build(Scenario.parse("haproxy-tcp:none", ca=True)) as lab:
-        story.say(f"Pebble and DNS on the 'internet' ({ADDRESSES.public_host}); HAProxy "
-                  f"forwards {ADDRESSES.vip}:80 as TCP to backend b1, where acmelb runs.")
+        story.say(
+            f"Pebble and DNS on the 'internet' ({ADDRESSES.public_host}); HAProxy "
+            f"forwards {ADDRESSES.vip}:80 as TCP to backend b1, where acmelb runs."
+        )
         story.acmelb(lab, "b1", story.issue_args(lab, story.workdir / "tcp"), expect=0)
 
 
 def _hairpin_chapter(story: _Story) -> None:
-    story.chapter("2. DNAT without NAT loopback: refused before the CA sees a failure, "
-                  "fixed, issued")
+    story.chapter(
+        "2. DNAT without NAT loopback: refused before the CA sees a failure, fixed, issued"
+    )
     with build(Scenario.parse("dnat:none", ca=True)) as lab:
-        story.say("The LB DNATs the VIP to b1 but does not masquerade hairpin traffic, so b1 "
-                  "cannot reach its own public name.")
+        story.say(
+            "The LB DNATs the VIP to b1 but does not masquerade hairpin traffic, so b1 "
+            "cannot reach its own public name."
+        )
         args = story.issue_args(lab, story.workdir / "dnat")
         story.acmelb(lab, "b1", args, expect=1)
-        story.say("acmelb refused to answer the challenge and deactivated the "
-                  "authorization. Apply the NAT loopback rules on the LB:")
-        fix = ["fix", "nat-loopback", "--vip", lab.vip, "--backend",
-               lab.backend_address("b1"), "--subnet", ADDRESSES.backend_subnet]
+        story.say(
+            "acmelb refused to answer the challenge and deactivated the "
+            "authorization. Apply the NAT loopback rules on the LB:"
+        )
+        fix = [
+            "fix",
+            "nat-loopback",
+            "--vip",
+            lab.vip,
+            "--backend",
+            lab.backend_address("b1"),
+            "--subnet",
+            ADDRESSES.backend_subnet,
+        ]
         story.acmelb(lab, "lb", [*fix, "--apply"], expect=0)
         story.acmelb(lab, "b1", args, expect=0)
 
@@ -126,19 +170,32 @@ def _hairpin_chapter(story: _Story) -> None:
 def _intercept_chapter(story: _Story) -> None:
     story.chapter("3. HAProxy in HTTP mode answering ACME challenges itself")
     with build(Scenario.parse("haproxy-http-intercept:none", ca=True)) as lab:
-        story.say("The LB answers /.well-known/acme-challenge/<token> with another "
-                  "account's key authorization, as LBs with built-in Let's Encrypt do.")
+        story.say(
+            "The LB answers /.well-known/acme-challenge/<token> with another "
+            "account's key authorization, as LBs with built-in Let's Encrypt do."
+        )
         story.acmelb(lab, "b1", story.issue_args(lab, story.workdir / "intercept"), expect=1)
         story.say("The fix: pass port 80 (and 443) through as TCP:")
-        story.acmelb(lab, "lb", ["fix", "lb-tcp", "--haproxy", "--vip", lab.vip, "--backend",
-                                 lab.backend_address("b1")], expect=0)
+        story.acmelb(
+            lab,
+            "lb",
+            [
+                "fix",
+                "lb-tcp",
+                "--haproxy",
+                "--vip",
+                lab.vip,
+                "--backend",
+                lab.backend_address("b1"),
+            ],
+            expect=0,
+        )
 
 
 def _served_everywhere(lab: Lab, name: str) -> dict[str, str | None] | None:
     """Where the certificate for ``name`` is served on 443 and its fingerprint, once every
     instance has installed the same one; None before."""
-    chains = {r: lab.agent_state_dir(r) / "live" / name / "fullchain.pem"
-              for r in CLUSTER_BACKENDS}
+    chains = {r: lab.agent_state_dir(r) / "live" / name / "fullchain.pem" for r in CLUSTER_BACKENDS}
     if not all(path.exists() for path in chains.values()):
         return None
     if len({path.read_bytes() for path in chains.values()}) != 1:
@@ -146,11 +203,9 @@ def _served_everywhere(lab: Lab, name: str) -> dict[str, str | None] | None:
     # Round robin: three connections through the VIP reach the three instances in turn.
     seen: dict[str, str | None] = {}
     for turn in (1, 2, 3):
-        seen[f"through the VIP {lab.vip}:443, connection {turn}"] = \
-            lab.tls_fingerprint("vip", name)
+        seen[f"through the VIP {lab.vip}:443, connection {turn}"] = lab.tls_fingerprint("vip", name)
     for role in CLUSTER_BACKENDS:
-        seen[f"directly {role} {lab.backend_address(role)}:443"] = \
-            lab.tls_fingerprint(role, name)
+        seen[f"directly {role} {lab.backend_address(role)}:443"] = lab.tls_fingerprint(role, name)
     return seen if None not in seen.values() else None
 
 
@@ -164,8 +219,20 @@ def _wait(condition: Callable[[], object], timeout: float) -> object:
 
 
 def _converged(lab: Lab) -> bool:
-    proc = lab.run("b1", [sys.executable, "-m", "acmelb", "cluster", "status", "--store",
-                          cluster.store_url(lab), "--json"], timeout=60)
+    proc = lab.run(
+        "b1",
+        [
+            sys.executable,
+            "-m",
+            "acmelb",
+            "cluster",
+            "status",
+            "--store",
+            cluster.store_url(lab),
+            "--json",
+        ],
+        timeout=60,
+    )
     try:
         return proc.returncode == 0 and bool(json.loads(proc.stdout).get("converged"))
     except ValueError:
@@ -196,69 +263,93 @@ def _agent_logs(lab: Lab) -> tuple[list[str], list[tuple[str, str]], dict[str, i
                 probes[role] += _ANSWERED in line
             else:
                 ca_requests.append((role, line))
-    holder_first = sorted(CLUSTER_BACKENDS, key=lambda r: not any(
-        _HOLDER in line for line in own[r]))
+    holder_first = sorted(
+        CLUSTER_BACKENDS, key=lambda r: not any(_HOLDER in line for line in own[r])
+    )
     return [line for r in holder_first for line in own[r]], ca_requests, probes
 
 
 def _cluster_chapter(story: _Story) -> None:
-    story.chapter("4. Cluster mode: three instances behind a round-robin LB, one order, "
-                  "the same certificate everywhere")
+    story.chapter(
+        "4. Cluster mode: three instances behind a round-robin LB, one order, "
+        "the same certificate everywhere"
+    )
     with build(Scenario.cluster_preset(len(CLUSTER_BACKENDS))) as lab:
         name = lab.scenario.name
         etcd = ", ".join(e.split("//", 1)[1] for e in lab.etcd_endpoints)
-        story.say(f"HAProxy forwards {lab.vip}:80 and :443 as TCP, round robin, to b1, b2 "
-                  f"and b3; each runs nginx on 443 for {name}, and nothing yet on 80. "
-                  f"etcd has 3 members ({etcd}). Every instance gets the same store key:")
+        story.say(
+            f"HAProxy forwards {lab.vip}:80 and :443 as TCP, round robin, to b1, b2 "
+            f"and b3; each runs nginx on 443 for {name}, and nothing yet on 80. "
+            f"etcd has 3 members ({etcd}). Every instance gets the same store key:"
+        )
         key = cluster.store_key_path(lab)
         story.acmelb(lab, "b1", ["cluster", "keygen", str(key)], expect=0)
         config = cluster.write_agent_config(lab, "b1")
-        story.quote(f"and an agent.toml like b1's ({config}):",
-                    [line for line in config.read_text().splitlines() if line.strip()])
+        story.quote(
+            f"and an agent.toml like b1's ({config}):",
+            [line for line in config.read_text().splitlines() if line.strip()],
+        )
         started = time.monotonic()
         cluster.start_agents(lab, CLUSTER_BACKENDS)
-        argv = shlex.join(["acmelb", *cluster.agent_argv(
-            lab, lab.state_dir / "bI-agent" / "agent.toml", key)[3:]])
-        story.say(f"Started at once in b1, b2 and b3: {argv} (each its own agent.toml). "
-                  "Waiting for 443 to serve the certificate everywhere...")
+        argv = shlex.join(
+            ["acmelb", *cluster.agent_argv(lab, lab.state_dir / "bI-agent" / "agent.toml", key)[3:]]
+        )
+        story.say(
+            f"Started at once in b1, b2 and b3: {argv} (each its own agent.toml). "
+            "Waiting for 443 to serve the certificate everywhere..."
+        )
         served = _wait(lambda: _served_everywhere(lab, name), CLUSTER_CONVERGE_BOUND)
         took = time.monotonic() - started
-        story.check(bool(served), f"Every instance serves a certificate {took:.0f} s after the "
-                    "agents started." if served else
-                    f"Not every instance serves the certificate after {took:.0f} s.")
+        story.check(
+            bool(served),
+            f"Every instance serves a certificate {took:.0f} s after the agents started."
+            if served
+            else f"Not every instance serves the certificate after {took:.0f} s.",
+        )
         counts = lab.pebble_counts()
-        story.check(counts.orders == 1 and counts.issued == 1,
-                    f"Pebble's log ({lab.pebble_log.name}): {counts.orders} order "
-                    f"(\"Added order\" lines), {counts.issued} certificate issued: the agents "
-                    "agreed through etcd on one instance ordering for all.")
+        story.check(
+            counts.orders == 1 and counts.issued == 1,
+            f"Pebble's log ({lab.pebble_log.name}): {counts.orders} order "
+            f'("Added order" lines), {counts.issued} certificate issued: the agents '
+            "agreed through etcd on one instance ordering for all.",
+        )
         events, ca_requests, probes = _agent_logs(lab)
-        story.quote("The agents' logs (their responders' lines apart), the lock holder's "
-                    "first:", events)
-        story.quote(f"The CA's validation requests (UA {_PEBBLE_UA!r}), as the agents' "
-                    f"responders logged them; the client {ADDRESSES.lb_backend} is "
-                    "HAProxy's side of the backend network:",
-                    [line for _, line in ca_requests])
+        story.quote(
+            "The agents' logs (their responders' lines apart), the lock holder's first:", events
+        )
+        story.quote(
+            f"The CA's validation requests (UA {_PEBBLE_UA!r}), as the agents' "
+            f"responders logged them; the client {ADDRESSES.lb_backend} is "
+            "HAProxy's side of the backend network:",
+            [line for _, line in ca_requests],
+        )
         answered = sorted({role for role, line in ca_requests if _ANSWERED in line})
         probed = ", ".join(f"{n} on {r}" for r, n in probes.items())
-        story.check(len(answered) >= 2,
-                    f"{len(answered)} instances answered the CA ({', '.join(answered)}), "
-                    "although only the lock holder ordered: every instance serves every "
-                    f"pending token of the cluster. (The self-check's probes, {probed}, "
-                    "were answered the same way.)")
+        story.check(
+            len(answered) >= 2,
+            f"{len(answered)} instances answered the CA ({', '.join(answered)}), "
+            "although only the lock holder ordered: every instance serves every "
+            f"pending token of the cluster. (The self-check's probes, {probed}, "
+            "were answered the same way.)",
+        )
         if isinstance(served, dict):
-            reference = cluster.file_fingerprint(lab.agent_state_dir("b1") / "live" / name /
-                                                 "fullchain.pem")
+            reference = cluster.file_fingerprint(
+                lab.agent_state_dir("b1") / "live" / name / "fullchain.pem"
+            )
             width = max(len(where) for where in served) + 1
-            story.quote(f"SHA-256 of the certificate served for {name} on 443 "
-                        "(openssl s_client):",
-                        [f"{where + ':':<{width}} {fp}" for where, fp in served.items()])
+            story.quote(
+                f"SHA-256 of the certificate served for {name} on 443 (openssl s_client):",
+                [f"{where + ':':<{width}} {fp}" for where, fp in served.items()],
+            )
             same = set(served.values()) == {reference}
-            story.check(same, "The same certificate everywhere, the one in each "
-                        f"live/{name}/fullchain.pem." if same else
-                        "The instances serve different certificates.")
+            story.check(
+                same,
+                f"The same certificate everywhere, the one in each live/{name}/fullchain.pem."
+                if same
+                else "The instances serve different certificates.",
+            )
         _wait(lambda: _converged(lab), 20)
-        story.acmelb(lab, "b1", ["cluster", "status", "--store", cluster.store_url(lab)],
-                     expect=0)
+        story.acmelb(lab, "b1", ["cluster", "status", "--store", cluster.store_url(lab)], expect=0)
 
 
 CHAPTERS = (_tcp_chapter, _hairpin_chapter, _intercept_chapter, _cluster_chapter)
@@ -271,6 +362,8 @@ def run_demo(emit: Emit, *, chapters: Sequence[int] = (1, 2, 3, 4)) -> int:
         story = _Story(emit, Path(tmp))
         for number in chapters:
             CHAPTERS[number - 1](story)
-    story.say(f"Done in {time.monotonic() - started:.0f} s; every namespace and process of "
-              "the demo is gone.")
+    story.say(
+        f"Done in {time.monotonic() - started:.0f} s; every namespace and process of "
+        "the demo is gone."
+    )
     return story.surprises

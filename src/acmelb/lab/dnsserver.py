@@ -109,8 +109,9 @@ def answer_query(zone: dict[str, Any], packet: bytes) -> bytes:
     elif qtype == "CAA":
         for text in entry.get("CAA", []):
             flags, tag, value = text.split(" ", 2)
-            reply.add_answer(RR(qname, QTYPE.CAA,
-                                rdata=CAA(int(flags), tag, value.strip('"')), ttl=ttl))
+            reply.add_answer(
+                RR(qname, QTYPE.CAA, rdata=CAA(int(flags), tag, value.strip('"')), ttl=ttl)
+            )
     return bytes(reply.pack())
 
 
@@ -162,8 +163,14 @@ def _split_hostport(text: str) -> tuple[str, int]:
 class DnsServer:
     """The DNS server as a child process; a context manager that always stops it."""
 
-    def __init__(self, zone: Zone, *, listen: str = "127.0.0.1:8053",
-                 netns_prefix: Sequence[str] = (), workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        zone: Zone,
+        *,
+        listen: str = "127.0.0.1:8053",
+        netns_prefix: Sequence[str] = (),
+        workdir: Path | None = None,
+    ) -> None:
         self.listen = listen
         self._prefix = list(netns_prefix)
         self._own_dir = workdir is None
@@ -182,17 +189,28 @@ class DnsServer:
         os.utime(self.zone_path, ns=(now, now))
 
     def start(self) -> DnsServer:
-        cmd = [*self._prefix, sys.executable, "-m", "acmelb.lab.dnsserver",
-               "--listen", self.listen, "--zone", str(self.zone_path)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, text=True)
+        cmd = [
+            *self._prefix,
+            sys.executable,
+            "-m",
+            "acmelb.lab.dnsserver",
+            "--listen",
+            self.listen,
+            "--zone",
+            str(self.zone_path),
+        ]
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if line.strip() != "ready":
             err = self.process.stderr.read() if self.process.stderr else ""
             self.stop()
-            raise LabError(f"DNS server on {self.listen} did not start: "
-                           f"{err.strip().splitlines()[-1:] or shlex.join(cmd)}")
+            raise LabError(
+                f"DNS server on {self.listen} did not start: "
+                f"{err.strip().splitlines()[-1:] or shlex.join(cmd)}"
+            )
         return self
 
     def stop(self) -> None:

@@ -171,9 +171,15 @@ class EtcdCluster:
     # -- starting -----------------------------------------------------------------------
 
     @classmethod
-    def start(cls, members: int = 3, *, data_root: Path | None = None,
-              timeout: float = START_TIMEOUT, state_root: Path = STATE_ROOT,
-              detached: bool = False) -> EtcdCluster:
+    def start(
+        cls,
+        members: int = 3,
+        *,
+        data_root: Path | None = None,
+        timeout: float = START_TIMEOUT,
+        state_root: Path = STATE_ROOT,
+        detached: bool = False,
+    ) -> EtcdCluster:
         """Create the segment, start ``members`` etcd members, wait until all are healthy.
 
         ``data_root`` holds one data directory and one log per member (created
@@ -186,8 +192,7 @@ class EtcdCluster:
             raise LabError(f"{ETCD_BINARY} is missing (Debian: apt-get install etcd-server)")
         if not 1 <= members <= 9:
             raise LabError(f"an etcd lab has 1 to 9 members, not {members}")
-        cluster = cls._allocate(members, data_root, state_root,
-                                None if detached else os.getpid())
+        cluster = cls._allocate(members, data_root, state_root, None if detached else os.getpid())
         try:
             cluster._build_network()
             for index in range(members):
@@ -199,8 +204,9 @@ class EtcdCluster:
         return cluster
 
     @classmethod
-    def _allocate(cls, members: int, data_root: Path | None, state_root: Path,
-                  owner: int | None) -> EtcdCluster:
+    def _allocate(
+        cls, members: int, data_root: Path | None, state_root: Path, owner: int | None
+    ) -> EtcdCluster:
         state_root.mkdir(mode=0o755, parents=True, exist_ok=True)
         for _ in range(20):
             cluster_id = secrets.token_hex(2)
@@ -215,10 +221,14 @@ class EtcdCluster:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             roles = ["br", *(f"m{index + 1}" for index in range(members))]
             state = EtcdState(
-                id=cluster_id, members=members, data_root=str(root),
-                own_data_root=data_root is None, owner_pid=owner,
+                id=cluster_id,
+                members=members,
+                data_root=str(root),
+                own_data_root=data_root is None,
+                owner_pid=owner,
                 owner_start_ticks=_start_ticks(owner) if owner else None,
-                namespaces={role: f"ale{cluster_id}-{role}" for role in roles})
+                namespaces={role: f"ale{cluster_id}-{role}" for role in roles},
+            )
             cluster = cls(state, state_dir)
             cluster._save()
             _clusters_started_here.append((cluster_id, state_dir))
@@ -233,47 +243,91 @@ class EtcdCluster:
         for name in self.state.namespaces.values():
             netns.add(name)
         # Both ends of every veth are created inside our namespaces, never in the host's.
-        netns.ip([], batch="".join(
-            f"link add m{index + 1} netns {bridge_ns} type veth peer name eth0 "
-            f"netns {self.namespace(index)}\n" for index in range(self.size)))
-        netns.ip([], namespace=bridge_ns, batch="".join([
-            "link set lo up\n",
-            f"link add {BRIDGE} type bridge\n",
-            f"link set {BRIDGE} up\n",
-            *(f"link set m{index + 1} master {BRIDGE} up\n" for index in range(self.size)),
-        ]))
+        netns.ip(
+            [],
+            batch="".join(
+                f"link add m{index + 1} netns {bridge_ns} type veth peer name eth0 "
+                f"netns {self.namespace(index)}\n"
+                for index in range(self.size)
+            ),
+        )
+        netns.ip(
+            [],
+            namespace=bridge_ns,
+            batch="".join(
+                [
+                    "link set lo up\n",
+                    f"link add {BRIDGE} type bridge\n",
+                    f"link set {BRIDGE} up\n",
+                    *(f"link set m{index + 1} master {BRIDGE} up\n" for index in range(self.size)),
+                ]
+            ),
+        )
         for index in range(self.size):
-            netns.ip([], namespace=self.namespace(index), batch=(
-                "link set lo up\nlink set eth0 up\n"
-                f"addr add {member_address(index)}/{PREFIX} dev eth0\n"))
+            netns.ip(
+                [],
+                namespace=self.namespace(index),
+                batch=(
+                    "link set lo up\nlink set eth0 up\n"
+                    f"addr add {member_address(index)}/{PREFIX} dev eth0\n"
+                ),
+            )
 
     def _argv(self, index: int) -> list[str]:
         name = f"m{index + 1}"
         address = member_address(index)
-        initial = ",".join(f"m{i + 1}=http://{member_address(i)}:{PEER_PORT}"
-                           for i in range(self.size))
+        initial = ",".join(
+            f"m{i + 1}=http://{member_address(i)}:{PEER_PORT}" for i in range(self.size)
+        )
         return [
-            ETCD_BINARY, "--name", name, "--data-dir", str(self.data_dir(index)),
-            "--listen-client-urls", f"http://{address}:{CLIENT_PORT},http://127.0.0.1:{CLIENT_PORT}",
-            "--advertise-client-urls", f"http://{address}:{CLIENT_PORT}",
-            "--listen-peer-urls", f"http://{address}:{PEER_PORT}",
-            "--initial-advertise-peer-urls", f"http://{address}:{PEER_PORT}",
-            "--initial-cluster", initial, "--initial-cluster-state", "new",
-            "--initial-cluster-token", f"acmelb-{self.id}",
-            "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
-            "--logger", "zap", "--log-outputs", "stderr",
+            ETCD_BINARY,
+            "--name",
+            name,
+            "--data-dir",
+            str(self.data_dir(index)),
+            "--listen-client-urls",
+            f"http://{address}:{CLIENT_PORT},http://127.0.0.1:{CLIENT_PORT}",
+            "--advertise-client-urls",
+            f"http://{address}:{CLIENT_PORT}",
+            "--listen-peer-urls",
+            f"http://{address}:{PEER_PORT}",
+            "--initial-advertise-peer-urls",
+            f"http://{address}:{PEER_PORT}",
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            f"acmelb-{self.id}",
+            "--heartbeat-interval",
+            str(HEARTBEAT_MS),
+            "--election-timeout",
+            str(ELECTION_MS),
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
         ]
 
     def _start_member(self, index: int) -> ProcessRecord:
         namespace = self.namespace(index)
         with self.log_path(index).open("ab") as out:
             popen = subprocess.Popen(
-                [*netns.exec_prefix(namespace), *self._argv(index)], stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                cwd=self.state.data_root)
-        record = ProcessRecord(f"m{index + 1}", "etcd", popen.pid,
-                               _start_ticks(popen.pid) or 0, self._argv(index),
-                               str(self.log_path(index)))
+                [*netns.exec_prefix(namespace), *self._argv(index)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.state.data_root,
+            )
+        record = ProcessRecord(
+            f"m{index + 1}",
+            "etcd",
+            popen.pid,
+            _start_ticks(popen.pid) or 0,
+            self._argv(index),
+            str(self.log_path(index)),
+        )
         self._popens[popen.pid] = popen
         self._member_records[index] = record
         self.state.processes.append(record)
@@ -297,26 +351,34 @@ class EtcdCluster:
         return netns.call_in(self.namespace(index), ask)
 
     def healthy_members(self) -> list[int]:
-        return [index for index in range(self.size)
-                if self.pid(index) is not None and self.member_health(index)]
+        return [
+            index
+            for index in range(self.size)
+            if self.pid(index) is not None and self.member_health(index)
+        ]
 
-    def wait_healthy(self, timeout: float = START_TIMEOUT,
-                     members: Sequence[int] | None = None) -> None:
+    def wait_healthy(
+        self, timeout: float = START_TIMEOUT, members: Sequence[int] | None = None
+    ) -> None:
         """Wait until ``members`` (default: all) report healthy; LabError after ``timeout``."""
         wanted = list(range(self.size)) if members is None else [self._check(m) for m in members]
         deadline = time.monotonic() + timeout
         while True:
             for index in wanted:
                 if self.pid(index) is None:
-                    raise LabError(f"etcd member m{index + 1} in {self.namespace(index)} is not "
-                                   f"running: {self._log_tail(index)}")
+                    raise LabError(
+                        f"etcd member m{index + 1} in {self.namespace(index)} is not "
+                        f"running: {self._log_tail(index)}"
+                    )
             pending = [index for index in wanted if not self.member_health(index, 0.5)]
             if not pending:
                 return
             if time.monotonic() >= deadline:
                 names = ", ".join(f"m{index + 1}" for index in pending)
-                raise LabError(f"etcd member(s) {names} not healthy within {timeout:.0f} s: "
-                               f"{self._log_tail(pending[0])}")
+                raise LabError(
+                    f"etcd member(s) {names} not healthy within {timeout:.0f} s: "
+                    f"{self._log_tail(pending[0])}"
+                )
             time.sleep(0.05)
 
     def _log_tail(self, index: int) -> str:
@@ -350,10 +412,10 @@ class EtcdCluster:
         if self.pid(index) is not None:
             raise LabError(f"etcd member m{index + 1} still runs (pid {self.pid(index)})")
         record = self._start_member(index)
-        if wait and not netns.wait_listening(self.namespace(index), {CLIENT_PORT},
-                                             time.monotonic() + timeout, record.is_running):
-            raise LabError(f"etcd member m{index + 1} did not come back: "
-                           f"{self._log_tail(index)}")
+        if wait and not netns.wait_listening(
+            self.namespace(index), {CLIENT_PORT}, time.monotonic() + timeout, record.is_running
+        ):
+            raise LabError(f"etcd member m{index + 1} did not come back: {self._log_tail(index)}")
 
     def stop_member(self, index: int) -> None:
         """SIGSTOP member ``index``: it keeps its sockets and answers nothing."""
@@ -381,15 +443,22 @@ class EtcdCluster:
             raise LabError("at most 100 namespaces can be attached to one etcd lab")
         peer = f"c{slot + 1}"
         address = attached_address(slot)
-        netns.ip([], batch=f"link add {peer} netns {self.bridge_namespace} type veth peer name "
-                           f"{ATTACH_IFNAME} netns {namespace}\n")
+        netns.ip(
+            [],
+            batch=f"link add {peer} netns {self.bridge_namespace} type veth peer name "
+            f"{ATTACH_IFNAME} netns {namespace}\n",
+        )
         self.state.attached.append(namespace)
         self._save()
-        netns.ip([], namespace=self.bridge_namespace,
-                 batch=f"link set {peer} master {BRIDGE} up\n")
-        netns.ip([], namespace=namespace, batch=(
-            f"link set lo up\nlink set {ATTACH_IFNAME} up\n"
-            f"addr add {address}/{PREFIX} dev {ATTACH_IFNAME}\n"))
+        netns.ip([], namespace=self.bridge_namespace, batch=f"link set {peer} master {BRIDGE} up\n")
+        netns.ip(
+            [],
+            namespace=namespace,
+            batch=(
+                f"link set lo up\nlink set {ATTACH_IFNAME} up\n"
+                f"addr add {address}/{PREFIX} dev {ATTACH_IFNAME}\n"
+            ),
+        )
         return address
 
     def client_namespace(self, role: str | None = None) -> str:
@@ -418,8 +487,10 @@ class EtcdCluster:
         partition, so a client sees timeouts. ``namespace`` may be a member's
         own namespace (it is then cut from the other members).
         """
-        targets = [member_address(self._check(index))
-                   for index in (range(self.size) if members is None else members)]
+        targets = [
+            member_address(self._check(index))
+            for index in (range(self.size) if members is None else members)
+        ]
         own = {member_address(i) for i in range(self.size) if self.namespace(i) == namespace}
         self._iptables(namespace, ["-N", CUT_CHAIN], check=False)
         for hook in ("INPUT", "OUTPUT"):
@@ -538,10 +609,14 @@ def leftovers_of_this_process() -> list[str]:
     """What the etcd labs started by this process left: namespaces, state, processes."""
     problems: list[str] = []
     for cluster_id, state_dir in _clusters_started_here:
-        problems += [f"namespace {name}" for name in netns.existing()
-                     if name.startswith(f"ale{cluster_id}-")]
+        problems += [
+            f"namespace {name}" for name in netns.existing() if name.startswith(f"ale{cluster_id}-")
+        ]
         if state_dir.exists():
             problems.append(f"state directory {state_dir}")
-    problems += [f"process {record.pid} (etcd {record.role})"
-                 for record in _processes_started_here if record.is_running()]
+    problems += [
+        f"process {record.pid} (etcd {record.role})"
+        for record in _processes_started_here
+        if record.is_running()
+    ]
     return problems

@@ -43,14 +43,30 @@ class FetchResult:
         return f"HTTP {self.status} {self.text[:60]!r}"
 
 
-def curl_fetch(prefix: Sequence[str], url: str, *, address: str | None = None,
-               proxy_protocol: bool = False, connect_timeout: float = 1.0,
-               max_time: float = 3.0, headers: Sequence[str] = ()) -> FetchResult:
+def curl_fetch(
+    prefix: Sequence[str],
+    url: str,
+    *,
+    address: str | None = None,
+    proxy_protocol: bool = False,
+    connect_timeout: float = 1.0,
+    max_time: float = 3.0,
+    headers: Sequence[str] = (),
+) -> FetchResult:
     """GET ``url`` with curl run under ``prefix`` (e.g. ``ip netns exec NS``)."""
-    argv = [*prefix, "curl", "--silent", "--output", "-",
-            "--connect-timeout", f"{connect_timeout:g}", "--max-time", f"{max_time:g}",
-            "--write-out", "%{stderr}%{json}" + _HEADERS_MARK.replace("\n", "\\n")
-            + "%{header_json}"]
+    argv = [
+        *prefix,
+        "curl",
+        "--silent",
+        "--output",
+        "-",
+        "--connect-timeout",
+        f"{connect_timeout:g}",
+        "--max-time",
+        f"{max_time:g}",
+        "--write-out",
+        "%{stderr}%{json}" + _HEADERS_MARK.replace("\n", "\\n") + "%{header_json}",
+    ]
     if address is not None:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -68,8 +84,9 @@ def curl_fetch(prefix: Sequence[str], url: str, *, address: str | None = None,
     except (ValueError, IndexError):
         return FetchResult("error", error=stderr.strip() or f"curl exited {proc.returncode}")
     try:
-        parsed_headers = {key.lower(): list(value)
-                          for key, value in json.loads(headers_text or "{}").items()}
+        parsed_headers = {
+            key.lower(): list(value) for key, value in json.loads(headers_text or "{}").items()
+        }
     except ValueError:
         parsed_headers = {}
     code = int(meta.get("exitcode", proc.returncode))
@@ -78,5 +95,11 @@ def curl_fetch(prefix: Sequence[str], url: str, *, address: str | None = None,
     if code == 7 and "No route" in error:
         outcome = "unreachable"
     status = int(meta["http_code"]) if code == 0 else None
-    return FetchResult(outcome, status, proc.stdout if code == 0 else b"", parsed_headers,
-                       error, float(meta.get("time_total", 0.0)))
+    return FetchResult(
+        outcome,
+        status,
+        proc.stdout if code == 0 else b"",
+        parsed_headers,
+        error,
+        float(meta.get("time_total", 0.0)),
+    )

@@ -57,11 +57,18 @@ def ip(args: Sequence[str], *, namespace: str | None = None, batch: str | None =
         raise LabError(f"{' '.join(argv)}: {message[-1] if message else 'failed'}")
 
 
-def run_in(namespace: str, argv: Sequence[str], *, input: str | None = None,
-           timeout: float | None = 30.0) -> subprocess.CompletedProcess[str]:
+def run_in(
+    namespace: str, argv: Sequence[str], *, input: str | None = None, timeout: float | None = 30.0
+) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` inside ``namespace`` and return its result (never raises on exit code)."""
-    return subprocess.run([*exec_prefix(namespace), *argv], input=input, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [*exec_prefix(namespace), *argv],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def call_in(namespace: str, function: Callable[[], T]) -> T:
@@ -138,8 +145,9 @@ def lab_namespaces(prefix: str = "alb") -> list[str]:
 
 def pids_in(namespace: str) -> list[int]:
     """Processes whose network namespace is ``namespace``."""
-    proc = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
+    )
     return [int(word) for word in proc.stdout.split() if word.isdigit()]
 
 
@@ -167,8 +175,9 @@ def write_etc(namespace: str, filename: str, text: str) -> None:
     (directory / filename).write_text(text)
 
 
-def wait_listening(namespace: str, ports: set[int], deadline: float,
-                   alive: Callable[[], bool] = lambda: True) -> bool:
+def wait_listening(
+    namespace: str, ports: set[int], deadline: float, alive: Callable[[], bool] = lambda: True
+) -> bool:
     """Wait until every port in ``ports`` listens in ``namespace``; False on timeout/death."""
     while True:
         if ports <= listening_ports(namespace):

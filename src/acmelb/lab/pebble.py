@@ -49,14 +49,17 @@ def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmelb lab Pebble TLS CA")])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     leaf_key = ec.generate_private_key(ec.SECP256R1())
@@ -76,8 +79,9 @@ def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=29))
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
@@ -86,8 +90,9 @@ def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
     key_path = workdir / "tls-key.pem"
     ca_path.write_bytes(ca_cert.public_bytes(pem))
     cert_path.write_bytes(leaf.public_bytes(pem))
-    key_path.write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                serialization.NoEncryption()))
+    key_path.write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return ca_path, cert_path, key_path
 
 
@@ -132,12 +137,20 @@ class PebbleCA:
     are picked free on the loopback (only meaningful without a namespace).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 14000,
-                 management_port: int = 15000, validation_port: int = 5002,
-                 dns_server: str = "127.0.0.1:8053", netns_prefix: Sequence[str] = (),
-                 nonce_reject_percent: int = 0, env: Mapping[str, str] | None = None,
-                 workdir: Path | None = None,
-                 certificate_validity: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 14000,
+        management_port: int = 15000,
+        validation_port: int = 5002,
+        dns_server: str = "127.0.0.1:8053",
+        netns_prefix: Sequence[str] = (),
+        nonce_reject_percent: int = 0,
+        env: Mapping[str, str] | None = None,
+        workdir: Path | None = None,
+        certificate_validity: int | None = None,
+    ) -> None:
         if shutil.which(PEBBLE_BINARY) is None:
             raise LabError("pebble is not installed (Debian: apt-get install pebble)")
         self.host = host
@@ -191,12 +204,23 @@ class PebbleCA:
             config["pebble"]["certificateValidityPeriod"] = self.certificate_validity
         config_path = self.workdir / "pebble-config.json"
         config_path.write_text(json.dumps(config, indent=2))
-        cmd = [*self._prefix, PEBBLE_BINARY, "-config", str(config_path),
-               "-dnsserver", self.dns_server]
+        cmd = [
+            *self._prefix,
+            PEBBLE_BINARY,
+            "-config",
+            str(config_path),
+            "-dnsserver",
+            self.dns_server,
+        ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self._env}, cwd=self.workdir)
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self._env},
+                cwd=self.workdir,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -214,13 +238,25 @@ class PebbleCA:
         if self._prefix:
             # The CA lives in a namespace: ask from inside it.
             proc = subprocess.run(
-                [*self._prefix, "curl", "-sS", "--fail", "--max-time", str(timeout),
-                 "--cacert", str(self.ca_bundle), f"{base or self._base}{path}"],
-                capture_output=True, check=False)
+                [
+                    *self._prefix,
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "--max-time",
+                    str(timeout),
+                    "--cacert",
+                    str(self.ca_bundle),
+                    f"{base or self._base}{path}",
+                ],
+                capture_output=True,
+                check=False,
+            )
             return proc.stdout if proc.returncode == 0 else None
         try:
-            with urllib.request.urlopen(f"{base or self._base}{path}", timeout=timeout,
-                                        context=self._ssl_context()) as response:
+            with urllib.request.urlopen(
+                f"{base or self._base}{path}", timeout=timeout, context=self._ssl_context()
+            ) as response:
                 body: bytes = response.read()
                 return body
         except (OSError, urllib.error.URLError):
@@ -241,8 +277,10 @@ class PebbleCA:
 
     def is_hung(self, timeout: float = 3.0) -> bool:
         """Pebble 2.4 can deadlock: the directory answers, everything else hangs."""
-        return self._answers("/dir", timeout) is not None and \
-            self._answers("/nonce-plz", timeout) is None
+        return (
+            self._answers("/dir", timeout) is not None
+            and self._answers("/nonce-plz", timeout) is None
+        )
 
     def counts(self) -> LogCounts:
         """Orders created and certificates issued so far (from Pebble's log)."""

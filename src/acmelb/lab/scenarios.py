@@ -205,16 +205,20 @@ class Scenario:
         for role in self.shortcut:
             if role not in known:
                 raise UsageError(
-                    f"shortcut {role!r}: no such backend (have {', '.join(self.backend_roles)})")
+                    f"shortcut {role!r}: no such backend (have {', '.join(self.backend_roles)})"
+                )
         if self.cluster:
             if self.mode not in (Mode.ROUND_ROBIN, Mode.HAPROXY_TCP):
-                raise UsageError("a cluster lab needs a TCP pass-through LB: round-robin or "
-                                 f"haproxy-tcp, not {self.mode.value}")
+                raise UsageError(
+                    "a cluster lab needs a TCP pass-through LB: round-robin or "
+                    f"haproxy-tcp, not {self.mode.value}"
+                )
             if not self.ca:
                 raise UsageError("a cluster lab needs the CA (ca=True)")
             if any(b is not Behaviour.NONE for b in self.backends):
-                raise UsageError("a cluster lab's backends must be 'none': port 80 is the "
-                                 "agents' responder")
+                raise UsageError(
+                    "a cluster lab's backends must be 'none': port 80 is the agents' responder"
+                )
         if self.cert_validity is not None and self.cert_validity < 1:
             raise UsageError(f"certificate validity {self.cert_validity}: give seconds >= 1")
 
@@ -242,12 +246,13 @@ class Scenario:
         if not 1 <= backends <= MAX_BACKENDS:
             raise UsageError(f"a lab has 1 to {MAX_BACKENDS} backends, not {backends}")
         if "backends" in options:
-            raise UsageError("give a cluster lab's size as a count (cluster:N, --backends N), "
-                             "not behaviours: its backends are free for the agents")
+            raise UsageError(
+                "give a cluster lab's size as a count (cluster:N, --backends N), "
+                "not behaviours: its backends are free for the agents"
+            )
         options = {key: value for key, value in options.items() if key not in ("ca", "cluster")}
         options.setdefault("mode", Mode.ROUND_ROBIN if backends > 1 else Mode.HAPROXY_TCP)
-        scenario = cls(backends=(Behaviour.NONE,) * backends, ca=True, cluster=True,
-                       **options)  # type: ignore[arg-type]
+        scenario = cls(backends=(Behaviour.NONE,) * backends, ca=True, cluster=True, **options)  # type: ignore[arg-type]
         if not scenario.dns_names:
             scenario = replace(scenario, dns_names=(scenario.wildcard_zone,))
         return scenario

@@ -199,27 +199,53 @@ class Lab:
 
     # -- driving -----------------------------------------------------------------
 
-    def run(self, role: str, argv: Sequence[str], *, input: str | None = None,
-            timeout: float | None = 30.0) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        role: str,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command in ``role``'s namespace and wait for it (exit code not checked)."""
         return netns.run_in(self.ns(role), argv, input=input, timeout=timeout)
 
-    def fetch(self, role: str, url: str | None = None, *, address: str | None = None,
-              proxy_protocol: bool = False, connect_timeout: float = 1.0,
-              max_time: float = 3.0, headers: Sequence[str] = ()) -> FetchResult:
+    def fetch(
+        self,
+        role: str,
+        url: str | None = None,
+        *,
+        address: str | None = None,
+        proxy_protocol: bool = False,
+        connect_timeout: float = 1.0,
+        max_time: float = 3.0,
+        headers: Sequence[str] = (),
+    ) -> FetchResult:
         """One plain HTTP GET (no redirects followed) from ``role``'s namespace.
 
         ``url`` defaults to the lab's challenge URL, resolved by the namespace's
         hosts file; ``address`` connects there instead (curl ``--resolve``).
         ``proxy_protocol`` sends a PROXY v1 header first.
         """
-        return curl_fetch(self.exec_prefix(role), url or self.url, address=address,
-                          proxy_protocol=proxy_protocol, connect_timeout=connect_timeout,
-                          max_time=max_time, headers=headers)
+        return curl_fetch(
+            self.exec_prefix(role),
+            url or self.url,
+            address=address,
+            proxy_protocol=proxy_protocol,
+            connect_timeout=connect_timeout,
+            max_time=max_time,
+            headers=headers,
+        )
 
-    def start_process(self, role: str, what: str, argv: Sequence[str], *,
-                      env: Mapping[str, str] | None = None,
-                      log_path: Path | None = None) -> ProcessRecord:
+    def start_process(
+        self,
+        role: str,
+        what: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> ProcessRecord:
         """Start a long-running process in ``role``'s namespace, recorded for teardown.
 
         Its output goes to ``log_path`` (default ``STATE/<role>-<what>.log``), appended.
@@ -227,9 +253,14 @@ class Lab:
         log = log_path or self.state_dir / f"{role}-{what}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
-                [*self.exec_prefix(role), *argv], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.state_dir,
-                env={**os.environ, **(env or {})})
+                [*self.exec_prefix(role), *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.state_dir,
+                env={**os.environ, **(env or {})},
+            )
         ticks = _start_ticks(popen.pid)
         record = ProcessRecord(role, what, popen.pid, ticks or 0, list(argv), str(log))
         self._record(record, popen)
@@ -249,8 +280,10 @@ class Lab:
 
     def _require_cluster(self) -> None:
         if not self.scenario.cluster:
-            raise LabError(f"lab {self.id} is not a cluster lab (Scenario.cluster_preset, "
-                           "acmelb lab up cluster)")
+            raise LabError(
+                f"lab {self.id} is not a cluster lab (Scenario.cluster_preset, "
+                "acmelb lab up cluster)"
+            )
 
     @property
     def etcd(self) -> EtcdCluster:
@@ -288,11 +321,13 @@ class Lab:
         """Run ``role``'s deploy hook (after placing a certificate by hand); LabError on failure."""
         proc = self.run(role, [self.deploy_hook(role)], timeout=15)
         if proc.returncode != 0:
-            raise LabError(f"deploy hook in {self.ns(role)} failed: "
-                           f"{(proc.stderr or proc.stdout).strip()}")
+            raise LabError(
+                f"deploy hook in {self.ns(role)} failed: {(proc.stderr or proc.stdout).strip()}"
+            )
 
-    def tls_fingerprint(self, via: str, name: str | None = None, *,
-                        timeout: float = 10.0) -> str | None:
+    def tls_fingerprint(
+        self, via: str, name: str | None = None, *, timeout: float = 10.0
+    ) -> str | None:
         """SHA-256 (hex) of the certificate served for ``name`` (SNI) on port 443.
 
         ``via`` is ``"vip"`` (from the public namespace through the LB's 443) or a
@@ -306,14 +341,29 @@ class Lab:
         else:
             self._require_backend(via)
             role, address = LB, self.backend_address(via)
-        proc = self.run(role, ["openssl", "s_client", "-connect", f"{address}:443",
-                               "-servername", name or self.scenario.name], input="",
-                        timeout=timeout)
+        proc = self.run(
+            role,
+            [
+                "openssl",
+                "s_client",
+                "-connect",
+                f"{address}:443",
+                "-servername",
+                name or self.scenario.name,
+            ],
+            input="",
+            timeout=timeout,
+        )
         return cluster.served_fingerprint(proc.stdout)
 
-    def start_agent(self, role: str, argv: Sequence[str], *,
-                    env: Mapping[str, str] | None = None,
-                    log_path: Path | None = None) -> ProcessRecord:
+    def start_agent(
+        self,
+        role: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> ProcessRecord:
         """Run ``argv`` in backend ``role``'s namespace as its agent (one per backend).
 
         Output goes to ``log_path`` (default ``STATE/<role>-agent.log``, appended
@@ -366,8 +416,9 @@ class Lab:
 
     def _require_backend(self, role: str) -> None:
         if role not in self.backends:
-            raise LabError(f"{role!r} is not a backend of lab {self.id} "
-                           f"({', '.join(self.backends)})")
+            raise LabError(
+                f"{role!r} is not a backend of lab {self.id} ({', '.join(self.backends)})"
+            )
 
     @property
     def pebble_log(self) -> Path:
@@ -428,8 +479,9 @@ class Lab:
         try:
             return cls(LabState.load(state_dir / "state.json"), state_dir)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise LabError(f"no lab {lab_id!r} (no readable {state_dir}/state.json: "
-                           f"{exc})") from exc
+            raise LabError(
+                f"no lab {lab_id!r} (no readable {state_dir}/state.json: {exc})"
+            ) from exc
 
     def summary(self) -> dict[str, Any]:
         """Everything a person or a script needs to use the lab (``acmelb lab status``)."""
@@ -448,21 +500,35 @@ class Lab:
             "namespaces": self.namespaces,
             "outside": self.vantage(PUBLIC),
             "backends": [
-                {"role": role, "behaviour": behaviour.value, "address": self.backend_address(role),
-                 "namespace": self.ns(role), "inside": self.vantage(role),
-                 "shortcut": role in scenario.shortcut}
+                {
+                    "role": role,
+                    "behaviour": behaviour.value,
+                    "address": self.backend_address(role),
+                    "namespace": self.ns(role),
+                    "inside": self.vantage(role),
+                    "shortcut": role in scenario.shortcut,
+                }
                 for role, behaviour in zip(self.backends, scenario.backends, strict=True)
             ],
-            "ca": None if not scenario.ca else {
-                "directory_url": self.ca_directory_url, "ca_bundle": str(self.ca_bundle),
-                "dns_server": self.dns_server},
+            "ca": None
+            if not scenario.ca
+            else {
+                "directory_url": self.ca_directory_url,
+                "ca_bundle": str(self.ca_bundle),
+                "dns_server": self.dns_server,
+            },
             "detached": self.state.owner_pid is None,
             "owner_pid": self.state.owner_pid,
             "created": self.state.created,
             "state_dir": str(self.state_dir),
             "processes": [
-                {"role": record.role, "what": record.what, "pid": record.pid,
-                 "running": record.is_running(), "log": record.log}
+                {
+                    "role": record.role,
+                    "what": record.what,
+                    "pid": record.pid,
+                    "running": record.is_running(),
+                    "log": record.log,
+                }
                 for record in self.state.processes
             ],
             "namespaces_present": sorted(set(self.namespaces.values()) & set(netns.existing())),
@@ -471,22 +537,31 @@ class Lab:
         }
 
     def _cluster_summary(self) -> dict[str, Any]:
-        etcd: dict[str, Any] = {"id": self.state.etcd_id, "endpoints": [],
-                                "namespaces": [], "running": []}
+        etcd: dict[str, Any] = {
+            "id": self.state.etcd_id,
+            "endpoints": [],
+            "namespaces": [],
+            "running": [],
+        }
         with contextlib.suppress(LabError):
             cluster = self.etcd
-            etcd.update(endpoints=cluster.endpoints,
-                        namespaces=[cluster.namespace(i) for i in range(cluster.size)],
-                        running=[cluster.pid(i) is not None for i in range(cluster.size)])
+            etcd.update(
+                endpoints=cluster.endpoints,
+                namespaces=[cluster.namespace(i) for i in range(cluster.size)],
+                running=[cluster.pid(i) is not None for i in range(cluster.size)],
+            )
         return {
             "etcd": etcd,
             "tls_port": 443,
             "cert_validity": self.scenario.cert_validity,
             "backends": [
-                {"role": role, "agent_state_dir": str(self.agent_state_dir(role)),
-                 "deploy_hook": self.deploy_hook(role),
-                 "agent_running": self.agent_alive(role),
-                 "agent_log": str(self.state_dir / f"{role}-agent.log")}
+                {
+                    "role": role,
+                    "agent_state_dir": str(self.agent_state_dir(role)),
+                    "deploy_hook": self.deploy_hook(role),
+                    "agent_running": self.agent_alive(role),
+                    "agent_log": str(self.state_dir / f"{role}-agent.log"),
+                }
                 for role in self.backends
             ],
         }
@@ -497,8 +572,9 @@ class Lab:
         return owner is not None and _start_ticks(owner) != self.state.owner_start_ticks
 
 
-def _stop_processes(records: Sequence[ProcessRecord],
-                    popens: Mapping[int, subprocess.Popen[bytes]]) -> None:
+def _stop_processes(
+    records: Sequence[ProcessRecord], popens: Mapping[int, subprocess.Popen[bytes]]
+) -> None:
     """SIGTERM the recorded processes that are still ours, then SIGKILL after 2 s."""
     running = [record for record in records if record.is_running()]
     for record in running:
@@ -524,8 +600,7 @@ def _stop_processes(records: Sequence[ProcessRecord],
 # -- building ----------------------------------------------------------------------
 
 
-def build(scenario: Scenario, *, detached: bool = False,
-          state_root: Path = STATE_ROOT) -> Lab:
+def build(scenario: Scenario, *, detached: bool = False, state_root: Path = STATE_ROOT) -> Lab:
     """Create the namespaces, links, rules and processes of ``scenario``.
 
     ``detached`` labs outlive this process (``acmelb lab up``); the others are
@@ -558,8 +633,11 @@ def _allocate(scenario: Scenario, state_root: Path, owner: int | None) -> Lab:
         roles = (PUBLIC, LB, *scenario.backend_roles)
         state = LabState(
             id=lab_id,
-            scenario={**asdict(scenario), "mode": scenario.mode.value,
-                      "backends": [b.value for b in scenario.backends]},
+            scenario={
+                **asdict(scenario),
+                "mode": scenario.mode.value,
+                "backends": [b.value for b in scenario.backends],
+            },
             namespaces={role: f"alb{lab_id}-{role}" for role in roles},
             owner_pid=owner,
             owner_start_ticks=_start_ticks(owner) if owner else None,
@@ -586,19 +664,22 @@ def _build_network(lab: Lab) -> None:
             # Before any link exists: without duplicate address detection, link-local
             # addresses are usable at once, and the first neighbour discovery does
             # not stall the first connection for a second.
-            netns.set_sysctls(name, {"net.ipv6.conf.default.accept_dad": "0",
-                                     "net.ipv6.conf.all.accept_dad": "0"})
+            netns.set_sysctls(
+                name, {"net.ipv6.conf.default.accept_dad": "0", "net.ipv6.conf.all.accept_dad": "0"}
+            )
 
     # Both ends of every veth are created directly inside lab namespaces:
     # nothing ever appears in the host's namespace.
     links = [f"link add eth0 netns {pub} type veth peer name {configs.UPLINK} netns {lb}"]
     for index, role in enumerate(lab.backends, start=1):
-        links.append(f"link add vb{index} netns {lb} type veth peer name eth0 "
-                     f"netns {lab.ns(role)}")
+        links.append(f"link add vb{index} netns {lb} type veth peer name eth0 netns {lab.ns(role)}")
     netns.ip([], batch="\n".join(links) + "\n")
 
-    pub_cmds = ["link set lo up", "link set eth0 up",
-                f"addr add {ADDRESSES.public_host}/{ADDRESSES.public_prefix} dev eth0"]
+    pub_cmds = [
+        "link set lo up",
+        "link set eth0 up",
+        f"addr add {ADDRESSES.public_host}/{ADDRESSES.public_prefix} dev eth0",
+    ]
     lb_cmds = [
         "link set lo up",
         f"link add {configs.BRIDGE} type bridge",
@@ -621,23 +702,31 @@ def _build_network(lab: Lab) -> None:
     netns.ip([], namespace=pub, batch="\n".join(pub_cmds) + "\n")
     netns.ip([], namespace=lb, batch="\n".join(lb_cmds) + "\n")
     for index, role in enumerate(lab.backends, start=1):
-        cmds = ["link set lo up", "link set eth0 up",
-                f"addr add {ADDRESSES.backend(index)}/{ADDRESSES.backend_prefix} dev eth0",
-                f"route add default via {ADDRESSES.lb_backend}"]
+        cmds = [
+            "link set lo up",
+            "link set eth0 up",
+            f"addr add {ADDRESSES.backend(index)}/{ADDRESSES.backend_prefix} dev eth0",
+            f"route add default via {ADDRESSES.lb_backend}",
+        ]
         if ipv6:
-            cmds += [f"addr add {ADDRESSES.backend6(index)}/64 dev eth0 nodad",
-                     f"route add default via {ADDRESSES.lb_backend6}"]
+            cmds += [
+                f"addr add {ADDRESSES.backend6(index)}/64 dev eth0 nodad",
+                f"route add default via {ADDRESSES.lb_backend6}",
+            ]
         netns.ip([], namespace=lab.ns(role), batch="\n".join(cmds) + "\n")
 
-    netns.set_sysctls(lb, {
-        "net.ipv4.ip_forward": "1",
-        "net.ipv6.conf.all.forwarding": "1" if ipv6 else "0",
-        # Bridged frames must not pass through iptables: with it, conntrack sees
-        # the peer's direct reply and un-NATs it, and hairpin "works by accident".
-        "net.bridge.bridge-nf-call-iptables": "0",
-        "net.bridge.bridge-nf-call-ip6tables": "0",
-        "net.bridge.bridge-nf-call-arptables": "0",
-    })
+    netns.set_sysctls(
+        lb,
+        {
+            "net.ipv4.ip_forward": "1",
+            "net.ipv6.conf.all.forwarding": "1" if ipv6 else "0",
+            # Bridged frames must not pass through iptables: with it, conntrack sees
+            # the peer's direct reply and un-NATs it, and hairpin "works by accident".
+            "net.bridge.bridge-nf-call-iptables": "0",
+            "net.bridge.bridge-nf-call-ip6tables": "0",
+            "net.bridge.bridge-nf-call-arptables": "0",
+        },
+    )
     _restore(lab, LB, "iptables-restore", configs.lb_iptables(scenario))
     if ipv6:
         _restore(lab, LB, "ip6tables-restore", configs.lb_iptables(scenario, ipv6=True))
@@ -664,12 +753,10 @@ def _responder_argv(scenario: Scenario, behaviour: Behaviour, *, behind_nginx: b
         if scenario.ipv6:
             argv += ["--address", "::"]
     if behaviour is Behaviour.RESPONDER:
-        for token, key in ((scenario.token, scenario.key_authorization),
-                           *scenario.extra_tokens):
+        for token, key in ((scenario.token, scenario.key_authorization), *scenario.extra_tokens):
             argv += ["--token", token, "--key", key]
     else:
-        thumbprint = (scenario.thumbprint if behaviour is Behaviour.STATELESS
-                      else OTHER_THUMBPRINT)
+        thumbprint = scenario.thumbprint if behaviour is Behaviour.STATELESS else OTHER_THUMBPRINT
         argv += ["--stateless", "--thumbprint", thumbprint]
     return argv
 
@@ -687,24 +774,39 @@ def _start_services(lab: Lab) -> None:
             continue
         behind_nginx = scenario.mode.proxy_protocol
         if behaviour.runs_responder:
-            lab.start_process(role, "responder",
-                              _responder_argv(scenario, behaviour, behind_nginx=behind_nginx))
+            lab.start_process(
+                role, "responder", _responder_argv(scenario, behaviour, behind_nginx=behind_nginx)
+            )
             expected.setdefault(role, set()).add(
-                configs.RESPONDER_BEHIND_NGINX_PORT if behind_nginx else 80)
+                configs.RESPONDER_BEHIND_NGINX_PORT if behind_nginx else 80
+            )
         if not behaviour.runs_responder or behind_nginx:
             workdir = lab.state_dir / f"{role}-nginx"
             (workdir / "tmp").mkdir(parents=True)
             config = workdir / "nginx.conf"
             config.write_text(configs.nginx_config(scenario, behaviour, workdir))
-            lab.start_process(role, "nginx", ["nginx", "-e", str(workdir / "error.log"),
-                                              "-c", str(config), "-g", "daemon off;"])
+            lab.start_process(
+                role,
+                "nginx",
+                ["nginx", "-e", str(workdir / "error.log"), "-c", str(config), "-g", "daemon off;"],
+            )
             expected.setdefault(role, set()).add(80)
     # The internet has DNS: every lab serves its name, so diagnosis resolves it like a CA.
     zone = lab.state_dir / "zone.json"
     zone.write_text(json.dumps(configs.dns_zone(scenario)))
-    lab.start_process(PUBLIC, "dns", [
-        sys.executable, "-m", "acmelb.lab.dnsserver",
-        "--listen", f"{ADDRESSES.public_host}:{DNS_PORT}", "--zone", str(zone)])
+    lab.start_process(
+        PUBLIC,
+        "dns",
+        [
+            sys.executable,
+            "-m",
+            "acmelb.lab.dnsserver",
+            "--listen",
+            f"{ADDRESSES.public_host}:{DNS_PORT}",
+            "--zone",
+            str(zone),
+        ],
+    )
     expected[PUBLIC] = {DNS_PORT}
     if scenario.cluster:
         from acmelb.lab import cluster
@@ -729,10 +831,13 @@ def _wait_for_listeners(lab: Lab, expected: Mapping[str, set[int]]) -> None:
         if not netns.wait_listening(lab.ns(role), ports, deadline, all_alive):
             dead = [record for record in mine if not record.is_running()]
             if dead:
-                raise LabError(f"{dead[0].what} in {lab.ns(role)} exited at start: "
-                               f"{lab.log_tail(dead[0])}")
-            raise LabError(f"nothing listened on port(s) {sorted(ports)} in {lab.ns(role)} "
-                           f"within {START_TIMEOUT:.0f} s")
+                raise LabError(
+                    f"{dead[0].what} in {lab.ns(role)} exited at start: {lab.log_tail(dead[0])}"
+                )
+            raise LabError(
+                f"nothing listened on port(s) {sorted(ports)} in {lab.ns(role)} "
+                f"within {START_TIMEOUT:.0f} s"
+            )
 
 
 def _start_ca(lab: Lab) -> None:
@@ -740,18 +845,30 @@ def _start_ca(lab: Lab) -> None:
 
     workdir = lab.state_dir / "pebble"
     workdir.mkdir()
-    ca = PebbleCA(host=ADDRESSES.public_host, port=CA_PORT, management_port=CA_MANAGEMENT_PORT,
-                  validation_port=80, dns_server=f"{ADDRESSES.public_host}:{DNS_PORT}",
-                  netns_prefix=lab.exec_prefix(PUBLIC), workdir=workdir,
-                  certificate_validity=lab.scenario.cert_validity)
+    ca = PebbleCA(
+        host=ADDRESSES.public_host,
+        port=CA_PORT,
+        management_port=CA_MANAGEMENT_PORT,
+        validation_port=80,
+        dns_server=f"{ADDRESSES.public_host}:{DNS_PORT}",
+        netns_prefix=lab.exec_prefix(PUBLIC),
+        workdir=workdir,
+        certificate_validity=lab.scenario.cert_validity,
+    )
     lab.ca = ca
     try:
         ca.start()
     finally:
         if ca.process is not None:
             # Recorded so that any process (acmelb lab down) can stop it.
-            record = ProcessRecord(PUBLIC, "pebble", ca.process.pid,
-                                   _start_ticks(ca.process.pid) or 0, [], str(ca.log_path))
+            record = ProcessRecord(
+                PUBLIC,
+                "pebble",
+                ca.process.pid,
+                _start_ticks(ca.process.pid) or 0,
+                [],
+                str(ca.log_path),
+            )
             lab._record(record, None)
 
 
@@ -780,8 +897,9 @@ def down_all(*, only_stale: bool = False, state_root: Path = STATE_ROOT) -> list
     return removed
 
 
-def remove_orphan_namespaces(*, state_root: Path = STATE_ROOT,
-                             ids: Collection[str] | None = None) -> list[str]:
+def remove_orphan_namespaces(
+    *, state_root: Path = STATE_ROOT, ids: Collection[str] | None = None
+) -> list[str]:
     """Delete lab-named namespaces (``alb<4 hex>-*``) that no state file accounts for.
 
     A lab writes its state file before creating any namespace and removes it
@@ -805,8 +923,11 @@ def leftovers_of_this_process() -> list[str]:
         problems += [f"file {path}" for path in netns.NETNS_ETC_DIR.glob(f"alb{lab_id}-*")]
         if state_dir.exists():
             problems.append(f"state directory {state_dir}")
-    problems += [f"process {record.pid} ({record.what} in {record.role})"
-                 for record in _processes_started_here if record.is_running()]
+    problems += [
+        f"process {record.pid} ({record.what} in {record.role})"
+        for record in _processes_started_here
+        if record.is_running()
+    ]
     return problems
 
 

@@ -102,6 +102,8 @@ def make_solver(options: SolverOptions, thumbprint: str) -> Solver:
 
         return ServeSolver(Path(options.state_dir))
     if options.kind == "cluster":
-        raise UsageError("this certificate is kept by `acmelb agent` (cluster mode): the "
-                         "agents renew it; `acmelb cluster status` shows when")
+        raise UsageError(
+            "this certificate is kept by `acmelb agent` (cluster mode): the "
+            "agents renew it; `acmelb cluster status` shows when"
+        )
     raise UsageError(f"unknown solver {options.kind!r} (choose from {', '.join(SOLVER_KINDS)})")

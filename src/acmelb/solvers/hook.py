@@ -40,16 +40,26 @@ class HookSolver:
             "CERTBOT_VALIDATION": challenge.key_authorization,
         }
         try:
-            proc = subprocess.run(self.command, shell=True, env=env, capture_output=True,
-                                  text=True, timeout=HOOK_TIMEOUT, stdin=subprocess.DEVNULL,
-                                  check=False)
+            proc = subprocess.run(
+                self.command,
+                shell=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=HOOK_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
-            raise SolverError(f"hook {action} for {challenge.name} did not finish within "
-                              f"{HOOK_TIMEOUT} s") from exc
+            raise SolverError(
+                f"hook {action} for {challenge.name} did not finish within {HOOK_TIMEOUT} s"
+            ) from exc
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-            raise SolverError(f"hook {action} for {challenge.name} exited {proc.returncode}"
-                              + (f": {tail[0]}" if tail else ""))
+            raise SolverError(
+                f"hook {action} for {challenge.name} exited {proc.returncode}"
+                + (f": {tail[0]}" if tail else "")
+            )
 
     def present(self, challenges: Sequence[PendingChallenge]) -> None:
         for challenge in challenges:

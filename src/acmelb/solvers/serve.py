@@ -29,8 +29,9 @@ class ServeSolver:
             self.directory.mkdir(mode=0o755, exist_ok=True)  # the issuer made the 0700 root
             write_token_files(self.directory, challenges)
         except OSError as exc:
-            raise SolverError(f"serve solver: cannot write to {self.directory}: "
-                              f"{exc.strerror or exc}") from exc
+            raise SolverError(
+                f"serve solver: cannot write to {self.directory}: {exc.strerror or exc}"
+            ) from exc
 
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
         remove_token_files(self.directory, challenges)

@@ -18,8 +18,9 @@ class StatelessSolver:
     def present(self, challenges: Sequence[PendingChallenge]) -> None:
         for challenge in challenges:
             if challenge.key_authorization != f"{challenge.token}.{self.thumbprint}":
-                raise SolverError("stateless solver: the key authorization does not use this "
-                                  "account's thumbprint")
+                raise SolverError(
+                    "stateless solver: the key authorization does not use this account's thumbprint"
+                )
 
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
         return None

@@ -29,8 +29,9 @@ class WebrootSolver:
                     self._created.append(directory)
             write_token_files(self.challenge_dir, challenges)
         except OSError as exc:
-            raise SolverError(f"webroot solver: cannot write under {self.challenge_dir}: "
-                              f"{exc.strerror or exc}") from exc
+            raise SolverError(
+                f"webroot solver: cannot write under {self.challenge_dir}: {exc.strerror or exc}"
+            ) from exc
 
     def cleanup(self, challenges: Sequence[PendingChallenge]) -> None:
         remove_token_files(self.challenge_dir, challenges)
