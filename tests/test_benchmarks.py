@@ -29,8 +29,14 @@ def certbot() -> Path:
 
 
 def bench(script: str, *args: str, timeout: float = 240) -> str:
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     if "  skipped: " in proc.stdout:
@@ -57,8 +63,9 @@ def test_single_issuance(certbot: Path) -> None:
 
 def test_bulk_issuance(certbot: Path) -> None:
     need_pebble()
-    out = bench("bench_bulk.py", "--names", "3", "--runs", "1", "--certbot-runs", "1",
-                "--concurrency", "3")
+    out = bench(
+        "bench_bulk.py", "--names", "3", "--runs", "1", "--certbot-runs", "1", "--concurrency", "3"
+    )
     assert "acmelb / certbot" in out
 
 
@@ -69,9 +76,26 @@ def test_fleet_diagnosis() -> None:
 
 
 def test_responder() -> None:
-    out = bench("bench_responder.py", "--runs", "1", "--duration", "1", "--soak", "2000",
-                "--connections", "8")
+    out = bench(
+        "bench_responder.py",
+        "--runs",
+        "1",
+        "--duration",
+        "1",
+        "--soak",
+        "2000",
+        "--connections",
+        "8",
+    )
     assert "acmelb serve requests/s / nginx requests/s" in out
+
+
+@pytest.mark.lab
+def test_cluster() -> None:
+    # 2 agents and 2 certificates in the cluster lab (root, namespaces, etcd, Pebble)
+    need_pebble()
+    out = bench("bench_cluster.py", "--tiny", timeout=280)
+    assert "time: cluster / baseline" in out and "etcd requests per certificate" in out
 
 
 def test_parse_wrk() -> None:
