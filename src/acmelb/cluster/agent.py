@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import random
 import threading
 import time
@@ -151,6 +152,10 @@ class Agent:
         self._member_lease: int | None = None
         self._cancel_watch: Callable[[], None] | None = None
         self._watch_dead = threading.Event()
+        # the watch events that call for a sync (heartbeats and probe results do not)
+        self._versions_prefix = self.kv.path("versions", "").encode()
+        self._specs_prefix = self.kv.path("specs", "").encode()
+        self._my_probes_prefix = self.kv.path("probes", f"{config.member}-").encode()
         self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="acmelb-probe")
         self._answered: set[str] = set()
         self._backoff: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
@@ -166,6 +171,11 @@ class Agent:
         """Check the key before writing anything, then serve, then join the cluster."""
         self.store.verify_key()
         self.state.store_ok = True
+        # The pending tokens before port 80 opens: until then the LB finds the port closed
+        # and sends the CA elsewhere, instead of to a 404 that fails the order.
+        self._watch()
+        self._sync_tokens()
+        self._learn_thumbprint()
         self._responder = ResponderThread(
             Responder(
                 self.answers,
@@ -177,9 +187,7 @@ class Agent:
         self._responder.__enter__()
         if self.config.metrics_listen:
             self.metrics.serve(self.config.metrics_listen)
-        for spec in self.config.certificates:
-            if self.store.declare(spec):
-                self.log(f"declared {spec.name} ({', '.join(spec.names)}) in the store")
+        self._declare()
         self._heartbeat()
         self._sync()
         for name, target in (
@@ -194,6 +202,12 @@ class Agent:
             f"member {self.config.member} serving tokens on port {self.config.http_port}"
             f"; store {self.kv.where}"
         )
+
+    def _declare(self) -> None:
+        declared = {spec.name for spec in self.store.specs()}
+        for spec in self.config.certificates:
+            if spec.name not in declared and self.store.declare(spec):
+                self.log(f"declared {spec.name} ({', '.join(spec.names)}) in the store")
 
     def wait(self) -> None:
         while not self.stopping.wait(1.0):
@@ -304,11 +318,13 @@ class Agent:
                     self.tokens.add(token, value.decode("ascii", "replace"))
                 else:
                     self.tokens.remove(token)
-            else:
-                self._wake_sync.set()  # a new version, a probe request or a declaration
-                if key.endswith((b"/lock", b"/current")):
-                    self._lock_wait.clear()
-                    self._wake_renewal.set()  # a lock came free, or the work is done
+            elif key.startswith(
+                (self._versions_prefix, self._specs_prefix, self._my_probes_prefix)
+            ):
+                self._wake_sync.set()  # a new version, a declaration, a probe for us
+            if key.startswith(self._versions_prefix) or key.endswith(b"/lock"):
+                self._lock_wait.clear()
+                self._wake_renewal.set()  # a lock came free, or the work is done
 
     def _sync_tokens(self) -> None:
         # Only tokens held before the read may go: one the watch adds meanwhile stays.
@@ -423,11 +439,20 @@ class Agent:
         while not self.stopping.is_set():
             self._wake_renewal.wait(delay)
             self._wake_renewal.clear()
-            for spec in self._due():
+            for spec in self._in_my_order(self._due()):
                 if self.stopping.is_set():
                     return
                 self._renew(spec)
             delay = min(self.config.check_interval, self._next_due_in()) * random.uniform(0.9, 1.1)
+
+    def _in_my_order(self, specs: list[CertificateSpec]) -> list[CertificateSpec]:
+        """Each member walks the due certificates in its own order, so members that wake
+        together reach for different locks."""
+
+        def rank(spec: CertificateSpec) -> bytes:
+            return hashlib.sha256(f"{self.config.member}\0{spec.name}".encode()).digest()
+
+        return sorted(specs, key=rank)
 
     def _due(self) -> list[CertificateSpec]:
         if not self.state.store_ok:
@@ -468,6 +493,8 @@ class Agent:
 
     def _renew(self, spec: CertificateSpec) -> None:
         try:
+            if self._due_at(spec, fresh=True) > time.time():
+                return  # done by another member since the overview
             if self.store.lock_holder(spec.name) is not None:
                 # Another member is at it: wait for its lock to go (the watch wakes us),
                 # not poll it.

@@ -4,7 +4,8 @@
 
     PREFIX/keycheck                    a sealed constant: proves every agent has the same key
     PREFIX/account/<sha256(directory)> the shared ACME account key (sealed JWK)
-    PREFIX/certs/<name>/spec           {"names": [...], "key_type": ...}: the cluster keeps it
+    PREFIX/specs/<name>                {"names": [...], "key_type": ...}: the cluster keeps it
+    PREFIX/versions/<name>             the current version's summary (number, validity)
     PREFIX/certs/<name>/current        the current version: cert, chain, sealed key, version
     PREFIX/certs/<name>/lock           the member ordering it; on the holder's lease
     PREFIX/certs/<name>/order          the pending order: IssuanceState + sealed key (fenced)
@@ -163,34 +164,34 @@ class ClusterStore:
 
     def declare(self, spec: CertificateSpec) -> bool:
         """Declare ``spec`` unless its name is declared already; True if this call did."""
-        return self.kv.create(self._cert(spec.name, "spec"), _json(spec.to_json()))
+        return self.kv.create(self.kv.path("specs", spec.name), _json(spec.to_json()))
 
     def undeclare(self, name: str) -> bool:
         name = normalize_name(name)
-        if self.kv.get(self._cert(name, "spec")) is None:
+        if self.kv.get(self.kv.path("specs", name)) is None:
             return False
-        self.kv.delete(self._cert(name, "spec"))
+        self.kv.delete(self.kv.path("specs", name))
         return True
 
     def specs(self) -> list[CertificateSpec]:
         return [spec for spec, _ in self.overview()]
 
     def overview(self) -> list[tuple[CertificateSpec, dict[str, Any] | None]]:
-        """Every declared certificate with its current version's summary (no key opened),
-        in one read of the store."""
-        specs: dict[str, CertificateSpec] = {}
-        currents: dict[str, dict[str, Any]] = {}
-        for entry in self.kv.get_prefix(self.kv.path("certs", "")):
-            name, _, leaf = entry.key.rpartition("/")
-            name = name.rsplit("/", 1)[-1]
-            if leaf == "spec":
-                data = _load(entry, "a certificate declaration")
-                specs[name] = CertificateSpec(
-                    names=tuple(data["names"]), key_type=data.get("key_type", "ec256")
-                )
-            elif leaf == "current":
-                currents[name] = _summary(_load(entry, "a certificate"))
-        return [(spec, currents.get(name)) for name, spec in specs.items()]
+        """Every declared certificate with its current version's summary: two reads of
+        small records (the versions' certificates and keys are not transferred)."""
+        specs_prefix, versions_prefix = self.kv.path("specs", ""), self.kv.path("versions", "")
+        versions = {
+            e.key[len(versions_prefix) :]: dict(_load(e, "a version summary"))
+            for e in self.kv.get_prefix(versions_prefix)
+        }
+        out = []
+        for entry in self.kv.get_prefix(specs_prefix):
+            data = _load(entry, "a certificate declaration")
+            spec = CertificateSpec(
+                names=tuple(data["names"]), key_type=data.get("key_type", "ec256")
+            )
+            out.append((spec, versions.get(entry.key[len(specs_prefix) :])))
+        return out
 
     def current(self, name: str) -> StoredCertificate | None:
         path = self._cert(name, "current")
@@ -212,11 +213,9 @@ class ClusterStore:
         )
 
     def current_summary(self, name: str) -> dict[str, Any] | None:
-        """The current version without opening its key (for status)."""
-        entry = self.kv.get(self._cert(name, "current"))
-        if entry is None:
-            return None
-        return _summary(_load(entry, "a certificate"))
+        """The current version's summary (version, names, validity, issuer): a small read."""
+        entry = self.kv.get(self.kv.path("versions", name))
+        return None if entry is None else dict(_load(entry, "a version summary"))
 
     # -- the lock ----------------------------------------------------------------------
     def lock_holder(self, name: str) -> str | None:
@@ -280,7 +279,15 @@ class ClusterStore:
                 "issued_by": cert.issued_by,
             }
         )
-        self.kv.fenced(fence, [Put(path, value), Delete(self._cert(cert.name, "order"))])
+        summary = _json(_summary(json.loads(value)))
+        self.kv.fenced(
+            fence,
+            [
+                Put(path, value),
+                Put(self.kv.path("versions", cert.name), summary),
+                Delete(self._cert(cert.name, "order")),
+            ],
+        )
 
     # -- tokens ----------------------------------------------------------------------------
     def publish_tokens(self, fence: Fence, challenges: Sequence[PendingChallenge]) -> None:
