@@ -73,8 +73,8 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from acmelb.cluster.report import render_cluster_status
     from acmelb.cluster.status import cluster_status
+    from acmelb.report import render_cluster_status
 
     store, config = _store(args)
     status = cluster_status(store, config.renew_fraction if config else 2 / 3)
