@@ -118,6 +118,9 @@ def test_probe_requests_reach_their_member_only(local_etcd: LocalEtcd) -> None:
     s.answer_probe(probe_id, {"schema": "x"}, s.kv.grant(5))
     assert s.probe_requests("m2") == {}
     assert s.probe_result(probe_id) == {"schema": "x"}
+    s.forget_probe(fence, probe_id)
+    assert s.probe_result(probe_id) is None
+    assert s.kv.get_prefix(s.kv.path("probes", "")) == []
 
 
 def test_fenced_writes_are_all_or_nothing(local_etcd: LocalEtcd) -> None:

@@ -126,8 +126,8 @@ class MemberVantage:
                 [],
             )
         finally:
-            with contextlib.suppress(StoreUnavailable):
-                self.store.forget_probe(probe_id)
+            with contextlib.suppress(StoreUnavailable, LockLost):  # the lease takes it anyway
+                self.store.forget_probe(self.fence, probe_id)
 
 
 def _not_before_after(cert_pem: bytes) -> tuple[float, float]:

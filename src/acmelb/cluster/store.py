@@ -373,5 +373,5 @@ class ClusterStore:
     def answer_probe(self, probe_id: str, result: dict[str, Any], lease: int) -> None:
         self.kv.put(self.kv.path("probes", probe_id, "result"), _json(result), lease)
 
-    def forget_probe(self, probe_id: str) -> None:
-        self.kv.delete(self.kv.path("probes", probe_id, ""), prefix=True)
+    def forget_probe(self, fence: Fence, probe_id: str) -> None:
+        self.kv.fenced(fence, [Delete(self.kv.path("probes", probe_id, ""), prefix=True)])
