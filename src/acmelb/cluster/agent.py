@@ -149,6 +149,7 @@ class Agent:
         self.stopping = threading.Event()
         self._wake_sync = threading.Event()
         self._wake_renewal = threading.Event()  # a lock was released or a version stored
+        self._beat_now = threading.Event()  # something the member record shows has changed
         self._member_lease: int | None = None
         self._cancel_watch: Callable[[], None] | None = None
         self._watch_dead = threading.Event()
@@ -156,6 +157,7 @@ class Agent:
         self._versions_prefix = self.kv.path("versions", "").encode()
         self._specs_prefix = self.kv.path("specs", "").encode()
         self._my_probes_prefix = self.kv.path("probes", f"{config.member}-").encode()
+        self._account_prefix = self.kv.path("account", "").encode()
         self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="acmelb-probe")
         self._answered: set[str] = set()
         self._backoff: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
@@ -237,8 +239,11 @@ class Agent:
 
     # -- heartbeat: leases and the member record --------------------------------------
     def _heartbeat_loop(self) -> None:
-        while not self.stopping.wait(self.config.lease_ttl / 3):
-            self._heartbeat()
+        while not self.stopping.is_set():
+            self._beat_now.wait(self.config.lease_ttl / 3)
+            self._beat_now.clear()
+            if not self.stopping.is_set():
+                self._heartbeat()
 
     def _heartbeat(self) -> None:
         try:
@@ -260,6 +265,7 @@ class Agent:
             store_ok=self.state.store_ok,
             installed=dict(self.state.installed),
             problems=dict(self.state.problems),
+            answers_for=self.answers.stateless.thumbprint if self.answers.stateless else None,
         )
 
     def _store_reached(self, ok: bool, exc: Exception | None = None) -> None:
@@ -319,7 +325,12 @@ class Agent:
                 else:
                     self.tokens.remove(token)
             elif key.startswith(
-                (self._versions_prefix, self._specs_prefix, self._my_probes_prefix)
+                (
+                    self._versions_prefix,
+                    self._specs_prefix,
+                    self._my_probes_prefix,
+                    self._account_prefix,
+                )
             ):
                 self._wake_sync.set()  # a new version, a declaration, a probe for us
             if key.startswith(self._versions_prefix) or key.endswith(b"/lock"):
@@ -342,9 +353,13 @@ class Agent:
             return
         key_json = self.store.existing_account_key(self.config.directory)
         if key_json is not None:
-            from acmelb.ca import thumbprint_of
+            self._answer_for(key_json)
 
-            self.answers.stateless = Stateless(thumbprint_of(key_json))
+    def _answer_for(self, key_json: str) -> None:
+        from acmelb.ca import thumbprint_of
+
+        self.answers.stateless = Stateless(thumbprint_of(key_json))
+        self._beat_now.set()  # tell the others at once (they wait for it, see _issue)
 
     def _answer_probes(self) -> None:
         requests = self.store.probe_requests(self.config.member)
@@ -542,6 +557,7 @@ class Agent:
         from acmelb.selfcheck import make_self_check
 
         client = self._ca_client()
+        self._wait_for_members_answering(client.thumbprint)
         order = self._resumable_order(spec, client)
         if order is None:
             order = PendingOrder(
@@ -654,4 +670,17 @@ class Agent:
             client = CAClient(config, JWK.json_loads(key_json))
             register_account(client)
             self._client = client
+            if self.answers.stateless is None:
+                self._answer_for(key_json)
         return self._client
+
+    def _wait_for_members_answering(self, thumbprint: str) -> None:
+        """Before presenting: every live member answers the account's tokens (statelessly),
+        so the CA's request finds the answer whichever instance the LB picks, however late
+        the member's copy of the token. Bounded: a member that does not say so within
+        the lease time is not waited for (the self-check, if on, sees the rest)."""
+        wait_until(
+            lambda: all(m.answers_for == thumbprint for m in self.store.members()),
+            timeout=self.config.lease_ttl,
+            interval=0.1,
+        )

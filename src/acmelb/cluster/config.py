@@ -261,7 +261,9 @@ def parse_config(text: str, where: str) -> AgentConfig:
     ca = top.table("ca")
     if ca is None:
         raise UsageError(f"{where}: missing table [ca] (its 'directory' at least)")
-    directory = ca.get("directory", str, required=True)
+    from acmelb.ca import resolve_directory  # 'letsencrypt' and the other aliases
+
+    directory = resolve_directory(ca.get("directory", str, required=True))
     email = ca.get("email", str)
     bundle = ca.get("ca_bundle", str)
     ca.done()

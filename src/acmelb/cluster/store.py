@@ -67,6 +67,7 @@ class MemberRecord:
     store_ok: bool
     installed: dict[str, int] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # name -> last failure
+    answers_for: str | None = None  # the account thumbprint it answers any token for
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class MemberRecord:
             "store_ok": self.store_ok,
             "installed": self.installed,
             "problems": self.problems,
+            "answers_for": self.answers_for,
         }
 
     @classmethod
@@ -87,6 +89,7 @@ class MemberRecord:
             store_ok=bool(data["store_ok"]),
             installed={str(k): int(v) for k, v in data.get("installed", {}).items()},
             problems={str(k): str(v) for k, v in data.get("problems", {}).items()},
+            answers_for=data.get("answers_for"),
         )
 
 
