@@ -80,17 +80,21 @@ class EtcdKV:
         self.config = config
         self.prefix = config.prefix.rstrip("/")
         self._lock = threading.Lock()  # the client's failover bookkeeping is not thread-safe
-        creds = self._credentials(config)
+        self.client = self._connect()
+
+    def _connect(self) -> Any:
+        """A client for every endpoint; with a user, it authenticates here."""
+        creds = self._credentials(self.config)
         endpoints = [
             pyetcd.Endpoint(e.host, e.port, secure=creds is not None, creds=creds, time_retry=2.0)
-            for e in config.endpoints
+            for e in self.config.endpoints
         ]
         try:
-            self.client = pyetcd.MultiEndpointEtcd3Client(
+            return pyetcd.MultiEndpointEtcd3Client(
                 endpoints,
-                timeout=config.timeout,
-                user=config.user,
-                password=config.password,
+                timeout=self.config.timeout,
+                user=self.config.user,
+                password=self.config.password,
                 failover=True,
             )
         except _CLIENT_ERRORS as exc:
@@ -124,7 +128,9 @@ class EtcdKV:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Try each endpoint once; a request that reached none is StoreUnavailable."""
         last: BaseException | None = None
-        for _ in range(len(self.config.endpoints)):
+        attempts, reauthenticated = len(self.config.endpoints), False
+        while attempts > 0:
+            attempts -= 1
             try:
                 with self._lock:
                     return fn()
@@ -133,6 +139,11 @@ class EtcdKV:
                 break
             except _CLIENT_ERRORS as exc:
                 last = exc
+                if self.config.user and not reauthenticated and _auth_expired(exc):
+                    # The client never renews its token: after etcd's --auth-token-ttl
+                    # every call fails until it authenticates again; then once more.
+                    self.client = self._connect()
+                    attempts, reauthenticated = attempts + 1, True
         raise StoreUnavailable(
             f"the store at {self.where} did not answer to {what}: {_describe(last)}"
         ) from last
@@ -258,6 +269,12 @@ def _prefix_end(prefix: str) -> bytes:
     raw = bytearray(prefix.encode("utf-8"))
     raw[-1] += 1
     return bytes(raw)
+
+
+def _auth_expired(exc: BaseException) -> bool:
+    code = getattr(exc, "code", None)
+    expired = callable(code) and code() == grpc.StatusCode.UNAUTHENTICATED
+    return expired or "invalid auth token" in _describe(exc)
 
 
 def _describe(exc: BaseException | None) -> str:
