@@ -197,8 +197,13 @@ def test_etcd_losses_and_a_partition(request: Any) -> None:
         assert code == 1 and doc["quorum"] is False
         fingerprint = lab.tls_fingerprint("vip", NAME)
         assert fingerprint is not None  # still serving
-        metrics = lab.run("b1", ["curl", "-s", "http://127.0.0.1:9108/metrics"], timeout=20)
-        assert "acmelb_store_up 0.0" in metrics.stdout
+
+        def store_down_in_metrics() -> bool:
+            proc = lab.run("b1", ["curl", "-s", "http://127.0.0.1:9108/metrics"], timeout=20)
+            return "acmelb_store_up 0.0" in proc.stdout
+
+        # a store request gives up after its timeout on each endpoint: a few seconds
+        wait_for(store_down_in_metrics, 30, "acmelb_store_up 0 in the metrics")
         time.sleep(12)  # past a renewal that would have been due
         assert lab.pebble_orders() == orders  # issued nothing without quorum
         lab.etcd.restart(0)
