@@ -102,16 +102,23 @@ def slow_first_outside(lab: Lab, seconds: float) -> str:
     )
 
 
+def holder_in_its_self_check(lab: Lab, seconds: float) -> str:
+    """Start the agents; return the lock holder once its token is published, while its
+    self-check holds it for ``seconds`` before it answers."""
+    start(lab, ROLES, outside=slow_first_outside(lab, seconds))
+    wait_for(
+        lambda: any(k.startswith("/acmelb/tokens/") for k in etcd_values(lab)),
+        30,
+        "the holder's token published",
+    )
+    holder = lock_holder(lab)
+    assert holder in ROLES
+    return holder
+
+
 def test_kill_9_of_the_holder_between_publish_and_answer() -> None:
     with build(Scenario.cluster_preset(3)) as lab:
-        start(lab, ROLES, outside=slow_first_outside(lab, 20))
-        wait_for(
-            lambda: any(k.startswith("/acmelb/tokens/") for k in etcd_values(lab)),
-            30,
-            "the holder's token published",
-        )
-        holder = lock_holder(lab)
-        assert holder in ROLES
+        holder = holder_in_its_self_check(lab, 20)
         lab.signal_agent(holder, signal.SIGKILL)
         killed = time.monotonic()
         others = [r for r in ROLES if r != holder]
@@ -138,14 +145,7 @@ def out_of_rotation(lab: Lab, role: str, out: bool) -> None:
 
 def test_a_holder_stopped_past_its_lease_is_fenced_off() -> None:
     with build(Scenario.cluster_preset(3)) as lab:
-        start(lab, ROLES, outside=slow_first_outside(lab, 12))
-        wait_for(
-            lambda: any(k.startswith("/acmelb/tokens/") for k in etcd_values(lab)),
-            30,
-            "the holder's token published",
-        )
-        holder = lock_holder(lab)
-        assert holder in ROLES
+        holder = holder_in_its_self_check(lab, 12)
         lab.signal_agent(holder, signal.SIGSTOP)
         # The LB routes around the frozen instance, as its health check would: its port 80
         # answers with a reset, and HAProxy redispatches (a frozen process still accepts).

@@ -72,8 +72,10 @@ def cluster_status(store_config: StoreConfig, renew_fraction: float = 2 / 3) -> 
         reader = ClusterStore(kv)  # reads no secret
         try:
             members = tuple(sorted(reader.members(), key=lambda m: m.member))
+            pending = reader.pending_orders()
             certificates = tuple(
-                _certificate(reader, spec, members, renew_fraction) for spec in reader.specs()
+                _certificate(reader, spec, current, members, renew_fraction, pending)
+                for spec, current in reader.overview()
             )
         except StoreUnavailable as exc:
             return ClusterStatus(
@@ -91,10 +93,11 @@ def cluster_status(store_config: StoreConfig, renew_fraction: float = 2 / 3) -> 
 def _certificate(
     store: ClusterStore,
     spec: CertificateSpec,
+    current: dict[str, Any] | None,
     members: tuple[MemberRecord, ...],
     renew_fraction: float,
+    pending: dict[str, dict[str, Any]],
 ) -> CertificateStatus:
-    current = store.current_summary(spec.name)
     window = None
     if current is not None:
         w = default_window(current["not_before"], current["not_after"], renew_fraction)
@@ -106,7 +109,7 @@ def _certificate(
         not_after=current["not_after"] if current else None,
         renewal_window=window,
         lock_holder=store.lock_holder(spec.name),
-        pending_order=store.pending_orders().get(spec.name),
+        pending_order=pending.get(spec.name),
         installed_on={
             m.member: m.installed[spec.name] for m in members if spec.name in m.installed
         },
