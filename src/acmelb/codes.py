@@ -77,6 +77,7 @@ class Code(enum.Enum):
     VANTAGE_UNUSABLE = "vantage-unusable"
     READ_TIMEOUT = "read-timeout"
     CHECK_FAILED = "check-failed"
+    SOLVER_NOT_PRESENTED = "solver-not-presented"
 
     @property
     def default_severity(self) -> Severity:
@@ -327,6 +328,15 @@ CODES: dict[Code, CodeInfo] = {
         "not an error: acmelb's own bug must not fail (or refuse) a validation that the "
         "verdicts show passing",
         "report it with the evidence (exception and place); read the verdicts and probes",
+    ),
+    Code.SOLVER_NOT_PRESENTED: CodeInfo(
+        Severity.FATAL,
+        Stage.NAME,
+        "the challenge solver was never presented or routed",
+        "cert-manager could not present the HTTP-01 solver (an admission webhook rejected its "
+        "Ingress, its Pod or Service failed, an Ingress class nobody serves): the CA and the "
+        "self-check reach no solver at all, so this is not a validation failure",
+        "fix what rejected the solver (read the Challenge's events), then let cert-manager retry",
     ),
 }
 
