@@ -262,9 +262,10 @@ CODES: dict[Code, CodeInfo] = {
         Severity.ERROR,
         Stage.HTTP,
         "a redirect target the CA refuses",
-        "redirect to a port other than 80/443, a scheme other than http/https, or a host "
-        "ending in `.well-known`",
-        "redirect only to http/https on ports 80/443 of a DNS name",
+        "redirect to a port other than 80/443, a scheme other than http/https, a host ending "
+        "in `.well-known` or outside the IANA TLDs, a reserved or scoped IP address, a path "
+        "over 2000 bytes, or a hop that needs the AAAA-to-A fallback",
+        "redirect only to http/https on ports 80/443 of a public name or address",
     ),
     Code.REDIRECT_LOOP: CodeInfo(
         Severity.ERROR,
@@ -277,7 +278,8 @@ CODES: dict[Code, CodeInfo] = {
         Severity.ERROR,
         Stage.HTTP,
         "too many redirects",
-        "more than 10 redirects",
+        "more than 11 redirects for the CA (Boulder follows 11); 10 or more for "
+        "cert-manager's self-check (Go's client refuses the 10th)",
         "shorten the redirect chain",
     ),
     Code.REDIRECT_HTTPS: CodeInfo(

@@ -306,7 +306,7 @@ def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
         else:
             chosen = [a for a in (go_path(run.attempts, n) for n in numbers) if a is not None]
         for a in chosen:
-            v = le_verdict(a, ctx.target) if ca else cm_verdict(a, ctx.target)
+            v = le_verdict(a, ctx.target, ctx.options) if ca else cm_verdict(a, ctx.target)
             if ctx.target.key_authorization is None and v.ok:
                 unknown = True  # reachable, but content cannot be judged without the key
             elif (

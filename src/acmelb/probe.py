@@ -13,7 +13,8 @@ from acmelb and must run on any Python >= 3.6 a node may have, so it keeps
 to plain syntax: no dataclasses, no ``match``, no walrus.
 
 What it emulates (Let's Encrypt's validation authority, Boulder): a GET on
-port 80 with ``Accept: */*``, the name resolved to AAAA and A, redirects
+port 80 with ``Accept: */*`` and ``Accept-Encoding: gzip`` (Go's transport
+asks for gzip and decodes it), the name resolved to AAAA and A, redirects
 recorded hop by hop.  It follows redirects like Go's client (the more
 lenient cert-manager self-check) and records each hop, so that the caller
 can apply Boulder's stricter rules to the same chain.
@@ -30,13 +31,17 @@ import ssl
 import sys
 import threading
 import time
+import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
 Hop = Dict[str, Any]
 
 PROBE_SCHEMA = "acmelb.probe/v1"
 DEFAULT_USER_AGENT = "acmelb-probe/1 (+HTTP-01 diagnosis; emulates an ACME validator)"
-MAX_HOPS = 10
+# Boulder (va/http.go) checks "numRedirects > maxRedirect (10)" before counting the
+# redirect, so it follows 11 and refuses the 12th; the probe records up to the 12th so
+# that both Boulder's and Go's (9 followed) limits can be judged on the same chain.
+MAX_HOPS = 11
 BODY_KEEP = 2048  # characters of body kept as evidence
 HEADER_LIMIT = 64 * 1024
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)  # what Go's client follows
@@ -334,6 +339,7 @@ def fetch_once(url: str, address: str, opts: Dict[str, Any], proxy_protocol: boo
             sock.sendall(_proxy_header(sock, family))
         if scheme == "https":
             sock = _start_tls(sock, host, max(0.001, min(read_timeout, deadline - _now())))
+            rec["tls_version"] = sock.version()  # type: ignore[attr-defined]
         _send_request(
             sock,
             path,
@@ -408,7 +414,7 @@ def _host_header(scheme: str, host: str, port: int) -> str:
 def _send_request(sock: socket.socket, path: str, host_header: str, user_agent: str) -> None:
     request = (
         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
-        "Accept-Encoding: identity\r\nConnection: close\r\n\r\n" % (path, host_header, user_agent)
+        "Accept-Encoding: gzip\r\nConnection: close\r\n\r\n" % (path, host_header, user_agent)
     ).encode("latin-1")
     try:
         sock.sendall(request)
@@ -485,8 +491,14 @@ def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Non
     for k, v in headers:
         hmap.setdefault(k.lower(), v)
     body, truncated, error = _read_body(reader, status, hmap, body_cap)
+    if error is None and not truncated:
+        error = _short_of_length(body, hmap)
+    if hmap.get("content-encoding", "").strip().lower() == "gzip":
+        rec["content_encoding"] = "gzip"
+        body, truncated, error = _gunzip(body, truncated, error, body_cap)
     if error is not None:
         rec["error"] = error
+        rec["body_incomplete"] = True
     rec["outcome"] = "response"
     rec["body"] = _decode_body(body[:BODY_KEEP])
     rec["body_length"] = body_cap if truncated else len(body)
@@ -519,6 +531,32 @@ def _read_body(
     except ValueError as exc:
         return reader.buf, False, "body unreadable: %s" % exc
     return body, truncated, None
+
+
+def _short_of_length(body: bytes, hmap: Dict[str, str]) -> Optional[str]:
+    """A body shorter than its Content-Length (the server closed early): Go's reader
+    reports "unexpected EOF"."""
+    declared = hmap.get("content-length", "").strip()
+    if declared.isdigit() and len(body) < int(declared):
+        return "body ended after %d of %s bytes (unexpected EOF)" % (len(body), declared)
+    return None
+
+
+def _gunzip(
+    body: bytes, truncated: bool, error: Optional[str], cap: int
+) -> Tuple[bytes, bool, Optional[str]]:
+    """Decode a gzip body as Go's transport does (it asked for gzip); limits apply to
+    the decoded bytes, as Boulder's LimitedReader reads from the decoded stream."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, cap + 1)
+    except zlib.error as exc:
+        return body, False, "gzip body unreadable: %s" % exc
+    if len(out) > cap:
+        return out[: cap + 1], True, None
+    if error is None and not truncated and not inflater.eof:
+        error = "gzip body ended early (unexpected EOF)"
+    return out, False, error
 
 
 def _finish_tls_check(rec: Hop, opts: Dict[str, Any]) -> Hop:
@@ -565,7 +603,15 @@ def fetch_chain(
         use_proxy = proxy_protocol and _split_url(current_url)[1:3] == first_target
         hop = fetch_once(current_url, candidates[0], opts, use_proxy)
         if hop["outcome"] in DIAL_ERRORS and len(candidates) > 1:
+            failed = hop
             hop = fetch_once(current_url, candidates[1], opts, use_proxy)
+            # Go's dialer falls back per hop; Boulder does not on a redirect hop, so keep
+            # what the first address did for its verdict.
+            hop["fallback_from"] = {
+                "address": failed["address"],
+                "outcome": failed["outcome"],
+                "error": failed["error"],
+            }
         hop = _finish_tls_check(hop, opts)
         location = _location(hop) if hop["outcome"] == "response" else None
         if hop["outcome"] != "response" or hop["status"] not in REDIRECT_STATUSES or not location:
@@ -624,6 +670,10 @@ def new_hop(url: str, **fields: Any) -> Hop:
         "body": None,
         "body_length": None,
         "body_truncated": False,
+        "body_incomplete": False,
+        "content_encoding": None,
+        "tls_version": None,
+        "fallback_from": None,
         "connect_ms": None,
         "elapsed_ms": None,
     }  # type: Hop

@@ -16,6 +16,7 @@ import enum
 import importlib.resources
 import ipaddress
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -188,7 +189,7 @@ _CURL_EXIT = {
     6: ("dns-error", "could not resolve host (curl exit 6)"),
     35: ("tls-on-http-port", "TLS error (curl exit 35)"),
     1: ("redirect-error", "unsupported protocol in a redirect (curl exit 1)"),
-    47: ("redirect-error", "stopped after 10 redirects (curl exit 47)"),
+    47: ("redirect-error", "stopped after 11 redirects (curl exit 47)"),
     8: ("bad-response", "weird server reply (curl exit 8)"),
 }
 
@@ -224,11 +225,15 @@ def curl_probe(
             f"{total:g}",
             "-L",
             "--max-redirs",
-            "10",
+            str(_probe.MAX_HOPS),
             "--proto-redir",
             "=http,https",
             "-H",
             "Accept: */*",
+            # as the probe (and Go's transport): ask for gzip, decode it
+            "--compressed",
+            "-H",
+            "Accept-Encoding: gzip",
             "-A",
             _probe.DEFAULT_USER_AGENT,
             "-w",
@@ -405,11 +410,8 @@ class ProbeSettings:
             raise UsageError("--repeat must be between 1 and 50")
         if not 0 < self.timeout <= 120:
             raise UsageError("--timeout must be between 0 and 120 seconds")
-        for cidr in self.assume_public:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise UsageError(f"--assume-public {cidr!r}: not a network") from exc
+        for value in self.assume_public:
+            _check_public(value)
         for name, address in self.resolve:
             if not name or not _is_ip(address):
                 raise UsageError(f"--resolve {name}:{address}: expected NAME:ADDRESS")
@@ -502,6 +504,21 @@ class ProbeSettings:
             )
         except (TypeError, ValueError, IndexError) as exc:
             raise UsageError(f"probe settings: {exc}") from exc
+
+
+def _check_public(value: str) -> None:
+    """An ``--assume-public`` value: a network, or a DNS suffix (such as a lab's ``test``)."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+        return
+    except ValueError:
+        pass
+    labels = value.lower().strip(".").split(".")
+    if not all(_SUFFIX_LABEL.match(label) for label in labels):
+        raise UsageError(f"--assume-public {value!r}: neither a network nor a DNS suffix")
+
+
+_SUFFIX_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -306,7 +306,7 @@ def test_challenges_from_stdin_human(
         (["diagnose", "--from-file", "-", "--challenges", "-"], "both read standard input"),
         (["diagnose", "a.example.com", "--token", "t", "--key", "u.v"], "TOKEN.THUMBPRINT"),
         (["diagnose", "a.example.com", "--timeout", "0"], "--timeout"),
-        (["diagnose", "a.example.com", "--assume-public", "nope"], "--assume-public"),
+        (["diagnose", "a.example.com", "--assume-public", "10.0.0.0/33"], "--assume-public"),
     ],
 )
 def test_bad_input_exit_2_one_line_no_traceback(

@@ -179,7 +179,10 @@ def test_probe_settings_defaults_and_missing_json_keys() -> None:
         ({"repeat": 51}, "--repeat must be between 1 and 50"),
         ({"timeout": 0}, "--timeout must be between 0 and 120 seconds"),
         ({"timeout": 121}, "--timeout must be between 0 and 120 seconds"),
-        ({"assume_public": ["10.0.0.0/33"]}, "--assume-public '10.0.0.0/33': not a network"),
+        (
+            {"assume_public": ["10.0.0.0/33"]},
+            "--assume-public '10.0.0.0/33': neither a network nor a DNS suffix",
+        ),
         ({"here": "sideways"}, "--here 'sideways': expected 'inside' or 'outside'"),
         ({"resolve": ["a.example.com"]}, "--resolve 'a.example.com': expected NAME:ADDRESS"),
         (

@@ -29,8 +29,8 @@ def _ipv6_only_broken(attempts: list[Attempt], ctx: Context) -> bool:
     v4 = [a for a in attempts if a.family == "ipv4"]
     return (
         bool(v6 and v4)
-        and all(not le_verdict(a, ctx.target).ok for a in v6)
-        and any(le_verdict(a, ctx.target).ok or not a.dial_error for a in v4)
+        and all(not le_verdict(a, ctx.target, ctx.options).ok for a in v6)
+        and any(le_verdict(a, ctx.target, ctx.options).ok or not a.dial_error for a in v4)
     )
 
 
@@ -43,7 +43,7 @@ def le_failures(ctx: Context) -> Failures:
         for a in attempts:
             if skip_v6 and a.family == "ipv6":
                 continue  # owned by ipv6-unreachable
-            v = le_verdict(a, ctx.target)
+            v = le_verdict(a, ctx.target, ctx.options)
             if not v.ok and v.code is not None:
                 out[v.code].append((a, v))
     return out
@@ -336,7 +336,7 @@ class Redirects:
         https: list[tuple[Attempt, Verdict]] = []
         for run in ctx.primary:
             for a in run.public_attempts:
-                red = le_redirect_problem(a)
+                red = le_redirect_problem(a, ctx.options)
                 if red is not None and Code.REDIRECT_HTTPS in red.notes:
                     https.append((a, red))
         if https:

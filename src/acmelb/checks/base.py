@@ -9,19 +9,31 @@ results alone.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, Protocol
 
 from acmelb.codes import Stage
 from acmelb.findings import KEYAUTH_RE, Code, Finding
 from acmelb.resolution import DnsResult
 
+# Let's Encrypt's rules, from Boulder's va/http.go (the conformance table in
+# docs/diagnose.md gives the line of each).
 LE_REDIRECT_STATUSES = (301, 302, 307, 308)
-LE_MAX_REDIRECTS = 10
-LE_MAX_BODY = 128
+LE_MAX_REDIRECTS = 10  # maxRedirect; checked before counting, so 11 are followed
+LE_MAX_BODY = 128  # maxResponseSize: a body of 128 bytes or more is refused
+LE_MAX_REDIRECT_PATH = 2000  # maxPathSize, in bytes of the redirect target's path
+GO_MAX_REQUESTS = 10  # Go's default CheckRedirect: the 10th redirect is refused
+# Go's unicode.IsSpace, which Boulder trims from the right (strings.TrimRightFunc):
+# the Unicode White_Space property. Python's str.isspace differs (it also counts
+# U+001C..U+001F), so the set is spelled out.
+GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 DIAL_ERRORS = ("connect-timeout", "connect-refused", "connect-error")
 
 
@@ -100,7 +112,7 @@ class Attempt:
     raw: dict[str, Any]
     # le_verdict / cm_verdict / le_redirect_problem, computed once per attempt and target
     # (the checks ask for them many times a name); not part of the attempt's value.
-    _memo: dict[str, tuple[Target | None, Verdict | None]] = field(
+    _memo: dict[str, tuple[tuple[object, ...], Verdict | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -211,7 +223,30 @@ class Options:
     ca_identity: str = "letsencrypt.org"
     dns_server: tuple[str, int] | None = None
     resolve: dict[str, list[str]] = field(default_factory=dict)
-    assume_public: list[str] = field(default_factory=list)  # CIDRs treated as public (labs)
+    # CIDRs, or DNS suffixes, treated as public (labs): addresses in them are not
+    # reserved, names under them end in a registered TLD
+    assume_public: list[str] = field(default_factory=list)
+
+    @cached_property
+    def public_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(n, strict=False) for n in self.assume_public if _is_network(n)
+        )
+
+    @cached_property
+    def public_suffixes(self) -> tuple[str, ...]:
+        return tuple(n.lower().strip(".") for n in self.assume_public if not _is_network(n))
+
+
+_DEFAULT_OPTIONS = Options()
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -281,70 +316,43 @@ def _port_of(url: str) -> tuple[str, str, int | None]:
     return scheme, host, port
 
 
-def _memo(attempt: Attempt, key: str, target: Target | None) -> tuple[bool, Verdict | None]:
+def _memo(attempt: Attempt, key: str, *owners: object) -> tuple[bool, Verdict | None]:
+    """The verdict remembered under ``key`` for these very objects (by identity)."""
     hit = attempt._memo.get(key)
-    if hit is not None and hit[0] is target:
+    same = hit is not None and len(hit[0]) == len(owners)
+    if same and hit is not None and all(a is b for a, b in zip(hit[0], owners, strict=True)):
         return True, hit[1]
     return False, None
 
 
-def le_redirect_problem(attempt: Attempt) -> Verdict | None:
-    """The first redirect in the chain Let's Encrypt would refuse, or None."""
-    found, v = _memo(attempt, "redirect", None)
+def le_redirect_problem(attempt: Attempt, options: Options | None = None) -> Verdict | None:
+    """The first redirect in the chain Let's Encrypt would refuse, or None (or an ok
+    verdict carrying notes such as ``redirect-https``)."""
+    policy = options or _DEFAULT_OPTIONS
+    found, v = _memo(attempt, "redirect", policy)
     if not found:
-        v = _le_redirect_problem(attempt)
-        attempt._memo["redirect"] = (None, v)
+        v = _le_redirect_problem(attempt, policy)
+        attempt._memo["redirect"] = ((policy,), v)
     return v
 
 
-def _le_redirect_problem(attempt: Attempt) -> Verdict | None:
-    seen = {attempt.final.url} if not attempt.redirects else {attempt.redirects[0].url}
+def _le_redirect_problem(attempt: Attempt, options: Options) -> Verdict | None:
+    first = attempt.redirects[0].url if attempt.redirects else attempt.final.url
+    seen = {_loop_key(first)}
     notes: list[Code] = []
     for i, hop in enumerate(attempt.redirects, start=1):
         target = str(hop.raw.get("redirect_to") or "")
-        if hop.status not in LE_REDIRECT_STATUSES:
-            return Verdict(
-                False,
-                Code.REDIRECT_BAD_STATUS,
-                f"{hop.url} answered {hop.status} with Location {target}: "
-                "a CA follows only 301, 302, 307 and 308",
-            )
-        if i > LE_MAX_REDIRECTS:
-            return Verdict(
-                False,
-                Code.REDIRECT_TOO_MANY,
-                f"more than {LE_MAX_REDIRECTS} redirects (at {hop.url})",
-            )
-        scheme, host, port = _port_of(target)
-        if scheme not in ("http", "https"):
-            return Verdict(
-                False,
-                Code.REDIRECT_BAD_TARGET,
-                f"redirect to {target}: only http and https are followed",
-            )
-        if port not in (80, 443):
-            return Verdict(
-                False,
-                Code.REDIRECT_BAD_TARGET,
-                f"redirect to {target}: only ports 80 and 443 are followed",
-            )
-        if host.endswith(".well-known"):
-            return Verdict(
-                False,
-                Code.REDIRECT_BAD_TARGET,
-                f"redirect to {target}: host ends in '.well-known' (a missing '/')",
-            )
-        if re.match(r"^[0-9.]+$", host) or ":" in host:
-            return Verdict(
-                False,
-                Code.REDIRECT_BAD_TARGET,
-                f"redirect to {target}: a CA follows redirects to names, not IP addresses",
-            )
-        if target in seen:
-            return Verdict(False, Code.REDIRECT_LOOP, f"redirect loop back to {target}")
-        seen.add(target)
-        if scheme == "https":
+        refused = _le_refuses_redirect(i, hop, target, options)
+        if refused is None and _loop_key(target) in seen:
+            refused = Verdict(False, Code.REDIRECT_LOOP, f"redirect loop back to {target}")
+        if refused is not None:
+            return refused
+        seen.add(_loop_key(target))
+        if target.lower().startswith("https:"):
             notes.append(Code.REDIRECT_HTTPS)
+    fallback = _le_no_fallback_after_redirect(attempt)
+    if fallback is not None:
+        return fallback
     final = attempt.final
     if final.outcome == "redirect-error" and "loop" in final.error:
         return Verdict(False, Code.REDIRECT_LOOP, final.error)
@@ -354,6 +362,130 @@ def _le_redirect_problem(attempt: Attempt) -> Verdict | None:
         return Verdict(False, Code.REDIRECT_BAD_TARGET, final.error)
     if notes:
         return Verdict(True, None, "", notes)
+    return None
+
+
+def _le_refuses_redirect(i: int, hop: Hop, target: str, options: Options) -> Verdict | None:
+    """Boulder's processRedirect on the ``i``-th redirect, in its order: count, TLS
+    version, status, then the target (extractRequestTarget, path length)."""
+    if i > LE_MAX_REDIRECTS + 1:
+        return Verdict(
+            False,
+            Code.REDIRECT_TOO_MANY,
+            f"redirect {i} (at {hop.url}): Let's Encrypt follows {LE_MAX_REDIRECTS + 1} "
+            "redirects and refuses the next ('Too many redirects')",
+        )
+    if hop.raw.get("tls_version") in ("SSLv3", "TLSv1", "TLSv1.1"):
+        return Verdict(
+            False,
+            Code.REDIRECT_BAD_TARGET,
+            f"{hop.url} redirected over {hop.raw.get('tls_version')}: a CA refuses redirects "
+            "from HTTPS servers without TLS 1.2 or better",
+        )
+    if hop.status not in LE_REDIRECT_STATUSES:
+        return Verdict(
+            False,
+            Code.REDIRECT_BAD_STATUS,
+            f"{hop.url} answered {hop.status} with Location {target}: "
+            "a CA follows only 301, 302, 307 and 308",
+        )
+    why = le_redirect_target_problem(target, options)
+    if why is not None:
+        return Verdict(False, Code.REDIRECT_BAD_TARGET, f"redirect to {target}: {why}")
+    return None
+
+
+def le_redirect_target_problem(target: str, options: Options | None = None) -> str | None:
+    """Why Let's Encrypt refuses to follow a redirect to ``target``, or None
+    (Boulder's extractRequestTarget and the path-length rule)."""
+    policy = options or _DEFAULT_OPTIONS
+    scheme, host, port = _port_of(target)
+    if scheme not in ("http", "https"):
+        return "only http and https are followed"
+    if port not in (80, 443):
+        return "only ports 80 and 443 are followed"
+    if not host:
+        return "the target has no host"
+    if host.endswith(".well-known"):
+        return "host ends in '.well-known' (a missing '/' in the redirect)"
+    ip_problem = _redirect_ip_problem(host, policy)
+    if ip_problem is not None:
+        return ip_problem or None
+    if not _registered_tld(host, policy):
+        return "the host does not end in an IANA-registered top-level domain"
+    if len(_path_of(target).encode("utf-8")) > LE_MAX_REDIRECT_PATH:
+        return f"the path is longer than {LE_MAX_REDIRECT_PATH} bytes"
+    return None
+
+
+def _redirect_ip_problem(host: str, options: Options) -> str | None:
+    """For an IP-address host: why it is refused, "" when it is followed; None for a name.
+    Boulder follows redirects to public addresses (not to reserved ones, nor with a
+    scope zone)."""
+    bare, _, zone = host.partition("%")
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        return None
+    if zone:
+        return "an IPv6 address with a scope zone"
+    if any(address in net for net in options.public_networks):
+        return ""
+    from acmelb.resolution import reserved_reason
+
+    why = reserved_reason(str(address))
+    return f"{address} is {why}" if why else ""
+
+
+def _registered_tld(host: str, options: Options) -> bool:
+    if any(host == s or host.endswith("." + s) for s in options.public_suffixes):
+        return True
+    return _icann_suffixes().publicsuffix(host) is not None
+
+
+@cache
+def _icann_suffixes() -> Any:
+    # Boulder's iana.ExtractSuffix: the ICANN section of the Public Suffix List, no
+    # default rule (an unknown TLD is refused).
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList(only_icann=True, accept_unknown=False)
+
+
+def _path_of(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    cut = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
+    path = rest[cut:]
+    return path.split("?", 1)[0].split("#", 1)[0]
+
+
+def _loop_key(url: str) -> str:
+    # Boulder lower-cases the redirect host before comparing URLs.
+    scheme, sep, rest = url.partition("://")
+    host, slash, tail = rest.partition("/")
+    return f"{scheme.lower()}{sep}{host.lower()}{slash}{tail}"
+
+
+def _le_no_fallback_after_redirect(attempt: Attempt) -> Verdict | None:
+    """Boulder falls back from AAAA to A only for the first request: a redirect hop whose
+    first address could not be dialled fails, however the second one answered."""
+    later = [*attempt.redirects[1:], attempt.final] if attempt.redirects else []
+    for hop in later:
+        failed = hop.raw.get("fallback_from")
+        if not failed:
+            continue
+        address = str(failed.get("address") or "")
+        code = (
+            Code.IPV6_UNREACHABLE
+            if ":" in address
+            else OUTCOME_CODE.get(str(failed.get("outcome")), Code.PORT_80_TIMEOUT)
+        )
+        return Verdict(
+            False,
+            code,
+            f"{hop.url}: {address} could not be dialled ({failed.get('error')}); a CA does "
+            "not fall back to another address on a redirect hop",
+        )
     return None
 
 
@@ -395,8 +527,15 @@ def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None
         )
     if hop.raw.get("body_truncated"):
         return Verdict(False, Code.BODY_TOO_LARGE, f"body larger than {hop.body_length} bytes")
-    compared = body.rstrip(" \t\r\n") if trim else body
-    shaped = KEYAUTH_RE.match(body.rstrip(" \t\r\n"))
+    if hop.raw.get("body_incomplete"):
+        return Verdict(
+            False,
+            Code.WRONG_CONTENT,
+            f"the body could not be read whole ({hop.error}): a CA reports "
+            "'Error reading HTTP response body'",
+        )
+    compared = body.rstrip(GO_SPACE) if trim else body
+    shaped = KEYAUTH_RE.match(body.rstrip(GO_SPACE))
     if target.random_token:
         if shaped and shaped.group(1) == target.token:
             return Verdict(
@@ -409,7 +548,7 @@ def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None
         return Verdict(True)
     if compared == target.key_authorization:
         return Verdict(True)
-    if body.rstrip(" \t\r\n") == target.key_authorization:
+    if body.rstrip(GO_SPACE) == target.key_authorization:
         return Verdict(
             False,
             Code.TRAILING_WHITESPACE,
@@ -432,18 +571,19 @@ def _short(body: str, limit: int = 80) -> str:
     return repr(text)
 
 
-def le_verdict(attempt: Attempt, target: Target) -> Verdict:
+def le_verdict(attempt: Attempt, target: Target, options: Options | None = None) -> Verdict:
     """Would Let's Encrypt's validator accept this attempt (one address, redirects included)?"""
-    found, v = _memo(attempt, "le", target)
+    policy = options or _DEFAULT_OPTIONS
+    found, v = _memo(attempt, "le", target, policy)
     if found and v is not None:
         return v
-    v = _le_verdict(attempt, target)
-    attempt._memo["le"] = (target, v)
+    v = _le_verdict(attempt, target, policy)
+    attempt._memo["le"] = ((target, policy), v)
     return v
 
 
-def _le_verdict(attempt: Attempt, target: Target) -> Verdict:
-    red = le_redirect_problem(attempt)
+def _le_verdict(attempt: Attempt, target: Target, options: Options) -> Verdict:
+    red = le_redirect_problem(attempt, options)
     if red is not None and not red.ok:
         return red
     notes = red.notes if red is not None else []
@@ -462,12 +602,19 @@ def cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     if found and v is not None:
         return v
     v = _cm_verdict(attempt, target)
-    attempt._memo["cm"] = (target, v)
+    attempt._memo["cm"] = ((target,), v)
     return v
 
 
 def _cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     final = attempt.final
+    if len(attempt.redirects) >= GO_MAX_REQUESTS:
+        return Verdict(
+            False,
+            Code.REDIRECT_TOO_MANY,
+            f"Go's client (cert-manager) stops after {GO_MAX_REQUESTS} requests: "
+            f"{len(attempt.redirects)} redirects",
+        )
     if final.outcome == "redirect-error":
         return Verdict(False, Code.REDIRECT_TOO_MANY, final.error)
     if final.outcome != "response":

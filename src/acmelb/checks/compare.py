@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from acmelb.checks.answers import le_failures
 from acmelb.checks.base import (
+    GO_SPACE,
     Attempt,
     Context,
     VantageRun,
@@ -360,7 +361,7 @@ class TrailingWhitespace:
             for a in r.attempts
             if a.final.status == 200
             and a.final.body != key
-            and a.final.body.rstrip(" \t\r\n") == key
+            and a.final.body.rstrip(GO_SPACE) == key
         ]
         if not hits:
             return []
@@ -438,7 +439,7 @@ class Middlebox:
         products: dict[str, list[str]] = {}
         for run in ctx.runs:
             for a in run.public_attempts:
-                if le_verdict(a, ctx.target).ok:
+                if le_verdict(a, ctx.target, ctx.options).ok:
                     continue
                 for hop in [*a.redirects, a.final]:
                     if hop.outcome != "response":

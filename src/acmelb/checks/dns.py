@@ -82,7 +82,7 @@ class DnsReserved:
 
     def run(self, ctx: Context) -> list[Finding]:
         assert ctx.dns is not None
-        nets = [ipaddress.ip_network(n, strict=False) for n in ctx.options.assume_public]
+        nets = ctx.options.public_networks
         bad: list[str] = []
         for addr in ctx.dns.addresses:
             if any(ipaddress.ip_address(addr) in n for n in nets):

@@ -136,8 +136,9 @@ def add_vantage_options(parser: Any, *, fleet: bool = False) -> None:
         "--assume-public",
         action="append",
         default=[],
-        metavar="CIDR",
-        help="treat addresses in CIDR as public (labs, test networks)",
+        metavar="CIDR|SUFFIX",
+        help="treat addresses in CIDR, or names under SUFFIX (e.g. test), as public "
+        "(labs, test networks)",
     )
     if fleet:
         parser.add_argument(

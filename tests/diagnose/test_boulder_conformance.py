@@ -1,0 +1,311 @@
+"""Conformance with Let's Encrypt's validator (Boulder, va/http.go), rule by rule.
+
+Each test serves a real answer on a 127.x address, runs the real probe through
+it and judges the recorded chain with ``le_verdict`` (Boulder's rules) and, where
+the two differ, ``cm_verdict`` (Go's client, as cert-manager's self-check uses
+it). The rule ids (B1...) are those of the conformance table in docs/diagnose.md,
+which gives the Boulder source line of each.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acmelb import probe
+from acmelb.checks.base import (
+    Attempt,
+    Options,
+    Target,
+    Verdict,
+    cm_verdict,
+    le_redirect_target_problem,
+    le_verdict,
+)
+from acmelb.diagnose import ca_attempts
+from acmelb.findings import Code
+from tests.diagnose.servers import (
+    KEYAUTH,
+    KEYAUTH_TOKEN,
+    Server,
+    answer,
+    by_path,
+    http_response,
+    loop_address,
+    tls_context,
+)
+
+Serve = Callable[..., Server]
+NAME = "app.example.com"
+PATH = f"/.well-known/acme-challenge/{KEYAUTH_TOKEN}"
+URL = f"http://{NAME}{PATH}"
+TARGET = Target(NAME, KEYAUTH_TOKEN, KEYAUTH)
+OPTS = {"connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 1.5}
+
+
+def fetch(address: str, resolve: dict[str, list[str]] | None = None, url: str = URL) -> Attempt:
+    """The probe's chain for ``url`` dialled at ``address``, as the checks see it."""
+    opts: dict[str, Any] = {**OPTS, "resolve_map": {NAME: [address], **(resolve or {})}}
+    chain = probe.fetch_chain(url, address, opts)
+    return Attempt("outside", "outside", {"address": address, "attempt": 1, **chain})
+
+
+def verdicts(attempt: Attempt, options: Options | None = None) -> tuple[Verdict, Verdict]:
+    return le_verdict(attempt, TARGET, options), cm_verdict(attempt, TARGET)
+
+
+def redirecting(location: str, status: int = 302) -> Callable[[Any, bytes], None]:
+    routes = {PATH: http_response(status, "", {"Location": location})}
+    return by_path(routes, http_response(200, KEYAUTH))
+
+
+# -- B1, B2: the request and its content encoding ---------------------------------------
+
+
+def test_b1_request_headers(serve: Serve) -> None:
+    s = serve(answer(200, KEYAUTH))
+    le, _ = verdicts(fetch(s.address))
+    assert le.ok
+    head = s.requests[0].decode("latin-1").split("\r\n")
+    assert head[0] == f"GET {PATH} HTTP/1.1"
+    lines = {ln.split(":", 1)[0].lower(): ln.split(":", 1)[1].strip() for ln in head[1:] if ln}
+    assert lines["host"] == NAME
+    assert lines["accept"] == "*/*"
+    assert lines["accept-encoding"] == "gzip"  # Go's transport asks for it
+    assert lines["user-agent"]
+
+
+def test_b2_gzip_body_is_decoded(serve: Serve) -> None:
+    s = serve(answer(200, gzip.compress(KEYAUTH.encode()), {"Content-Encoding": "gzip"}))
+    attempt = fetch(s.address)
+    assert attempt.final.raw["content_encoding"] == "gzip"
+    le, cm = verdicts(attempt)
+    assert le.ok and cm.ok
+
+
+def test_b2_gzip_limit_applies_to_the_decoded_body(serve: Serve) -> None:
+    body = gzip.compress((KEYAUTH + " " * 200).encode())
+    assert len(body) < 128  # small on the wire, 287 bytes decoded
+    s = serve(answer(200, body, {"Content-Encoding": "gzip"}))
+    le, _ = verdicts(fetch(s.address))
+    assert not le.ok and le.code is Code.BODY_TOO_LARGE
+
+
+# -- B3, B4: addresses and fallback ----------------------------------------------------
+
+
+def _attempt(address: str, outcome: str, status: int | None = None) -> Attempt:
+    final = probe.new_hop(URL, address=address, outcome=outcome, status=status, body=KEYAUTH)
+    return Attempt("outside", "outside", {"address": address, "final": final, "redirects": []})
+
+
+def test_b3_ipv6_first_ipv4_only_after_a_dial_error() -> None:
+    v6_refused = _attempt("2001:db8::1", "connect-refused")
+    v6_answers = _attempt("2001:db8::1", "response", 404)
+    v4 = _attempt("192.0.2.1", "response", 200)
+    assert ca_attempts([v6_refused, v4]) == [v4]
+    # a v6 address that answers (even wrongly) is the one judged: no fallback
+    assert ca_attempts([v6_answers, v4]) == [v6_answers]
+
+
+def test_b4_no_fallback_on_a_redirect_hop(serve: Serve) -> None:
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://next.example.com/ok"))
+    # next.example.com: AAAA ::1 where nothing listens on port 80, A the server
+    attempt = fetch(first.address, {"next.example.com": ["::1", final.address]})
+    assert attempt.final.raw["fallback_from"]["address"] == "::1"
+    le, cm = verdicts(attempt)
+    assert cm.ok  # Go's dialer tries the next address
+    assert not le.ok and le.code is Code.IPV6_UNREACHABLE
+
+
+# -- B5..B14: redirects -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "followed"), [(301, True), (302, True), (307, True),
+                                                  (308, True), (303, False)])  # fmt: skip
+def test_b5_redirect_statuses(serve: Serve, status: int, followed: bool) -> None:
+    final = serve(by_path({"/ok": http_response(200, KEYAUTH)}, http_response(404)))
+    first = serve(redirecting("http://next.example.com/ok", status))
+    le, cm = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert cm.ok  # Go follows 303 too
+    assert le.ok is followed
+    if not followed:
+        assert le.code is Code.REDIRECT_BAD_STATUS
+
+
+def _chain_of(serve: Serve, redirects: int) -> Attempt:
+    routes = {f"/{i}": http_response(302, "", {"Location": f"/{i + 1}"}) for i in range(30)}
+    routes[f"/{redirects}"] = http_response(200, KEYAUTH)
+    s = serve(by_path(routes, http_response(404)))
+    return fetch(s.address, url=f"http://{NAME}/0")
+
+
+@pytest.mark.parametrize(("redirects", "le_ok", "cm_ok"),
+                         [(9, True, True), (10, True, False), (11, True, False),
+                          (12, False, False)])  # fmt: skip
+def test_b6_redirect_count(serve: Serve, redirects: int, le_ok: bool, cm_ok: bool) -> None:
+    le, cm = verdicts(_chain_of(serve, redirects))
+    assert le.ok is le_ok, le
+    assert cm.ok is cm_ok, cm
+    if not le_ok:
+        assert le.code is Code.REDIRECT_TOO_MANY
+    if not cm_ok:
+        assert cm.code is Code.REDIRECT_TOO_MANY
+
+
+@pytest.mark.parametrize(
+    ("location", "why"),
+    [
+        ("ftp://next.example.com/ok", "only http and https"),  # B7 scheme
+        ("http://next.example.com:8080/ok", "only ports 80 and 443"),  # B8 port
+        ("http://app.example.com.well-known/acme-challenge/x", ".well-known"),  # B10
+        ("http://next.example.invalidtld/ok", "IANA-registered"),  # B12
+        ("http://next.example.com/" + "p" * 2000, "longer than 2000"),  # B13
+    ],
+)
+def test_b7_to_b13_refused_redirect_targets(serve: Serve, location: str, why: str) -> None:
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting(location))
+    resolve = {"next.example.com": [final.address], "next.example.invalidtld": [final.address]}
+    le, _ = verdicts(fetch(first.address, resolve))
+    assert not le.ok and le.code is Code.REDIRECT_BAD_TARGET
+    assert why in le.detail
+
+
+def test_b9_empty_host_is_refused() -> None:
+    assert le_redirect_target_problem("http:///ok") == "the target has no host"
+
+
+def test_b13_path_of_2000_bytes_is_followed(serve: Serve) -> None:
+    path = "/" + "p" * 1999
+    final = serve(by_path({path: http_response(200, KEYAUTH)}, http_response(404)))
+    first = serve(redirecting("http://next.example.com" + path))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert le.ok, le
+
+
+def test_b8_https_on_443_is_followed_without_checking_the_certificate(
+    serve: Serve, tmp_path: Path
+) -> None:
+    address = loop_address()
+    serve(answer(200, KEYAUTH), address=address, port=443, tls=tls_context(tmp_path))
+    first = serve(redirecting("https://next.example.com/ok", 301))
+    attempt = fetch(first.address, {"next.example.com": [address]})
+    assert attempt.final.raw["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    le, cm = verdicts(attempt)
+    assert le.ok and Code.REDIRECT_HTTPS in le.notes
+    assert cm.ok
+
+
+def test_b11_public_ip_targets_are_followed_reserved_ones_refused(serve: Serve) -> None:
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting(f"http://{final.address}/ok"))
+    attempt = fetch(first.address)
+    lab = Options(assume_public=["127.0.0.0/8"])  # here 127/8 stands for the internet
+    assert verdicts(attempt, lab)[0].ok
+    le = verdicts(attempt)[0]
+    assert not le.ok and le.code is Code.REDIRECT_BAD_TARGET and "loopback" in le.detail
+
+
+def test_b11_ipv6_scope_zone_is_refused() -> None:
+    assert le_redirect_target_problem("http://[fe80::1%25eth0]/ok") is not None
+
+
+def test_b12_lab_suffixes_count_as_registered() -> None:
+    assert le_redirect_target_problem("http://app.acmelb.test/x") is not None
+    lab = Options(assume_public=["test"])
+    assert le_redirect_target_problem("http://app.acmelb.test/x", lab) is None
+
+
+def test_b14_redirect_loop_compares_hosts_case_insensitively(serve: Serve) -> None:
+    s = serve(redirecting(f"http://APP.Example.COM{PATH}"))
+    le, _ = verdicts(fetch(s.address))
+    assert not le.ok and le.code is Code.REDIRECT_LOOP
+
+
+def test_b15_query_is_kept_on_redirect(serve: Serve) -> None:
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://next.example.com/ok?x=1"))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert le.ok
+    assert final.requests[0].startswith(b"GET /ok?x=1 HTTP/1.1")
+
+
+def test_b5_tls_below_1_2_on_a_redirecting_hop_is_refused() -> None:
+    # OpenSSL on Debian 12 will not speak TLS 1.0/1.1 at all, so the rule is judged on
+    # a recorded hop.
+    hop = probe.new_hop(
+        "https://app.example.com/x",
+        address="192.0.2.1",
+        outcome="response",
+        status=301,
+        tls_version="TLSv1.1",
+        headers=[["Location", "https://app.example.com/y"]],
+        redirect_to="https://app.example.com/y",
+    )
+    final = probe.new_hop("https://app.example.com/y", outcome="response", status=200, body=KEYAUTH)
+    attempt = Attempt("o", "outside", {"address": "192.0.2.1", "final": final, "redirects": [hop]})
+    le = le_verdict(attempt, TARGET)
+    assert not le.ok and "TLS 1.2" in le.detail
+
+
+# -- B16..B19: the response ------------------------------------------------------------
+
+
+def test_b16_status_other_than_200_fails(serve: Serve) -> None:
+    s = serve(answer(201, KEYAUTH))
+    le, cm = verdicts(fetch(s.address))
+    assert not le.ok and le.code is Code.HTTP_ERROR_STATUS
+    assert not cm.ok
+
+
+def test_b16_redirect_without_location_is_a_non_200_answer(serve: Serve) -> None:
+    s = serve(answer(302, ""))
+    le, cm = verdicts(fetch(s.address))
+    assert not le.ok and le.code is Code.HTTP_ERROR_STATUS
+    assert not cm.ok and cm.code is Code.HTTP_ERROR_STATUS
+
+
+@pytest.mark.parametrize(("padding", "le_ok"), [(127 - len(KEYAUTH), True),
+                                                (128 - len(KEYAUTH), False)])  # fmt: skip
+def test_b17_body_limit_is_fewer_than_128_bytes(serve: Serve, padding: int, le_ok: bool) -> None:
+    s = serve(answer(200, KEYAUTH + " " * padding))
+    le, cm = verdicts(fetch(s.address))
+    assert le.ok is le_ok
+    if not le_ok:
+        assert le.code is Code.BODY_TOO_LARGE
+    assert not cm.ok and cm.code is Code.TRAILING_WHITESPACE  # no trimming in Go's compare
+
+
+@pytest.mark.parametrize("tail", ["\n", "\r\n", "\t", "\v", "\f", " ", "\u0085", "\u00a0",
+                                  "\u2003", "\u3000"])  # fmt: skip
+def test_b18_trailing_white_space_by_gos_definition_is_trimmed(serve: Serve, tail: str) -> None:
+    s = serve(answer(200, (KEYAUTH + tail).encode("utf-8")))
+    le, cm = verdicts(fetch(s.address))
+    assert le.ok, le
+    assert not cm.ok and cm.code is Code.TRAILING_WHITESPACE
+
+
+@pytest.mark.parametrize("body", [" " + KEYAUTH, KEYAUTH + "\x1c", KEYAUTH + "\u200b"])
+def test_b18_other_white_space_is_not_trimmed(serve: Serve, body: str) -> None:
+    # leading space; U+001C (Python's isspace says yes, Go's unicode.IsSpace no); U+200B
+    s = serve(answer(200, body.encode("utf-8")))
+    le, _ = verdicts(fetch(s.address))
+    assert not le.ok and le.code is Code.WRONG_CONTENT
+
+
+def test_b19_body_shorter_than_its_content_length_fails(serve: Serve) -> None:
+    def short(conn: Any, _req: bytes) -> None:
+        conn.sendall(http_response(200, KEYAUTH, {"Content-Length": "100"}))
+
+    s = serve(short)
+    attempt = fetch(s.address)
+    assert attempt.final.raw["body_incomplete"]
+    le, cm = verdicts(attempt)
+    assert not le.ok and le.code is Code.WRONG_CONTENT and "unexpected EOF" in le.detail
+    assert not cm.ok
