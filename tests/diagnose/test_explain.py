@@ -70,7 +70,7 @@ CASES = [
         PROP + f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
         f"{T}.{OTHER}",
         "cert-manager",
-        "thumbprint-mismatch",
+        "lb-intercepts-challenge",
         KEY,
         f"{T}.{OTHER}",
     ),
@@ -103,7 +103,7 @@ CASES = [
         "acme-ca",
         "http-error-status",
         None,
-        None,
+        "HTTP 503",
     ),
     (
         f"198.51.100.7: Fetching {URL}: Timeout during connect (likely firewall problem)",
@@ -131,7 +131,7 @@ CASES = [
         f'The key authorization file from the server did not match this challenge. Expected "{KEY}"'
         f' (got "{T}.{OTHER}")',
         "acme-ca",
-        "thumbprint-mismatch",
+        "lb-intercepts-challenge",
         KEY,
         f"{T}.{OTHER}",
     ),
