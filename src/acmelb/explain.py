@@ -413,7 +413,7 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 def _keyauth_shape(got: str, expected: str | None) -> str:
     """What the received body is, measured against the expected key authorization."""
     body = got.strip(" \t\r\n")
-    token, thumb = (expected.split(".", 1) + [""])[:2] if expected else ("", "")
+    token, _, thumb = (expected or "").partition(".")
     m = KEYAUTH_RE.match(body)
     if m and token and m.group(1) == token and m.group(2) != thumb:
         return "other-thumbprint"
@@ -436,7 +436,7 @@ def _prefix_shape(prefix: str, expected: str) -> str:
         return "html"
     if expected and prefix and expected.startswith(prefix):
         return "our-token-prefix"
-    if re.fullmatch(r"[A-Za-z0-9_-]{%d}" % _CM_PREFIX, prefix):
+    if re.fullmatch(rf"[A-Za-z0-9_-]{{{_CM_PREFIX}}}", prefix):
         return "other-token"
     return "text"
 
@@ -523,7 +523,7 @@ def _opaque(exp: Explanation) -> tuple[list[Code], str]:
 
 def _text(exp: Explanation) -> tuple[list[Code], str]:
     return [Code.WRONG_CONTENT, Code.INCONSISTENT_BACKENDS, Code.DNS_SPLIT_HORIZON], (
-        f"The body {exp.received[:60]!r} is not the key authorization: something other than "
+        f"The body {(exp.received or '')[:60]!r} is not the key authorization: something other than "
         "the responder answers the path (the application's catch-all route), or only some "
         "backends have the token."
     )
