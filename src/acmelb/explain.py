@@ -206,6 +206,21 @@ _RULES: tuple[Rule, ...] = (
         "",
     ),
     _r(
+        r"wrong status code '404'",
+        (
+            Code.CHALLENGE_NOT_FOUND,
+            Code.SOLVER_NOT_PRESENTED,
+            Code.INCONSISTENT_BACKENDS,
+            Code.DNS_SPLIT_HORIZON,
+        ),
+        "cert-manager's self-check reached a web server that has no route for the token "
+        "(404). Most often the solver Ingress is not served at all: its ingress class is not "
+        "the controller's (nginx vs public on MicroK8s, a copied class name), or another "
+        "Ingress or Gateway takes the host. Otherwise only some backends behind the LB have "
+        "the route, or the inside DNS leads to another ingress.",
+        ("cert-manager",),
+    ),
+    _r(
         r"Invalid response from [^\s]+(?: \[[^\]]*\])?:\s*404|wrong status code '404'|"
         r"Non-200 status code from HTTP: 404|\b404\b.{0,40}(Not Found)?",
         (Code.CHALLENGE_NOT_FOUND, Code.INCONSISTENT_BACKENDS, Code.DNS_SPLIT_HORIZON),
@@ -311,8 +326,8 @@ _URL_RE = re.compile(r"https?://[^\s'\"\\,)\]]+")
 _TOKEN_RE = re.compile(r"/\.well-known/acme-challenge/([A-Za-z0-9_-]+)")
 _EXPECTED = (
     re.compile(r"[Ee]xpected \"([^\"]*)\" \(got \"(.*?)\"\)", re.S),
-    re.compile(r"expected \"([^\"]*)\" but got: (.*)$", re.S),
-    re.compile(r"expected '([^']*)' but got: (.*)$", re.S),
+    re.compile(r"expected \"([^\"]*)\" but got:\s?(.*)$", re.S),
+    re.compile(r"expected '([^']*)' but got:\s?(.*)$", re.S),
     re.compile(r"did not match this challenge \"([^\"]*)\" != \"(.*?)\"", re.S),
     re.compile(r"did not match this challenge \[([^\]]*)\] != \[(.*?)\]", re.S),
 )
@@ -336,7 +351,8 @@ _STATUS_RE = re.compile(
     r"wrong status code '(\d+)'|Invalid response from \S+?(?: \[[^\]]*\])?:\s*(\d{3})\b|"
     r"Non-200 status code from HTTP: (\d{3})"
 )
-_TRUNCATED = "... (truncated)"
+# "... (truncated)" as printed; "(truncated)" alone as quoted in docs and threads
+_TRUNCATED_RE = re.compile(r"\s*(?:\.\.\.)?\s*\(truncated\)\s*$")
 # cert-manager prints at most the first 24 bytes of a wrong body, trimmed, then "... (truncated)"
 # (pkg/issuer/acme/http/http.go, testReachability)
 _CM_PREFIX = 24
@@ -419,8 +435,9 @@ def _keyauth_shape(got: str, expected: str | None) -> str:
         return "other-thumbprint"
     if m and token and m.group(1) != token:
         return "other-token"
-    if got.endswith(_TRUNCATED):
-        return _prefix_shape(got[: -len(_TRUNCATED)], expected or "")
+    cut = _TRUNCATED_RE.search(got)
+    if cut:
+        return _prefix_shape(got[: cut.start()], expected or "")
     if "<" in got and ">" in got:
         return "html"
     if not body:
@@ -438,6 +455,8 @@ def _prefix_shape(prefix: str, expected: str) -> str:
         return "our-token-prefix"
     if re.fullmatch(rf"[A-Za-z0-9_-]{{{_CM_PREFIX}}}", prefix):
         return "other-token"
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
+        return "opaque"
     return "text"
 
 
@@ -523,9 +542,9 @@ def _opaque(exp: Explanation) -> tuple[list[Code], str]:
 
 def _text(exp: Explanation) -> tuple[list[Code], str]:
     return [Code.WRONG_CONTENT, Code.INCONSISTENT_BACKENDS, Code.DNS_SPLIT_HORIZON], (
-        f"The body {(exp.received or '')[:60]!r} is not the key authorization: something other than "
-        "the responder answers the path (the application's catch-all route), or only some "
-        "backends have the token."
+        f"The body {(exp.received or '')[:60]!r} is not the key authorization: something "
+        "other than the responder answers the path (the application's catch-all route), or "
+        "only some backends have the token."
     )
 
 
