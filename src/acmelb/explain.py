@@ -567,6 +567,7 @@ Reading = tuple[list[Code], str] | None
 def _presenting(exp: Explanation, raw: str) -> Reading:
     if not _PRESENTING.search(raw):
         return None
+    exp.source = "cert-manager"  # only cert-manager presents solvers as cluster objects
     why = (
         "This is not a validation failure: cert-manager could not present the solver (its "
         "Ingress, Service or Pod was rejected or never created), so neither the CA nor the "
@@ -575,9 +576,8 @@ def _presenting(exp: Explanation, raw: str) -> Reading:
     if re.search(r"pathType\s+Exact", raw, re.I):
         why += (
             " Here ingress-nginx's admission webhook rejects the solver Ingress: with "
-            "strict path validation (strict-validate-path-type, the default since "
-            "controller v1.12) a path with characters outside [A-Za-z0-9/_-] is refused "
-            "for pathType Exact, and cert-manager 1.18 made the solver's path Exact. Turn "
+            "strict path validation (strict-validate-path-type) it refuses the solver's "
+            "path for pathType Exact, which cert-manager 1.18 made the solver's type. Turn "
             "off the ACMEHTTP01IngressPathTypeExact feature gate of cert-manager, or "
             "strict-validate-path-type in ingress-nginx."
         )
