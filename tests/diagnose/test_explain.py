@@ -70,7 +70,7 @@ CASES = [
         PROP + f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
         f"{T}.{OTHER}",
         "cert-manager",
-        "thumbprint-mismatch",
+        "lb-intercepts-challenge",
         KEY,
         f"{T}.{OTHER}",
     ),
@@ -103,7 +103,7 @@ CASES = [
         "acme-ca",
         "http-error-status",
         None,
-        None,
+        "HTTP 503",
     ),
     (
         f"198.51.100.7: Fetching {URL}: Timeout during connect (likely firewall problem)",
@@ -131,7 +131,7 @@ CASES = [
         f'The key authorization file from the server did not match this challenge. Expected "{KEY}"'
         f' (got "{T}.{OTHER}")',
         "acme-ca",
-        "thumbprint-mismatch",
+        "lb-intercepts-challenge",
         KEY,
         f"{T}.{OTHER}",
     ),
@@ -334,3 +334,150 @@ def test_cli_explain_empty_input_exit_2(
     assert main(["explain", "-"]) == 2
     err = capsys.readouterr().err
     assert "empty message" in err and "Traceback" not in err
+
+
+# -- reading the values ----------------------------------------------------------------------
+
+PREFIX = T[:24]
+
+
+def test_the_issue_message_names_lb_interception_second_with_what_tells_them_apart() -> None:
+    e = explain(
+        "did not get expected response when querying endpoint, expected 'xxxx' but got: yyyy"
+    )
+    assert e.source == "cert-manager"
+    assert "lb-intercepts-challenge" in e.candidates[:2]
+    assert "inside" in e.reasoning and "TCP pass-through" in e.reasoning
+    assert e.next is not None and e.next.startswith("acmelb diagnose NAME")
+    assert "--inside 'kubectl exec" in e.next
+
+
+def test_cert_manager_cut_body_that_starts_with_our_token_leads_with_interception() -> None:
+    e = explain(
+        PROP + f'did not get expected response when querying endpoint, expected "{KEY}" but '
+        f"got: {PREFIX}... (truncated)"
+    )
+    assert e.candidates[:2] == ["lb-intercepts-challenge", "thumbprint-mismatch"]
+    assert "trailing-whitespace" in e.candidates
+    assert "received body: our-token-prefix" in e.evidence
+    assert e.next is not None and f"--key {KEY}" in e.next
+
+
+def test_cut_body_of_another_token_is_not_taken_for_ours() -> None:
+    e = explain(
+        f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
+        f"{OTHER[:24]}... (truncated)"
+    )
+    assert e.candidates[0] == "wrong-content"
+    assert "received body: other-token" in e.evidence
+
+
+def test_cut_html_and_empty_bodies() -> None:
+    html = explain(
+        f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
+        "<!DOCTYPE html><html lan... (truncated)"
+    )
+    empty = explain(
+        f'did not get expected response when querying endpoint, expected "{KEY}" but got: '
+    )
+    assert html.candidates[0] == "wrong-content" and "received body: html" in html.evidence
+    assert empty.candidates[0] == "wrong-content" and "received body: empty" in empty.evidence
+
+
+def test_old_cert_manager_presented_key_format_reads_the_body_first() -> None:
+    e = explain(f"presented key ({T}.{OTHER}) did not match expected ({KEY})")
+    assert e.source == "cert-manager" and e.expected == KEY and e.received == f"{T}.{OTHER}"
+    assert e.candidates[0] == "lb-intercepts-challenge"
+
+
+def test_https_hop_timeout_is_not_a_port_80_problem() -> None:
+    e = explain(
+        f"{PROP}failed to perform self check GET request '{URL}': Get "
+        f'"https://www.example.com/.well-known/acme-challenge/{T}": context deadline exceeded '
+        "(Client.Timeout exceeded while awaiting headers)"
+    )
+    assert e.candidates[0] == "redirect-https"
+    assert e.fetched == f"https://www.example.com/.well-known/acme-challenge/{T}"
+    assert "port 443" in e.reasoning
+
+
+def test_https_hop_tls_failure() -> None:
+    e = explain(
+        f"198.51.100.7: Fetching https://www.example.com/.well-known/acme-challenge/{T}: "
+        "remote error: tls: handshake failure"
+    )
+    assert e.candidates[0] == "redirect-https" and e.address == "198.51.100.7"
+
+
+def test_redirect_to_another_port_read_from_the_fetched_url() -> None:
+    e = explain(
+        f"{PROP}failed to perform self check GET request '{URL}': Get "
+        f'"http://www.example.com:8080/.well-known/acme-challenge/{T}": dial tcp '
+        "198.51.100.7:8080: connect: connection refused"
+    )
+    assert e.candidates == ["redirect-bad-target"]
+
+
+def test_self_check_dialling_a_private_address_is_split_horizon() -> None:
+    e = explain(CM + "dial tcp 10.43.12.7:80: i/o timeout")
+    assert e.candidates[0] == "dns-split-horizon"
+    assert "dialled 10.43.12.7: a private address" in e.evidence
+
+
+def test_ca_dialling_loopback_is_a_reserved_address() -> None:
+    e = explain(f'Get "{URL}": dial tcp 127.0.0.1:80: connect: connection refused')
+    assert e.candidates[0] == "dns-reserved-address"
+
+
+def test_documentation_addresses_count_as_public() -> None:
+    e = explain(CM + "dial tcp 203.0.113.9:80: i/o timeout")
+    assert e.candidates[0] == "nat-loopback"
+
+
+def test_ipv6_connect_failure_from_inside() -> None:
+    e = explain(CM + "dial tcp [2001:db8::7]:80: connect: network is unreachable")
+    assert e.candidates[0] == "ipv6-unreachable"
+
+
+def test_quoted_404_page_is_challenge_not_found_not_wrong_content() -> None:
+    e = explain(
+        f'198.51.100.7: Invalid response from {URL}: "<html>\\r\\n<head><title>404 Not '
+        'Found</title></head>"'
+    )
+    assert e.candidates[0] == "challenge-not-found" and e.status == 404
+    assert e.title == "404 Not Found"
+
+
+def test_cluster_dns_lookup_failure() -> None:
+    e = explain(
+        f"{PROP}failed to perform self check GET request '{URL}': Get \"{URL}\": dial tcp: "
+        "lookup www.example.com on 10.96.0.10:53: no such host"
+    )
+    assert e.candidates[0] == "dns-split-horizon" and "10.96.0.10" in e.reasoning
+
+
+def test_presenting_failure_is_not_a_validation_failure() -> None:
+    e = explain(
+        'Error presenting challenge: admission webhook "validate.nginx.ingress.kubernetes.io" '
+        f"denied the request: ingress contains invalid paths: path /.well-known/acme-challenge/{T}"
+        " cannot be used with pathType Exact"
+    )
+    assert e.source == "cert-manager" and e.candidates == ["solver-not-presented"]
+    assert "strict-validate-path-type" in e.reasoning
+    assert e.next == "kubectl get challenges -A -o json | acmelb diagnose --challenges -"
+    jsonschema.validate(e.to_json(), SCHEMA)
+
+
+def test_traefik_and_old_lego_formats() -> None:
+    traefik = explain(
+        'level=error msg="Unable to obtain ACME certificate for domains \\"www.example.com\\": '
+        "acme: error: 403 :: urn:ietf:params:acme:error:unauthorized :: 198.51.100.7: Invalid "
+        f'response from {URL}: 404" providerName=le.acme'
+    )
+    old_lego = explain(
+        "acme: Error 403 - urn:acme:error:unauthorized - Invalid response from "
+        f"{URL} [198.51.100.7]: 404"
+    )
+    assert traefik.source == "traefik" and traefik.candidates[0] == "challenge-not-found"
+    assert old_lego.source == "lego" and old_lego.candidates[0] == "challenge-not-found"
+    assert old_lego.address == "198.51.100.7"

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                     if label in ("expected", "received")
                     else f"{label + ':':<11} {value}"
                 )
+        for line in e.evidence:
+            print(f"read:       {line}")
         if e.candidates:
             print(f"candidates: {', '.join(e.candidates)}")
         for line in textwrap.wrap(e.reasoning, 88):
