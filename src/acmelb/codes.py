@@ -78,6 +78,7 @@ class Code(enum.Enum):
     READ_TIMEOUT = "read-timeout"
     CHECK_FAILED = "check-failed"
     SOLVER_NOT_PRESENTED = "solver-not-presented"
+    PERSPECTIVE_BLOCKED = "perspective-blocked"
 
     @property
     def default_severity(self) -> Severity:
@@ -339,6 +340,18 @@ CODES: dict[Code, CodeInfo] = {
         "Ingress, its Pod or Service failed, an Ingress class nobody serves): the CA and the "
         "self-check reach no solver at all, so this is not a validation failure",
         "fix what rejected the solver (read the Challenge's events), then let cert-manager retry",
+    ),
+    Code.PERSPECTIVE_BLOCKED: CodeInfo(
+        Severity.WARNING,
+        Stage.COMPARE,
+        "some of the CA's network perspectives fail",
+        "with several `--outside` vantages (the first is the CA's primary perspective, the "
+        "others its remote ones), some pass and some fail: geo-blocking, a source "
+        "allowlist, a firewall admitting only some networks. A warning while the quorum of "
+        "ballot SC-067 holds (the primary passes; of 2-5 remote perspectives at most one "
+        "fails, of 6 or more at most two), an error when it does not",
+        "admit port 80 from every network: the CA validates from several regions and does "
+        "not publish its addresses",
     ),
 }
 

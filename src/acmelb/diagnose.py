@@ -29,7 +29,9 @@ from acmelb.checks.base import (
     Options,
     Target,
     VantageRun,
+    ca_attempts,
     cm_verdict,
+    corroborated,
     go_path,
     le_verdict,
 )
@@ -37,6 +39,7 @@ from acmelb.errors import InvalidNameError, UsageError
 from acmelb.findings import Code, Finding, Severity, sort_findings
 from acmelb.names import normalize_name
 from acmelb.resolution import CaaCache, DnsResult, lookup
+from acmelb.rootcause import RootCause, attribute
 from acmelb.vantage import (
     ProbeSettings,
     Role,
@@ -81,6 +84,7 @@ class Report:
     findings: list[Finding]
     verdicts: dict[str, str]
     runs: list[VantageRun] = field(default_factory=list)
+    root_cause: RootCause | None = None
     # to_json() made ahead of time by a fleet worker process (see prepare_json)
     _doc: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -107,6 +111,7 @@ class Report:
             "name": self.target.name,
             "url": self.target.url,
             "ok": self.ok,
+            "root_cause": self.root_cause.to_json() if self.root_cause else None,
             "verdicts": dict(self.verdicts),
             "findings": [f.to_json() for f in self.findings],
             "probes": probes_json(self.runs),
@@ -276,52 +281,53 @@ def verdicts(ctx: Context) -> dict[str, str]:
     }
 
 
-def ca_attempts(attempts: Sequence[Attempt]) -> list[Attempt]:
-    """The probes a CA's perspectives would make: each dials AAAA first, A after a dial error.
-
-    Several perspectives, each with its own DNS answer order, together reach every
-    address of the family they use, so every such address counts.
-    """
-    pub = [a for a in attempts if a.target == "public" and not a.proxy]
-    v6 = [a for a in pub if a.family == "ipv6"]
-    v4 = [a for a in pub if a.family == "ipv4"]
-    if v6 and not any(a.dial_error for a in v6):
-        return v6
-    return [a for a in v6 if not a.dial_error] + v4
-
-
 def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
     if not runs:
         return UNKNOWN
     if ca and any(f.code is Code.DNS_RESERVED_ADDRESS and f.sev.failing for f in ctx.findings):
         return FAIL
+    states = [_run_verdict(ctx, run, ca) for run in runs]
+    if ca and len(states) > 1:
+        return _quorum(states)
+    if FAIL in states:
+        return FAIL
+    return UNKNOWN if UNKNOWN in states else PASS
+
+
+def _quorum(states: list[str]) -> str:
+    """Several outside vantages are the CA's perspectives: the first is the primary."""
+    remote = [s != FAIL for s in states[1:]]
+    if not corroborated(states[0] != FAIL, remote):
+        return FAIL
+    return UNKNOWN if UNKNOWN in states else PASS
+
+
+def _run_verdict(ctx: Context, run: VantageRun, ca: bool) -> str:
+    """One vantage's verdict: every attempt the validator would make must pass."""
+    numbers = sorted({a.number for a in run.public_attempts})
+    if not numbers:
+        return FAIL  # resolved to nothing there
+    if ca:
+        chosen: list[Attempt] = ca_attempts(run.attempts)
+    else:
+        chosen = [a for a in (go_path(run.attempts, n) for n in numbers) if a is not None]
     results: list[bool] = []
     unknown = False
-    for run in runs:
-        numbers = sorted({a.number for a in run.public_attempts})
-        if not numbers:
-            return FAIL  # resolved to nothing there
-        if ca:
-            chosen: list[Attempt] = ca_attempts(run.attempts)
+    for a in chosen:
+        v = le_verdict(a, ctx.target, ctx.options) if ca else cm_verdict(a, ctx.target)
+        if ctx.target.key_authorization is None and v.ok:
+            unknown = True  # reachable, but content cannot be judged without the key
+        elif (
+            ctx.target.random_token
+            and v.code is Code.LB_INTERCEPTS_CHALLENGE
+            and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)
+        ):
+            unknown = True  # the backend's own stateless responder: needs our thumbprint
         else:
-            chosen = [a for a in (go_path(run.attempts, n) for n in numbers) if a is not None]
-        for a in chosen:
-            v = le_verdict(a, ctx.target, ctx.options) if ca else cm_verdict(a, ctx.target)
-            if ctx.target.key_authorization is None and v.ok:
-                unknown = True  # reachable, but content cannot be judged without the key
-            elif (
-                ctx.target.random_token
-                and v.code is Code.LB_INTERCEPTS_CHALLENGE
-                and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)
-            ):
-                unknown = True  # the backend's own stateless responder: needs our thumbprint
-            else:
-                results.append(v.ok)
+            results.append(v.ok)
     if results and not all(results):
         return FAIL
-    if unknown or not results:
-        return UNKNOWN
-    return PASS
+    return UNKNOWN if unknown or not results else PASS
 
 
 def _check_name(ctx: Context) -> None:
@@ -376,12 +382,7 @@ def diagnose(
             ctx.runs = _probe_all(ctx, vantages)
 
     DEFAULT_RUNNER.run(ctx, measure)
-    return Report(
-        target=target,
-        findings=sort_findings(ctx.findings),
-        verdicts=verdicts(ctx),
-        runs=ctx.runs,
-    )
+    return _report(ctx)
 
 
 def analyse(
@@ -405,8 +406,20 @@ def analyse(
             ctx.runs = list(runs)
 
     DEFAULT_RUNNER.run(ctx, given)
+    return _report(ctx)
+
+
+def _report(ctx: Context) -> Report:
+    """The verdicts from every finding as found, then the findings with the consequences
+    of the root cause folded."""
+    judged = verdicts(ctx)
+    findings, cause = attribute(sort_findings(ctx.findings))
     return Report(
-        target=target, findings=sort_findings(ctx.findings), verdicts=verdicts(ctx), runs=ctx.runs
+        target=ctx.target,
+        findings=sort_findings(findings),
+        verdicts=judged,
+        runs=ctx.runs,
+        root_cause=cause,
     )
 
 

@@ -110,6 +110,15 @@ _COLOURS = {
 }
 
 
+def _first_line(report: Report) -> str:
+    """The name and its root cause: what to fix first."""
+    if report.root_cause is not None:
+        return f"{report.name}: {report.root_cause.line}"
+    if any(v == "fail" for v in report.verdicts.values()):
+        return f"{report.name}: a verdict fails, but no finding names why"
+    return f"{report.name}: no problem found"
+
+
 def render(report: Report, out: TextIO, colour: bool = False) -> None:
     """The human report: verdicts, then findings grouped by severity, evidence indented."""
 
@@ -117,8 +126,8 @@ def render(report: Report, out: TextIO, colour: bool = False) -> None:
         return f"\033[{_COLOURS[key]}m{text}\033[0m" if colour else text
 
     t = report.target
-    head = f"{t.name}  {t.url}"
-    print(c(head, "info") if colour else head, file=out)
+    print(c(_first_line(report), "info") if colour else _first_line(report), file=out)
+    print(f"  url: {t.url}", file=out)
     if t.challenge:
         print(f"  challenge {t.challenge}", file=out)
         if t.reason:

@@ -624,6 +624,37 @@ def _cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     return classify_response(final, target, trim=False, max_body=None)
 
 
+def ca_attempts(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """The probes a CA's perspectives would make: each dials AAAA first, A after a dial error.
+
+    Several perspectives, each with its own DNS answer order, together reach every
+    address of the family they use, so every such address counts.
+    """
+    pub = [a for a in attempts if a.target == "public" and not a.proxy]
+    v6 = [a for a in pub if a.family == "ipv6"]
+    v4 = [a for a in pub if a.family == "ipv4"]
+    if v6 and not any(a.dial_error for a in v6):
+        return v6
+    return [a for a in v6 if not a.dial_error] + v4
+
+
+def max_remote_failures(remote: int) -> int:
+    """How many remote perspectives may fail: the quorum table of the Baseline
+    Requirements 3.2.2.9 (ballot SC-067), as Boulder's maxAllowedFailures has it."""
+    if remote < 2:
+        return 0
+    if remote < 6:
+        return 1
+    return 2
+
+
+def corroborated(primary_ok: bool, remote_ok: Sequence[bool]) -> bool:
+    """Multi-perspective corroboration: the primary must succeed, and no more remote
+    perspectives may fail than the quorum table allows."""
+    failed = sum(1 for ok in remote_ok if not ok)
+    return primary_ok and failed <= max_remote_failures(len(remote_ok))
+
+
 def go_path(attempts: Sequence[Attempt], number: int) -> Attempt | None:
     """The attempt Go's dialer picks: addresses in order until one connects."""
     pub = [a for a in attempts if a.target == "public" and not a.proxy and a.number == number]

@@ -13,10 +13,13 @@ from acmelb.checks.base import (
     Attempt,
     Context,
     VantageRun,
+    ca_attempts,
     cm_verdict,
+    corroborated,
     dedupe,
     describe,
     le_verdict,
+    max_remote_failures,
 )
 from acmelb.codes import Stage
 from acmelb.findings import (
@@ -495,3 +498,68 @@ class VantageHealth:
                 )
             )
         return out
+
+
+class Perspectives:
+    """Several outside vantages are the CA's perspectives (the first one its primary):
+    the ones that fail while others pass are blocked for the CA too, and the quorum of
+    ballot SC-067 decides whether that fails the validation."""
+
+    codes = (Code.PERSPECTIVE_BLOCKED,)
+    stage = Stage.COMPARE
+    after: tuple[type, ...] = ()
+
+    def applies(self, ctx: Context) -> bool:
+        return len(ctx.outside) >= 2
+
+    def run(self, ctx: Context) -> list[Finding]:
+        failing = {run.label: _first_ca_failure(ctx, run) for run in ctx.outside}
+        blocked = [label for label, failure in failing.items() if failure is not None]
+        if not blocked or len(blocked) == len(failing):
+            return []  # the same for every perspective: not a matter of where from
+        primary, *remote = (run.label for run in ctx.outside)
+        holds = corroborated(primary not in blocked, [label not in blocked for label in remote])
+        return [_perspective_finding(ctx, primary, remote, failing, holds)]
+
+
+def _first_ca_failure(ctx: Context, run: VantageRun) -> str | None:
+    """The first of the run's CA-path probes that Let's Encrypt would refuse, described."""
+    for a in ca_attempts(run.attempts):
+        v = le_verdict(a, ctx.target, ctx.options)
+        if not v.ok:
+            return describe(a)
+    if not run.public_attempts:
+        return f"{ctx.target.name} resolved to no address from {run.label}"
+    return None
+
+
+def _perspective_finding(
+    ctx: Context,
+    primary: str,
+    remote: list[str],
+    failing: dict[str, str | None],
+    holds: bool,
+) -> Finding:
+    blocked = [label for label, failure in failing.items() if failure is not None]
+    failed_remote = [label for label in remote if label in blocked]
+    allowed = max_remote_failures(len(remote))
+    quorum = (
+        f"the primary {'fails' if primary in blocked else 'passes'} and "
+        f"{len(failed_remote)} of {len(remote)} remote perspective(s) fail, where at most "
+        f"{allowed} may"
+    )
+    return Finding(
+        Code.PERSPECTIVE_BLOCKED,
+        f"{len(blocked)} of {len(failing)} outside vantages fail: {', '.join(blocked)}",
+        f"The CA validates from several networks at once. Here {quorum}, so the quorum "
+        + ("still holds: the CA passes today, with no margin left." if holds else "fails.")
+        + " Whatever drops or answers these networks differently (geo-blocking, a source "
+        "allowlist, a firewall admitting only some networks, a regional LB) stands in "
+        "the CA's way.",
+        "Admit TCP port 80 from every network (0.0.0.0/0 and ::/0) in front of the load "
+        "balancer: Let's Encrypt's perspectives change and their addresses are not "
+        "published. Then run the same diagnose with the same --outside vantages.",
+        severity=Severity.WARNING if holds else Severity.ERROR,
+        vantages=blocked,
+        evidence=dedupe([f"{label}: {failing[label]}" for label in blocked]),
+    )
