@@ -201,7 +201,7 @@ _RULES: tuple[Rule, ...] = (
     ),
     _r(
         r"did not match this challenge|did not get expected response|expected \".*\" but got"
-        r"|\" != \"|presented key \(",
+        r"|\" != \"|presented key \(|with the wrong (?:data|content|body)",
         None,
         "",
     ),
@@ -342,8 +342,9 @@ _ADDR_RE = re.compile(
 _DOMAIN_RE = re.compile(r"(?:Domain|Identifier|for):?\s+([a-z0-9*][a-z0-9.-]*\.[a-z]{2,})", re.I)
 _LOOKUP_RE = re.compile(r"lookup (\S+?) on (\S+?):53")
 # the URL actually fetched: Go's url.Error names the last hop, Boulder names its record
+# (certbot wraps the detail, so "Fetching" may end its line)
 _FETCHED_RE = re.compile(
-    r"Get \"?(https?://[^\s\"']+)\"?:|Fetching (https?://\S+?):(?:\s|$)|"
+    r"Get \"?(https?://[^\s\"']+)\"?:|Fetching\s+(https?://\S+?):(?:\s|$)|"
     r"Invalid response from (https?://[^\s\"']+?)(?: \[[^\]]*\])?:\s"
 )
 _TITLE_RE = re.compile(r"<title>\s*(.*?)\s*</title>|<h1>\s*(.*?)\s*</h1>", re.I | re.S)
@@ -608,6 +609,24 @@ def _https_hop(exp: Explanation, raw: str) -> Reading:
     )
 
 
+def _glued_target(exp: Explanation, raw: str) -> Reading:
+    # The CA builds "http://NAME/.well-known/..."; a host ending in ".well-known" can only
+    # come from a redirect target that lost the "/" between host and path.
+    host = _url_host(exp.fetched or exp.url or "").lower()
+    if not host.endswith(".well-known"):
+        return None
+    exp.evidence.append(f"fetched host {host!r}: the path glued onto the host")
+    exp.name = host.removesuffix(".well-known")
+    tok = re.search(r"\.well-known/acme-challenge/([A-Za-z0-9_-]+)", exp.fetched or exp.url or "")
+    exp.token = tok.group(1) if tok else exp.token
+    return [Code.REDIRECT_BAD_TARGET, Code.REDIRECT_HTTPS], (
+        f"The CA fetched from the host {host!r}: a redirect (usually http to https) built "
+        "its target as host + path without the slash between them, so the target names a "
+        "host that does not exist. Fix the redirect rule (keep the leading '/' of the "
+        "request URI) or exempt /.well-known/acme-challenge/ from it."
+    )
+
+
 def _redirect_target(exp: Explanation, raw: str) -> Reading:
     if not exp.fetched or not exp.url or exp.fetched == exp.url:
         return None
@@ -669,7 +688,15 @@ def _cluster_dns(exp: Explanation, raw: str) -> Reading:
     )
 
 
-_READINGS = (_presenting, _https_hop, _redirect_target, _quoted_status, _dialled, _cluster_dns)
+_READINGS = (
+    _presenting,
+    _glued_target,
+    _https_hop,
+    _redirect_target,
+    _quoted_status,
+    _dialled,
+    _cluster_dns,
+)
 
 
 def _url_host(url: str) -> str:

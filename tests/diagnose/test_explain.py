@@ -481,3 +481,25 @@ def test_traefik_and_old_lego_formats() -> None:
     assert traefik.source == "traefik" and traefik.candidates[0] == "challenge-not-found"
     assert old_lego.source == "lego" and old_lego.candidates[0] == "challenge-not-found"
     assert old_lego.address == "198.51.100.7"
+
+
+def test_a_host_glued_to_the_path_is_a_broken_redirect_target() -> None:
+    # certbot wraps the detail: "Fetching" ends its line, the URL starts the next
+    e = explain(
+        "Domain: www.example.com\n   Type:   connection\n   Detail: Fetching\n"
+        f"   https://www.example.com.well-known/acme-challenge/{T}:\n"
+        "   Error getting validation data"
+    )
+    assert e.candidates[0] == "redirect-bad-target", e.candidates
+    assert e.fetched == f"https://www.example.com.well-known/acme-challenge/{T}"
+    assert e.name == "www.example.com" and e.token == T
+    assert e.next is not None and e.next.startswith(f"acmelb diagnose www.example.com --token {T}")
+    jsonschema.validate(e.to_json(), SCHEMA)
+
+
+def test_a_self_test_with_the_wrong_data_is_a_content_mismatch() -> None:
+    e = explain(
+        "acme.responder: http-01 self test failed: got 200 response when doing self-test, "
+        "but with the wrong data"
+    )
+    assert e.recognised and e.candidates[0] == "wrong-content", e.candidates
