@@ -13,11 +13,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from acmelb.codes import Stage
 from acmelb.findings import KEYAUTH_RE, Code, Finding
 from acmelb.resolution import DnsResult
+
+if TYPE_CHECKING:
+    from acmelb.kubeobjects import Solver
 
 LE_REDIRECT_STATUSES = (301, 302, 307, 308)
 LE_MAX_REDIRECTS = 10
@@ -35,6 +38,7 @@ class Target:
     random_token: bool = False
     challenge: str | None = None  # "namespace/name" of a cert-manager Challenge
     reason: str | None = None  # its status.reason
+    kube: Solver | None = None  # the Challenge and its objects (the KUBE stage reads them)
 
     @property
     def url(self) -> str:
