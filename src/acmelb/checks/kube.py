@@ -173,7 +173,7 @@ class TrafficPolicyLocal:
         lonely = nodes_without_controller(solver)
         if not lonely:
             return []
-        services = [s for s in solver.front_services if s.external_traffic_policy == "Local"]
+        services = local_policy_services(solver)
         controllers = sorted({f"{c.pod.meta.name} on {c.pod.node}" for c in solver.controllers})
         return [
             Finding(
@@ -254,6 +254,22 @@ class IngressRedirectsSolver:
 # -- ingress-class-unserved ----------------------------------------------------------------
 
 
+def unserved_classes(solver: Solver) -> list[str]:
+    """The solver's Ingress classes that no controller in the file serves (none when the
+    file holds no controller: then nothing can be said)."""
+    return [
+        k for k in solver_classes(solver) if not any(c.serves(k) for c in solver.all_controllers)
+    ]
+
+
+def served_classes(solver: Solver) -> list[str]:
+    return sorted({k for c in solver.all_controllers for k in c.classes})
+
+
+def local_policy_services(solver: Solver) -> list[Service]:
+    return [s for s in solver.front_services if s.external_traffic_policy == "Local"]
+
+
 class IngressClassUnserved:
     codes = (Code.INGRESS_CLASS_UNSERVED,)
     stage = Stage.KUBE
@@ -267,14 +283,10 @@ class IngressClassUnserved:
     def run(self, ctx: Context) -> list[Finding]:
         solver = _kube(ctx)
         assert solver is not None
-        unserved = [
-            k
-            for k in solver_classes(solver)
-            if not any(c.serves(k) for c in solver.all_controllers)
-        ]
+        unserved = unserved_classes(solver)
         if not unserved:
             return []
-        served = sorted({k for c in solver.all_controllers for k in c.classes})
+        served = served_classes(solver)
         return [
             Finding(
                 Code.INGRESS_CLASS_UNSERVED,
