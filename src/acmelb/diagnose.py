@@ -216,7 +216,8 @@ def plan(
     if challenges is None and cluster is None:
         return Plan(targets_from_names(names, token, key, thumbprint), [], settings.cluster)
     if token or key or thumbprint:
-        raise UsageError("Challenges bring their own tokens; drop --token/--key/--thumbprint")
+        which = "--kube" if cluster is not None else "--challenges"
+        raise UsageError(f"{which} brings its own tokens; drop --token/--key/--thumbprint")
     from acmelb.k8s import targets_from_challenges
 
     if cluster is not None:

@@ -188,7 +188,9 @@ def controller_of(pod: Pod) -> Controller | None:
     runs_nginx = any(a.endswith("/nginx-ingress-controller") for a in pod.args)
     if (name == "ingress-nginx" and component == "controller") or runs_nginx:
         # --ingress-class defaults to "nginx" (ingress-nginx's flags)
-        return Controller("ingress-nginx", pod, frozenset({pod.arg_value("--ingress-class") or "nginx"}))
+        return Controller(
+            "ingress-nginx", pod, frozenset({pod.arg_value("--ingress-class") or "nginx"})
+        )
     if name == "traefik" or pod.meta.labels.get("app") == "traefik":
         classes = {"traefik"}
         chosen = pod.arg_value("--providers.kubernetesingress.ingressclass")

@@ -97,9 +97,10 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_label_hash_is_cert_managers_adler32() -> None:
     # the solver pod labels of the DigitalOcean fixture carry these values
     pod = item(objects("digitalocean"), "Pod", "cm-acme-http-solver-7m2xq")
-    assert label_hash("shop.example.com") == pod["metadata"]["labels"][
-        "acme.cert-manager.io/http-domain"
-    ]
+    assert (
+        label_hash("shop.example.com")
+        == pod["metadata"]["labels"]["acme.cert-manager.io/http-domain"]
+    )
 
 
 def test_a_challenge_is_connected_to_its_solver_controller_service_and_events() -> None:
@@ -182,9 +183,7 @@ def test_no_proxy_shortcut_when_the_status_does_not_publish_a_bare_ip(
     entry: dict[str, str],
 ) -> None:
     data = objects("digitalocean")
-    item(data, "Service", "ingress-nginx-controller")["status"]["loadBalancer"]["ingress"] = [
-        entry
-    ]
+    item(data, "Service", "ingress-nginx-controller")["status"]["loadBalancer"]["ingress"] = [entry]
     assert static_codes(data) == []
 
 
@@ -360,7 +359,9 @@ def test_probe_plan_uses_the_controller_pod_and_the_lb_address() -> None:
     cluster = cluster_of(objects("digitalocean"))
     solvers = [cluster.solver_for(c) for c in cluster.challenges]
     found = probe_plan(solvers, user_inside=False, user_resolve=False)
-    assert found.inside == ["kubectl exec -n ingress-nginx ingress-nginx-controller-6d9f7c8b5-2wqzl --"]
+    assert found.inside == [
+        "kubectl exec -n ingress-nginx ingress-nginx-controller-6d9f7c8b5-2wqzl --"
+    ]
     assert found.resolve == [("shop.example.com", "203.0.113.10")]
     assert found.command("-") == (
         "acmelb diagnose --kube - --inside "

@@ -136,7 +136,9 @@ class LbProxyShortcut:
                     evidence=[
                         f"{service.meta.ref}: {provider.enabled_by(service)}",
                         f"{service.meta.ref}: status.loadBalancer.ingress = "
-                        + ", ".join(f"ip {e.ip} ipMode {e.ip_mode or '(VIP)'}" for e in service.lb_ingress),
+                        + ", ".join(
+                            f"ip {e.ip} ipMode {e.ip_mode or '(VIP)'}" for e in service.lb_ingress
+                        ),
                         f"{service.meta.ref}: no {provider.hostname_annotation} annotation"
                         if provider.hostname_annotation
                         else f"{provider.name}: no hostname annotation exists; ipMode: Proxy is "
@@ -187,7 +189,10 @@ class TrafficPolicyLocal:
                 "checks, a client on that node) are dropped before any controller sees them.",
                 fixes.remedy_traffic_policy(services[0]),
                 evidence=[
-                    *(f"{s.meta.ref}: type {s.type}, externalTrafficPolicy Local" for s in services),
+                    *(
+                        f"{s.meta.ref}: type {s.type}, externalTrafficPolicy Local"
+                        for s in services
+                    ),
                     f"controller pods: {', '.join(controllers) or 'none'}",
                     *(f"solver pod {p.meta.ref} on {p.node}" for p in solver.pods),
                 ],
@@ -346,13 +351,18 @@ class SelfCheckSkipped:
                 "would fail now: each attempt is a failed validation, and Let's Encrypt "
                 "allows only 5 an hour per account and name before it refuses more.",
                 fixes.remedy_self_check_skipped(solver),
-                evidence=[f"Challenge {solver.challenge.ref}: waitInsteadOfSelfCheck {wait}", *_short(failing)],
+                evidence=[
+                    f"Challenge {solver.challenge.ref}: waitInsteadOfSelfCheck {wait}",
+                    *_short(failing),
+                ],
             )
         ]
 
 
 def _short(lines: Sequence[str], limit: int = 4) -> list[str]:
-    return list(lines[:limit]) + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+    return list(lines[:limit]) + (
+        [f"... and {len(lines) - limit} more"] if len(lines) > limit else []
+    )
 
 
 __all__ = [

@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         plan,
         read_objects,
     )
-    from acmelb.kubeobjects import kube_settings
     from acmelb.errors import UsageError
+    from acmelb.kubeobjects import kube_settings
     from acmelb.vantage import build_vantages
 
     settings = probe_settings(args)

@@ -186,8 +186,15 @@ def annotate_service(service: Service, key: str, value: str, why: str) -> Patch:
     obj = clean_object(service.raw)
     obj.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
     command = shlex.join(
-        ["kubectl", "annotate", "service", "-n", service.meta.namespace, service.meta.name,
-         f"{key}={value}"]
+        [
+            "kubectl",
+            "annotate",
+            "service",
+            "-n",
+            service.meta.namespace,
+            service.meta.name,
+            f"{key}={value}",
+        ]
     )
     return Patch(why, command, manifest=obj)
 
@@ -204,7 +211,11 @@ def hostname_patch(service: Service, provider: Provider, name: str) -> Patch | N
         f"Make the {provider.name} LB publish a hostname, so kube-proxy stops short-circuiting "
         "its IP:",
     )
-    notes = (f"({value} must resolve to the LB's address)",) if "{name}" in provider.hostname_value else ()
+    notes = (
+        (f"({value} must resolve to the LB's address)",)
+        if "{name}" in provider.hostname_value
+        else ()
+    )
     return Patch(patch.why, patch.command, patch.manifest, notes=notes)
 
 
@@ -270,7 +281,9 @@ def not_presented_patches(solver: Solver, said: str) -> list[Patch]:
     ]
 
 
-def proxy_shortcut_patches(service: Service, provider: Provider, challenge: Challenge) -> list[Patch]:
+def proxy_shortcut_patches(
+    service: Service, provider: Provider, challenge: Challenge
+) -> list[Patch]:
     patch = hostname_patch(service, provider, challenge.dns_name)
     if patch is not None:
         return [patch]
@@ -279,8 +292,16 @@ def proxy_shortcut_patches(service: Service, provider: Provider, challenge: Chal
             f"{provider.name} has no hostname annotation: the cloud controller must set "
             "status.loadBalancer.ingress[].ipMode: Proxy (Kubernetes >= 1.30); check with:",
             shlex.join(
-                ["kubectl", "get", "service", "-n", service.meta.namespace, service.meta.name,
-                 "-o", "jsonpath={.status.loadBalancer.ingress}"]
+                [
+                    "kubectl",
+                    "get",
+                    "service",
+                    "-n",
+                    service.meta.namespace,
+                    service.meta.name,
+                    "-o",
+                    "jsonpath={.status.loadBalancer.ingress}",
+                ]
             ),
         ),
         issuer_fragment(
@@ -305,7 +326,9 @@ def redirect_patches(solver: Solver, evidence: list[str]) -> list[Patch]:
     for ing in solver.ingresses:
         for key in ing.meta.annotations:
             if any(key in line for line in evidence if line.startswith(f"Ingress {ing.meta.ref}:")):
-                patches.append(remove_annotation_patch("Ingress", ing.meta.namespace, ing.meta.name, key))
+                patches.append(
+                    remove_annotation_patch("Ingress", ing.meta.namespace, ing.meta.name, key)
+                )
     if patches:
         patches.append(
             issuer_edit(
