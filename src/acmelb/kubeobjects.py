@@ -574,4 +574,6 @@ def kube_settings(
         inside=(*settings.inside, *inside),
         resolve=(*settings.resolve, *found.resolve),
     )
-    return changed, ProbePlan(found.inside, found.resolve, infos)
+    # the line to rerun shows every vantage and address, the user's and the derived ones
+    shown = ProbePlan([*settings.inside, *found.inside], [*settings.resolve, *found.resolve], infos)
+    return changed, shown

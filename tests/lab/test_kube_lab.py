@@ -56,7 +56,7 @@ def cluster_file(lab: Lab, fixture: str, tmp_path: Path) -> Path:
     return path
 
 
-def diagnose_kube(lab: Lab, path: Path, *, inside: tuple[str, ...]) -> dict[str, Any]:
+def diagnose_kube(lab: Lab, path: Path, *, inside: tuple[str, ...]) -> tuple[dict[str, Any], str]:
     sc = lab.scenario
     argv = [
         sys.executable, "-m", "acmelb", "diagnose", "--kube", str(path), "--json",
@@ -76,7 +76,7 @@ def diagnose_kube(lab: Lab, path: Path, *, inside: tuple[str, ...]) -> dict[str,
     docs: list[dict[str, Any]] = json.loads(proc.stdout)
     assert len(docs) == 1
     assert proc.returncode == (0 if docs[0]["ok"] else 1)
-    return docs[0]
+    return docs[0], proc.stderr
 
 
 def codes(doc: dict[str, Any]) -> list[str]:
@@ -87,20 +87,24 @@ def test_proxy_protocol_shortcut_read_from_the_service_is_what_the_inside_probe_
     lab_scenario: LabFactory, tmp_path: Path
 ) -> None:
     lab = lab_scenario("haproxy-tcp-proxy", shortcut=("b1",))
-    doc = diagnose_kube(lab, cluster_file(lab, "digitalocean", tmp_path), inside=("b1",))
+    path = cluster_file(lab, "digitalocean", tmp_path)
+    doc, said = diagnose_kube(lab, path, inside=("b1",))
     found = codes(doc)
     # the objects say it: PROXY protocol at the LB, its bare IP short-circuited inside
     assert "lb-proxy-protocol-shortcut" in found
     # and the probes see it: no answer without the header from inside, one with it
     assert "proxy-protocol-required" in found
     assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
+    # the line to rerun by hand names the file, the vantage and the address
+    rerun = f"--kube {path} --inside '{lab.vantage('b1')}' --resolve {lab.scenario.name}:{lab.vip}"
+    assert f"info: to rerun by hand: acmelb diagnose {rerun}" in said
 
 
 def test_redirect_annotation_read_from_the_ingress_is_what_the_probes_follow(
     lab_scenario: LabFactory, tmp_path: Path
 ) -> None:
     lab = lab_scenario("haproxy-tcp", backends=("redirect-https",))
-    doc = diagnose_kube(lab, cluster_file(lab, "aws-nlb", tmp_path), inside=())
+    doc, _said = diagnose_kube(lab, cluster_file(lab, "aws-nlb", tmp_path), inside=())
     found = codes(doc)
     assert "ingress-redirects-solver" in found  # the objects
     assert "redirect-https" in found  # the probes were redirected to https
