@@ -121,6 +121,7 @@ class LbProxyShortcut:
             if provider is None:
                 continue
             ips = ", ".join(e.ip or "" for e in service.lb_ingress)
+            bare = "IPs" if len(service.lb_ingress) > 1 else "IP"
             found.append(
                 Finding(
                     Code.LB_PROXY_SHORTCUT,
@@ -128,8 +129,8 @@ class LbProxyShortcut:
                     "short-circuited inside the cluster",
                     f"The Service {service.meta.ref} turns on PROXY protocol at the "
                     f"{provider.name} load balancer ({provider.enabled_by(service)}) and its "
-                    f"status publishes the bare IP {ips} without ipMode: Proxy. kube-proxy "
-                    "routes in-cluster traffic for that IP straight to the ingress pods, "
+                    f"status publishes the bare {bare} {ips} without ipMode: Proxy. kube-proxy "
+                    "routes in-cluster traffic for that address straight to the ingress pods, "
                     "without the PROXY header they now require: cert-manager's self-check "
                     "gets EOF or a timeout while the CA, through the LB, would pass.",
                     fixes.remedy_proxy_shortcut(service, provider, solver.challenge),
