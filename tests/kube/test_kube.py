@@ -237,6 +237,7 @@ def test_traefik_entrypoint_redirect_is_seen_in_the_controllers_args() -> None:
     assert any(
         "--entryPoints.web.http.redirections.entryPoint.to=:443" in e for e in finding.evidence
     )
+    assert "helm upgrade traefik traefik/traefik -n traefik --reuse-values" in finding.remedy
 
 
 def test_traefik_redirect_middleware_on_the_solver_ingress() -> None:

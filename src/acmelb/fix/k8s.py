@@ -337,14 +337,31 @@ def redirect_patches(solver: Solver, evidence: list[str]) -> list[Patch]:
                 "ingressTemplate.metadata.annotations, or the next solver Ingress has it again:",
             )
         )
-    if any(line.startswith("controller pod") for line in evidence):
+    redirecting = [
+        c.pod.meta.namespace
+        for c in solver.controllers
+        if any(line.startswith(f"controller pod {c.pod.meta.ref}:") for line in evidence)
+    ]
+    if redirecting:
         patches.append(
             Patch(
                 "Traefik redirects the whole entrypoint, the challenge path included: drop the "
-                "entrypoint redirection (Helm: ports.web.redirectTo / ports.web.redirections) "
-                "and put a redirect middleware on the application Ingresses only:",
-                "helm upgrade traefik traefik/traefik -n NAMESPACE --reuse-values "
-                "--set ports.web.redirectTo=null",
+                "entrypoint redirection (Helm: ports.web.redirectTo, or ports.web.redirections "
+                "in newer charts) and put a redirect middleware on the application Ingresses "
+                "only:",
+                shlex.join(
+                    [
+                        "helm",
+                        "upgrade",
+                        "traefik",
+                        "traefik/traefik",
+                        "-n",
+                        redirecting[0],
+                        "--reuse-values",
+                        "--set",
+                        "ports.web.redirectTo=null",
+                    ]
+                ),
             )
         )
     return patches
