@@ -35,8 +35,10 @@ _RANK = {Severity.FATAL: 0, Severity.ERROR: 1, Severity.WARNING: 2, Severity.INF
 
 
 class Stage(enum.IntEnum):
-    """The diagnosis stages, in the order they run."""
+    """The diagnosis stages, in the order they run. KUBE reads the cluster's objects
+    (``--kube``, ``--challenges``) before any lookup or probe."""
 
+    KUBE = -1
     NAME = 0
     DNS = 1
     HTTP = 2
@@ -79,6 +81,11 @@ class Code(enum.Enum):
     CHECK_FAILED = "check-failed"
     SOLVER_NOT_PRESENTED = "solver-not-presented"
     PERSPECTIVE_BLOCKED = "perspective-blocked"
+    LB_PROXY_SHORTCUT = "lb-proxy-protocol-shortcut"
+    TRAFFIC_POLICY_LOCAL = "traffic-policy-local"
+    INGRESS_REDIRECTS_SOLVER = "ingress-redirects-solver"
+    INGRESS_CLASS_UNSERVED = "ingress-class-unserved"
+    SELF_CHECK_SKIPPED = "self-check-skipped"
 
     @property
     def default_severity(self) -> Severity:
@@ -334,11 +341,13 @@ CODES: dict[Code, CodeInfo] = {
     ),
     Code.SOLVER_NOT_PRESENTED: CodeInfo(
         Severity.FATAL,
-        Stage.NAME,
-        "the challenge solver was never presented or routed",
-        "cert-manager could not present the HTTP-01 solver (an admission webhook rejected its "
-        "Ingress, its Pod or Service failed, an Ingress class nobody serves): the CA and the "
-        "self-check reach no solver at all, so this is not a validation failure",
+        Stage.KUBE,
+        "the challenge solver was never presented",
+        "cert-manager could not present the HTTP-01 solver: a `PresentError` event, an "
+        "admission webhook that denied the solver's Ingress (e.g. ingress-nginx's strict path "
+        "validation against cert-manager's `pathType: Exact`), or a Challenge with "
+        "`presented: false` and a reason. The CA and the self-check reach no solver at all, so "
+        "this is not a validation failure",
         "fix what rejected the solver (read the Challenge's events), then let cert-manager retry",
     ),
     Code.PERSPECTIVE_BLOCKED: CodeInfo(
@@ -352,6 +361,50 @@ CODES: dict[Code, CodeInfo] = {
         "fails, of 6 or more at most two), an error when it does not",
         "admit port 80 from every network: the CA validates from several regions and does "
         "not publish its addresses",
+    ),
+    Code.LB_PROXY_SHORTCUT: CodeInfo(
+        Severity.ERROR,
+        Stage.KUBE,
+        "PROXY protocol at the LB, its IP short-circuited inside",
+        "the ingress controller's LoadBalancer Service turns PROXY protocol on (DigitalOcean, "
+        "Hetzner, Scaleway, AWS annotations) and its status publishes a bare IP without "
+        "`ipMode: Proxy` or a hostname: kube-proxy routes in-cluster traffic for that IP "
+        "straight to the pods without the PROXY header, so the self-check gets EOF",
+        "the provider's hostname annotation on the Service (or `ipMode: Proxy`)",
+    ),
+    Code.TRAFFIC_POLICY_LOCAL: CodeInfo(
+        Severity.WARNING,
+        Stage.KUBE,
+        "externalTrafficPolicy: Local, solver on a node without a controller",
+        "the controller's Service has `externalTrafficPolicy: Local` and the solver pod runs "
+        "on a node with no ingress controller pod: traffic reaching that node is dropped",
+        "`externalTrafficPolicy: Cluster`, or the controller on every node",
+    ),
+    Code.INGRESS_REDIRECTS_SOLVER: CodeInfo(
+        Severity.ERROR,
+        Stage.KUBE,
+        "a redirect catches the challenge path",
+        "the solver's Ingress carries a redirect that applies to every path "
+        "(ingress-nginx `permanent-redirect`/`temporal-redirect`, a Traefik redirect "
+        "middleware) or the Traefik controller redirects its whole HTTP entrypoint",
+        "remove the redirect from the solver's Ingress (and the issuer's ingressTemplate)",
+    ),
+    Code.INGRESS_CLASS_UNSERVED: CodeInfo(
+        Severity.ERROR,
+        Stage.KUBE,
+        "no controller serves the solver's Ingress class",
+        "the solver's Ingress (or the issuer's solver) names an Ingress class that no "
+        "ingress controller in the cluster serves: the solver is never routed",
+        "set the issuer's solver `ingressClassName` to a class a controller serves",
+    ),
+    Code.SELF_CHECK_SKIPPED: CodeInfo(
+        Severity.WARNING,
+        Stage.COMPARE,
+        "the self-check is skipped while the CA would fail",
+        "the Challenge's solver sets `waitInsteadOfSelfCheck` (cert-manager >= 1.21) and the "
+        "outside probes fail: cert-manager will ask the CA anyway and spend failed "
+        "validations (rate-limited)",
+        "fix the failing path, and drop `waitInsteadOfSelfCheck` until the CA's view passes",
     ),
 }
 

@@ -50,6 +50,7 @@ from acmelb.vantage import (
 
 if TYPE_CHECKING:
     from acmelb.k8s import Challenge
+    from acmelb.kubeobjects import Cluster
 
 SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -74,6 +75,7 @@ __all__ = [
     "make_target",
     "names_from_text",
     "plan",
+    "read_objects",
     "targets_from_names",
 ]
 
@@ -212,15 +214,21 @@ def plan(
     key: str | None = None,
     thumbprint: str | None = None,
     challenges: Sequence[Challenge] | None = None,
+    cluster: Cluster | None = None,
 ) -> Plan:
-    """Targets from cert-manager Challenges (``names`` then filters them), or from names."""
-    if challenges is None:
+    """Targets from a cluster's objects (``--kube``) or cert-manager Challenges alone
+    (``names`` then filters them), or from names."""
+    if challenges is None and cluster is None:
         return Plan(targets_from_names(names, token, key, thumbprint), [], settings.cluster)
     if token or key or thumbprint:
-        raise UsageError("--challenges brings its own tokens; drop --token/--key/--thumbprint")
+        which = "--kube" if cluster is not None else "--challenges"
+        raise UsageError(f"{which} brings its own tokens; drop --token/--key/--thumbprint")
     from acmelb.k8s import targets_from_challenges
 
-    targets, infos = targets_from_challenges(challenges, names)
+    if cluster is not None:
+        targets, infos = targets_from_challenges(cluster.challenges, names, cluster.solver_for)
+    else:
+        targets, infos = targets_from_challenges(challenges or [], names)
     return Plan(targets, infos, cluster=True)
 
 
@@ -383,6 +391,20 @@ def diagnose(
 
     DEFAULT_RUNNER.run(ctx, measure)
     return _report(ctx)
+
+
+def read_objects(target: Target, options: Options | None = None) -> Report:
+    """Only the KUBE stage: what the cluster's objects say about the target, with no
+    lookup and no probe (``acmelb diagnose --kube FILE --no-probe``). The CA's verdict is
+    known only when the objects alone make it fail."""
+    ctx = Context(target=target, options=options or Options(), cluster=True)
+    DEFAULT_RUNNER.run_stage(ctx, Stage.KUBE)
+    fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
+    return Report(
+        target=target,
+        findings=sort_findings(ctx.findings),
+        verdicts={"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN},
+    )
 
 
 def analyse(

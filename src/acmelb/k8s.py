@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from acmelb.errors import UsageError
 
 if TYPE_CHECKING:
     from acmelb.checks.base import Target
+    from acmelb.kubeobjects import Solver
 
 
 @dataclass
@@ -23,6 +24,16 @@ class Challenge:
     key: str | None
     state: str
     reason: str | None
+    presented: bool = False
+    # spec.solver as cert-manager copied it from the issuer (ACMEChallengeSolver)
+    solver: dict[str, Any] = field(default_factory=dict)
+    issuer: str | None = None  # "ClusterIssuer/name" or "Issuer/namespace/name"
+
+    @property
+    def wait_instead_of_self_check(self) -> str | None:
+        """spec.solver.waitInsteadOfSelfCheck (cert-manager >= 1.21): the self-check is skipped."""
+        value = self.solver.get("waitInsteadOfSelfCheck")
+        return str(value) if value is not None else None
 
     @property
     def ref(self) -> str:
@@ -63,40 +74,60 @@ def parse_challenges(text: str, source: str = "input") -> list[Challenge]:
             raise UsageError(
                 f"{source}: items[{i}] is a {str(kind)[:60]!r}, not a cert-manager Challenge"
             )
-        meta = item.get("metadata") or {}
-        spec = item.get("spec")
-        status = item.get("status") or {}
-        if not isinstance(spec, dict) or not isinstance(meta, dict) or not isinstance(status, dict):
-            raise UsageError(f"{source}: items[{i}] has no spec")
-        dns_name = spec.get("dnsName")
-        ctype = spec.get("type")
-        if not isinstance(dns_name, str) or not isinstance(ctype, str):
-            raise UsageError(f"{source}: items[{i}] lacks spec.dnsName or spec.type")
-        token, key = spec.get("token"), spec.get("key")
-        if not isinstance(token, str | None) or not isinstance(key, str | None):
-            raise UsageError(f"{source}: items[{i}] has a non-string token or key")
-        reason = status.get("reason")
-        out.append(
-            Challenge(
-                namespace=str(meta.get("namespace") or "default"),
-                name=str(meta.get("name") or f"items[{i}]"),
-                dns_name=dns_name,
-                type=ctype,
-                token=token,
-                key=key,
-                state=str(status.get("state") or ""),
-                reason=reason if isinstance(reason, str) and reason else None,
-            )
-        )
+        out.append(challenge_from_item(item, f"{source}: items[{i}]"))
     return out
 
 
+def challenge_from_item(item: dict[str, Any], where: str) -> Challenge:
+    """One Challenge object; UsageError naming ``where`` if it lacks what a Challenge has."""
+    meta = item.get("metadata") or {}
+    spec = item.get("spec")
+    status = item.get("status") or {}
+    if not isinstance(spec, dict) or not isinstance(meta, dict) or not isinstance(status, dict):
+        raise UsageError(f"{where} has no spec")
+    dns_name = spec.get("dnsName")
+    ctype = spec.get("type")
+    if not isinstance(dns_name, str) or not isinstance(ctype, str):
+        raise UsageError(f"{where} lacks spec.dnsName or spec.type")
+    token, key = spec.get("token"), spec.get("key")
+    if not isinstance(token, str | None) or not isinstance(key, str | None):
+        raise UsageError(f"{where} has a non-string token or key")
+    reason = status.get("reason")
+    solver = spec.get("solver")
+    namespace = str(meta.get("namespace") or "default")
+    return Challenge(
+        namespace=namespace,
+        name=str(meta.get("name") or where),
+        dns_name=dns_name,
+        type=ctype,
+        token=token,
+        key=key,
+        state=str(status.get("state") or ""),
+        reason=reason if isinstance(reason, str) and reason else None,
+        presented=status.get("presented") is True,
+        solver=solver if isinstance(solver, dict) else {},
+        issuer=_issuer_ref(spec.get("issuerRef"), namespace),
+    )
+
+
+def _issuer_ref(ref: Any, namespace: str) -> str | None:
+    if not isinstance(ref, dict) or not ref.get("name"):
+        return None
+    kind = str(ref.get("kind") or "Issuer")
+    where = "" if kind == "ClusterIssuer" else f"{namespace}/"
+    return f"{kind}/{where}{ref['name']}"
+
+
 def targets_from_challenges(
-    challenges: Sequence[Challenge], wanted_names: Iterable[str] = ()
+    challenges: Sequence[Challenge],
+    wanted_names: Iterable[str] = (),
+    solver_of: Callable[[Challenge], Solver] | None = None,
 ) -> tuple[list[Target], list[str]]:
     """The pending HTTP-01 challenges (of the wanted names, if any) as targets, and one
-    line for each challenge skipped and why."""
+    line for each challenge skipped and why. ``solver_of`` connects a Challenge to its
+    objects (``Cluster.solver_for``); by default it stands alone."""
     from acmelb.diagnose import make_target
+    from acmelb.kubeobjects import Solver
 
     wanted = {n.lower().rstrip(".") for n in wanted_names}
     targets: list[Target] = []
@@ -112,6 +143,7 @@ def targets_from_challenges(
             continue
         target = make_target(ch.dns_name, ch.token, ch.key)
         target.challenge, target.reason = ch.ref, ch.reason
+        target.kube = solver_of(ch) if solver_of is not None else Solver.alone(ch)
         targets.append(target)
     if not targets:
         infos.append("no pending HTTP-01 challenge in the list")

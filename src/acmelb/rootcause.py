@@ -30,6 +30,23 @@ _WRONG_ANSWER = (
 # cause -> the findings it produces by itself. A finding listed here is folded only when
 # its cause was found too.
 CONSEQUENCES: dict[Code, tuple[Code, ...]] = {
+    # what the Kubernetes objects show explains what the probes then meet
+    Code.LB_PROXY_SHORTCUT: (
+        Code.PROXY_PROTOCOL_REQUIRED,
+        *_UNREACHABLE,
+        Code.HTTP_ERROR_STATUS,
+        Code.NAT_LOOPBACK,
+    ),
+    Code.INGRESS_CLASS_UNSERVED: (*_WRONG_ANSWER, *_UNREACHABLE, Code.SOLVER_NOT_PRESENTED),
+    Code.INGRESS_REDIRECTS_SOLVER: (
+        Code.REDIRECT_BAD_TARGET,
+        Code.REDIRECT_BAD_STATUS,
+        Code.REDIRECT_LOOP,
+        Code.REDIRECT_TOO_MANY,
+        *_UNREACHABLE,
+        *_WRONG_ANSWER,
+    ),
+    Code.TRAFFIC_POLICY_LOCAL: (*_UNREACHABLE, Code.INCONSISTENT_BACKENDS),
     Code.SOLVER_NOT_PRESENTED: (*_WRONG_ANSWER, *_UNREACHABLE, Code.INCONSISTENT_BACKENDS),
     Code.DNS_RESERVED_ADDRESS: _UNREACHABLE,
     Code.DNS_SPLIT_HORIZON: (
@@ -65,6 +82,10 @@ _PRIORITY: tuple[Code, ...] = (
     Code.DNS_LOOKUP_FAILED,
     Code.CAA_FORBIDS,
     Code.SOLVER_NOT_PRESENTED,
+    Code.INGRESS_CLASS_UNSERVED,
+    Code.LB_PROXY_SHORTCUT,
+    Code.INGRESS_REDIRECTS_SOLVER,
+    Code.TRAFFIC_POLICY_LOCAL,
     Code.DNS_RESERVED_ADDRESS,
     Code.DNS_SPLIT_HORIZON,
     Code.PERSPECTIVE_BLOCKED,

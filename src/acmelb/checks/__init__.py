@@ -26,11 +26,24 @@ from acmelb.checks.compare import (
     VantageHealth,
 )
 from acmelb.checks.dns import Caa, DnsAddresses, DnsReserved
+from acmelb.checks.kube import (
+    IngressClassUnserved,
+    IngressRedirectsSolver,
+    LbProxyShortcut,
+    SelfCheckSkipped,
+    SolverNotPresented,
+    TrafficPolicyLocal,
+)
 from acmelb.checks.names import InvalidName
 from acmelb.codes import Stage
 from acmelb.findings import Code, Finding, Severity
 
 ALL_CHECKS: tuple[Check, ...] = (
+    SolverNotPresented(),
+    LbProxyShortcut(),
+    TrafficPolicyLocal(),
+    IngressRedirectsSolver(),
+    IngressClassUnserved(),
     InvalidName(),
     DnsAddresses(),
     DnsReserved(),
@@ -49,6 +62,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     InsideOnly(),
     TrailingWhitespace(),
     Middlebox(),
+    SelfCheckSkipped(),
 )
 
 

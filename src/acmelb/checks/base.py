@@ -14,11 +14,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from acmelb.codes import Stage
 from acmelb.findings import KEYAUTH_RE, Code, Finding
 from acmelb.resolution import DnsResult
+
+if TYPE_CHECKING:
+    from acmelb.kubeobjects import Solver
 
 # Let's Encrypt's rules, from Boulder's va/http.go (the conformance table in
 # docs/diagnose.md gives the line of each).
@@ -47,6 +50,7 @@ class Target:
     random_token: bool = False
     challenge: str | None = None  # "namespace/name" of a cert-manager Challenge
     reason: str | None = None  # its status.reason
+    kube: Solver | None = None  # the Challenge and its objects (the KUBE stage reads them)
 
     @property
     def url(self) -> str:

@@ -8,9 +8,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from acmelb.commands._common import add_vantage_options, probe_settings, read_input
+from acmelb.kubeobjects import KUBECTL_COMMAND
 
 if TYPE_CHECKING:
+    from acmelb.diagnose import Report
     from acmelb.k8s import Challenge
+    from acmelb.kubeobjects import Cluster
 
 HELP = "find out why HTTP-01 validation fails (and how to fix it)"
 
@@ -36,10 +39,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the account key thumbprint (key = token.thumbprint); without "
         "--token, checks a stateless responder with a random token",
     )
-    p.add_argument(
+    objects = p.add_mutually_exclusive_group()
+    objects.add_argument(
         "--challenges",
         metavar="FILE",
         help="`kubectl get challenges -A -o json` output ('-' = stdin)",
+    )
+    objects.add_argument(
+        "--kube",
+        metavar="FILE",
+        help=f"`{KUBECTL_COMMAND}` output ('-' = stdin): each pending HTTP-01 Challenge with "
+        "its solver, Ingress class, controller, load balancer Service and events; the "
+        "controller pod becomes the inside vantage (kubectl exec) and the LB address the "
+        "address probed, unless --inside/--resolve say otherwise",
+    )
+    p.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="with --kube or --challenges: report what the objects say, send no packet",
     )
     add_vantage_options(p, fleet=True)
     p.add_argument(
@@ -56,16 +73,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from acmelb import report
-    from acmelb.diagnose import DEFAULT_WORKERS, diagnose_many, names_from_text, plan
+    from acmelb.diagnose import (
+        DEFAULT_WORKERS,
+        diagnose_many,
+        names_from_text,
+        plan,
+        read_objects,
+    )
     from acmelb.errors import UsageError
+    from acmelb.kubeobjects import kube_settings
     from acmelb.vantage import build_vantages
 
     settings = probe_settings(args)
     if args.concurrency is not None and not 1 <= args.concurrency <= 1024:
         raise UsageError("--concurrency must be between 1 and 1024")
-    vantages = build_vantages(settings)
-    if args.from_file == "-" and args.challenges == "-":
-        raise UsageError("--from-file and --challenges cannot both read standard input")
+    if args.from_file == "-" and "-" in (args.challenges, args.kube):
+        raise UsageError("--from-file and --challenges/--kube cannot both read standard input")
+    if args.no_probe and not (args.kube or args.challenges):
+        raise UsageError("--no-probe goes with --kube or --challenges")
     names = list(args.names)
     if args.from_file:
         names += names_from_text(read_input(args.from_file, "--from-file"))
@@ -76,8 +101,17 @@ def run(args: argparse.Namespace) -> int:
         key=args.key,
         thumbprint=args.thumbprint,
         challenges=_challenges(args.challenges) if args.challenges else None,
+        cluster=_cluster(args.kube) if args.kube else None,
     )
-    report.write_infos(todo.infos, sys.stderr if args.json else sys.stdout)
+    info_out = sys.stderr if args.json else sys.stdout
+    if args.no_probe:
+        report.write_infos(todo.infos, info_out)
+        return _write(args, [read_objects(t) for t in todo.targets])
+    if args.kube:
+        settings, derived = kube_settings(settings, [t.kube for t in todo.targets if t.kube])
+        todo.infos += [*derived.infos, f"to rerun by hand: {derived.command(args.kube)}"]
+    vantages = build_vantages(settings)
+    report.write_infos(todo.infos, info_out)
     progress = (
         report.Progress(len(todo.targets), sys.stderr)
         if (len(todo.targets) > 1 and not args.json and sys.stderr.isatty())
@@ -93,8 +127,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if progress is not None:
         progress.close()
+    return _write(args, reports)
+
+
+def _write(args: argparse.Namespace, reports: list[Report]) -> int:
+    from acmelb import report
+
     if args.json:
-        report.write_json(reports, sys.stdout, array=bool(args.challenges))
+        report.write_json(reports, sys.stdout, array=bool(args.challenges or args.kube))
     else:
         colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         report.write_text(reports, sys.stdout, colour)
@@ -105,3 +145,9 @@ def _challenges(path: str) -> list[Challenge]:
     from acmelb.k8s import parse_challenges
 
     return parse_challenges(read_input(path, "--challenges"), path)
+
+
+def _cluster(path: str) -> Cluster:
+    from acmelb.kubeobjects import parse_cluster
+
+    return parse_cluster(read_input(path, "--kube"), path)

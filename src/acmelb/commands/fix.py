@@ -56,8 +56,21 @@ def register(sub: Any) -> None:
     lb.add_argument("--backend", action="append", default=[], required=True, metavar="IP[:PORT]")
     lb.set_defaults(run=run_lb_tcp)
 
-    k8s = kinds.add_parser("k8s", help="Kubernetes-side fix for hairpin or PROXY protocol")
-    k8s.add_argument("--case", choices=("hairpin", "proxy-protocol"), required=True)
+    k8s = kinds.add_parser(
+        "k8s",
+        help="Kubernetes-side fix for hairpin or PROXY protocol, or for the objects of a file",
+        description="With --kube, read the same file as `acmelb diagnose --kube` and print the "
+        "exact change for each problem its objects show (kubectl lines in comments, whole "
+        "objects to apply); with --case, print the generic fix.",
+    )
+    source = k8s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--case", choices=("hairpin", "proxy-protocol"))
+    source.add_argument(
+        "--kube",
+        metavar="FILE",
+        help="`kubectl get challenges,orders,certificates,ingresses,services,endpointslices,"
+        "pods,events -A -o json` output ('-' = stdin)",
+    )
     k8s.add_argument(
         "--provider", choices=("digitalocean", "hetzner", "scaleway", "generic"), default="generic"
     )
@@ -114,6 +127,15 @@ def run_lb_tcp(args: argparse.Namespace) -> int:
 def run_k8s(args: argparse.Namespace) -> int:
     from acmelb.fix import k8s
     from acmelb.names import normalize_name
+
+    if args.kube:
+        from acmelb.commands._common import read_input
+        from acmelb.fix import kube
+        from acmelb.kubeobjects import parse_cluster
+
+        cluster = parse_cluster(read_input(args.kube, "--kube"), args.kube)
+        print(kube.render(cluster), end="")
+        return 0
 
     print(
         k8s.render(

@@ -1,0 +1,59 @@
+"""``acmelb fix k8s --kube FILE``: the exact changes for the objects of a cluster's file.
+
+The same rules as the KUBE stage's checks (``acmelb.checks.kube``), applied to every
+pending HTTP-01 Challenge of the file; each problem found gives its ``Patch`` (a kubectl
+line, and the whole changed object or the issuer's fragment). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from acmelb.checks import kube as rules
+from acmelb.fix import k8s as fixes
+from acmelb.fix.k8s import Patch
+from acmelb.kubeobjects import Cluster, Solver
+
+
+def solver_patches(solver: Solver) -> list[Patch]:
+    """Every patch for one Challenge's objects, in the order the checks run."""
+    patches: list[Patch] = []
+    said = rules.present_failures(solver)
+    if said:
+        patches += fixes.not_presented_patches(solver, " ".join(said))
+    for service in solver.front_services:
+        provider = rules.proxy_shortcut(service)
+        if provider is not None:
+            patches += fixes.proxy_shortcut_patches(service, provider, solver.challenge)
+    local = rules.local_policy_services(solver)
+    if local and rules.nodes_without_controller(solver):
+        patches.append(fixes.traffic_policy_patch(local[0]))
+    redirects = rules.redirects(solver)
+    if redirects:
+        patches += fixes.redirect_patches(solver, redirects)
+    served = rules.served_classes(solver)
+    if rules.unserved_classes(solver) and served:
+        patches += fixes.ingress_class_patches(solver, served[0])
+    return patches
+
+
+def cluster_patches(cluster: Cluster) -> list[Patch]:
+    """The patches for every pending HTTP-01 Challenge, each change once (several
+    Challenges behind one Service need one annotation)."""
+    seen: set[str] = set()
+    out: list[Patch] = []
+    for challenge in cluster.challenges:
+        if not (challenge.http01 and challenge.pending):
+            continue
+        for patch in solver_patches(cluster.solver_for(challenge)):
+            if patch.command not in seen:
+                seen.add(patch.command)
+                out.append(patch)
+    return out
+
+
+def render(cluster: Cluster) -> str:
+    """The patches as a YAML stream (comments name the kubectl line), or one comment
+    saying nothing was found."""
+    patches = cluster_patches(cluster)
+    if not patches:
+        return "# acmelb: no change to suggest from these objects\n"
+    return "---\n".join(p.document() for p in patches)
