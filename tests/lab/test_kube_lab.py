@@ -61,6 +61,7 @@ def diagnose_kube(lab: Lab, path: Path, *, inside: tuple[str, ...]) -> tuple[dic
     argv = [
         sys.executable, "-m", "acmelb", "diagnose", "--kube", str(path), "--json",
         "--timeout", "1", "--repeat", "1", "--assume-public", "198.18.0.0/15",
+        "--assume-public", "test",
         "--resolve", f"{sc.name}:{lab.vip}",
     ]  # fmt: skip
     for role in inside:
@@ -95,6 +96,9 @@ def test_proxy_protocol_shortcut_read_from_the_service_is_what_the_inside_probe_
     # and the probes see it: no answer without the header from inside, one with it
     assert "proxy-protocol-required" in found
     assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
+    # one root cause: what the objects show explains what the probes meet
+    assert doc["root_cause"]["code"] == "lb-proxy-protocol-shortcut"
+    assert "proxy-protocol-required" in doc["root_cause"]["consequences"]
     # the line to rerun by hand names the file, the vantage and the address
     rerun = f"--kube {path} --inside '{lab.vantage('b1')}' --resolve {lab.scenario.name}:{lab.vip}"
     assert f"info: to rerun by hand: acmelb diagnose {rerun}" in said
@@ -110,3 +114,5 @@ def test_redirect_annotation_read_from_the_ingress_is_what_the_probes_follow(
     assert "redirect-https" in found  # the probes were redirected to https
     assert "port-80-refused" in found  # and nothing serves the solver there
     assert doc["verdicts"]["acme-ca"] == "fail"
+    assert doc["root_cause"]["code"] == "ingress-redirects-solver"
+    assert "port-80-refused" in doc["root_cause"]["consequences"]

@@ -116,7 +116,20 @@ def lb_iptables(scenario: Scenario, *, ipv6: bool = False) -> str:
     if mode is Mode.FIREWALL:
         filter_table.append(f"-A INPUT -i {UPLINK} -p tcp --dport 80 -j DROP")
     filter_table.append("COMMIT")
-    return "\n".join(nat + filter_table) + "\n"
+    return "\n".join(nat + filter_table + _blocked_sources(scenario, ipv6)) + "\n"
+
+
+def _blocked_sources(scenario: Scenario, ipv6: bool) -> list[str]:
+    """A source allowlist gone wrong: port 80 dropped for some public-side networks, before
+    any NAT (the raw table), whatever the LB mode."""
+    if ipv6 or not scenario.blocked:
+        return []
+    raw = ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    for role in scenario.blocked:
+        source = scenario.source_address(role)
+        raw.append(f"-A PREROUTING -s {source}/32 -p tcp --dport 80 -j DROP")
+    raw.append("COMMIT")
+    return raw
 
 
 def shortcut_iptables(index: int, *, ipv6: bool = False) -> str:

@@ -115,6 +115,7 @@ OTHER_THUMBPRINT = "Ezr9sZbGqKjMB79QS2XAonqp4GCBtD8Tq0fo7bc2fWY"
 LAB_NAME = "app.acmelb.test"
 
 MAX_BACKENDS = 10
+MAX_PERSPECTIVES = 8  # public-side namespaces p1..pN besides pub: the CA's remote perspectives
 CLUSTER_BACKENDS = 3  # the cluster preset's default number of instances
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -145,6 +146,14 @@ class AddressPlan:
 
     def backend6(self, index: int) -> str:
         return f"2001:db8:1::{10 + index:x}"
+
+    def perspective(self, index: int) -> str:
+        """Address of public-side namespace ``p<index>`` (1-based), on its own /30 to the LB."""
+        return f"198.18.4.{4 * (index - 1) + 2}"
+
+    def lb_perspective(self, index: int) -> str:
+        """The LB's end of ``p<index>``'s link: that namespace's default gateway."""
+        return f"198.18.4.{4 * (index - 1) + 1}"
 
 
 ADDRESSES = AddressPlan()
@@ -185,6 +194,8 @@ class Scenario:
     cluster: bool = False
     dns_names: tuple[str, ...] = ()
     cert_validity: int | None = None
+    perspectives: int = 0
+    blocked: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", parse_mode(self.mode))
@@ -195,6 +206,15 @@ class Scenario:
             raise UsageError(f"a lab has 1 to {MAX_BACKENDS} backends, not {len(self.backends)}")
         if self.mode is Mode.ROUND_ROBIN and len(self.backends) < 2:
             raise UsageError("round-robin needs at least two backends")
+        if not 0 <= self.perspectives <= MAX_PERSPECTIVES:
+            raise UsageError(f"a lab has 0 to {MAX_PERSPECTIVES} perspectives")
+        object.__setattr__(self, "blocked", tuple(self.blocked))
+        for role in self.blocked:
+            if role != "pub" and role not in self.perspective_roles:
+                raise UsageError(
+                    f"blocked {role!r}: not pub nor a perspective "
+                    f"({', '.join(self.perspective_roles) or 'none'})"
+                )
         for label, value in (("token", self.token), ("thumbprint", self.thumbprint)):
             if not _BASE64URL.match(value):
                 raise UsageError(f"{label} {value!r}: must be base64url (A-Z a-z 0-9 _ -)")
@@ -229,6 +249,17 @@ class Scenario:
     @property
     def backend_roles(self) -> tuple[str, ...]:
         return tuple(f"b{index}" for index in range(1, len(self.backends) + 1))
+
+    @property
+    def perspective_roles(self) -> tuple[str, ...]:
+        """More public-side namespaces (``p1``...): the CA's other network perspectives."""
+        return tuple(f"p{index}" for index in range(1, self.perspectives + 1))
+
+    def source_address(self, role: str) -> str:
+        """The address a public-side role (``pub``, ``p1``...) connects to the VIP from."""
+        if role == "pub":
+            return ADDRESSES.public_host
+        return ADDRESSES.perspective(self.perspective_roles.index(role) + 1)
 
     @property
     def challenge_path(self) -> str:

@@ -122,6 +122,8 @@ def _scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         cluster=data.get("cluster", False),
         dns_names=tuple(data.get("dns_names", ())),
         cert_validity=data.get("cert_validity"),
+        perspectives=data.get("perspectives", 0),
+        blocked=tuple(data.get("blocked", ())),
     )
 
 
@@ -630,7 +632,7 @@ def _allocate(scenario: Scenario, state_root: Path, owner: int | None) -> Lab:
             state_dir.mkdir(mode=0o755)
         except FileExistsError:
             continue
-        roles = (PUBLIC, LB, *scenario.backend_roles)
+        roles = (PUBLIC, LB, *scenario.backend_roles, *scenario.perspective_roles)
         state = LabState(
             id=lab_id,
             scenario={
@@ -673,6 +675,8 @@ def _build_network(lab: Lab) -> None:
     links = [f"link add eth0 netns {pub} type veth peer name {configs.UPLINK} netns {lb}"]
     for index, role in enumerate(lab.backends, start=1):
         links.append(f"link add vb{index} netns {lb} type veth peer name eth0 netns {lab.ns(role)}")
+    for index, role in enumerate(scenario.perspective_roles, start=1):
+        links.append(f"link add vp{index} netns {lb} type veth peer name eth0 netns {lab.ns(role)}")
     netns.ip([], batch="\n".join(links) + "\n")
 
     pub_cmds = [
@@ -699,6 +703,11 @@ def _build_network(lab: Lab) -> None:
         ]
     for index in range(1, len(lab.backends) + 1):
         lb_cmds.append(f"link set vb{index} master {configs.BRIDGE} up")
+    for index in range(1, scenario.perspectives + 1):
+        lb_cmds += [
+            f"link set vp{index} up",
+            f"addr add {ADDRESSES.lb_perspective(index)}/30 dev vp{index}",
+        ]
     netns.ip([], namespace=pub, batch="\n".join(pub_cmds) + "\n")
     netns.ip([], namespace=lb, batch="\n".join(lb_cmds) + "\n")
     for index, role in enumerate(lab.backends, start=1):
@@ -713,6 +722,14 @@ def _build_network(lab: Lab) -> None:
                 f"addr add {ADDRESSES.backend6(index)}/64 dev eth0 nodad",
                 f"route add default via {ADDRESSES.lb_backend6}",
             ]
+        netns.ip([], namespace=lab.ns(role), batch="\n".join(cmds) + "\n")
+    for index, role in enumerate(scenario.perspective_roles, start=1):
+        cmds = [
+            "link set lo up",
+            "link set eth0 up",
+            f"addr add {ADDRESSES.perspective(index)}/30 dev eth0",
+            f"route add default via {ADDRESSES.lb_perspective(index)}",
+        ]
         netns.ip([], namespace=lab.ns(role), batch="\n".join(cmds) + "\n")
 
     netns.set_sysctls(
