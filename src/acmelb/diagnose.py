@@ -400,10 +400,8 @@ def read_objects(target: Target, options: Options | None = None) -> Report:
     ctx = Context(target=target, options=options or Options(), cluster=True)
     DEFAULT_RUNNER.run_stage(ctx, Stage.KUBE)
     fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
-    return Report(
-        target=target,
-        findings=sort_findings(ctx.findings),
-        verdicts={"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN},
+    return _report(
+        ctx, {"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN}
     )
 
 
@@ -431,10 +429,10 @@ def analyse(
     return _report(ctx)
 
 
-def _report(ctx: Context) -> Report:
-    """The verdicts from every finding as found, then the findings with the consequences
-    of the root cause folded."""
-    judged = verdicts(ctx)
+def _report(ctx: Context, judged: dict[str, str] | None = None) -> Report:
+    """The verdicts from every finding as found (unless given), then the findings with
+    the consequences of the root cause folded."""
+    judged = judged if judged is not None else verdicts(ctx)
     findings, cause = attribute(sort_findings(ctx.findings))
     return Report(
         target=ctx.target,
