@@ -400,9 +400,7 @@ def read_objects(target: Target, options: Options | None = None) -> Report:
     ctx = Context(target=target, options=options or Options(), cluster=True)
     DEFAULT_RUNNER.run_stage(ctx, Stage.KUBE)
     fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
-    return _report(
-        ctx, {"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN}
-    )
+    return _report(ctx, {"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN})
 
 
 def analyse(
