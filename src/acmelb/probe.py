@@ -32,9 +32,14 @@ import sys
 import threading
 import time
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Generator, List, Optional, Tuple
 
 Hop = Dict[str, Any]
+# A step function: a generator that yields the I/O it needs, ``(operation, args...)``,
+# and receives the result (or has the exception thrown in). The HTTP-01 fetch rules
+# live in steps, once; a blocking driver (here) and an asyncio driver
+# (acmelb.probe_async) perform the I/O, so the two cannot measure differently.
+Steps = Generator[Tuple[Any, ...], Any, Any]
 
 PROBE_SCHEMA = "acmelb.probe/v1"
 DEFAULT_USER_AGENT = "acmelb-probe/1 (+HTTP-01 diagnosis; emulates an ACME validator)"
@@ -95,6 +100,13 @@ def resolve(name: str, overrides: Optional[Dict[str, List[str]]] = None) -> Dict
 
     ``overrides`` maps lower-case names to address lists (like curl --resolve).
     """
+    result = run_blocking(resolve_steps(name, overrides))  # type: Dict[str, Any]
+    return result
+
+
+def resolve_steps(name: str, overrides: Optional[Dict[str, List[str]]]) -> Steps:
+    """``resolve`` as steps: overrides and literals here, the system's resolver through
+    the driver (``("getaddrinfo", name)``)."""
     key = name.lower().rstrip(".")
     if overrides and key in overrides:
         addrs = list(overrides[key])
@@ -117,7 +129,7 @@ def resolve(name: str, overrides: Optional[Dict[str, List[str]]] = None) -> Dict
     aaaa = []  # type: List[str]
     a = []  # type: List[str]
     try:
-        infos = socket.getaddrinfo(key, 80, 0, socket.SOCK_STREAM)
+        infos = yield ("getaddrinfo", key)
     except socket.gaierror as exc:
         return {"name": key, "source": "system", "aaaa": [], "a": [], "error": str(exc)}
     except (OSError, UnicodeError) as exc:
@@ -179,31 +191,29 @@ def _join_url(base: str, location: str) -> str:
     return "%s://%s%s/%s" % (scheme, hostport, directory, location)
 
 
-def _proxy_header(sock: socket.socket, family: int) -> bytes:
-    src = sock.getsockname()
-    dst = sock.getpeername()
+def _proxy_header(src: Tuple[Any, ...], dst: Tuple[Any, ...], family: int) -> bytes:
     proto = "TCP6" if family == socket.AF_INET6 else "TCP4"
     return ("PROXY %s %s %s %d %d\r\n" % (proto, src[0], dst[0], src[1], dst[1])).encode("ascii")
 
 
 class _Reader:
-    """Reads from a socket under a read timeout and a total deadline."""
+    """Reads under a read timeout and a total deadline. Its methods are steps: they
+    yield ``("recv", timeout)`` and a driver sends back the bytes (b"" at the end) or
+    throws in the socket's exception."""
 
-    def __init__(self, sock: socket.socket, read_timeout: float, deadline: float) -> None:
-        self.sock = sock
+    def __init__(self, read_timeout: float, deadline: float) -> None:
         self.read_timeout = read_timeout
         self.deadline = deadline
         self.buf = b""
         self.total = 0
         self.eof = False
 
-    def _fill(self) -> bool:
+    def _fill(self) -> Steps:
         remaining = self.deadline - _now()
         if remaining <= 0:
             raise _Deadline()
-        self.sock.settimeout(min(self.read_timeout, remaining))
         try:
-            data = self.sock.recv(65536)
+            data = yield ("recv", min(self.read_timeout, remaining))
         except socket.timeout:
             if self.deadline - _now() <= 0.001:
                 raise _Deadline() from None
@@ -215,34 +225,38 @@ class _Reader:
         self.buf += data
         return True
 
-    def read_until(self, marker: bytes, limit: int) -> Optional[bytes]:
+    def read_until(self, marker: bytes, limit: int) -> Steps:
         while marker not in self.buf:
             if len(self.buf) > limit:
                 raise ValueError("header section longer than %d bytes" % limit)
-            if not self._fill():
+            filled = yield from self._fill()
+            if not filled:
                 return None
         idx = self.buf.index(marker) + len(marker)
         out, self.buf = self.buf[:idx], self.buf[idx:]
         return out
 
-    def read_exact(self, n: int) -> bytes:
+    def read_exact(self, n: int) -> Steps:
         while len(self.buf) < n:
-            if not self._fill():
+            filled = yield from self._fill()
+            if not filled:
                 break
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def read_to_eof(self, cap: int) -> bytes:
-        while len(self.buf) <= cap and self._fill():
-            pass
+    def read_to_eof(self, cap: int) -> Steps:
+        while len(self.buf) <= cap:
+            filled = yield from self._fill()
+            if not filled:
+                break
         out, self.buf = self.buf[: cap + 1], b""
         return out
 
 
-def _read_chunked(reader: _Reader, cap: int) -> Tuple[bytes, bool]:
+def _read_chunked(reader: _Reader, cap: int) -> Steps:
     body = b""
     while True:
-        line = reader.read_until(b"\r\n", 4096)
+        line = yield from reader.read_until(b"\r\n", 4096)
         if line is None:
             raise ValueError("chunked body ended early")
         size_text = line.strip().split(b";", 1)[0]
@@ -250,17 +264,17 @@ def _read_chunked(reader: _Reader, cap: int) -> Tuple[bytes, bool]:
         if size == 0:
             # trailers up to the blank line; tolerate their absence
             while True:
-                trailer = reader.read_until(b"\r\n", 4096)
+                trailer = yield from reader.read_until(b"\r\n", 4096)
                 if trailer is None or trailer == b"\r\n":
                     break
             return body, False
-        chunk = reader.read_exact(size)
+        chunk = yield from reader.read_exact(size)
         body += chunk
         if len(chunk) < size:
             raise ValueError("chunked body ended early")
         if len(body) > cap:
             return body[: cap + 1], True
-        reader.read_exact(2)
+        yield from reader.read_exact(2)
 
 
 def _decode_body(body: bytes) -> str:
@@ -317,6 +331,12 @@ def fetch_once(url: str, address: str, opts: Dict[str, Any], proxy_protocol: boo
 
     Returns a hop record: outcome, status, headers, body, timings.
     """
+    result = run_blocking(fetch_steps(url, address, opts, proxy_protocol))  # type: Dict[str, Any]
+    return result
+
+
+def fetch_steps(url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool) -> Steps:
+    """``fetch_once`` as steps: connect, optional PROXY header, TLS, request, response."""
     connect_timeout = float(opts.get("connect_timeout", 5.0))
     read_timeout = float(opts.get("read_timeout", connect_timeout))
     total_timeout = float(opts.get("total_timeout", connect_timeout * 2))
@@ -331,25 +351,23 @@ def fetch_once(url: str, address: str, opts: Dict[str, Any], proxy_protocol: boo
     )
     start = _now()
     deadline = start + total_timeout
-    sock = None  # type: Optional[socket.socket]
     try:
-        sock = _connect(family, address, port, min(connect_timeout, total_timeout))
+        yield from _connect(family, address, port, min(connect_timeout, total_timeout))
         rec["connect_ms"] = int((_now() - start) * 1000)
         if proxy_protocol:
-            sock.sendall(_proxy_header(sock, family))
+            src, dst = yield ("names",)
+            yield ("send", _proxy_header(src, dst, family))
         if scheme == "https":
-            sock = _start_tls(sock, host, max(0.001, min(read_timeout, deadline - _now())))
-            rec["tls_version"] = sock.version()  # type: ignore[attr-defined]
-        _send_request(
-            sock,
+            timeout = max(0.001, min(read_timeout, deadline - _now()))
+            rec["tls_version"] = yield from _start_tls(host, timeout)
+        yield from _send_request(
             path,
             _host_header(scheme, host, port),
             opts.get("user_agent") or DEFAULT_USER_AGENT,
         )
-        reader = _Reader(sock, read_timeout, deadline)
-        _read_response(
-            rec, reader, _read_head(reader, read_timeout), int(opts.get("body_cap", 1024 * 1024))
-        )
+        reader = _Reader(read_timeout, deadline)
+        head = yield from _read_head(reader, read_timeout)
+        yield from _read_response(rec, reader, head, int(opts.get("body_cap", 1024 * 1024)))
     except _Outcome as out:
         rec["outcome"], rec["error"] = out.outcome, out.error
         if out.body is not None:
@@ -363,47 +381,31 @@ def fetch_once(url: str, address: str, opts: Dict[str, Any], proxy_protocol: boo
         rec["outcome"], rec["error"] = "connect-error", str(exc)
     finally:
         rec["elapsed_ms"] = int((_now() - start) * 1000)
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
+    yield ("close",)
     return rec
 
 
-def _connect(family: int, address: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to ``address``: the socket, or the dial error as an outcome."""
+def _connect(family: int, address: str, port: int, timeout: float) -> Steps:
+    """A TCP connection to ``address``, or the dial error as an outcome."""
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as exc:
-        raise _Outcome("connect-error", str(exc)) from exc
-    sock.settimeout(timeout)
-    try:
-        sock.connect((address, port))
+        yield ("connect", family, address, port, timeout)
     except socket.timeout as exc:
-        sock.close()
         raise _Outcome("connect-timeout", "connect timed out after %.1f s" % timeout) from exc
     except ConnectionRefusedError as exc:
-        sock.close()
         raise _Outcome("connect-refused", "connection refused") from exc
     except OSError as exc:
-        sock.close()
         raise _Outcome("connect-error", exc.strerror or str(exc)) from exc
-    return sock
 
 
-def _start_tls(sock: socket.socket, host: str, timeout: float) -> socket.socket:
-    """TLS over ``sock`` for an https hop; the CA ignores certificate errors here."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    sock.settimeout(timeout)
+def _start_tls(host: str, timeout: float) -> Steps:
+    """TLS for an https hop (the CA ignores certificate errors here): its version."""
     try:
-        return ctx.wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+        version = yield ("tls", None if _is_ip(host) else host, timeout)
     except socket.timeout as exc:
         raise _Outcome("read-timeout", "TLS handshake timed out") from exc
     except (ssl.SSLError, OSError) as exc:
         raise _Outcome("bad-response", "TLS handshake failed: %s" % exc) from exc
+    return version
 
 
 def _host_header(scheme: str, host: str, port: int) -> str:
@@ -411,21 +413,21 @@ def _host_header(scheme: str, host: str, port: int) -> str:
     return ("[%s]" % host if ":" in host else host) + ("" if port == default else ":%d" % port)
 
 
-def _send_request(sock: socket.socket, path: str, host_header: str, user_agent: str) -> None:
+def _send_request(path: str, host_header: str, user_agent: str) -> Steps:
     request = (
         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
         "Accept-Encoding: gzip\r\nConnection: close\r\n\r\n" % (path, host_header, user_agent)
     ).encode("latin-1")
     try:
-        sock.sendall(request)
+        yield ("send", request)
     except (ConnectionResetError, BrokenPipeError) as exc:
         raise _Outcome("reset", "connection reset while sending: %s" % exc) from exc
 
 
-def _read_head(reader: _Reader, read_timeout: float) -> bytes:
+def _read_head(reader: _Reader, read_timeout: float) -> Steps:
     """The response head up to its blank line, or why none came."""
     try:
-        head = reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
+        head = yield from reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
     except ConnectionResetError as exc:
         if reader.total:
             raise _Outcome(
@@ -480,7 +482,7 @@ def parse_head(text: str) -> Tuple[Optional[int], str, List[List[str]]]:
     return int(m.group(1)), (m.group(2) or "").strip(), headers
 
 
-def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> None:
+def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Steps:
     """Status, headers and body (within ``body_cap``) into the hop record."""
     status, reason, headers = parse_head(head.decode("latin-1"))
     if status is None:
@@ -490,7 +492,7 @@ def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Non
     hmap = {}  # type: Dict[str, str]
     for k, v in headers:
         hmap.setdefault(k.lower(), v)
-    body, truncated, error = _read_body(reader, status, hmap, body_cap)
+    body, truncated, error = yield from _read_body(reader, status, hmap, body_cap)
     if error is None and not truncated:
         error = _short_of_length(body, hmap)
     if hmap.get("content-encoding", "").strip().lower() == "gzip":
@@ -505,9 +507,7 @@ def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Non
     rec["body_truncated"] = truncated
 
 
-def _read_body(
-    reader: _Reader, status: int, hmap: Dict[str, str], cap: int
-) -> Tuple[bytes, bool, Optional[str]]:
+def _read_body(reader: _Reader, status: int, hmap: Dict[str, str], cap: int) -> Steps:
     """The body as framed (none, chunked, Content-Length, to EOF), at most ``cap`` + 1
     bytes; whether it was cut; what went wrong reading it (the hop stays a response)."""
     truncated = False
@@ -515,13 +515,13 @@ def _read_body(
         if status in (204, 304) or 100 <= status < 200:
             body = b""
         elif "chunked" in hmap.get("transfer-encoding", "").lower():
-            body, truncated = _read_chunked(reader, cap)
+            body, truncated = yield from _read_chunked(reader, cap)
         elif "content-length" in hmap and hmap["content-length"].strip().isdigit():
             length = int(hmap["content-length"].strip())
-            body = reader.read_exact(min(length, cap + 1))
+            body = yield from reader.read_exact(min(length, cap + 1))
             truncated = length > cap
         else:
-            body = reader.read_to_eof(cap)
+            body = yield from reader.read_to_eof(cap)
         if len(body) > cap:
             body, truncated = body[: cap + 1], True
     except ConnectionResetError:
@@ -559,13 +559,14 @@ def _gunzip(
     return out, False, error
 
 
-def _finish_tls_check(rec: Hop, opts: Dict[str, Any]) -> Hop:
+def _finish_tls_check(rec: Hop, opts: Dict[str, Any]) -> Steps:
     """Turn an empty/reset/garbled answer into tls-on-http-port when the port speaks TLS."""
     garbled = rec["outcome"] in ("empty-reply", "reset", "bad-response")
     if garbled and rec["url"].startswith("http:"):
         timeout = float(opts.get("connect_timeout", 5.0))
         _s, host, port, _p = _split_url(rec["url"])
-        if _tls_handshake_ok(rec["address"], port, host, timeout):
+        speaks_tls = yield ("tls_probe", rec["address"], port, host, timeout)
+        if speaks_tls:
             rec["error"] = "%s; a TLS handshake on the same port succeeds" % rec["error"]
             rec["outcome"] = "tls-on-http-port"
     if rec["outcome"] == "response" and rec["status"] == 400:
@@ -586,6 +587,12 @@ def _location(rec: Hop) -> Optional[str]:
 def fetch_chain(
     url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool = False
 ) -> Dict[str, Any]:
+    """Fetch ``url`` at ``address``, following redirects (see ``chain_steps``)."""
+    result = run_blocking(chain_steps(url, address, opts, proxy_protocol))  # type: Dict[str, Any]
+    return result
+
+
+def chain_steps(url: str, address: str, opts: Dict[str, Any], proxy_protocol: bool) -> Steps:
     """Fetch ``url`` at ``address``, following redirects like Go (recorded hop by hop).
 
     The first hop goes to ``address``; later hops resolve their own host
@@ -601,10 +608,10 @@ def fetch_chain(
     first_target = _split_url(url)[1:3]
     while True:
         use_proxy = proxy_protocol and _split_url(current_url)[1:3] == first_target
-        hop = fetch_once(current_url, candidates[0], opts, use_proxy)
+        hop = yield from fetch_steps(current_url, candidates[0], opts, use_proxy)
         if hop["outcome"] in DIAL_ERRORS and len(candidates) > 1:
             failed = hop
-            hop = fetch_once(current_url, candidates[1], opts, use_proxy)
+            hop = yield from fetch_steps(current_url, candidates[1], opts, use_proxy)
             # Go's dialer falls back per hop; Boulder does not on a redirect hop, so keep
             # what the first address did for its verdict.
             hop["fallback_from"] = {
@@ -612,7 +619,7 @@ def fetch_chain(
                 "outcome": failed["outcome"],
                 "error": failed["error"],
             }
-        hop = _finish_tls_check(hop, opts)
+        hop = yield from _finish_tls_check(hop, opts)
         location = _location(hop) if hop["outcome"] == "response" else None
         if hop["outcome"] != "response" or hop["status"] not in REDIRECT_STATUSES or not location:
             return {"final": hop, "redirects": redirects}
@@ -625,7 +632,7 @@ def fetch_chain(
         except _Outcome as out:
             return {"final": _redirect_error(target, out.error), "redirects": redirects}
         seen.append(target)
-        res = resolve(host, overrides)
+        res = yield from resolve_steps(host, overrides)
         candidates = res["aaaa"][:1] + res["a"][:1]
         if not candidates:
             final = _redirect_error(
@@ -738,6 +745,13 @@ def _overrides(raw: Dict[str, Any]) -> Dict[str, List[str]]:
 
 def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
     """Run a probe request (a dict, see the module doc) and return the result dict."""
+    result = run_blocking(request_steps(request))  # type: Dict[str, Any]
+    return result
+
+
+def request_steps(request: Dict[str, Any]) -> Steps:
+    """``run_request`` as steps; ``("chains", url, opts, jobs)`` asks the driver to run
+    ``chain_steps`` for every job, concurrently, results in job order."""
     started = _now()
     name = request["name"]
     url = request["url"]
@@ -756,7 +770,7 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
             "error": None,
         }
     else:
-        resolution = resolve(name, overrides)
+        resolution = yield from resolve_steps(name, overrides)
     ordered = resolution["aaaa"] + resolution["a"]
     ordered = ordered[: int(request.get("max_addresses", 8))]
     always = proxy_mode == "always"
@@ -764,7 +778,7 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
     if request.get("local_probe"):
         local_addrs = request.get("local_addresses") or _local_addresses()
         jobs += [(a, 1, "local", False) for a in local_addrs[:3]]
-    done = _parallel(url, opts, jobs)
+    done = yield ("chains", url, opts, jobs)
     if proxy_mode == "on-failure" or (proxy_mode != "never" and request.get("local_probe")):
         retry = []
         for job, chain in zip(jobs, done):
@@ -773,7 +787,7 @@ def run_request(request: Dict[str, Any]) -> Dict[str, Any]:
                 retry.append((job[0], 1, "public", True))
             elif worth and job[2] == "local":
                 retry.append((job[0], 1, "local", True))
-        retried = _parallel(url, opts, retry)
+        retried = yield ("chains", url, opts, retry)
         for job, chain in zip(retry, retried):
             if job[2] == "public" or _usable_response(chain["final"]):
                 jobs.append(job)
@@ -853,6 +867,89 @@ def _parallel(
     for future in futures:
         future.result()
     return results
+
+
+class _BlockingIO:
+    """Performs the steps' I/O with blocking sockets: one connection at a time (a hop
+    is one exchange), closed at ``close`` or when the steps end."""
+
+    def __init__(self) -> None:
+        self.sock = None  # type: Optional[socket.socket]
+
+    def perform(self, op: Tuple[Any, ...]) -> Any:
+        kind = op[0]
+        if kind == "recv":
+            assert self.sock is not None
+            self.sock.settimeout(op[1])
+            return self.sock.recv(65536)
+        if kind == "send":
+            assert self.sock is not None
+            self.sock.sendall(op[1])
+            return None
+        if kind == "connect":
+            return self._connect(op[1], op[2], op[3], op[4])
+        if kind == "names":
+            assert self.sock is not None
+            return self.sock.getsockname(), self.sock.getpeername()
+        if kind == "tls":
+            return self._tls(op[1], op[2])
+        if kind == "close":
+            return self.close()
+        if kind == "getaddrinfo":
+            return socket.getaddrinfo(op[1], 80, 0, socket.SOCK_STREAM)
+        if kind == "tls_probe":
+            return _tls_handshake_ok(op[1], op[2], op[3], op[4])
+        if kind == "chains":
+            return _parallel(op[1], op[2], op[3])
+        raise ValueError("unknown probe operation %r" % (kind,))
+
+    def _connect(self, family: int, address: str, port: int, timeout: float) -> None:
+        self.close()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((address, port))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def _tls(self, server_hostname: Optional[str], timeout: float) -> Optional[str]:
+        assert self.sock is not None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.sock.settimeout(timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname)
+        return self.sock.version()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+
+def run_blocking(steps: Steps) -> Any:
+    """Drive steps to their result with blocking I/O."""
+    io = _BlockingIO()
+    value = None  # type: Any
+    error = None  # type: Optional[BaseException]
+    try:
+        while True:
+            try:
+                op = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            try:
+                value = io.perform(op)
+            except Exception as exc:  # the steps decide what an I/O error means
+                error = exc
+    finally:
+        io.close()
 
 
 def _attempt(
