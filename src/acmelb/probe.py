@@ -840,6 +840,13 @@ def _pool() -> Any:
         return _POOL[0]
 
 
+def failed_chain(url: str, exc: Exception) -> Dict[str, Any]:
+    """The chain record of a probe that failed by a bug, not by the network."""
+    hop = _redirect_error(url, "probe failure: %s: %s" % (type(exc).__name__, exc))
+    hop["outcome"] = "connect-error"
+    return {"final": hop, "redirects": []}
+
+
 def _parallel(
     url: str, opts: Dict[str, Any], jobs: List[Tuple[str, int, str, bool]]
 ) -> List[Dict[str, Any]]:
@@ -857,9 +864,7 @@ def _parallel(
             try:
                 results[index] = fetch_chain(url, job[0], opts, proxy_protocol=job[3])
             except Exception as exc:  # a probe bug must not lose the other results
-                hop = _redirect_error(url, "probe failure: %s: %s" % (type(exc).__name__, exc))
-                hop["outcome"] = "connect-error"
-                results[index] = {"final": hop, "redirects": []}
+                results[index] = failed_chain(url, exc)
 
     # this thread works too (one hand-off fewer); with one job, no other thread at all
     futures = [_pool().submit(worker) for _ in range(min(PER_REQUEST, len(jobs)) - 1)]
