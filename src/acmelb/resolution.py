@@ -624,7 +624,7 @@ def lookup(
 # Questions in flight at once in one event loop, all lookups together: a thousand lookups
 # of three questions each would otherwise overflow a DNS server's receive buffer (the
 # benchmark's drops queries from about 300 on), and a dropped query costs a timeout.
-MAX_QUESTIONS_IN_FLIGHT = 256
+MAX_QUESTIONS_IN_FLIGHT = 128
 _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
@@ -677,30 +677,52 @@ async def _ask_async(res: dns.asyncresolver.Resolver, question: Question) -> Out
         try:
             answer = await res.resolve(question[0], question[1], raise_on_no_answer=False)
         except dns.exception.DNSException as exc:
-            return exc
+            return _worded_as_blocking(exc)
     return answer.rrset
 
 
-async def _ask_shared(
+def _worded_as_blocking(exc: dns.exception.DNSException) -> dns.exception.DNSException:
+    """dnspython's asyncio backend words an attempt's timeout "timed out after N
+    seconds", the blocking one "timed out.": a CAA error quotes the attempts, and a
+    report must not depend on the driver that made it."""
+    import dns.exception
+
+    errors = exc.kwargs.get("errors")
+    if not errors or not any(isinstance(e[3], dns.exception.Timeout) for e in errors):
+        return exc
+    plain_timeout: Exception = dns.exception.Timeout()  # type: ignore[no-untyped-call]
+    plain = [
+        (*e[:3], plain_timeout if isinstance(e[3], dns.exception.Timeout) else e[3], *e[4:])
+        for e in errors
+    ]
+    return type(exc)(**{**exc.kwargs, "errors": plain})
+
+
+def _ask_shared(
     res: dns.asyncresolver.Resolver,
     question: Question,
     cache: CaaCache,
     server: tuple[str, int] | None,
     mine: list[tuple[str, asyncio.Future[Outcome]]],
-) -> Outcome:
+) -> Awaitable[Outcome]:
     """A CAA question asked once for all the lookups of the loop that need it now; the
-    asker records its claim in ``mine``, released once its steps stored the answer."""
+    asker records its claim in ``mine``, released once its steps stored the answer.
+    Not a coroutine: the claim is made at once, in the same turn of the loop as the
+    step's cache miss, so no asker's release can slip in between."""
     import asyncio
 
     future, asker = cache.asking(server, question[0], asyncio.get_running_loop())
-    if not asker:
-        try:
-            return await asyncio.shield(future)  # a waiter's cancellation must not cancel it
-        except asyncio.CancelledError:
-            if not future.cancelled():
-                raise  # this waiter was cancelled
-            return await _ask_async(res, question)  # the asker was: ask it here
-    mine.append((question[0], future))
+    if asker:
+        mine.append((question[0], future))
+        return _ask_for_all(res, question, future)
+    return _wait_for_asker(res, question, future)
+
+
+async def _ask_for_all(
+    res: dns.asyncresolver.Resolver, question: Question, future: asyncio.Future[Outcome]
+) -> Outcome:
+    import asyncio
+
     try:
         outcome = await _ask_async(res, question)
     except asyncio.CancelledError:
@@ -711,6 +733,19 @@ async def _ask_shared(
         raise
     future.set_result(outcome)
     return outcome
+
+
+async def _wait_for_asker(
+    res: dns.asyncresolver.Resolver, question: Question, future: asyncio.Future[Outcome]
+) -> Outcome:
+    import asyncio
+
+    try:
+        return await asyncio.shield(future)  # a waiter's cancellation must not cancel it
+    except asyncio.CancelledError:
+        if not future.cancelled():
+            raise  # this waiter was cancelled
+        return await _ask_async(res, question)  # the asker was: ask it here
 
 
 async def _drive_async(
@@ -725,7 +760,8 @@ async def _drive_async(
         while True:
             mine: list[tuple[str, asyncio.Future[Outcome]]] = []
             try:
-                outcomes = await asyncio.gather(*(ask(q, mine) for q in batch))
+                # ask() runs now, in the turn that ran the steps (see _ask_shared)
+                outcomes = await asyncio.gather(*[ask(q, mine) for q in batch])
                 batch = steps.send(list(outcomes))
             finally:  # after the steps stored the answers in the cache
                 release(mine)
@@ -747,10 +783,12 @@ async def lookup_async(
     CAA set is asked once for all of them."""
     res = _async_resolver(server, timeout)
 
-    async def ask(question: Question, mine: list[tuple[str, asyncio.Future[Outcome]]]) -> Outcome:
+    def ask(
+        question: Question, mine: list[tuple[str, asyncio.Future[Outcome]]]
+    ) -> Awaitable[Outcome]:
         if caa_cache is not None and question[1] == "CAA":
-            return await _ask_shared(res, question, caa_cache, server, mine)
-        return await _ask_async(res, question)
+            return _ask_shared(res, question, caa_cache, server, mine)
+        return _ask_async(res, question)
 
     def release(mine: list[tuple[str, asyncio.Future[Outcome]]]) -> None:
         for asked_name, future in mine:
