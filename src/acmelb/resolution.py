@@ -2,8 +2,9 @@
 
 ``lookup(name, dns_server)`` returns a ``DnsResult`` (addresses, CAA set and
 the errors met on the way) and never raises for DNS trouble: DNS trouble is
-evidence.  Reserved-range classification and CAA (RFC 8659) evaluation live
-here too.
+evidence. ``lookup_async`` is the same lookup for an asyncio event loop: both run one
+I/O-free description of the lookup (``_lookup_steps``). Reserved-range classification
+and CAA (RFC 8659) evaluation live here too.
 
 dnspython (~60 ms to import) is imported when a lookup first needs it: a run whose
 names are all given with ``--resolve`` never does.
@@ -622,8 +623,9 @@ def lookup(
 # -- the asyncio driver ----------------------------------------------------------------------
 
 # Questions in flight at once in one event loop, all lookups together: a thousand lookups
-# of three questions each would otherwise overflow a DNS server's receive buffer (the
-# benchmark's drops queries from about 300 on), and a dropped query costs a timeout.
+# of three questions each overflow a DNS server's receive buffer (the benchmark's
+# dropped queries with 1,024 in flight), and a dropped query costs a timeout. 128 was
+# the fastest of 32..256 in benchmarks/bench_dns.py.
 MAX_QUESTIONS_IN_FLIGHT = 128
 _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
