@@ -2,8 +2,9 @@
 
 ``lookup(name, dns_server)`` returns a ``DnsResult`` (addresses, CAA set and
 the errors met on the way) and never raises for DNS trouble: DNS trouble is
-evidence.  Reserved-range classification and CAA (RFC 8659) evaluation live
-here too.
+evidence. ``lookup_async`` is the same lookup for an asyncio event loop: both run one
+I/O-free description of the lookup (``_lookup_steps``). Reserved-range classification
+and CAA (RFC 8659) evaluation live here too.
 
 dnspython (~60 ms to import) is imported when a lookup first needs it: a run whose
 names are all given with ``--resolve`` never does.
@@ -15,13 +16,18 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
 from acmelb.errors import UsageError
 
 if TYPE_CHECKING:
+    import asyncio
+
+    import dns.asyncresolver
+    import dns.exception
     import dns.message
     import dns.resolver
     import dns.rrset
@@ -358,10 +364,15 @@ def _no_nameservers(request: dns.message.Message, errors: list[Any]) -> Exceptio
 class CaaCache:
     """CAA sets of parent names found during one run, shared by its lookups (the zone's
     set is the same for all its names): ``(server, name) -> records``. Only answers are
-    kept, never a failure. Thread-safe; a forked worker process has its own."""
+    kept, never a failure. Thread-safe; a forked worker process has its own.
+
+    For the asyncio driver it also knows the parent questions being asked right now, so
+    that a thousand lookups in flight under one zone ask its parent once and the others
+    wait for that answer instead of all missing the cache at the same moment."""
 
     def __init__(self) -> None:
         self._sets: dict[tuple[tuple[str, int] | None, str], list[CaaRecord]] = {}
+        self._asking: dict[tuple[tuple[str, int] | None, str], asyncio.Future[Outcome]] = {}
         self._lock = threading.Lock()
 
     def get(self, server: tuple[str, int] | None, name: str) -> list[CaaRecord] | None:
@@ -372,57 +383,164 @@ class CaaCache:
         with self._lock:
             self._sets[(server, name)] = records
 
+    def asking(
+        self, server: tuple[str, int] | None, name: str, loop: asyncio.AbstractEventLoop
+    ) -> tuple[asyncio.Future[Outcome], bool]:
+        """The future of the CAA question at ``name`` in this loop, and whether the caller
+        is the one to ask it (False: another lookup is asking, await its answer)."""
+        with self._lock:
+            pending = self._asking.get((server, name))
+            if pending is not None and pending.get_loop() is loop:
+                return pending, False
+            mine: asyncio.Future[Outcome] = loop.create_future()
+            self._asking[(server, name)] = mine
+            return mine, True
 
-def _query(ask: Ask, name: str, rdtype: str) -> RRsetResult:
+    def asked(
+        self, server: tuple[str, int] | None, name: str, future: asyncio.Future[Outcome]
+    ) -> None:
+        """The asker has stored the answer (``put``): later lookups use the set, or ask
+        again after a failure."""
+        with self._lock:
+            if self._asking.get((server, name)) is future:
+                del self._asking[(server, name)]
+
+
+# -- the lookup, once, without I/O -----------------------------------------------------------
+#
+# The lookup is written as generator "steps": a step yields a batch of questions
+# (name, rdtype), asked at the same time, and is sent back their outcomes in the same
+# order: the answer RRset (None: no answer) or the DNS exception asking raised. A
+# blocking driver (``lookup``) and an asyncio driver (``lookup_async``) run the same steps,
+# so the two cannot differ in anything but how the questions travel.
+
+Question = tuple[str, str]
+Outcome = Union["dns.rrset.RRset", None, "dns.exception.DNSException"]
+T = TypeVar("T")
+Steps = Generator[list[Question], list[Outcome], T]
+
+
+def _rrset_result(name: str, rdtype: str, outcome: Outcome) -> RRsetResult:
+    """An A or AAAA outcome as the report states it: failures are data."""
     import dns.exception
     import dns.resolver
 
     out = RRsetResult(rdtype=rdtype)
-    try:
-        rrset = ask(name, rdtype)
-    except dns.resolver.NXDOMAIN:
+    if isinstance(outcome, dns.resolver.NXDOMAIN):
         out.status, out.error = "nxdomain", f"NXDOMAIN looking up {rdtype} for {name}"
-        return out
-    except dns.resolver.NoNameservers as exc:
-        text = str(exc)
-        out.status = "refused" if "REFUSED" in text else "servfail"
+    elif isinstance(outcome, dns.resolver.NoNameservers):
+        out.status = "refused" if "REFUSED" in str(outcome) else "servfail"
         out.error = f"{out.status.upper()} looking up {rdtype} for {name}"
-        return out
-    except dns.exception.Timeout:
+    elif isinstance(outcome, dns.exception.Timeout):
         out.status, out.error = "timeout", f"timeout looking up {rdtype} for {name}"
-        return out
-    except dns.exception.DNSException as exc:
-        out.status, out.error = "error", f"{rdtype} lookup for {name} failed: {exc}"
-        return out
-    if rrset is None:
+    elif isinstance(outcome, dns.exception.DNSException):
+        out.status, out.error = "error", f"{rdtype} lookup for {name} failed: {outcome}"
+    elif outcome is None:
         out.status = "nodata"
-        return out
-    for rdata in rrset:
-        if rdtype in ("A", "AAAA"):
-            out.addresses.append(rdata.address)
+    else:
+        out.addresses = [rdata.address for rdata in outcome]
     return out
 
 
-def _caa_at(ask: Ask, name: str) -> tuple[list[CaaRecord], str | None]:
+def _caa_records(name: str, outcome: Outcome) -> tuple[list[CaaRecord], str | None]:
+    """The CAA set at ``name`` (empty: none there) or why it could not be read."""
     import dns.exception
     import dns.resolver
 
-    try:
-        rrset = ask(name, "CAA")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+    if isinstance(outcome, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
         return [], None
-    except dns.resolver.NoNameservers as exc:
-        return [], f"CAA lookup for {name} failed: {exc}"
-    except dns.exception.DNSException as exc:
-        return [], f"CAA lookup for {name} failed: {exc}"
+    if isinstance(outcome, dns.exception.DNSException):
+        return [], f"CAA lookup for {name} failed: {outcome}"
     records: list[CaaRecord] = []
-    if rrset is not None:
-        for rdata in rrset:
-            value = rdata.value.decode("utf-8", "replace")
-            records.append(
-                CaaRecord(int(rdata.flags), rdata.tag.decode("ascii").lower(), value, name)
-            )
+    for rdata in outcome or ():
+        value = rdata.value.decode("utf-8", "replace")
+        records.append(CaaRecord(int(rdata.flags), rdata.tag.decode("ascii").lower(), value, name))
     return records, None
+
+
+def _climb_names(name: str) -> list[str]:
+    """The names RFC 8659 looks at for NAME's CAA set, NAME first (never the TLD)."""
+    labels = name.rstrip(".").split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def _caa_steps(
+    name: str,
+    cache: CaaCache | None,
+    server: tuple[str, int] | None,
+    known: dict[Question, Outcome],
+) -> Steps[CaaResult]:
+    """RFC 8659 tree climbing: the first name from NAME upwards with a CAA set applies.
+    ``known``: outcomes already asked (the lookup asks NAME's CAA with its addresses)."""
+    for i, candidate in enumerate(_climb_names(name)):
+        cached = cache.get(server, candidate) if cache is not None and i else None
+        if cached is not None:
+            records, error = list(cached), None
+        else:
+            question = (candidate, "CAA")
+            outcome = known.pop(question) if question in known else (yield [question])[0]
+            records, error = _caa_records(candidate, outcome)
+            if cache is not None and i and error is None:
+                cache.put(server, candidate, list(records))
+        if error is not None:
+            return CaaResult(owner=candidate, error=error)
+        if records:
+            return CaaResult(owner=candidate, records=records)
+    return CaaResult(owner=None)
+
+
+def _lookup_steps(
+    name: str, server: tuple[str, int] | None, caa: bool, cache: CaaCache | None
+) -> Steps[DnsResult]:
+    """A and AAAA, and NAME's own CAA, in one batch (the questions asked in any case);
+    then the climb to the parents, one name at a time."""
+    batch = [(name, "A"), (name, "AAAA")]
+    if caa and _climb_names(name):
+        batch.append((name, "CAA"))
+    outcomes = yield batch
+    known = dict(zip(batch[2:], outcomes[2:], strict=True))
+    caa_result = (yield from _caa_steps(name, cache, server, known)) if caa else None
+    label = f"{server[0]}:{server[1]}" if server else None
+    a, aaaa = _rrset_result(name, "A", outcomes[0]), _rrset_result(name, "AAAA", outcomes[1])
+    return DnsResult(name=name, server=label, a=a, aaaa=aaaa, caa=caa_result)
+
+
+# -- the blocking driver ---------------------------------------------------------------------
+
+# Asks a batch of questions, returns their outcomes in order.
+AskBatch = Callable[[list[Question]], list[Outcome]]
+
+
+def _drive(steps: Steps[T], ask: AskBatch) -> T:
+    try:
+        batch = next(steps)
+        while True:
+            batch = steps.send(ask(batch))
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
+def _outcome(ask: Ask, question: Question) -> Outcome:
+    """Ask one question; a DNS exception is an outcome, anything else a bug to raise."""
+    import dns.exception
+
+    try:
+        return ask(*question)
+    except dns.exception.DNSException as exc:
+        return exc
+
+
+def _one_by_one(ask: Ask) -> AskBatch:
+    return lambda batch: [_outcome(ask, q) for q in batch]
+
+
+def _prefetching(direct: _Server) -> AskBatch:
+    def ask_batch(batch: list[Question]) -> list[Outcome]:
+        if len(batch) > 1:  # one round trip for the batch
+            direct.prefetch(batch)
+        return [_outcome(direct.ask, q) for q in batch]
+
+    return ask_batch
 
 
 def lookup_caa(
@@ -438,21 +556,7 @@ def lookup_caa(
     import dns.resolver
 
     ask = _resolver_ask(res) if isinstance(res, dns.resolver.Resolver) else res
-    labels = name.rstrip(".").split(".")
-    for i in range(len(labels) - 1):
-        candidate = ".".join(labels[i:])
-        cached = cache.get(server, candidate) if cache is not None and i else None
-        if cached is not None:
-            records, error = list(cached), None
-        else:
-            records, error = _caa_at(ask, candidate)
-            if cache is not None and i and error is None:
-                cache.put(server, candidate, list(records))
-        if error is not None:
-            return CaaResult(owner=candidate, error=error)
-        if records:
-            return CaaResult(owner=candidate, records=records)
-    return CaaResult(owner=None)
+    return _drive(_caa_steps(name, cache, server, {}), _one_by_one(ask))
 
 
 def caa_permits(caa: CaaResult, ca_identity: str, wildcard: bool = False) -> tuple[bool, str]:
@@ -506,19 +610,194 @@ def lookup(
     """A, AAAA and (``caa``) the CAA climb for ``name``. A given ``server`` is asked
     directly (one socket for the lookup); without one, the system's resolver
     configuration applies. ``caa_cache`` shares parent names' CAA sets within a run."""
-    direct = _Server(server, timeout) if server is not None else None
-    ask = direct.ask if direct is not None else _resolver_ask(make_resolver(server, timeout))
+    steps = _lookup_steps(name, server, caa, caa_cache)
+    if server is None:
+        return _drive(steps, _one_by_one(_resolver_ask(make_resolver(None, timeout))))
+    direct = _Server(server, timeout)
     try:
-        if direct is not None:  # the questions asked in any case, in one round trip
-            direct.prefetch([(name, "A"), (name, "AAAA")] + ([(name, "CAA")] if caa else []))
-        a = _query(ask, name, "A")
-        aaaa = _query(ask, name, "AAAA")
-        caa_result = lookup_caa(ask, name, caa_cache, server) if caa else None
+        return _drive(steps, _prefetching(direct))
     finally:
-        if direct is not None:
-            direct.close()
-    label = f"{server[0]}:{server[1]}" if server else None
-    return DnsResult(name=name, server=label, a=a, aaaa=aaaa, caa=caa_result)
+        direct.close()
+
+
+# -- the asyncio driver ----------------------------------------------------------------------
+
+# Questions in flight at once in one event loop, all lookups together: a thousand lookups
+# of three questions each overflow a DNS server's receive buffer (the benchmark's
+# dropped queries with 1,024 in flight), and a dropped query costs a timeout. 128 was
+# the fastest of 32..256 in benchmarks/bench_dns.py.
+MAX_QUESTIONS_IN_FLIGHT = 128
+_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+# Resolvers are stateless between questions (no cache): one per server and timeout,
+# not one per lookup (the system one reads resolv.conf when made).
+_async_resolvers: dict[tuple[tuple[str, int] | None, float], dns.asyncresolver.Resolver] = {}
+
+
+def _async_resolver(server: tuple[str, int] | None, timeout: float) -> dns.asyncresolver.Resolver:
+    import dns.asyncresolver
+    import dns.resolver
+
+    res = _async_resolvers.get((server, timeout))
+    if res is not None:
+        return res
+    if server is None:
+        try:
+            res = dns.asyncresolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:
+            res = dns.asyncresolver.Resolver(configure=False)
+            res.nameservers = ["127.0.0.1"]
+    else:  # asked directly: the given server is the only nameserver
+        res = dns.asyncresolver.Resolver(configure=False)
+        res.nameservers = [server[0]]
+        res.port = server[1]
+    res.lifetime = timeout
+    res.timeout = timeout
+    _async_resolvers[(server, timeout)] = res
+    return res
+
+
+def _limit() -> asyncio.Semaphore:
+    """This loop's bound on questions in flight (asyncio primitives belong to one loop)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    sem = _in_flight.get(loop)
+    if sem is None:
+        sem = _in_flight[loop] = asyncio.Semaphore(MAX_QUESTIONS_IN_FLIGHT)
+    return sem
+
+
+async def _ask_async(res: dns.asyncresolver.Resolver, question: Question) -> Outcome:
+    """One question through dnspython's asyncio resolver: its retries, TCP on truncation,
+    exceptions and messages, the same as the blocking resolver's. The wait for a slot
+    is not part of the question's timeout."""
+    import dns.exception
+
+    async with _limit():
+        try:
+            answer = await res.resolve(question[0], question[1], raise_on_no_answer=False)
+        except dns.exception.DNSException as exc:
+            return _worded_as_blocking(exc)
+    return answer.rrset
+
+
+def _worded_as_blocking(exc: dns.exception.DNSException) -> dns.exception.DNSException:
+    """dnspython's asyncio backend words an attempt's timeout "timed out after N
+    seconds", the blocking one "timed out.": a CAA error quotes the attempts, and a
+    report must not depend on the driver that made it."""
+    import dns.exception
+
+    errors = exc.kwargs.get("errors")
+    if not errors or not any(isinstance(e[3], dns.exception.Timeout) for e in errors):
+        return exc
+    plain_timeout: Exception = dns.exception.Timeout()  # type: ignore[no-untyped-call]
+    plain = [
+        (*e[:3], plain_timeout if isinstance(e[3], dns.exception.Timeout) else e[3], *e[4:])
+        for e in errors
+    ]
+    return type(exc)(**{**exc.kwargs, "errors": plain})
+
+
+def _ask_shared(
+    res: dns.asyncresolver.Resolver,
+    question: Question,
+    cache: CaaCache,
+    server: tuple[str, int] | None,
+    mine: list[tuple[str, asyncio.Future[Outcome]]],
+) -> Awaitable[Outcome]:
+    """A CAA question asked once for all the lookups of the loop that need it now; the
+    asker records its claim in ``mine``, released once its steps stored the answer.
+    Not a coroutine: the claim is made at once, in the same turn of the loop as the
+    step's cache miss, so no asker's release can slip in between."""
+    import asyncio
+
+    future, asker = cache.asking(server, question[0], asyncio.get_running_loop())
+    if asker:
+        mine.append((question[0], future))
+        return _ask_for_all(res, question, future)
+    return _wait_for_asker(res, question, future)
+
+
+async def _ask_for_all(
+    res: dns.asyncresolver.Resolver, question: Question, future: asyncio.Future[Outcome]
+) -> Outcome:
+    import asyncio
+
+    try:
+        outcome = await _ask_async(res, question)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)  # the waiters meet the same bug
+        raise
+    future.set_result(outcome)
+    return outcome
+
+
+async def _wait_for_asker(
+    res: dns.asyncresolver.Resolver, question: Question, future: asyncio.Future[Outcome]
+) -> Outcome:
+    import asyncio
+
+    try:
+        return await asyncio.shield(future)  # a waiter's cancellation must not cancel it
+    except asyncio.CancelledError:
+        if not future.cancelled():
+            raise  # this waiter was cancelled
+        return await _ask_async(res, question)  # the asker was: ask it here
+
+
+async def _drive_async(
+    steps: Steps[T],
+    ask: Callable[[Question, list[tuple[str, asyncio.Future[Outcome]]]], Awaitable[Outcome]],
+    release: Callable[[list[tuple[str, asyncio.Future[Outcome]]]], None],
+) -> T:
+    import asyncio
+
+    try:
+        batch = next(steps)
+        while True:
+            mine: list[tuple[str, asyncio.Future[Outcome]]] = []
+            try:
+                # ask() runs now, in the turn that ran the steps (see _ask_shared)
+                outcomes = await asyncio.gather(*[ask(q, mine) for q in batch])
+                batch = steps.send(list(outcomes))
+            finally:  # after the steps stored the answers in the cache
+                release(mine)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
+async def lookup_async(
+    name: str,
+    server: tuple[str, int] | None,
+    timeout: float = 5.0,
+    caa: bool = True,
+    caa_cache: CaaCache | None = None,
+) -> DnsResult:
+    """``lookup`` for an asyncio event loop, with the same results: the questions of a
+    batch asked at once, a given ``server`` asked directly, without one the system's
+    resolver configuration. Many lookups may run at once in one loop: questions in
+    flight are bounded (``MAX_QUESTIONS_IN_FLIGHT``) and with ``caa_cache`` a parent's
+    CAA set is asked once for all of them."""
+    res = _async_resolver(server, timeout)
+
+    def ask(
+        question: Question, mine: list[tuple[str, asyncio.Future[Outcome]]]
+    ) -> Awaitable[Outcome]:
+        if caa_cache is not None and question[1] == "CAA":
+            return _ask_shared(res, question, caa_cache, server, mine)
+        return _ask_async(res, question)
+
+    def release(mine: list[tuple[str, asyncio.Future[Outcome]]]) -> None:
+        for asked_name, future in mine:
+            assert caa_cache is not None
+            caa_cache.asked(server, asked_name, future)
+
+    return await _drive_async(_lookup_steps(name, server, caa, caa_cache), ask, release)
 
 
 def reserved_reason(address: str) -> str | None:
