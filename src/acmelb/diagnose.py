@@ -12,11 +12,7 @@ Nothing here prints.  ``diagnose_challenge`` is the entry point for issuance.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import secrets
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +37,7 @@ from acmelb.names import normalize_name
 from acmelb.resolution import CaaCache, DnsResult, lookup
 from acmelb.rootcause import RootCause, attribute
 from acmelb.vantage import (
+    ProbeResult,
     ProbeSettings,
     Role,
     Vantage,
@@ -55,12 +52,9 @@ if TYPE_CHECKING:
 SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 # Diagnoses in flight at once with several names. Broken names wait out timeouts (a hung
-# backend: read timeout, then the PROXY retry), so the bound is generous; on fast answers
-# the threads cost some CPU (see benchmarks/README.md).
+# backend: read timeout, then the PROXY retry), so the bound is generous; in the event
+# loop a waiting diagnosis costs a coroutine, not a thread.
 DEFAULT_WORKERS = 64
-# From this many names on, diagnose_many spreads them over worker processes.
-PROCESS_THRESHOLD = 64
-MAX_PROCESSES = 4
 
 __all__ = [
     "SCHEMA",
@@ -232,7 +226,7 @@ def plan(
     return Plan(targets, infos, cluster=True)
 
 
-def _probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> dict[str, Any]:
+def probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> dict[str, Any]:
     t = ctx.options.timeout
     return {
         "name": ctx.target.name,
@@ -251,10 +245,13 @@ def _probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) 
     }
 
 
-def _run_vantage(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> VantageRun:
-    request = _probe_request(ctx, vantage, addresses)
-    budget = 20 + (ctx.options.repeat + 2) * 4 * 2 * ctx.options.timeout
-    result = vantage.run(request, budget)
+def probe_budget(ctx: Context) -> float:
+    """How long a vantage's probe may take in all (its command included)."""
+    return 20 + (ctx.options.repeat + 2) * 4 * 2 * ctx.options.timeout
+
+
+def vantage_run(vantage: Vantage, result: ProbeResult | VantageFailure) -> VantageRun:
+    """A vantage's probe result (or why it had none) as the checks read it."""
     if isinstance(result, VantageFailure):
         return VantageRun(
             vantage.label,
@@ -265,6 +262,11 @@ def _run_vantage(ctx: Context, vantage: Vantage, addresses: list[str] | None) ->
             failure_details=result.details,
         )
     return VantageRun(vantage.label, vantage.role.value, vantage.remote, result)
+
+
+def _run_vantage(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> VantageRun:
+    request = probe_request(ctx, vantage, addresses)
+    return vantage_run(vantage, vantage.run(request, probe_budget(ctx)))
 
 
 def _local_addresses(ctx: Context) -> list[str] | None:
@@ -338,7 +340,7 @@ def _run_verdict(ctx: Context, run: VantageRun, ca: bool) -> str:
     return UNKNOWN if unknown or not results else PASS
 
 
-def _check_name(ctx: Context) -> None:
+def check_name(ctx: Context) -> None:
     """Normalise the target's name, or keep why it is invalid (the NAME stage reports it)."""
     try:
         ctx.target.name = normalize_name(ctx.target.name)
@@ -354,12 +356,17 @@ def _lookup(ctx: Context, caa_cache: CaaCache | None) -> None:
     ctx.dns = lookup(name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache)
 
 
-def _probe_all(ctx: Context, vantages: Sequence[Vantage]) -> list[VantageRun]:
-    """Every vantage's probes, concurrently."""
+def probe_jobs(ctx: Context, vantages: Sequence[Vantage]) -> list[tuple[Vantage, list[str] | None]]:
+    """Each vantage with the addresses it probes (None: it resolves the name itself)."""
     local_addrs = _local_addresses(ctx)
     # this process standing inside resolves like the inside does (the system's
     # resolver), unless --resolve says otherwise; outside, like the CA
-    jobs = [(v, None if v.remote or v.role is Role.INSIDE else local_addrs) for v in vantages]
+    return [(v, None if v.remote or v.role is Role.INSIDE else local_addrs) for v in vantages]
+
+
+def _probe_all(ctx: Context, vantages: Sequence[Vantage]) -> list[VantageRun]:
+    """Every vantage's probes, concurrently."""
+    jobs = probe_jobs(ctx, vantages)
     if len(jobs) == 1:  # the common case on a fleet: no thread for one vantage
         return [_run_vantage(ctx, *jobs[0])]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -381,7 +388,7 @@ def diagnose(
     names between the targets of a run."""
     opts = options or Options()
     ctx = Context(target=target, options=opts, cluster=cluster)
-    _check_name(ctx)
+    check_name(ctx)
 
     def measure(ctx: Context, stage: Stage) -> None:
         if stage is Stage.DNS:
@@ -390,7 +397,7 @@ def diagnose(
             ctx.runs = _probe_all(ctx, vantages)
 
     DEFAULT_RUNNER.run(ctx, measure)
-    return _report(ctx)
+    return report_of(ctx)
 
 
 def read_objects(target: Target, options: Options | None = None) -> Report:
@@ -400,7 +407,9 @@ def read_objects(target: Target, options: Options | None = None) -> Report:
     ctx = Context(target=target, options=options or Options(), cluster=True)
     DEFAULT_RUNNER.run_stage(ctx, Stage.KUBE)
     fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
-    return _report(ctx, {"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN})
+    return report_of(
+        ctx, {"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN}
+    )
 
 
 def analyse(
@@ -417,17 +426,17 @@ def analyse(
     caller that probed by other means gets the same findings and verdicts.
     """
     ctx = Context(target=target, options=options or Options(), cluster=cluster, dns=dns)
-    _check_name(ctx)
+    check_name(ctx)
 
     def given(ctx: Context, stage: Stage) -> None:
         if stage is Stage.HTTP:
             ctx.runs = list(runs)
 
     DEFAULT_RUNNER.run(ctx, given)
-    return _report(ctx)
+    return report_of(ctx)
 
 
-def _report(ctx: Context, judged: dict[str, str] | None = None) -> Report:
+def report_of(ctx: Context, judged: dict[str, str] | None = None) -> Report:
     """The verdicts from every finding as found (unless given), then the findings with
     the consequences of the root cause folded."""
     judged = judged if judged is not None else verdicts(ctx)
@@ -441,44 +450,6 @@ def _report(ctx: Context, judged: dict[str, str] | None = None) -> Report:
     )
 
 
-def _processes(count: int, wanted: int | None) -> int:
-    if wanted is not None:
-        return max(1, wanted)
-    if count < PROCESS_THRESHOLD or "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    return max(1, min(os.cpu_count() or 1, MAX_PROCESSES))
-
-
-def _fleet_worker(
-    part: list[tuple[int, Target]],
-    vantages: Sequence[Vantage],
-    options: Options | None,
-    cluster: bool,
-    workers: int,
-    queue: Any,
-) -> None:
-    """A worker process: diagnose its share, sending ``(index, report)`` as each finishes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
-    index = {id(t): i for i, t in part}
-
-    def done(report: Report) -> None:
-        report.prepare_json()  # here, in parallel, rather than in the parent at the end
-        queue.put((index[id(report.target)], report))
-
-    try:
-        diagnose_many(
-            [t for _, t in part],
-            vantages,
-            options,
-            cluster=cluster,
-            workers=workers,
-            processes=1,
-            on_done=done,
-        )
-    except BaseException as exc:  # the parent raises it
-        queue.put((-1, exc))
-
-
 def diagnose_many(
     targets: Sequence[Target],
     vantages: Sequence[Vantage],
@@ -486,102 +457,24 @@ def diagnose_many(
     *,
     cluster: bool = False,
     workers: int = DEFAULT_WORKERS,
-    processes: int | None = None,
     on_done: Callable[[Report], None] | None = None,
 ) -> list[Report]:
-    """Diagnose several targets concurrently (bounded); reports in the order given.
+    """Diagnose several targets, ``workers`` at once in one event loop
+    (``acmelb.fleet``); the reports in the order given. ``on_done`` gets each report
+    as it finishes (to show progress). A long run that need not keep its reports
+    streams them with ``fleet.diagnose_stream`` instead."""
+    from acmelb.fleet import diagnose_stream
 
-    A fleet (``PROCESS_THRESHOLD`` targets or more) is split in chunks over worker
-    processes, one per CPU up to ``MAX_PROCESSES`` (``processes`` overrides): the
-    checks and the probes' bookkeeping are Python work that one interpreter runs on
-    one core, and threads fighting over it cost more than they overlap. Within a
-    process, ``workers`` diagnoses (shared out between the processes) run at once on
-    threads, and open probe sockets are bounded by the probe's shared pool
-    (``probe.MAX_OPEN`` per process).
-
-    ``on_done`` is called once per report as each finishes (in this process, never
-    two at once), so that a caller can show progress on a long run.
-    """
-    procs = _processes(len(targets), processes)
-    if procs > 1:
-        return _diagnose_in_processes(
-            targets,
-            vantages,
-            options,
-            cluster=cluster,
-            workers=workers,
-            processes=procs,
-            on_done=on_done,
-        )
-    lock = threading.Lock()
-    caa_cache = CaaCache()  # this run's (this worker process's) parent CAA sets
-
-    def one(target: Target) -> Report:
-        report = diagnose(target, vantages, options, cluster=cluster, caa_cache=caa_cache)
-        if on_done is not None:
-            with lock:
-                on_done(report)
-        return report
-
-    if len(targets) == 1:
-        return [one(targets[0])]
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
-        return list(pool.map(one, targets))
-
-
-def _diagnose_in_processes(
-    targets: Sequence[Target],
-    vantages: Sequence[Vantage],
-    options: Options | None,
-    *,
-    cluster: bool,
-    workers: int,
-    processes: int,
-    on_done: Callable[[Report], None] | None,
-) -> list[Report]:
-    """Each worker process takes every ``processes``-th name (slow names, often neighbours
-    in a list, are spread out) and runs ``workers / processes`` diagnoses at once on
-    threads, each thread taking the next name when it is done: a hung name holds one
-    thread, not a batch. Reports come back one by one, as they finish."""
-    import queue as queue_module
-
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    per_process = max(1, workers // processes)
-    indexed = list(enumerate(targets))
-    children = [
-        context.Process(
-            target=_fleet_worker,
-            daemon=True,
-            args=(indexed[k::processes], vantages, options, cluster, per_process, results),
-        )
-        for k in range(processes)
-    ]
     reports: list[Report | None] = [None] * len(targets)
-    missing = len(targets)
-    try:
-        for child in children:
-            child.start()
-        while missing:
-            try:
-                index, item = results.get(timeout=1.0)
-            except queue_module.Empty:
-                if any(c.exitcode not in (None, 0) for c in children):
-                    # from None: the queue's Empty is not the cause, the dead worker is
-                    raise RuntimeError("a diagnosis worker process died") from None
-                continue
-            if index < 0:
-                raise item
-            reports[index] = item
-            missing -= 1
-            if on_done is not None:
-                on_done(item)
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.terminate()  # done, failed or interrupted: nothing goes on
-            child.join(5)
-        results.close()
+
+    def keep(index: int, report: Report) -> None:
+        reports[index] = report
+        if on_done is not None:
+            on_done(report)
+
+    diagnose_stream(
+        targets, vantages, options, cluster=cluster, concurrency=workers, on_report=keep
+    )
     return [r for r in reports if r is not None]
 
 

@@ -146,7 +146,7 @@ class _AsyncIO:
                 await asyncio.get_running_loop().sock_connect(sock, (address, port))
         except TimeoutError:
             sock.close()
-            raise socket.timeout("timed out") from None
+            raise TimeoutError("timed out") from None
         except BaseException:
             sock.close()
             raise
@@ -165,7 +165,7 @@ class _AsyncIO:
             async with asyncio.timeout(timeout):
                 return await self.tls.handshake()
         except TimeoutError:
-            raise socket.timeout("timed out") from None
+            raise TimeoutError("timed out") from None
 
     async def _recv(self, timeout: float) -> bytes:
         assert self.sock is not None
@@ -175,7 +175,7 @@ class _AsyncIO:
                     return await self.tls.recv()
                 return await asyncio.get_running_loop().sock_recv(self.sock, 65536)
         except TimeoutError:
-            raise socket.timeout("timed out") from None
+            raise TimeoutError("timed out") from None
 
     async def _send(self, data: bytes) -> None:
         assert self.sock is not None

@@ -9,6 +9,7 @@ show reports the same way.
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import textwrap
 import time
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from acmelb.diagnose import Report
 
 __all__ = [
+    "Output",
     "Progress",
+    "Stream",
     "attach_explain",
     "render",
     "render_cluster_status",
@@ -47,6 +50,62 @@ def write_json(reports: Sequence[Report], out: TextIO, *, array: bool) -> None:
         # costs a fleet run more than its probes)
         out.write("[\n" + ",\n".join(json.dumps(d) for d in docs) + "\n]" if docs else "[]")
     out.write("\n")
+
+
+class Output(enum.Enum):
+    """How a diagnose run prints its reports."""
+
+    OBJECT = "object"  # --json, one target: the report, indented
+    ARRAY = "array"  # --json for --challenges/--kube, or --json-array: one array, in order
+    LINES = "lines"  # --json, several names: JSON Lines, each report as it finishes
+    TEXT = "text"  # the human reports, each as it finishes
+
+    @classmethod
+    def choose(cls, *, json: bool, array: bool, targets: int, cluster_list: bool) -> Output:
+        """The contract's forms: one object for one name, the array for a cluster's
+        Challenges (and on request); a fleet streams JSON Lines."""
+        if not json:
+            return cls.TEXT
+        if array or cluster_list:
+            return cls.ARRAY
+        return cls.OBJECT if targets == 1 else cls.LINES
+
+    @property
+    def streams(self) -> bool:
+        return self in (Output.LINES, Output.TEXT)
+
+
+class Stream:
+    """Writes each report as soon as it may (JSON Lines: as it arrives; the human
+    reports: in the order given, each once those before it are out) and keeps no more;
+    remembers whether every report passed."""
+
+    def __init__(self, out: TextIO, *, lines: bool, colour: bool = False) -> None:
+        self.out, self.lines, self.colour = out, lines, colour
+        self.ok = True
+        self.count = 0
+        self._waiting: dict[int, Report] = {}  # text: finished before an earlier name
+
+    def __call__(self, index: int, report: Report) -> None:
+        self.ok = self.ok and report.ok
+        if self.lines:
+            self._write(report)
+            return
+        self._waiting[index] = report
+        while self.count in self._waiting:
+            self._write(self._waiting.pop(self.count))
+
+    def _write(self, report: Report) -> None:
+        if self.lines:
+            doc = report.to_json()
+            attach_explain(doc, report)
+            self.out.write(json.dumps(doc) + "\n")
+        else:
+            if self.count:
+                print(file=self.out)
+            render(report, self.out, self.colour)
+        self.out.flush()  # a pipe reader (or an interrupted run) has every finished name
+        self.count += 1
 
 
 def write_text(reports: Sequence[Report], out: TextIO, colour: bool = False) -> None:

@@ -150,25 +150,25 @@ def test_several_names_human_report(
     assert "\033[" not in out  # no colour when stdout is not a terminal
 
 
-def test_several_names_json_is_an_array(
+def test_several_names_json_are_lines_as_each_finishes(
     world: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run_main(
-        [
-            "diagnose",
-            "good.example.test",
-            "missing.example.test",
-            "--dns-server",
-            world["dns"],
-            *key_args(),
-            *FAST,
-            "--json",
-        ],
-        capsys,
-    )
-    docs = json.loads(out)
-    jsonschema.validate(docs, SCHEMA)
-    assert [d["ok"] for d in docs] == [True, False] and code == 1
+    argv = ["diagnose", "good.example.test", "missing.example.test", "--dns-server",
+            world["dns"], *key_args(), *FAST, "--json"]  # fmt: skip
+    code, out, _ = run_main(argv, capsys)
+    lines = out.splitlines()
+    assert len(lines) == 2  # one compact report a line (JSON Lines)
+    docs = {d["name"]: d for d in map(json.loads, lines)}
+    for doc in docs.values():
+        jsonschema.validate(doc, SCHEMA)
+    assert docs["good.example.test"]["ok"] and not docs["missing.example.test"]["ok"]
+    assert code == 1
+    # the array form, in the order given, on request
+    code, out, _ = run_main([*argv, "--json-array"], capsys)
+    array = json.loads(out)
+    jsonschema.validate(array, SCHEMA)
+    assert [d["name"] for d in array] == ["good.example.test", "missing.example.test"]
+    assert [d["ok"] for d in array] == [True, False] and code == 1
 
 
 def test_invalid_name_is_a_fatal_finding(capsys: pytest.CaptureFixture[str]) -> None:
@@ -342,12 +342,12 @@ def test_malformed_challenges_file_exit_2_with_reason(
 def test_internal_failure_exit_3_without_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import acmelb.diagnose
+    import acmelb.fleet
 
-    def boom(*a: Any, **k: Any) -> Any:
+    async def boom(*a: Any, **k: Any) -> Any:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(acmelb.diagnose, "diagnose_many", boom)
+    monkeypatch.setattr(acmelb.fleet, "diagnose_async", boom)
     code, _out, err = run_main(
         ["diagnose", "a.example.com", "--resolve", "a.example.com:127.0.0.1"], capsys
     )

@@ -97,8 +97,8 @@ def test_a_broken_check_does_not_end_a_fleet_run(
         assume_public=["127.0.0.0/8"],
     )
     targets = [make_target(n, KEYAUTH_TOKEN, KEYAUTH) for n in names]
-    # two worker processes (forked: they inherit the broken check), as a fleet runs
-    reports = diagnose_many(targets, [Local(Role.OUTSIDE)], options, processes=2)
+    # in one event loop, several at once, as a fleet runs
+    reports = diagnose_many(targets, [Local(Role.OUTSIDE)], options, workers=3)
     assert [r.name for r in reports] == names
     for r in reports:
         assert [f.code for f in r.findings] == [Code.CHECK_FAILED]

@@ -10,7 +10,7 @@ name and the run goes on.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from acmelb.checks.answers import Connection, Content, Interception, Ipv6, Redirects
 from acmelb.checks.base import Check, Context
@@ -136,12 +136,17 @@ class Runner:
             new.extend(found)
         return new
 
-    def run(self, ctx: Context, prepare: Callable[[Context, Stage], None]) -> None:
-        """Every stage in order, ``prepare(ctx, stage)`` first (lookups, probes); a fatal
-        finding stops before the next stage."""
+    def stages(self, ctx: Context) -> Iterator[Stage]:
+        """The stages to run, in order: the caller prepares each (lookups, probes, awaited
+        or not) and runs its checks; a fatal finding ends the run before the next."""
         for stage in Stage:
             if is_fatal(ctx):
                 return
+            yield stage
+
+    def run(self, ctx: Context, prepare: Callable[[Context, Stage], None]) -> None:
+        """Every stage in order, ``prepare(ctx, stage)`` first (lookups, probes)."""
+        for stage in self.stages(ctx):
             prepare(ctx, stage)
             self.run_stage(ctx, stage)
 

@@ -67,7 +67,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="names diagnosed at once with several names (default 64; raise it "
         "for a fleet where many names time out)",
     )
-    p.add_argument("--json", action="store_true", help="print the acmelb.diagnosis/v1 JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the acmelb.diagnosis/v1 JSON: one report for one name; for several, "
+        "JSON Lines (one report a line, as each name finishes); an array for "
+        "--challenges/--kube",
+    )
+    p.add_argument(
+        "--json-array",
+        action="store_true",
+        help="with --json and several names: one JSON array, in the order given, printed at "
+        "the end (every report is kept until then)",
+    )
     p.set_defaults(run=run)
 
 
@@ -81,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         read_objects,
     )
     from acmelb.errors import UsageError
+    from acmelb.fleet import diagnose_stream
     from acmelb.kubeobjects import kube_settings
     from acmelb.vantage import build_vantages
 
@@ -91,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--from-file and --challenges/--kube cannot both read standard input")
     if args.no_probe and not (args.kube or args.challenges):
         raise UsageError("--no-probe goes with --kube or --challenges")
+    if args.json_array and not args.json:
+        raise UsageError("--json-array goes with --json")
     names = list(args.names)
     if args.from_file:
         names += names_from_text(read_input(args.from_file, "--from-file"))
@@ -112,22 +127,60 @@ def run(args: argparse.Namespace) -> int:
         todo.infos += [*derived.infos, f"to rerun by hand: {derived.command(args.kube)}"]
     vantages = build_vantages(settings)
     report.write_infos(todo.infos, info_out)
+    output = report.Output.choose(
+        json=args.json,
+        array=args.json_array,
+        targets=len(todo.targets),
+        cluster_list=bool(args.challenges or args.kube),
+    )
+    concurrency = args.concurrency or DEFAULT_WORKERS
     progress = (
         report.Progress(len(todo.targets), sys.stderr)
-        if (len(todo.targets) > 1 and not args.json and sys.stderr.isatty())
+        if len(todo.targets) > 1 and _progress_fits(output)
         else None
     )
+    if output.streams:
+        stream = report.Stream(sys.stdout, lines=output is report.Output.LINES, colour=_colour())
+
+        def on_report(index: int, done: Report) -> None:
+            stream(index, done)
+            if progress is not None:
+                progress.update(done)
+
+        diagnose_stream(
+            todo.targets,
+            vantages,
+            settings.options(),
+            cluster=todo.cluster,
+            concurrency=concurrency,
+            on_report=on_report,
+        )
+        if progress is not None:
+            progress.close()
+        return 0 if stream.ok else 1
     reports = diagnose_many(
         todo.targets,
         vantages,
         settings.options(),
         cluster=todo.cluster,
-        workers=args.concurrency or DEFAULT_WORKERS,
+        workers=concurrency,
         on_done=progress.update if progress else None,
     )
     if progress is not None:
         progress.close()
     return _write(args, reports)
+
+
+def _progress_fits(output: object) -> bool:
+    """A progress line on stderr only for a terminal, and never between reports that are
+    printed to the same terminal."""
+    from acmelb.report import Output
+
+    return sys.stderr.isatty() and (output is not Output.TEXT or not sys.stdout.isatty())
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 def _write(args: argparse.Namespace, reports: list[Report]) -> int:
@@ -136,8 +189,7 @@ def _write(args: argparse.Namespace, reports: list[Report]) -> int:
     if args.json:
         report.write_json(reports, sys.stdout, array=bool(args.challenges or args.kube))
     else:
-        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        report.write_text(reports, sys.stdout, colour)
+        report.write_text(reports, sys.stdout, _colour())
     return 0 if all(r.ok for r in reports) else 1
 
 

@@ -1,0 +1,147 @@
+"""The fleet engine: many diagnoses in one asyncio event loop.
+
+Each diagnosis is a coroutine: its DNS lookups and its local probes are awaited in
+the loop (``resolution.lookup_async``, ``probe_async``), a remote vantage's probe
+runs its command on a thread; the checks, which are plain functions over the
+results, run in the loop between two awaits. At most ``concurrency`` diagnoses are
+in flight, the next target is taken from the (possibly lazy) iterable only when one
+finishes, and each report goes to ``on_report`` as soon as it is ready and is not
+kept: a run over 100,000 names holds about ``concurrency`` reports at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from acmelb import probe_async
+from acmelb.checks import DEFAULT_RUNNER
+from acmelb.checks.base import Context, Options, Target, VantageRun
+from acmelb.codes import Stage
+from acmelb.resolution import CaaCache
+from acmelb.vantage import Local, Vantage, VantageFailure
+
+__all__ = ["DEFAULT_CONCURRENCY", "diagnose_async", "diagnose_stream"]
+
+DEFAULT_CONCURRENCY = 64
+# open probe connections of one run: in all, and to one address (a fleet's names mostly
+# share one LB address; a server under that many connections answers slower, not better)
+MAX_OPEN = 256
+MAX_OPEN_PER_ADDRESS = 64
+
+
+async def diagnose_async(
+    target: Target,
+    vantages: Sequence[Vantage],
+    options: Options | None = None,
+    *,
+    cluster: bool = False,
+    caa_cache: CaaCache | None = None,
+    limits: probe_async.Limits | None = None,
+) -> Any:
+    """``diagnose.diagnose`` as a coroutine: the same stages, checks and report."""
+    from acmelb.diagnose import check_name, report_of
+
+    ctx = Context(target=target, options=options or Options(), cluster=cluster)
+    check_name(ctx)
+    for stage in DEFAULT_RUNNER.stages(ctx):
+        if stage is Stage.DNS:
+            await _lookup(ctx, caa_cache)
+        elif stage is Stage.HTTP:
+            ctx.runs = await _probe_all(ctx, vantages, limits or probe_async.Limits())
+        DEFAULT_RUNNER.run_stage(ctx, stage)
+    return report_of(ctx)
+
+
+async def _lookup(ctx: Context, caa_cache: CaaCache | None) -> None:
+    """DNS as the CA sees it, unless --resolve alone decides the addresses."""
+    from acmelb.resolution import lookup
+
+    opts, name = ctx.options, ctx.target.name
+    if name in opts.resolve and opts.dns_server is None:
+        return
+    ctx.dns = await asyncio.to_thread(
+        lookup, name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache
+    )
+
+
+async def _probe_all(
+    ctx: Context, vantages: Sequence[Vantage], limits: probe_async.Limits
+) -> list[VantageRun]:
+    """Every vantage's probes at once."""
+    from acmelb.diagnose import probe_jobs
+
+    return list(
+        await asyncio.gather(
+            *(
+                _run_vantage(ctx, vantage, addresses, limits)
+                for vantage, addresses in probe_jobs(ctx, vantages)
+            )
+        )
+    )
+
+
+async def _run_vantage(
+    ctx: Context, vantage: Vantage, addresses: list[str] | None, limits: probe_async.Limits
+) -> VantageRun:
+    from acmelb.diagnose import probe_budget, probe_request, vantage_run
+
+    request = probe_request(ctx, vantage, addresses)
+    result: dict[str, Any] | VantageFailure
+    if isinstance(vantage, Local):
+        result = await probe_async.run_request_async(request, limits)
+    else:  # a command on another host: its process runs on a thread
+        result = await asyncio.to_thread(vantage.run, request, probe_budget(ctx))
+    return vantage_run(vantage, result)
+
+
+def diagnose_stream(
+    targets: Iterable[Target],
+    vantages: Sequence[Vantage],
+    options: Options | None = None,
+    *,
+    cluster: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_report: Callable[[int, Any], None],
+) -> None:
+    """Diagnose every target, ``concurrency`` at once, in one event loop on this thread;
+    ``on_report(index, report)`` gets each report as it finishes (index: the target's
+    place in ``targets``)."""
+    asyncio.run(_stream(iter(targets), vantages, options, cluster, max(1, concurrency), on_report))
+
+
+async def _stream(
+    targets: Iterator[Target],
+    vantages: Sequence[Vantage],
+    options: Options | None,
+    cluster: bool,
+    concurrency: int,
+    on_report: Callable[[int, Any], None],
+) -> None:
+    caa_cache = CaaCache()  # parent names' CAA sets, shared by the run
+    limits = probe_async.Limits(MAX_OPEN, MAX_OPEN_PER_ADDRESS)
+    numbered = enumerate(targets)
+    running: dict[asyncio.Task[Any], int] = {}
+
+    def start(batch: int) -> None:
+        for index, target in itertools.islice(numbered, batch):
+            task = asyncio.ensure_future(
+                diagnose_async(
+                    target, vantages, options, cluster=cluster, caa_cache=caa_cache, limits=limits
+                )
+            )
+            running[task] = index
+
+    start(concurrency)
+    try:
+        while running:
+            done, _pending = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                index = running.pop(task)
+                on_report(index, task.result())
+            start(concurrency - len(running))
+    finally:
+        for task in running:
+            task.cancel()
