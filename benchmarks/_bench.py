@@ -53,6 +53,7 @@ class Run:
     stderr: str
     timed_out: bool = False
     tree_peak_kib: int = 0  # with sample_tree: peak of the summed PSS of the process tree
+    cpu_seconds: float = 0.0  # user + system time of the child and what it waited for
 
     @property
     def peak_mib(self) -> float:
@@ -158,6 +159,7 @@ def run(
             err.read().decode("utf-8", "replace"),
             timed_out.is_set(),
             peak[0],
+            usage.ru_utime + usage.ru_stime,
         )
 
 

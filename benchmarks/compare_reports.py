@@ -162,8 +162,18 @@ def run_tree(tree: Path, names: list[str], dns: str) -> list[dict[str, Any]]:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tree)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{tree}: exit {proc.returncode}: {proc.stderr[-2000:]}")
-    docs = json.loads(proc.stdout)
-    return [strip(d) for d in docs]
+    return [
+        strip(d) for d in sorted(parse_reports(proc.stdout), key=lambda d: names.index(d["name"]))
+    ]
+
+
+def parse_reports(text: str) -> list[dict[str, Any]]:
+    """An array of reports (the engine before issue 13), or JSON Lines (after)."""
+    try:
+        docs: list[dict[str, Any]] = json.loads(text)
+        return docs
+    except ValueError:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def strip(value: Any) -> Any:

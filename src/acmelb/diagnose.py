@@ -457,12 +457,14 @@ def diagnose_many(
     *,
     cluster: bool = False,
     workers: int = DEFAULT_WORKERS,
+    processes: int | None = None,
     on_done: Callable[[Report], None] | None = None,
 ) -> list[Report]:
-    """Diagnose several targets, ``workers`` at once in one event loop
-    (``acmelb.fleet``); the reports in the order given. ``on_done`` gets each report
-    as it finishes (to show progress). A long run that need not keep its reports
-    streams them with ``fleet.diagnose_stream`` instead."""
+    """Diagnose several targets, ``workers`` at once (``acmelb.fleet``: event loops,
+    in worker processes for a fleet; ``processes`` overrides how many); the reports
+    in the order given. ``on_done`` gets each report as it finishes (to show
+    progress). A long run that need not keep its reports streams them with
+    ``fleet.diagnose_stream`` instead."""
     from acmelb.fleet import diagnose_stream
 
     reports: list[Report | None] = [None] * len(targets)
@@ -473,7 +475,13 @@ def diagnose_many(
             on_done(report)
 
     diagnose_stream(
-        targets, vantages, options, cluster=cluster, concurrency=workers, on_report=keep
+        targets,
+        vantages,
+        options,
+        cluster=cluster,
+        concurrency=workers,
+        on_report=keep,
+        processes=processes,
     )
     return [r for r in reports if r is not None]
 

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from multiprocessing.connection import Connection
 from typing import Any
 
 from acmelb import probe_async
@@ -30,6 +35,10 @@ DEFAULT_CONCURRENCY = 64
 # share one LB address; a server under that many connections answers slower, not better)
 MAX_OPEN = 256
 MAX_OPEN_PER_ADDRESS = 64
+# From this many names on, a run is split over worker processes (one per CPU, at most
+# MAX_PROCESSES): below it, starting them costs more than they save.
+PROCESS_THRESHOLD = 200
+MAX_PROCESSES = 4
 
 
 async def diagnose_async(
@@ -105,11 +114,110 @@ def diagnose_stream(
     cluster: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
     on_report: Callable[[int, Any], None],
+    processes: int | None = None,
 ) -> None:
-    """Diagnose every target, ``concurrency`` at once, in one event loop on this thread;
-    ``on_report(index, report)`` gets each report as it finishes (index: the target's
-    place in ``targets``)."""
-    asyncio.run(_stream(iter(targets), vantages, options, cluster, max(1, concurrency), on_report))
+    """Diagnose every target, ``concurrency`` at once; ``on_report(index, report)`` gets
+    each report as it finishes, on this thread (index: the target's place in
+    ``targets``).
+
+    One event loop on this thread; a fleet of ``PROCESS_THRESHOLD`` names or more is
+    split over one worker process per CPU (``processes`` overrides), each with its own
+    loop: the checks are Python work, and one interpreter runs them on one core."""
+    concurrency = max(1, concurrency)
+    count = len(targets) if isinstance(targets, Sized) else None
+    workers = _processes(count, processes)
+    if workers <= 1:
+        asyncio.run(_stream(iter(targets), vantages, options, cluster, concurrency, on_report))
+        return
+    _stream_in_processes(list(targets), vantages, options, cluster, concurrency, on_report, workers)
+
+
+def _processes(count: int | None, wanted: int | None) -> int:
+    if wanted is not None:
+        return max(1, wanted)
+    if count is None or count < PROCESS_THRESHOLD:
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_PROCESSES))
+
+
+def _stream_in_processes(
+    targets: list[Target],
+    vantages: Sequence[Vantage],
+    options: Options | None,
+    cluster: bool,
+    concurrency: int,
+    on_report: Callable[[int, Any], None],
+    workers: int,
+) -> None:
+    """Worker ``k`` takes every ``workers``-th target (slow names, often neighbours in a
+    list, are spread out) and sends each report back as it finishes, its JSON already
+    built; this process hands them to ``on_report``."""
+    context = multiprocessing.get_context("fork")
+    pipes: list[Connection] = []
+    children: list[tuple[Any, Connection]] = []
+    for k in range(workers):
+        receiving, sending = context.Pipe(duplex=False)
+        part = list(range(len(targets)))[k::workers]
+        child = context.Process(
+            target=_worker,
+            daemon=True,
+            args=(targets, part, vantages, options, cluster, concurrency // workers, sending),
+        )
+        pipes.append(receiving)
+        children.append((child, sending))
+    try:
+        for child, sending in children:
+            child.start()
+            sending.close()  # the child's end: EOF here when the child is gone
+        _receive(pipes, on_report)
+    finally:
+        for child, _sending in children:
+            if child.is_alive():
+                child.terminate()  # done, failed or interrupted: nothing goes on
+            child.join(5)
+
+
+def _receive(pipes: list[Connection], on_report: Callable[[int, Any], None]) -> None:
+    open_pipes = list(pipes)
+    while open_pipes:
+        for pipe in multiprocessing.connection.wait(open_pipes):
+            assert isinstance(pipe, Connection)
+            try:
+                index, item = pipe.recv()
+            except EOFError:
+                raise RuntimeError("a diagnosis worker process died") from None
+            if index is None:  # this worker is done
+                open_pipes.remove(pipe)
+            elif index < 0:
+                raise item if isinstance(item, BaseException) else RuntimeError(str(item))
+            else:
+                on_report(index, item)
+
+
+def _worker(
+    targets: list[Target],
+    part: list[int],
+    vantages: Sequence[Vantage],
+    options: Options | None,
+    cluster: bool,
+    concurrency: int,
+    sending: Any,
+) -> None:
+    """A worker process: its share of the targets in its own loop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
+
+    def send(index: int, report: Any) -> None:
+        report.prepare_json()  # here, in parallel, rather than in the parent
+        sending.send((part[index], report))
+
+    try:
+        mine = (targets[i] for i in part)
+        asyncio.run(_stream(mine, vantages, options, cluster, max(1, concurrency), send))
+        sending.send((None, None))
+    except BaseException as exc:  # the parent raises it
+        sending.send((-1, exc))
 
 
 async def _stream(

@@ -97,9 +97,12 @@ def test_a_broken_check_does_not_end_a_fleet_run(
         assume_public=["127.0.0.0/8"],
     )
     targets = [make_target(n, KEYAUTH_TOKEN, KEYAUTH) for n in names]
-    # in one event loop, several at once, as a fleet runs
+    # in one event loop, several at once; then in two worker processes (forked: they
+    # inherit the broken check), as a large fleet runs
     reports = diagnose_many(targets, [Local(Role.OUTSIDE)], options, workers=3)
     assert [r.name for r in reports] == names
+    reports += diagnose_many(targets, [Local(Role.OUTSIDE)], options, workers=4, processes=2)
+    assert [r.name for r in reports] == names * 2
     for r in reports:
         assert [f.code for f in r.findings] == [Code.CHECK_FAILED]
         assert r.findings[0].evidence[0].startswith("RuntimeError: deliberately broken at ")
