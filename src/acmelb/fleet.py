@@ -17,7 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -127,9 +127,23 @@ def diagnose_stream(
     count = len(targets) if isinstance(targets, Sized) else None
     workers = _processes(count, processes)
     if workers <= 1:
-        asyncio.run(_stream(iter(targets), vantages, options, cluster, concurrency, on_report))
+        _run(_stream(iter(targets), vantages, options, cluster, concurrency, on_report))
         return
     _stream_in_processes(list(targets), vantages, options, cluster, concurrency, on_report, workers)
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the engine's loop: uvloop's when it is installed and ACMELB_LOOP is not
+    "asyncio" (the same asyncio API, in C)."""
+    if os.environ.get("ACMELB_LOOP") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def _processes(count: int | None, wanted: int | None) -> int:
@@ -214,7 +228,7 @@ def _worker(
 
     try:
         mine = (targets[i] for i in part)
-        asyncio.run(_stream(mine, vantages, options, cluster, max(1, concurrency), send))
+        _run(_stream(mine, vantages, options, cluster, max(1, concurrency), send))
         sending.send((None, None))
     except BaseException as exc:  # the parent raises it
         sending.send((-1, exc))

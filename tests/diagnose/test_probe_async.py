@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from acmelb import probe, probe_async
 from tests.diagnose.servers import (
@@ -56,8 +57,10 @@ def both(address: str, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         **extra,
     }
     blocking = probe.run_request(request)
-    limits = probe_async.Limits(total=8, per_address=4)
-    driven = asyncio.run(probe_async.run_request_async(request, limits))
+    driven = asyncio.run(probe_async.run_request_async(request, probe_async.Limits(8, 4)))
+    # the fleet engine runs on uvloop when it is installed: the same results there
+    on_uvloop = uvloop.run(probe_async.run_request_async(request, probe_async.Limits(8, 4)))
+    assert untimed(on_uvloop) == untimed(driven)
     return untimed(blocking), untimed(driven)
 
 
