@@ -51,9 +51,11 @@ class Finding:
         }
 
 
+_CODE_ORDER = {code: i for i, code in enumerate(Code)}
+
+
 def sort_findings(findings: list[Finding]) -> list[Finding]:
-    order = list(Code)
-    return sorted(findings, key=lambda f: (f.sev.rank, order.index(f.code)))
+    return sorted(findings, key=lambda f: (f.sev.rank, _CODE_ORDER[f.code]))
 
 
 # ---------------------------------------------------------------------------
