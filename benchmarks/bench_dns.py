@@ -1,19 +1,28 @@
 """DNS lookups for a fleet: the blocking ``lookup()`` against ``lookup_async()``.
 
-Starts the benchmark's DNS server (``_dns.py``) on 127.0.0.1 with N names (A records;
-AAAA and CAA answered empty, the parent zone NXDOMAIN: three questions a name and one
-for the run's shared parent), then times in the same run, each mode over the same
-names with a fresh ``CaaCache``:
+Starts a DNS server on 127.0.0.1 with N names (A records, a third without AAAA; CAA
+answered empty: three questions a name and one for the run's shared parent), then times
+in the same run, each mode over the same names with a fresh ``CaaCache``:
 
-- blocking ``lookup()``, sequentially and on a pool of 64 threads (today's fleet);
-- the blocking driver over ``dns.resolver.Resolver`` instead of the hand-written
-  transport, both ways (whether ``_Server`` still earns its place);
-- ``lookup_async()`` with all N lookups in flight in one event loop.
+- blocking ``lookup()``, sequentially and on a pool of 64 threads (its ``_Server``
+  transport: one socket a lookup, A/AAAA/CAA in one round trip);
+- the blocking driver over ``dns.resolver.Resolver`` instead of ``_Server``, both ways;
+- ``lookup_async()`` with all N lookups in flight in one event loop: its ``_Endpoint``
+  transport (one socket for the loop, answers matched by id and question), and the same
+  lookups through dnspython's ``dns.asyncresolver`` (what ``lookup_async`` did before,
+  and still does without a given server).
 
-Prints names/s, client CPU seconds a name (this process: the server runs apart) and
-ratios against the blocking modes, and checks that every mode's results are equal.
+The server: ``--server python`` (default) is the benchmark's ``_dns.py``, a Python
+process sharing the machine's cores with the client; ``--server nsd`` is Debian's
+``nsd`` (``apt-get install nsd``), run in the foreground from a generated zone and
+configuration in a temporary directory, so that the server's own CPU distorts the
+figures less.
 
-    python benchmarks/bench_dns.py [--names 1000] [--runs 3]
+Prints names/s, client CPU milliseconds a name (this process only: the server runs
+apart) and ratios against the blocking modes, and checks that every mode's results are
+equal.
+
+    python benchmarks/bench_dns.py [--names 1000] [--runs 3] [--server python|nsd]
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +77,67 @@ def start_dns(work: Path, names: list[str]) -> tuple[subprocess.Popen[bytes], Se
     return proc, ("127.0.0.1", port)
 
 
+NSD_CONF = """server:
+    ip-address: 127.0.0.1@{port}
+    port: {port}
+    do-ip6: no
+    database: ""
+    zonelistfile: ""
+    username: ""
+    chroot: ""
+    zonesdir: "{work}"
+    pidfile: "{work}/nsd.pid"
+    xfrdfile: "{work}/xfrd.state"
+    xfrdir: "{work}"
+    logfile: "{work}/nsd.log"
+    server-count: 1
+    verbosity: 0
+    hide-version: yes
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: "{zone}"
+    zonefile: "{work}/zone.db"
+"""
+
+
+def start_nsd(work: Path, names: list[str]) -> tuple[subprocess.Popen[bytes], Server]:
+    """Debian's nsd in the foreground on 127.0.0.1, answering ``names`` as ``_dns.py``
+    does (the zone's apex, the shared parent, has no CAA set either)."""
+    nsd = b.tool("nsd", "nsd")
+    zone = names[0].split(".", 1)[1]
+    lines = [
+        f"$ORIGIN {zone}.",
+        "$TTL 60",
+        "@ SOA ns.invalid. hostmaster.invalid. 1 3600 600 86400 60",
+        "@ NS ns.invalid.",
+    ]
+    for i, n in enumerate(names):
+        lines.append(f"{n}. A 198.51.100.{i % 250 + 1}")
+        if i % 3:
+            lines.append(f"{n}. AAAA 2001:db8::1")
+    (work / "zone.db").write_text("\n".join(lines) + "\n")
+    port = b.free_port()
+    conf = work / "nsd.conf"
+    conf.write_text(NSD_CONF.format(port=port, work=work, zone=zone))
+    proc = subprocess.Popen(
+        [nsd, "-d", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    server = ("127.0.0.1", port)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # ready when it answers
+        if proc.poll() is not None:
+            log = work / "nsd.log"
+            raise RuntimeError(f"nsd exited: {log.read_text() if log.exists() else ''}")
+        if lookup(names[0], server, 0.2, caa=False).a.addresses:
+            return proc, server
+        time.sleep(0.05)
+    b.stop(proc)
+    raise RuntimeError("nsd did not answer")
+
+
 def via_resolver(name: str, server: Server, cache: CaaCache) -> DnsResult:
     """The blocking driver with ``dns.resolver.Resolver`` asking the server (one question
     at a time): what ``lookup()`` would be without the hand-written transport."""
@@ -93,14 +163,17 @@ def pooled(one: Callable[[str, Server, CaaCache], DnsResult], threads: int = 64)
     return run
 
 
-def in_one_loop(names: list[str], server: Server) -> list[DnsResult]:
-    async def all_names() -> list[DnsResult]:
-        cache = CaaCache()
-        return list(
-            await asyncio.gather(*(lookup_async(n, server, TIMEOUT, True, cache) for n in names))
-        )
+def in_one_loop(one: Callable[..., Awaitable[DnsResult]]) -> Mode:
+    def run(names: list[str], server: Server) -> list[DnsResult]:
+        async def all_names() -> list[DnsResult]:
+            cache = CaaCache()
+            return list(
+                await asyncio.gather(*(one(n, server, TIMEOUT, True, cache) for n in names))
+            )
 
-    return asyncio.run(all_names())
+        return asyncio.run(all_names())
+
+    return run
 
 
 def blocking(name: str, server: Server, cache: CaaCache) -> DnsResult:
@@ -112,7 +185,8 @@ MODES: dict[str, Mode] = {
     "a: lookup() 64 threads (_Server)": pooled(blocking),
     "c: Resolver sequential": sequential(via_resolver),
     "c: Resolver 64 threads": pooled(via_resolver),
-    "b: lookup_async() all in flight": in_one_loop,
+    "b: lookup_async() all in flight": in_one_loop(lookup_async),
+    "d: asyncresolver all in flight": in_one_loop(resolution._lookup_async_resolver),
 }
 BASES = ("a: lookup() sequential (_Server)", "a: lookup() 64 threads (_Server)")
 SHORT = dict(zip(BASES, ("a sequential", "a 64 threads"), strict=True))
@@ -147,15 +221,24 @@ def main() -> None:
         default=resolution.MAX_QUESTIONS_IN_FLIGHT,
         help="lookup_async's bound on questions in flight in the loop",
     )
-    p.add_argument("--only-async", action="store_true", help="time lookup_async alone")
+    p.add_argument("--only-async", action="store_true", help="time the asyncio modes (b, d) alone")
+    p.add_argument(
+        "--server",
+        choices=("python", "nsd"),
+        default="python",
+        help="the DNS server: the benchmark's _dns.py or Debian's nsd",
+    )
     args = p.parse_args()
     resolution.MAX_QUESTIONS_IN_FLIGHT = args.questions_in_flight
-    modes = {k: v for k, v in MODES.items() if k.startswith("b") or not args.only_async}
+    modes = {k: v for k, v in MODES.items() if k[0] in "bd" or not args.only_async}
     names = [f"n{i}.fleet.test" for i in range(args.names)]
     with tempfile.TemporaryDirectory(prefix="acmelb-bench-dns-") as tmp:
-        proc, server = start_dns(Path(tmp), names)
+        start = start_nsd if args.server == "nsd" else start_dns
+        proc, server = start(Path(tmp), names)
+        print(f"server: {args.server} on {server[0]}:{server[1]} (pid {proc.pid})")
         try:
-            in_one_loop(names[:10], server)  # dnspython imported, resolvers made: not timed
+            for warm in modes.values():  # dnspython imported, resolvers made: not timed
+                warm(names[:10], server)
             timings: dict[str, list[Timing]] = {k: [] for k in modes}
             expected: list[DnsResult] | None = None
             for _ in range(args.runs):  # interleaved: the machine's drift hits every mode

@@ -12,12 +12,14 @@ names are all given with ``--resolve`` never does.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ipaddress
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     import dns.asyncresolver
     import dns.exception
     import dns.message
+    import dns.name
     import dns.resolver
     import dns.rrset
 
@@ -128,12 +131,118 @@ def _resolver_ask(res: dns.resolver.Resolver) -> Ask:
     return ask
 
 
+# -- one question, without I/O -----------------------------------------------------------------
+#
+# How ``dns.resolver.Resolver`` asks one nameserver, as steps: the steps yield an I/O need,
+#   ("udp", request, timeout)  one UDP attempt: sent back the response, or the exception
+#                              the attempt raised (``dns.exception.Timeout`` when none came,
+#                              ``dns.message.Truncated`` for a truncated one)
+#   ("tcp", request, timeout)  the same over TCP
+#   ("sleep", seconds)         the pause before asking again: sent back None
+# and return the answer RRset (None: no answer) or raise the resolver's exception. The
+# blocking ``_Server`` and the asyncio ``_Endpoint`` do the I/O; the retries, the lifetime,
+# TCP on truncation and the rcode mapping are written here once for both.
+
+Need = tuple[Any, ...]
+QuestionSteps = Generator[Need, Any, "dns.rrset.RRset | None"]
+_NOT_MADE: Any = object()  # no first attempt made ahead of the steps
+
+
+def _make_query(name: str, rdtype: str) -> tuple[dns.name.Name, dns.message.QueryMessage]:
+    """The resolver's query for a question (raises a DNS exception for a bad name)."""
+    import dns.message
+    import dns.name
+    import dns.rdataclass
+
+    qname = dns.name.from_text(name, None)
+    if not qname.is_absolute():
+        qname = qname.concatenate(dns.name.root)
+    return qname, dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
+
+
+def _question_steps(
+    label: str,
+    port: int,
+    timeout: float,
+    qname: dns.name.Name,
+    request: dns.message.Message,
+    start: float,
+    first: Any = _NOT_MADE,
+) -> QuestionSteps:
+    """``request`` asked of one nameserver (``label``, ``port``) the way the resolver asks
+    it, within ``timeout`` seconds from ``start``. ``first``: the outcome of a first UDP
+    attempt already made (a response or an exception); the steps go on from it."""
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.resolver
+
+    errors: list[Any] = []
+    backoff = 0.10
+    tcp = False
+    attempts = 0
+    while True:
+        if attempts:  # make_query gave the first attempt its random id
+            if not tcp:  # the resolver's pause before asking again
+                yield ("sleep", backoff)
+                backoff = min(backoff * 2, 2)
+            request.set_random_id()  # type: ignore[no-untyped-call]
+        made_ahead = not attempts and first is not _NOT_MADE
+        attempts += 1
+        duration = 0.0 if made_ahead else time.time() - start
+        if duration < 0:
+            if duration < -1:
+                raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
+                    timeout=duration, errors=errors
+                )
+            duration = 0
+        if duration >= timeout:
+            raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
+                timeout=duration, errors=errors
+            )
+        attempt_tcp = tcp
+        tcp = False
+        if made_ahead:
+            response = first
+        else:
+            response = yield ("tcp" if attempt_tcp else "udp", request, timeout - duration)
+        if isinstance(response, Exception):
+            errors.append((label, attempt_tcp, port, response, None))
+            if isinstance(
+                response, dns.exception.FormError | EOFError | OSError | NotImplementedError
+            ):
+                raise _no_nameservers(request, errors) from response
+            if isinstance(response, dns.message.Truncated):
+                if attempt_tcp:
+                    raise _no_nameservers(request, errors) from response
+                tcp = True
+            continue
+        assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
+        rcode = response.rcode()
+        if rcode == dns.rcode.NOERROR or rcode == dns.rcode.NXDOMAIN:
+            try:
+                chained = response.resolve_chaining()
+            except Exception as e:
+                errors.append((label, attempt_tcp, port, e, response))
+                raise _no_nameservers(request, errors) from e
+            if rcode == dns.rcode.NXDOMAIN:
+                raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
+                    qnames=[qname], responses={qname: response}
+                )
+            answer: dns.rrset.RRset | None = chained.answer
+            return answer
+        if rcode == dns.rcode.YXDOMAIN:
+            raise dns.resolver.YXDOMAIN
+        errors.append((label, attempt_tcp, port, dns.rcode.to_text(rcode), response))
+        raise _no_nameservers(request, errors)
+
+
 class _Server:
     """Questions to one DNS server, asked the way ``dns.resolver.Resolver`` asks a single
-    nameserver (the same query, UDP then TCP on truncation, the same retries, the same
-    exceptions and messages), without its per-question machinery: one UDP socket for
-    all the questions of a lookup, and a blocking receive instead of a new selector
-    per wait. Not thread-safe: one per lookup."""
+    nameserver (``_question_steps``: the same query, UDP then TCP on truncation, the same
+    retries, exceptions and messages), without its per-question machinery: one UDP socket
+    for all the questions of a lookup, and a blocking receive instead of a new selector
+    per wait. Not thread-safe: one per lookup. The blocking twin of ``_Endpoint``."""
 
     def __init__(self, server: tuple[str, int], timeout: float) -> None:
         import dns.inet
@@ -155,17 +264,12 @@ class _Server:
         made it (retries, TCP on truncation, errors: all as without it)."""
         import dns.exception
         import dns.message
-        import dns.name
-        import dns.rdataclass
 
         start = time.time()
         pending: dict[tuple[str, str], tuple[Any, dns.message.Message]] = {}
         for name, rdtype in questions:
             try:
-                qname = dns.name.from_text(name, None)
-                if not qname.is_absolute():
-                    qname = qname.concatenate(dns.name.root)
-                request = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
+                qname, request = _make_query(name, rdtype)
             except Exception:
                 continue  # ask() meets (and raises) it itself
             try:
@@ -217,89 +321,36 @@ class _Server:
             self.sock = None
 
     def ask(self, name: str, rdtype: str) -> dns.rrset.RRset | None:
-        import dns.exception
-        import dns.message
-        import dns.name
+        """One question: ``_question_steps`` (the resolver's retries, TCP on truncation,
+        exceptions), their I/O done here, blocking, on this lookup's socket."""
         import dns.query
-        import dns.rcode
-        import dns.rdataclass
-        import dns.resolver
 
         made = self._first.pop((name, rdtype), None)
-        outcome: Any = None
         if made is not None:  # the first attempt, made by prefetch()
-            qname, request, start, outcome = made
+            qname, request, start, first = made
         else:
-            qname = dns.name.from_text(name, None)
-            if not qname.is_absolute():
-                qname = qname.concatenate(dns.name.root)
-            request = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
-            start = time.time()
-        errors: list[Any] = []
-        backoff = 0.10
-        tcp = False
-        first = True
-        while True:
-            if not first:  # make_query gave the first attempt its random id
-                if not tcp:  # the resolver's pause before asking again
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 2)
-                request.set_random_id()  # type: ignore[no-untyped-call]
-            prefetched = first and made is not None
-            first = False
-            duration = 0.0 if prefetched else time.time() - start
-            if duration < 0:
-                if duration < -1:
-                    raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
-                        timeout=duration, errors=errors
-                    )
-                duration = 0
-            if duration >= self.timeout:
-                raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
-                    timeout=duration, errors=errors
-                )
-            attempt_tcp = tcp
-            tcp = False
-            try:
-                if prefetched:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                    response = outcome
-                elif attempt_tcp:
-                    response = dns.query.tcp(
-                        request, self.address, timeout=self.timeout - duration, port=self.port
-                    )
-                else:
-                    response = self._udp(request, self.timeout - duration)
-            except Exception as ex:
-                errors.append((self.label, attempt_tcp, self.port, ex, None))
-                if isinstance(
-                    ex, dns.exception.FormError | EOFError | OSError | NotImplementedError
-                ):
-                    raise _no_nameservers(request, errors) from ex
-                if isinstance(ex, dns.message.Truncated):
-                    if attempt_tcp:
-                        raise _no_nameservers(request, errors) from ex
-                    tcp = True
-                continue
-            assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
-            rcode = response.rcode()
-            if rcode == dns.rcode.NOERROR or rcode == dns.rcode.NXDOMAIN:
+            qname, request = _make_query(name, rdtype)
+            start, first = time.time(), _NOT_MADE
+        steps = _question_steps(self.label, self.port, self.timeout, qname, request, start, first)
+        reply: Any = None
+        try:
+            while True:
+                need = steps.send(reply)
+                if need[0] == "sleep":
+                    time.sleep(need[1])
+                    reply = None
+                    continue
                 try:
-                    chained = response.resolve_chaining()
-                except Exception as e:
-                    errors.append((self.label, attempt_tcp, self.port, e, response))
-                    raise _no_nameservers(request, errors) from e
-                if rcode == dns.rcode.NXDOMAIN:
-                    raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
-                        qnames=[qname], responses={qname: response}
-                    )
-                answer: dns.rrset.RRset | None = chained.answer
-                return answer
-            if rcode == dns.rcode.YXDOMAIN:
-                raise dns.resolver.YXDOMAIN
-            errors.append((self.label, attempt_tcp, self.port, dns.rcode.to_text(rcode), response))
-            raise _no_nameservers(request, errors)
+                    if need[0] == "tcp":
+                        reply = dns.query.tcp(
+                            need[1], self.address, timeout=need[2], port=self.port
+                        )
+                    else:
+                        reply = self._udp(need[1], need[2])
+                except Exception as ex:  # the attempt's outcome: the steps decide
+                    reply = ex
+        except StopIteration as stop:
+            return cast("dns.rrset.RRset | None", stop.value)
 
     def _udp(self, request: dns.message.Message, timeout: float) -> dns.message.Message:
         """``dns.query.udp(..., raise_on_truncation=True, ignore_errors=True,
@@ -622,10 +673,11 @@ def lookup(
 
 # -- the asyncio driver ----------------------------------------------------------------------
 
-# Questions in flight at once in one event loop, all lookups together: a thousand lookups
-# of three questions each overflow a DNS server's receive buffer (the benchmark's
-# dropped queries with 1,024 in flight), and a dropped query costs a timeout. 128 was
-# the fastest of 32..256 in benchmarks/bench_dns.py.
+# Questions in flight at once to one server in one event loop, all lookups together: a
+# thousand lookups of three questions each overflow a DNS server's receive buffer (the
+# benchmark's dropped queries with 1,024 in flight), and a dropped query costs a timeout.
+# 128 was the fastest of 32..256 in benchmarks/bench_dns.py. (Without a given server, the
+# bound is on the loop's questions to the system's resolvers.)
 MAX_QUESTIONS_IN_FLIGHT = 128
 _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
@@ -633,6 +685,367 @@ _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semapho
 # Resolvers are stateless between questions (no cache): one per server and timeout,
 # not one per lookup (the system one reads resolv.conf when made).
 _async_resolvers: dict[tuple[tuple[str, int] | None, float], dns.asyncresolver.Resolver] = {}
+# The endpoints open in each loop: (address, port) -> endpoint.
+_endpoints: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, int], _Endpoint]
+] = weakref.WeakKeyDictionary()
+
+# A lookup's claims on shared CAA questions: (name, the future its answer goes to).
+Claims = list[tuple[str, "asyncio.Future[Outcome]"]]
+# Asks a question: its outcome goes to ``into`` (a new future when None), returned.
+AskOne = Callable[[Question, "asyncio.Future[Outcome] | None"], "asyncio.Future[Outcome]"]
+
+
+class _Question:
+    """A question asked through an ``_Endpoint``: its steps and the attempt in flight."""
+
+    __slots__ = ("future", "key", "question", "request", "steps", "task", "timeout", "timer")
+
+    def __init__(self, future: asyncio.Future[Outcome], question: Question, timeout: float):
+        self.future = future
+        self.question = question
+        self.timeout = timeout
+        self.steps: QuestionSteps | None = None
+        self.request: dns.message.Message | None = None  # the UDP attempt awaiting an answer
+        self.key = -1  # ... under this id in the endpoint's table
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[Any] | None = None  # a TCP attempt
+
+
+class _Endpoint:
+    """One UDP socket of an event loop to one DNS server, shared by every lookup in
+    flight there: the questions' ``_question_steps`` (the resolver's ways, as ``_Server``)
+    with their I/O done by callbacks, no task per question or per wait. An answer is
+    matched to its attempt by id (unique among the attempts in flight) and question
+    (``request.is_response``); datagrams from other sources, strays and late answers are
+    dropped. Attempts time out by ``loop.call_later``; TCP (after truncation) goes through
+    ``dns.asyncquery.tcp``. At most ``MAX_QUESTIONS_IN_FLIGHT`` questions are in flight;
+    the others wait their turn, and the wait is not part of their timeout. Open while
+    lookups use it: the last one out closes it."""
+
+    def __init__(self, server: tuple[str, int], loop: asyncio.AbstractEventLoop) -> None:
+        import dns.inet
+        import dns.nameserver
+
+        self.server = server
+        self.address, self.port = server
+        self.loop = loop
+        self.family = dns.inet.af_for_address(self.address)
+        self.destination = dns.inet.low_level_address_tuple(server, self.family)
+        self.label = str(dns.nameserver.Do53Nameserver(self.address, self.port))
+        self.sock: socket.socket | None = None
+        self.transport: asyncio.BaseTransport | None = None
+        self.broken: Exception | None = None  # the socket could not be made: every attempt's
+        self.opened: asyncio.Future[None] | None = None
+        self.opening: asyncio.Task[None] | None = None
+        self.users = 0  # lookups using it
+        self.attempts: dict[int, _Question] = {}  # UDP attempts awaiting an answer, by id
+        self.active: set[_Question] = set()  # questions in flight (holding a slot)
+        self.waiting: collections.deque[_Question] = collections.deque()
+        self.pumping = False
+
+    # -- lifetime
+
+    @classmethod
+    async def enter(cls, server: tuple[str, int]) -> _Endpoint:
+        """This loop's endpoint to ``server``, open, counted as used by the caller."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        mine = _endpoints.get(loop)
+        if mine is None:
+            mine = _endpoints[loop] = {}
+        endpoint = mine.get(server)
+        if endpoint is None:
+            endpoint = mine[server] = cls(server, loop)
+            endpoint.opened = loop.create_future()
+            endpoint.opening = loop.create_task(endpoint._open())
+        endpoint.users += 1
+        if endpoint.opened is not None and not endpoint.opened.done():
+            try:
+                await asyncio.shield(endpoint.opened)
+            except BaseException:
+                endpoint.leave()
+                raise
+        return endpoint
+
+    async def _open(self) -> None:
+        assert self.opened is not None
+        sock: socket.socket | None = None
+        try:
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
+            with contextlib.suppress(OSError):  # answers to many lookups queue here
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            self.transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: cast("asyncio.DatagramProtocol", _Receiver(self)), sock=sock
+            )
+            self.sock = sock
+        except Exception as exc:  # as the blocking driver's socket(): the attempts' outcome
+            self.broken = exc
+            if sock is not None:
+                sock.close()
+        finally:
+            if not self.opened.done():
+                self.opened.set_result(None)
+        if self.users == 0:  # all left while it opened
+            self._close()
+
+    def leave(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.opened is not None and self.opened.done():
+            self._close()
+
+    def _close(self) -> None:
+        mine = _endpoints.get(self.loop)
+        if mine is not None and mine.get(self.server) is self:
+            del mine[self.server]
+        for q in list(self.active) + list(self.waiting):  # of lookups that were cancelled
+            self._drop(q)
+        self.active.clear()
+        self.waiting.clear()
+        self.attempts.clear()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.sock = None
+
+    # -- questions
+
+    def ask_within(self, timeout: float) -> AskOne:
+        """Asks questions with ``timeout`` each: a question's outcome (answer RRset, None
+        or the DNS exception) goes to ``into`` (a new future when None), returned; cancel
+        it to give up."""
+
+        def ask(question: Question, into: asyncio.Future[Outcome] | None) -> Any:
+            future = self.loop.create_future() if into is None else into
+            self.waiting.append(_Question(future, question, timeout))
+            self._pump()
+            return future
+
+        return ask
+
+    def _pump(self) -> None:
+        """Start waiting questions while there are free slots."""
+        if self.pumping:
+            return
+        self.pumping = True
+        try:
+            while self.waiting and len(self.active) < MAX_QUESTIONS_IN_FLIGHT:
+                q = self.waiting.popleft()
+                if q.future.done():  # given up while it waited
+                    continue
+                self.active.add(q)
+                try:
+                    qname, request = _make_query(*q.question)
+                except Exception as exc:
+                    self._finish(q, exc)
+                    continue
+                q.steps = _question_steps(
+                    self.label, self.port, q.timeout, qname, request, time.time()
+                )
+                self._advance(q, None)
+        finally:
+            self.pumping = False
+
+    def _advance(self, q: _Question, reply: Any) -> None:
+        """Send the steps the outcome of their last need, and meet the next one."""
+        steps = q.steps
+        assert steps is not None
+        if q.future.done():  # its lookup gave up
+            steps.close()
+            self._finish(q, None)
+            return
+        try:
+            need = steps.send(reply)
+        except StopIteration as stop:
+            self._finish(q, stop.value)
+            return
+        except Exception as exc:  # a DNS exception is the outcome; another, a bug to raise
+            self._finish(q, exc)
+            return
+        if need[0] == "udp":
+            self._send(q, need[1], need[2])
+        elif need[0] == "sleep":
+            q.timer = self.loop.call_later(need[1], self._advance, q, None)
+        else:
+            self._tcp(q, need[1], need[2])
+
+    def _finish(self, q: _Question, outcome: Any) -> None:
+        import dns.exception
+
+        self.active.discard(q)
+        future = q.future
+        if not future.done():
+            if outcome is None or isinstance(outcome, dns.exception.DNSException):
+                future.set_result(outcome)
+            elif isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if self.waiting:
+            self._pump()
+
+    def _drop(self, q: _Question) -> None:
+        if q.timer is not None:
+            q.timer.cancel()
+        if q.task is not None:
+            q.task.cancel()
+        if q.steps is not None:
+            q.steps.close()
+        if not q.future.done():
+            q.future.cancel()
+
+    # -- I/O
+
+    def _send(self, q: _Question, request: dns.message.Message, timeout: float) -> None:
+        """A UDP attempt: ``_Server._udp``'s, on the shared socket."""
+        attempts = self.attempts
+        while request.id in attempts:  # ids unique among the attempts in flight
+            request.set_random_id()  # type: ignore[no-untyped-call]
+        try:
+            if self.broken is not None:
+                raise self.broken
+            wire = request.to_wire()
+            sock = self.sock
+            assert sock is not None and self.transport is not None
+            try:
+                sock.sendto(wire, self.destination)
+            except BlockingIOError:  # the send buffer is full: the transport queues it
+                cast("asyncio.DatagramTransport", self.transport).sendto(wire, self.destination)
+        except Exception as exc:
+            self._advance(q, exc)
+            return
+        key = request.id
+        attempts[key] = q
+        q.request, q.key = request, key
+        q.timer = self.loop.call_later(timeout, self._timed_out, q)
+
+    def _timed_out(self, q: _Question) -> None:
+        import dns.exception
+
+        if self.attempts.get(q.key) is q:
+            del self.attempts[q.key]
+        q.request = None
+        self._advance(q, dns.exception.Timeout())  # type: ignore[no-untyped-call]
+
+    def received(self, data: bytes, source: tuple[Any, ...]) -> None:
+        import dns.message
+
+        q = self.attempts.get(int.from_bytes(data[:2], "big"))
+        if q is None:  # no attempt in flight with its id: a stray or a late answer
+            return
+        if source != self.destination and not from_destination(source, self.destination):
+            return  # not from the server asked
+        request = q.request
+        assert request is not None
+        reply: Any
+        try:
+            reply = dns.message.from_wire(
+                data, keyring=request.keyring, request_mac=request.mac, raise_on_truncation=True
+            )
+        except dns.message.Truncated as e:
+            if not request.is_response(e.message()):  # type: ignore[no-untyped-call]
+                return
+            reply = e
+        except Exception:
+            return  # garbage: wait on, as dnspython's ignore_errors
+        else:
+            if not request.is_response(reply):
+                return
+        del self.attempts[q.key]
+        q.request = None
+        if q.timer is not None:
+            q.timer.cancel()
+        self._advance(q, reply)
+
+    def failed(self, exc: Exception) -> None:
+        """The socket reported an error: every UDP attempt in flight meets it, as a
+        blocking receive would raise it."""
+        attempts = list(self.attempts.values())
+        self.attempts.clear()
+        for q in attempts:
+            if q.timer is not None:
+                q.timer.cancel()
+            q.request = None
+            self._advance(q, exc)
+
+    def _tcp(self, q: _Question, request: dns.message.Message, timeout: float) -> None:
+        import dns.asyncquery
+
+        task = self.loop.create_task(
+            dns.asyncquery.tcp(request, self.address, timeout=timeout, port=self.port)
+        )
+        q.task = task
+
+        def done(t: asyncio.Task[Any]) -> None:
+            q.task = None
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is None:
+                self._advance(q, t.result())
+            elif isinstance(exc, Exception):
+                self._advance(q, _worded_as_blocking_attempt(exc))
+            else:
+                self._finish(q, exc)
+
+        task.add_done_callback(done)
+
+
+def _worded_as_blocking_attempt(exc: Exception) -> Exception:
+    """An asyncio TCP attempt's failure as the blocking ``dns.query.tcp`` words it:
+    a plain timeout ("timed out after N seconds" there), a connect error with the
+    system's message (asyncio says "Connect call failed (ADDRESS)")."""
+    import os
+
+    import dns.exception
+
+    if isinstance(exc, dns.exception.Timeout):
+        plain: Exception = dns.exception.Timeout()  # type: ignore[no-untyped-call]
+        return plain
+    if isinstance(exc, OSError) and exc.errno and exc.strerror != os.strerror(exc.errno):
+        return OSError(exc.errno, os.strerror(exc.errno))
+    return exc
+
+
+# The endpoint socket's receive buffer: the answers to every question in flight may
+# arrive at once (the kernel caps it at net.core.rmem_max).
+_RCVBUF = 1 << 20
+_BURST = 31  # datagrams read in one turn after the one asyncio read
+
+
+class _Receiver:
+    """The datagram protocol of an ``_Endpoint``'s socket (asyncio's callbacks)."""
+
+    def __init__(self, endpoint: _Endpoint) -> None:
+        self.endpoint = endpoint
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pass
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        endpoint = self.endpoint
+        endpoint.received(data, addr)
+        # the answers queued behind it too, up to a burst: one turn of the loop (and one
+        # poll) for many datagrams instead of one each
+        sock = endpoint.sock
+        for _ in range(_BURST):
+            if sock is None or endpoint.sock is not sock:
+                return
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                endpoint.failed(exc)
+                return
+            endpoint.received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.endpoint.failed(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
 
 
 def _async_resolver(server: tuple[str, int] | None, timeout: float) -> dns.asyncresolver.Resolver:
@@ -700,75 +1113,115 @@ def _worded_as_blocking(exc: dns.exception.DNSException) -> dns.exception.DNSExc
     return type(exc)(**{**exc.kwargs, "errors": plain})
 
 
-def _ask_shared(
-    res: dns.asyncresolver.Resolver,
-    question: Question,
-    cache: CaaCache,
-    server: tuple[str, int] | None,
-    mine: list[tuple[str, asyncio.Future[Outcome]]],
-) -> Awaitable[Outcome]:
-    """A CAA question asked once for all the lookups of the loop that need it now; the
-    asker records its claim in ``mine``, released once its steps stored the answer.
-    Not a coroutine: the claim is made at once, in the same turn of the loop as the
-    step's cache miss, so no asker's release can slip in between."""
-    import asyncio
+def _resolver_asks(res: dns.asyncresolver.Resolver) -> AskOne:
+    """``AskOne`` through dnspython's asyncio resolver (a task per question)."""
 
-    future, asker = cache.asking(server, question[0], asyncio.get_running_loop())
-    if asker:
-        mine.append((question[0], future))
-        return _ask_for_all(res, question, future)
-    return _wait_for_asker(res, question, future)
+    def ask(question: Question, into: asyncio.Future[Outcome] | None) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future() if into is None else into
+        task = loop.create_task(_ask_async(res, question))
+        task.add_done_callback(lambda t: _copy_outcome(t, future))
+        future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
+        return future
+
+    return ask
 
 
-async def _ask_for_all(
-    res: dns.asyncresolver.Resolver, question: Question, future: asyncio.Future[Outcome]
-) -> Outcome:
-    import asyncio
-
-    try:
-        outcome = await _ask_async(res, question)
-    except asyncio.CancelledError:
-        future.cancel()
-        raise
-    except BaseException as exc:
-        future.set_exception(exc)  # the waiters meet the same bug
-        raise
-    future.set_result(outcome)
-    return outcome
+def _copy_outcome(source: asyncio.Future[Outcome], target: asyncio.Future[Outcome]) -> None:
+    if source.cancelled():
+        if not target.done():
+            target.cancel()
+        return
+    exc = source.exception()  # retrieved in any case (no "never retrieved" warning)
+    if target.done():
+        return
+    if exc is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
 
 
-async def _wait_for_asker(
-    res: dns.asyncresolver.Resolver, question: Question, future: asyncio.Future[Outcome]
-) -> Outcome:
-    import asyncio
+def _shared_asks(
+    ask_one: AskOne, cache: CaaCache, server: tuple[str, int] | None
+) -> Callable[[Question, Claims], asyncio.Future[Outcome]]:
+    """CAA questions asked once for all the lookups of the loop that need them now: the
+    first asker's future is the one the others wait on. The asker records its claim in
+    its ``Claims``, released once its steps stored the answer; the claim is made at
+    once, in the turn of the loop that ran the steps' cache miss, so that no asker's
+    release can slip in between. A waiter whose asker was cancelled asks itself."""
 
-    try:
-        return await asyncio.shield(future)  # a waiter's cancellation must not cancel it
-    except asyncio.CancelledError:
-        if not future.cancelled():
-            raise  # this waiter was cancelled
-        return await _ask_async(res, question)  # the asker was: ask it here
+    def ask(question: Question, claims: Claims) -> asyncio.Future[Outcome]:
+        import asyncio
+
+        if question[1] != "CAA":
+            return ask_one(question, None)
+        loop = asyncio.get_running_loop()
+        shared, asker = cache.asking(server, question[0], loop)
+        if asker:
+            claims.append((question[0], shared))
+            return ask_one(question, shared)
+        mine: asyncio.Future[Outcome] = loop.create_future()
+
+        def answered(f: asyncio.Future[Outcome]) -> None:
+            if mine.done():  # this waiter gave up
+                return
+            if f.cancelled():  # the asker did: ask here
+                ask_one(question, mine)
+            else:
+                _copy_outcome(f, mine)
+
+        shared.add_done_callback(answered)
+        return mine
+
+    return ask
 
 
 async def _drive_async(
     steps: Steps[T],
-    ask: Callable[[Question, list[tuple[str, asyncio.Future[Outcome]]]], Awaitable[Outcome]],
-    release: Callable[[list[tuple[str, asyncio.Future[Outcome]]]], None],
+    ask: Callable[[Question, Claims], asyncio.Future[Outcome]],
+    release: Callable[[Claims], None],
 ) -> T:
-    import asyncio
-
+    """The lookup's steps, each batch's questions asked at once (futures, no task each);
+    the lookup given up (cancelled), its questions are too."""
     try:
         batch = next(steps)
         while True:
-            mine: list[tuple[str, asyncio.Future[Outcome]]] = []
+            claims: Claims = []
+            futures: list[asyncio.Future[Outcome]] = []
             try:
-                # ask() runs now, in the turn that ran the steps (see _ask_shared)
-                outcomes = await asyncio.gather(*[ask(q, mine) for q in batch])
-                batch = steps.send(list(outcomes))
+                for question in batch:  # asked now, in the turn that ran the steps
+                    futures.append(ask(question, claims))
+                outcomes = [await future for future in futures]
+                batch = steps.send(outcomes)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
             finally:  # after the steps stored the answers in the cache
-                release(mine)
+                release(claims)
     except StopIteration as stop:
         return cast(T, stop.value)
+
+
+async def _lookup_async_with(
+    ask_one: AskOne,
+    name: str,
+    server: tuple[str, int] | None,
+    caa: bool,
+    caa_cache: CaaCache | None,
+) -> DnsResult:
+    def release(claims: Claims) -> None:
+        for asked_name, future in claims:
+            assert caa_cache is not None
+            caa_cache.asked(server, asked_name, future)
+
+    def ask_alone(question: Question, claims: Claims) -> asyncio.Future[Outcome]:
+        return ask_one(question, None)
+
+    ask = ask_alone if caa_cache is None else _shared_asks(ask_one, caa_cache, server)
+    return await _drive_async(_lookup_steps(name, server, caa, caa_cache), ask, release)
 
 
 async def lookup_async(
@@ -779,25 +1232,32 @@ async def lookup_async(
     caa_cache: CaaCache | None = None,
 ) -> DnsResult:
     """``lookup`` for an asyncio event loop, with the same results: the questions of a
-    batch asked at once, a given ``server`` asked directly, without one the system's
-    resolver configuration. Many lookups may run at once in one loop: questions in
-    flight are bounded (``MAX_QUESTIONS_IN_FLIGHT``) and with ``caa_cache`` a parent's
-    CAA set is asked once for all of them."""
+    batch asked at once. A given ``server`` is asked directly, through the loop's one
+    socket to it (``_Endpoint``) shared by every lookup in flight; without one, through
+    dnspython's asyncio resolver and the system's configuration. Many lookups may run
+    at once in one loop: questions in flight are bounded (``MAX_QUESTIONS_IN_FLIGHT``)
+    and with ``caa_cache`` a parent's CAA set is asked once for all of them."""
+    if server is None:
+        return await _lookup_async_resolver(name, None, timeout, caa, caa_cache)
+    endpoint = await _Endpoint.enter(server)
+    try:
+        return await _lookup_async_with(endpoint.ask_within(timeout), name, server, caa, caa_cache)
+    finally:
+        endpoint.leave()
+
+
+async def _lookup_async_resolver(
+    name: str,
+    server: tuple[str, int] | None,
+    timeout: float,
+    caa: bool,
+    caa_cache: CaaCache | None,
+) -> DnsResult:
+    """``lookup_async`` through dnspython's asyncio resolver (``server`` its only
+    nameserver, or the system's configuration): the path without a server, and the
+    benchmark's yardstick for ``_Endpoint``."""
     res = _async_resolver(server, timeout)
-
-    def ask(
-        question: Question, mine: list[tuple[str, asyncio.Future[Outcome]]]
-    ) -> Awaitable[Outcome]:
-        if caa_cache is not None and question[1] == "CAA":
-            return _ask_shared(res, question, caa_cache, server, mine)
-        return _ask_async(res, question)
-
-    def release(mine: list[tuple[str, asyncio.Future[Outcome]]]) -> None:
-        for asked_name, future in mine:
-            assert caa_cache is not None
-            caa_cache.asked(server, asked_name, future)
-
-    return await _drive_async(_lookup_steps(name, server, caa, caa_cache), ask, release)
+    return await _lookup_async_with(_resolver_asks(res), name, server, caa, caa_cache)
 
 
 def reserved_reason(address: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from dnslib import CNAME, QTYPE, RR, DNSRecord
+from dnslib import A as A_
 
 from acmelb import resolution
 from acmelb.resolution import CaaCache, DnsResult, lookup, lookup_async
@@ -270,3 +271,172 @@ def test_the_cache_is_shared_by_threads_too(fleet: DnsServer) -> None:
         results = list(pool.map(lambda n: lookup(n, server, 2.0, True, cache), fleet_names()))
     assert fleet.queries.count(("shared.test", "CAA")) <= 16  # at most one per thread
     assert results == asyncio.run(all_at_once(server, CaaCache()))
+
+
+# -- the asyncio transport: one socket for the lookups in flight -----------------------------
+
+
+class PeerDnsServer(DnsServer):
+    """The test server, recording each query's source (address, port) and id; answers
+    can be held back (``delay``: name -> seconds) and preceded by ``extra(data, peer)``
+    datagrams."""
+
+    def __init__(self, zone: Zone) -> None:
+        super().__init__(zone)
+        self.peers: list[tuple[str, int]] = []
+        self.ids: list[int] = []
+        self.delay: dict[str, float] = {}
+        self.sent_late: list[str] = []
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                self.peers.append(peer)
+                self.ids.append(DNSRecord.parse(data).header.id)
+                self.extra(data, peer)
+                reply = self.answer(data)
+                qname = str(DNSRecord.parse(data).q.qname).rstrip(".").lower()
+                if qname in self.delay:
+                    threading.Timer(self.delay[qname], self._late, (reply, peer, qname)).start()
+                else:
+                    self.sock.sendto(reply, peer)
+            except Exception:
+                continue
+
+    def _late(self, reply: bytes, peer: tuple[str, int], qname: str) -> None:
+        try:
+            self.sock.sendto(reply, peer)
+            self.sent_late.append(qname)
+        except OSError:
+            pass
+
+    def extra(self, data: bytes, peer: tuple[str, int]) -> None:
+        pass
+
+
+@pytest.fixture
+def peers() -> Iterator[PeerDnsServer]:
+    zone: Zone = {f"n{i}.shared.test": {"A": [f"198.51.100.{i + 1}"]} for i in range(200)}
+    zone["shared.test"] = {"CAA": [(0, "issue", "letsencrypt.org")]}
+    d = PeerDnsServer(zone)
+    yield d
+    d.close()
+
+
+def test_lookups_in_flight_share_one_socket(peers: PeerDnsServer) -> None:
+    server = (peers.address, peers.port)
+    results = asyncio.run(all_at_once(server, CaaCache()))
+    assert len(peers.peers) == 200 * 3 + 1
+    assert len(set(peers.peers)) == 1  # one socket for the 200 lookups
+    assert results == [lookup(n, server, 2.0) for n in fleet_names()]
+    assert not any(resolution._endpoints.values())  # the last lookup out closed it
+
+
+def test_questions_in_flight_are_bounded(
+    peers: PeerDnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resolution, "MAX_QUESTIONS_IN_FLIGHT", 5)
+    server = (peers.address, peers.port)
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            for endpoints in resolution._endpoints.values():
+                for endpoint in endpoints.values():
+                    most = max(most, len(endpoint.active))
+            await asyncio.sleep(0)
+
+    async def run() -> list[DnsResult]:
+        watcher = asyncio.create_task(watch())
+        try:
+            return await all_at_once(server, None)
+        finally:
+            watcher.cancel()
+
+    results = asyncio.run(run())
+    assert 0 < most <= 5
+    assert results == [lookup(n, server, 2.0) for n in fleet_names()]
+
+
+def test_strays_and_other_sources_are_ignored(
+    peers: PeerDnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each answer: the same answer with another address from another port of the
+    server's host (a spoofing attempt), one with another id, and garbage. (Fewer
+    questions in flight: four datagrams an answer must fit the socket's buffer.)"""
+    monkeypatch.setattr(resolution, "MAX_QUESTIONS_IN_FLIGHT", 32)
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forger.bind((peers.address, 0))
+
+    def extra(data: bytes, peer: tuple[str, int]) -> None:
+        request = DNSRecord.parse(data)
+        forged = request.reply()
+        forged.add_answer(RR(request.q.qname, QTYPE.A, rdata=A_("203.0.113.66"), ttl=60))
+        if request.q.qtype == QTYPE.A:
+            forger.sendto(forged.pack(), peer)  # the right id and question, another source
+        stray = DNSRecord.parse(peers.answer(data))
+        stray.header.id = (request.header.id + 1) % 65536
+        peers.sock.sendto(stray.pack(), peer)  # the server's, with an id nobody asked
+        peers.sock.sendto(data[:2] + b"\x80garbage", peer)  # the id asked, not a message
+
+    peers.extra = extra  # type: ignore[method-assign]
+    server = (peers.address, peers.port)
+    try:
+        results = asyncio.run(all_at_once(server, CaaCache()))
+        assert [(r.a.addresses, r.a.status) for r in results] == [
+            ([f"198.51.100.{i + 1}"], "ok") for i in range(200)
+        ]
+        peers.queries.clear()
+        assert results == [lookup(n, server, 2.0) for n in fleet_names()]
+    finally:
+        forger.close()
+
+
+def test_a_late_answer_after_a_timeout_is_dropped(peers: PeerDnsServer) -> None:
+    """n0's answers come after its lookup timed out, while n1's lookup is still in flight
+    on the same socket: the late datagrams are read and dropped."""
+    server = (peers.address, peers.port)
+    peers.delay = {"n0.shared.test": 0.4, "n1.shared.test": 0.8}
+
+    async def both() -> list[DnsResult]:
+        return list(
+            await asyncio.gather(
+                lookup_async("n0.shared.test", server, 0.2, caa=False),
+                lookup_async("n1.shared.test", server, 2.0, caa=False),
+            )
+        )
+
+    slow, later = asyncio.run(both())
+    assert peers.sent_late[:2] == ["n0.shared.test", "n0.shared.test"]  # before n1's
+    assert slow.a.status == "timeout" and slow.aaaa.status == "timeout"
+    assert later.a.addresses == ["198.51.100.2"]
+    peers.delay = {"n0.shared.test": 0.4}
+    assert same(slow) == same(lookup("n0.shared.test", server, 0.2, caa=False))
+
+
+def test_ids_are_unique_among_the_questions_in_flight(
+    peers: PeerDnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every query is given id 7 at first (the same name three times, without a cache:
+    the same questions too): the endpoint gives each question in flight its own id."""
+    import dns.entropy
+
+    ids = iter([7] * 40 + list(range(100, 1000)))
+    monkeypatch.setattr(dns.entropy, "random_16", lambda: next(ids))
+    server = (peers.address, peers.port)
+    names = ["n0.shared.test"] * 3 + [f"n{i}.shared.test" for i in range(1, 6)]
+
+    async def run() -> list[DnsResult]:
+        return list(await asyncio.gather(*(lookup_async(n, server, 2.0) for n in names)))
+
+    results = asyncio.run(run())
+    first = len(names) * 3  # A, AAAA and own CAA of each, all sent before any answer
+    assert len(set(peers.ids[:first])) == first
+    assert 7 in peers.ids
+    monkeypatch.undo()
+    assert results == [lookup(n, server, 2.0) for n in names]
