@@ -66,13 +66,13 @@ async def diagnose_async(
 
 async def _lookup(ctx: Context, caa_cache: CaaCache | None) -> None:
     """DNS as the CA sees it, unless --resolve alone decides the addresses."""
-    from acmelb.resolution import lookup
+    from acmelb.resolution import lookup_async
 
     opts, name = ctx.options, ctx.target.name
     if name in opts.resolve and opts.dns_server is None:
         return
-    ctx.dns = await asyncio.to_thread(
-        lookup, name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache
+    ctx.dns = await lookup_async(
+        name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache
     )
 
 
