@@ -35,6 +35,9 @@ CONF = """server:
     # would turn a fleet's burst of questions into timeouts
     rrl-ratelimit: 0
     rrl-whitelist-ratelimit: 0
+    # answers without the NS and glue records a resolver does not need (as large
+    # authoritative servers answer)
+    minimal-responses: yes
     verbosity: 0
     hide-version: yes
 remote-control:

@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     addresses = [f"127.0.10.{i + 1}" for i in range(args.responders)]
     if not all(b.can_bind(a, 80) for a in addresses):
         raise b.Unavailable("port 80 on 127.0.10.x cannot be bound (run as root)")
+    # as an installed package is (pip compiles it): no run compiles acmelb's modules again,
+    # which this machine's PYTHONDONTWRITEBYTECODE=1 would make every run do
+    subprocess.run([b.PYTHON, "-m", "compileall", "-q", str(b.REPO / "src" / "acmelb")], check=True)
     thumbprint = secrets.token_urlsafe(32)
     mapping = fleet_names(max(args.names, args.scale), addresses)
     every = list(mapping)

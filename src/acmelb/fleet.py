@@ -12,6 +12,7 @@ kept: a run over 100,000 names holds about ``concurrency`` reports at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -129,7 +130,17 @@ def diagnose_stream(
     if workers <= 1:
         _run(_stream(iter(targets), vantages, options, cluster, concurrency, on_report))
         return
+    _preload()
     _stream_in_processes(list(targets), vantages, options, cluster, concurrency, on_report, workers)
+
+
+def _preload() -> None:
+    """What every worker uses, imported once here before the fork rather than in each."""
+    from acmelb import resolution
+
+    resolution.preload()
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

@@ -148,6 +148,18 @@ QuestionSteps = Generator[Need, Any, "dns.rrset.RRset | None"]
 _NOT_MADE: Any = object()  # no first attempt made ahead of the steps
 
 
+def parse_reply(data: bytes, request: dns.message.Message | None = None) -> dns.message.Message:
+    """A reply as dnspython reads it (raising ``Truncated`` as the resolver asks). A
+    NOERROR reply without answer records (no data) says all a lookup uses in its header
+    and question: its authority section, the zone's SOA and the costliest record of a
+    fleet's lookups to parse, is not read."""
+    import dns.message
+
+    nodata = len(data) >= 12 and not data[2] & 0x02 and not data[3] & 0x0F and data[6:8] == b"\0\0"
+    keys = {"keyring": request.keyring, "request_mac": request.mac} if request is not None else {}
+    return dns.message.from_wire(data, raise_on_truncation=True, question_only=nodata, **keys)
+
+
 def _make_query(name: str, rdtype: str) -> tuple[dns.name.Name, dns.message.QueryMessage]:
     """The resolver's query for a question (raises a DNS exception for a bad name)."""
     import dns.message
@@ -219,6 +231,8 @@ def _question_steps(
             continue
         assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
         rcode = response.rcode()
+        if rcode == dns.rcode.NOERROR and not response.answer:
+            return None  # no data: nothing to follow (what resolve_chaining finds, cheaper)
         if rcode == dns.rcode.NOERROR or rcode == dns.rcode.NXDOMAIN:
             try:
                 chained = response.resolve_chaining()
@@ -301,7 +315,7 @@ class _Server:
                 continue  # a stray datagram
             outcome: Any = None
             try:
-                outcome = dns.message.from_wire(data, raise_on_truncation=True)
+                outcome = parse_reply(data)
                 answered = outcome
             except dns.message.Truncated as e:
                 outcome, answered = e, e.message()  # type: ignore[no-untyped-call]
@@ -377,9 +391,7 @@ class _Server:
             if not from_destination(source, self.destination):
                 continue  # a stray datagram, as dnspython ignores them
             try:
-                r = dns.message.from_wire(
-                    data, keyring=request.keyring, request_mac=request.mac, raise_on_truncation=True
-                )
+                r = parse_reply(data, request)
             except dns.message.Truncated as e:
                 if not request.is_response(e.message()):  # type: ignore[no-untyped-call]
                     continue
@@ -940,9 +952,7 @@ class _Endpoint:
         assert request is not None
         reply: Any
         try:
-            reply = dns.message.from_wire(
-                data, keyring=request.keyring, request_mac=request.mac, raise_on_truncation=True
-            )
+            reply = parse_reply(data, request)
         except dns.message.Truncated as e:
             if not request.is_response(e.message()):  # type: ignore[no-untyped-call]
                 return
@@ -1258,6 +1268,24 @@ async def _lookup_async_resolver(
     benchmark's yardstick for ``_Endpoint``."""
     res = _async_resolver(server, timeout)
     return await _lookup_async_with(_resolver_asks(res), name, server, caa, caa_cache)
+
+
+def preload() -> None:
+    """Import now what lookups use (dnspython and the record classes it loads on first
+    sight): worker processes forked afterwards share it instead of each importing it."""
+    import dns.asyncquery
+    import dns.asyncresolver
+    import dns.message
+    import dns.query
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.resolver
+
+    for rdtype in ("A", "AAAA", "CAA", "CNAME", "SOA", "NS"):
+        dns.rdata.get_rdata_class(  # type: ignore[no-untyped-call]
+            dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)
+        )
 
 
 def reserved_reason(address: str) -> str | None:
