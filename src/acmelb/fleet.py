@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -237,6 +238,8 @@ def _worker(
         report.prepare_json()  # here, in parallel, rather than in the parent
         sending.send((part[index], report))
 
+    # what the fork shared stays out of the collector's way (and unwritten, so shared)
+    gc.freeze()
     try:
         mine = (targets[i] for i in part)
         _run(_stream(mine, vantages, options, cluster, max(1, concurrency), send))
