@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _bench as b
+import _nsd
 
 from acmelb import resolution
 from acmelb.resolution import CaaCache, DnsResult, lookup, lookup_async
@@ -77,65 +78,18 @@ def start_dns(work: Path, names: list[str]) -> tuple[subprocess.Popen[bytes], Se
     return proc, ("127.0.0.1", port)
 
 
-NSD_CONF = """server:
-    ip-address: 127.0.0.1@{port}
-    port: {port}
-    do-ip6: no
-    database: ""
-    zonelistfile: ""
-    username: ""
-    chroot: ""
-    zonesdir: "{work}"
-    pidfile: "{work}/nsd.pid"
-    xfrdfile: "{work}/xfrd.state"
-    xfrdir: "{work}"
-    logfile: "{work}/nsd.log"
-    server-count: 1
-    verbosity: 0
-    hide-version: yes
-    rrl-ratelimit: 0
-    rrl-whitelist-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
-    name: "{zone}"
-    zonefile: "{work}/zone.db"
-"""
-
-
 def start_nsd(work: Path, names: list[str]) -> tuple[subprocess.Popen[bytes], Server]:
-    """Debian's nsd in the foreground on 127.0.0.1, answering ``names`` as ``_dns.py``
-    does (the zone's apex, the shared parent, has no CAA set either)."""
-    nsd = b.tool("nsd", "nsd")
+    """Debian's nsd (``_nsd.py``) answering ``names`` as ``_dns.py`` does (the zone's
+    apex, the shared parent, has no CAA set either)."""
+    if _nsd.nsd_path() is None:
+        raise b.Unavailable("nsd (Debian package nsd) is not installed")
     zone = names[0].split(".", 1)[1]
-    lines = [
-        f"$ORIGIN {zone}.",
-        "$TTL 60",
-        "@ SOA ns.invalid. hostmaster.invalid. 1 3600 600 86400 60",
-        "@ NS ns.invalid.",
-    ]
-    for i, n in enumerate(names):
-        lines.append(f"{n}. A 198.51.100.{i % 250 + 1}")
-        if i % 3:
-            lines.append(f"{n}. AAAA 2001:db8::1")
-    (work / "zone.db").write_text("\n".join(lines) + "\n")
+    records = {
+        n: {"A": [f"198.51.100.{i % 250 + 1}"]} | ({"AAAA": ["2001:db8::1"]} if i % 3 else {})
+        for i, n in enumerate(names)
+    }
     port = b.free_port()
-    conf = work / "nsd.conf"
-    conf.write_text(NSD_CONF.format(port=port, work=work, zone=zone))
-    proc = subprocess.Popen(
-        [nsd, "-d", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-    )
-    server = ("127.0.0.1", port)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # ready when it answers
-        if proc.poll() is not None:
-            log = work / "nsd.log"
-            raise RuntimeError(f"nsd exited: {log.read_text() if log.exists() else ''}")
-        if lookup(names[0], server, 0.2, caa=False).a.addresses:
-            return proc, server
-        time.sleep(0.05)
-    b.stop(proc)
-    raise RuntimeError("nsd did not answer")
+    return _nsd.start_nsd(work / "nsd", port, zone, records), ("127.0.0.1", port)
 
 
 def via_resolver(name: str, server: Server, cache: CaaCache) -> DnsResult:

@@ -70,9 +70,18 @@ def test_bulk_issuance(certbot: Path) -> None:
 
 
 def test_fleet_diagnosis() -> None:
-    # 80 names: more than diagnose.PROCESS_THRESHOLD, so the worker processes run too
-    out = bench("bench_diagnose.py", "--names", "80", "--runs", "1", "--responders", "2")
-    assert "speed-up" in out and "peak memory" in out
+    # a scale run of 250 names: more than fleet.PROCESS_THRESHOLD, so the worker processes
+    # run too
+    out = bench(
+        "bench_diagnose.py", "--names", "80", "--runs", "1", "--responders", "2", "--scale", "250"
+    )
+    assert "speed-up" in out and "peak memory" in out and "CPU/name" in out
+    assert "scale:" in out and "250 names" in out
+
+
+def test_dns_lookups() -> None:
+    out = bench("bench_dns.py", "--names", "40", "--runs", "1", "--server", "nsd")
+    assert "lookup_async()" in out and "results: identical in every mode and run" in out
 
 
 def test_responder() -> None:
