@@ -121,13 +121,12 @@ class Runner:
 
     def __init__(self, checks: Sequence[Check] = ALL_CHECKS) -> None:
         self.checks = ordered(checks)
+        self._by_stage = {stage: [c for c in self.checks if c.stage is stage] for stage in Stage}
 
     def run_stage(self, ctx: Context, stage: Stage) -> list[Finding]:
         """Run one stage's checks; their findings are added to ``ctx.findings`` and returned."""
         new: list[Finding] = []
-        for check in self.checks:
-            if check.stage is not stage:
-                continue
+        for check in self._by_stage[stage]:
             try:
                 found = check.run(ctx) if check.applies(ctx) else []
             except Exception as exc:  # a bug in one check must not end the diagnosis
