@@ -204,7 +204,11 @@ async def _tls_handshake_ok(address: str, port: int, host: str, timeout: float) 
             )
     except (OSError, ssl.SSLError, ValueError, TimeoutError):
         return False
-    writer.close()
+    # The handshake was the question: drop the connection without TLS's closing
+    # exchange, and let the loop finish with it (a transport still shutting down when
+    # the loop closes is an error on uvloop)
+    writer.transport.abort()
+    await asyncio.sleep(0)
     return True
 
 
