@@ -20,6 +20,7 @@ import multiprocessing.connection
 import os
 import signal
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -258,6 +259,13 @@ async def _stream(
 ) -> None:
     caa_cache = CaaCache()  # parent names' CAA sets, shared by the run
     limits = probe_async.Limits(MAX_OPEN, MAX_OPEN_PER_ADDRESS)
+    remote = sum(1 for vantage in vantages if vantage.remote)
+    if remote:
+        # a remote vantage's probe is a command waited for on a thread: as many threads as
+        # may run at once, not the loop's default handful (min(32, CPUs + 4))
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(concurrency * remote, thread_name_prefix="acmelb-vantage")
+        )
     numbered = enumerate(targets)
     running: dict[asyncio.Task[Any], int] = {}
 

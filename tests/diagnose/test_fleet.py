@@ -3,7 +3,9 @@ lazily, worker processes that give the same reports, and failures that surface."
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from acmelb import fleet
 from acmelb.checks.base import Options, Target
 from acmelb.diagnose import Report, diagnose_many, make_target
-from acmelb.vantage import Local, Role
+from acmelb.vantage import CommandPrefix, Local, Role
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, Server, answer, hang
 
 Serve = Callable[..., Server]
@@ -105,3 +107,31 @@ def test_a_bug_in_the_engine_surfaces(
             options_for(names, s.address),
             processes=processes,
         )
+
+
+def test_remote_vantage_probes_run_as_many_at_once_as_diagnoses(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """A command-prefix vantage waits on a thread per probe: the engine gives it as many
+    threads as diagnoses in flight, not the loop's default handful (6 on 2 CPUs)."""
+    s = serve(answer(200, KEYAUTH))
+    names = [f"n{i}.fleet.test" for i in range(24)]
+    running = tmp_path / "running"
+    running.mkdir()
+    counts = tmp_path / "counts"
+    # each probe marks itself running, waits, records how many are running, then probes
+    script = (
+        f"touch {running}/$$; sleep 0.4; ls {running} | wc -l >> {counts}; "
+        f'rm {running}/$$; PATH={Path(sys.executable).parent}:$PATH exec "$0" "$@"'
+    )
+    vantage = CommandPrefix(Role.INSIDE, f"sh -c '{script}'")
+    opts = options_for(names, s.address)
+    reports = diagnose_many(
+        [make_target(n, KEYAUTH_TOKEN, KEYAUTH) for n in names],
+        [vantage],
+        opts,
+        workers=24,
+        processes=1,
+    )
+    assert all(r.runs and r.runs[0].usable for r in reports)
+    assert max(int(line) for line in counts.read_text().split()) > 8
