@@ -116,3 +116,43 @@ def test_redirect_annotation_read_from_the_ingress_is_what_the_probes_follow(
     assert doc["verdicts"]["acme-ca"] == "fail"
     assert doc["root_cause"]["code"] == "ingress-redirects-solver"
     assert "port-80-refused" in doc["root_cause"]["consequences"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "mode", "backends", "root", "consequence"),
+    [
+        # no controller serves the solver's class: nothing routes it, the backend says 404
+        ("traefik-class", "haproxy-tcp", ("not-found",), "ingress-class-unserved",
+         "challenge-not-found"),
+        # Local traffic policy, the solver's node without a controller: the LB's packets
+        # are dropped (the lab's firewall mode); the issuer also waits instead of checking
+        ("metallb", "firewall", ("responder",), "traffic-policy-local", "port-80-timeout"),
+    ],
+)  # fmt: skip
+def test_static_cause_explains_what_the_probes_meet(
+    lab_scenario: LabFactory,
+    tmp_path: Path,
+    fixture: str,
+    mode: str,
+    backends: tuple[str, ...],
+    root: str,
+    consequence: str,
+) -> None:
+    lab = lab_scenario(mode, backends=backends)
+    doc, _said = diagnose_kube(lab, cluster_file(lab, fixture, tmp_path), inside=())
+    assert doc["root_cause"]["code"] == root
+    assert consequence in doc["root_cause"]["consequences"]
+    assert doc["verdicts"]["acme-ca"] == "fail" and not doc["ok"]
+    if fixture == "metallb":
+        assert "self-check-skipped" in codes(doc)  # waitInsteadOfSelfCheck while the CA fails
+
+
+def test_a_solver_never_presented_stops_before_any_probe(
+    lab_scenario: LabFactory, tmp_path: Path
+) -> None:
+    lab = lab_scenario("haproxy-tcp")
+    doc, _said = diagnose_kube(lab, cluster_file(lab, "nodeport", tmp_path), inside=())
+    assert doc["root_cause"]["code"] == "solver-not-presented"
+    assert doc["root_cause"]["severity"] == "fatal"
+    assert doc["probes"] == []  # nothing to validate: no packet is sent
+    assert doc["verdicts"]["acme-ca"] == "fail"
