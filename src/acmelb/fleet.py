@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acmelb import probe_async
 from acmelb.checks import DEFAULT_RUNNER
@@ -30,6 +30,9 @@ from acmelb.checks.base import Context, Options, Target, VantageRun
 from acmelb.codes import Stage
 from acmelb.resolution import CaaCache
 from acmelb.vantage import Local, Vantage, VantageFailure
+
+if TYPE_CHECKING:
+    from acmelb.diagnose import Report  # which imports this module at call time
 
 __all__ = ["DEFAULT_CONCURRENCY", "diagnose_async", "diagnose_stream"]
 
@@ -52,7 +55,7 @@ async def diagnose_async(
     cluster: bool = False,
     caa_cache: CaaCache | None = None,
     limits: probe_async.Limits | None = None,
-) -> Any:
+) -> Report:
     """``diagnose.diagnose`` as a coroutine: the same stages, checks and report."""
     from acmelb.diagnose import check_name, report_of
 
@@ -116,7 +119,7 @@ def diagnose_stream(
     *,
     cluster: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
-    on_report: Callable[[int, Any], None],
+    on_report: Callable[[int, Report], None],
     processes: int | None = None,
 ) -> None:
     """Diagnose every target, ``concurrency`` at once; ``on_report(index, report)`` gets
@@ -175,7 +178,7 @@ def _stream_in_processes(
     options: Options | None,
     cluster: bool,
     concurrency: int,
-    on_report: Callable[[int, Any], None],
+    on_report: Callable[[int, Report], None],
     workers: int,
 ) -> None:
     """Worker ``k`` takes every ``workers``-th target (slow names, often neighbours in a
@@ -206,7 +209,7 @@ def _stream_in_processes(
             child.join(5)
 
 
-def _receive(pipes: list[Connection], on_report: Callable[[int, Any], None]) -> None:
+def _receive(pipes: list[Connection], on_report: Callable[[int, Report], None]) -> None:
     open_pipes = list(pipes)
     while open_pipes:
         for pipe in multiprocessing.connection.wait(open_pipes):
@@ -235,7 +238,7 @@ def _worker(
     """A worker process: its share of the targets in its own loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
 
-    def send(index: int, report: Any) -> None:
+    def send(index: int, report: Report) -> None:
         report.prepare_json()  # here, in parallel, rather than in the parent
         sending.send((part[index], report))
 
@@ -255,7 +258,7 @@ async def _stream(
     options: Options | None,
     cluster: bool,
     concurrency: int,
-    on_report: Callable[[int, Any], None],
+    on_report: Callable[[int, Report], None],
 ) -> None:
     caa_cache = CaaCache()  # parent names' CAA sets, shared by the run
     limits = probe_async.Limits(MAX_OPEN, MAX_OPEN_PER_ADDRESS)
@@ -267,7 +270,7 @@ async def _stream(
             ThreadPoolExecutor(concurrency * remote, thread_name_prefix="acmelb-vantage")
         )
     numbered = enumerate(targets)
-    running: dict[asyncio.Task[Any], int] = {}
+    running: dict[asyncio.Task[Report], int] = {}
 
     def start(batch: int) -> None:
         for index, target in itertools.islice(numbered, batch):
