@@ -17,7 +17,6 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 CONF = """server:
     ip-address: 127.0.0.1@{port}
@@ -116,14 +115,3 @@ def _a_query(name: str) -> bytes:
     header = struct.pack("!HHHHHH", 0x5A5A, 0x0100, 1, 0, 0, 0)
     labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
     return header + labels + b"\x00" + struct.pack("!HH", 1, 1)
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """Stop NSD (its own children follow) by its PID."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
