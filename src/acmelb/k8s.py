@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from acmelb.kubeobjects import Solver
 
 
+# What ``acmelb diagnose --kube`` reads (``acmelb.kubeobjects``): the objects around a Challenge.
+KUBECTL_KINDS = "challenges,orders,certificates,ingresses,services,endpointslices,pods,events"
+KUBECTL_COMMAND = f"kubectl get {KUBECTL_KINDS} -A -o json"
+
+
 @dataclass
 class Challenge:
     namespace: str

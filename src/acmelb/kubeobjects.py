@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from acmelb.errors import UsageError
-from acmelb.k8s import Challenge, challenge_from_item
+from acmelb.k8s import KUBECTL_COMMAND, KUBECTL_KINDS, Challenge, challenge_from_item
 
 if TYPE_CHECKING:
     from acmelb.vantage import ProbeSettings
 
-KUBECTL_KINDS = "challenges,orders,certificates,ingresses,services,endpointslices,pods,events"
-KUBECTL_COMMAND = f"kubectl get {KUBECTL_KINDS} -A -o json"
 
 # cert-manager's labels on the solver Pod, Service and Ingress (pkg/apis/acme/v1/types.go);
 # the domain and token values are decimal adler32 checksums (pkg/issuer/acme/http/pod.go).

@@ -9,20 +9,18 @@ These checks read ``ctx.target.kube``: the Challenge and the objects connected t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from acmelb.checks.base import Context, le_verdict
 from acmelb.codes import Stage
 from acmelb.findings import Code, Finding
-from acmelb.fix import k8s as fixes
-from acmelb.kubeobjects import (
-    Event,
-    Ingress,
-    Provider,
-    Service,
-    Solver,
-    provider_of,
-    solver_classes,
-)
+
+if TYPE_CHECKING:
+    from acmelb.kubeobjects import Event, Ingress, Provider, Service, Solver
+
+# acmelb.kubeobjects and acmelb.fix.k8s are imported by the checks that run, only for a
+# target read from Kubernetes objects: a fleet's start-up (before its worker processes
+# fork) does not pay for them.
 
 # ingress-nginx: these redirect every location of the Ingress, the solver's path included
 # (kubernetes/ingress-nginx#11315). ssl-redirect/force-ssl-redirect are not here: the
@@ -66,6 +64,8 @@ class SolverNotPresented:
         return _kube(ctx) is not None
 
     def run(self, ctx: Context) -> list[Finding]:
+        from acmelb.fix import k8s as fixes
+
         solver = _kube(ctx)
         assert solver is not None
         evidence = present_failures(solver)
@@ -92,6 +92,8 @@ def proxy_shortcut(service: Service) -> Provider | None:
     """The provider whose PROXY protocol is on at this Service's LB while the status shows a
     bare IP (no hostname, no ipMode: Proxy): kube-proxy then routes in-cluster traffic for
     that IP straight to the pods, without the header they expect."""
+    from acmelb.kubeobjects import provider_of
+
     provider = provider_of(service)
     if provider is None or not provider.proxy_on(service):
         return None
@@ -113,6 +115,8 @@ class LbProxyShortcut:
         return solver is not None and bool(solver.front_services)
 
     def run(self, ctx: Context) -> list[Finding]:
+        from acmelb.fix import k8s as fixes
+
         solver = _kube(ctx)
         assert solver is not None
         found: list[Finding] = []
@@ -171,6 +175,8 @@ class TrafficPolicyLocal:
         )
 
     def run(self, ctx: Context) -> list[Finding]:
+        from acmelb.fix import k8s as fixes
+
         solver = _kube(ctx)
         assert solver is not None
         lonely = nodes_without_controller(solver)
@@ -237,6 +243,8 @@ class IngressRedirectsSolver:
         return _kube(ctx) is not None
 
     def run(self, ctx: Context) -> list[Finding]:
+        from acmelb.fix import k8s as fixes
+
         solver = _kube(ctx)
         assert solver is not None
         evidence = redirects(solver)
@@ -264,7 +272,7 @@ def unserved_classes(solver: Solver) -> list[str]:
     """The solver's Ingress classes that no controller in the file serves (none when the
     file holds no controller: then nothing can be said)."""
     return [
-        k for k in solver_classes(solver) if not any(c.serves(k) for c in solver.all_controllers)
+        k for k in _solver_classes(solver) if not any(c.serves(k) for c in solver.all_controllers)
     ]
 
 
@@ -287,6 +295,8 @@ class IngressClassUnserved:
         return solver is not None and bool(solver.all_controllers)
 
     def run(self, ctx: Context) -> list[Finding]:
+        from acmelb.fix import k8s as fixes
+
         solver = _kube(ctx)
         assert solver is not None
         unserved = unserved_classes(solver)
@@ -337,6 +347,8 @@ class SelfCheckSkipped:
         return solver is not None and solver.challenge.wait_instead_of_self_check is not None
 
     def run(self, ctx: Context) -> list[Finding]:
+        from acmelb.fix import k8s as fixes
+
         solver = _kube(ctx)
         assert solver is not None
         failing = failing_outside(ctx)
@@ -374,3 +386,9 @@ __all__ = [
     "SolverNotPresented",
     "TrafficPolicyLocal",
 ]
+
+
+def _solver_classes(solver: Solver) -> list[str]:
+    from acmelb.kubeobjects import solver_classes
+
+    return solver_classes(solver)

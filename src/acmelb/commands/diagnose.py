@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from acmelb.commands._common import add_vantage_options, probe_settings, read_input
-from acmelb.kubeobjects import KUBECTL_COMMAND
+from acmelb.k8s import KUBECTL_COMMAND
 
 if TYPE_CHECKING:
     from acmelb.diagnose import Report
