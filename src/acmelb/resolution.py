@@ -148,7 +148,7 @@ def _resolver_ask(res: dns.resolver.Resolver) -> Ask:
 Need = tuple[Any, ...]
 QuestionSteps = Generator[Need, Any, "dns.rrset.RRset | None"]
 _NOT_MADE: Any = object()  # no first attempt made ahead of the steps
-# An attempt's reply that says no data in its plainest form (``_plain_no_data``): the
+# An attempt's reply that says no data in its plainest form (``_plain_reply``): the
 # drivers send it to the steps in place of the message dnspython would have read.
 _NO_DATA: Any = object()
 
@@ -167,7 +167,7 @@ def parse_reply(data: bytes, request: dns.message.Message | None = None) -> dns.
 
 def _make_query(name: str, rdtype: str) -> tuple[dns.name.Name, dns.message.QueryMessage, bytes]:
     """The resolver's query for a question (raises a DNS exception for a bad name), and
-    its question section in wire form (``_query_wire``, ``_plain_no_data``)."""
+    its question section in wire form (``_query_wire``, ``_plain_reply``)."""
     import dns.message
     import dns.rdataclass
 
@@ -202,22 +202,71 @@ def _query_wire(request: dns.message.Message, question: bytes) -> bytes:
     return _HEADER.pack(request.id, request.flags, 1, 0, 0, 0) + question
 
 
-def _plain_no_data(data: bytes, request: dns.message.Message, question: bytes) -> bool:
-    """Is ``data`` the plainest "no data" answer to ``request`` (whose question section
-    is ``question``): the id, QR, opcode QUERY, not truncated, NOERROR, the same single
-    question (names compare without case), no answer record? Then dnspython reads it
-    (``parse_reply``, ``is_response``) as a response with no answer, and the lookup
-    needs nothing more: decided on the bytes, as most of a fleet's AAAA and CAA
-    answers are. Anything else is read by dnspython."""
+def _plain_reply(data: bytes, request: dns.message.Message, question: bytes) -> Any:
+    """What the lookup needs from a reply in its plainest form, read on the bytes:
+    ``_NO_DATA`` for no data, the answer RRset for addresses straight at the name asked,
+    None for anything else (dnspython reads it). Most of a fleet's replies are plain;
+    both readings conclude the same (tests/diagnose/test_dns_wire.py)."""
+    if not _plain_header(data, request, question):
+        return None
+    if data[6:8] == b"\0\0":
+        return _NO_DATA
+    return _plain_addresses(data, request, question)
+
+
+def _plain_header(data: bytes, request: dns.message.Message, question: bytes) -> bool:
+    """The id, QR, opcode QUERY, not truncated, NOERROR, and the same single question
+    (names compare without case) as ``request`` (whose question section is
+    ``question``): what ``parse_reply`` and ``is_response`` check."""
     end = 12 + len(question)
     return (
         len(data) >= end
         and int.from_bytes(data[:2], "big") == request.id
         and data[2] & 0xFA == 0x80  # QR, opcode 0, TC clear
         and not data[3] & 0x0F  # NOERROR
-        and data[4:8] == b"\0\1\0\0"  # one question, no answer
+        and data[4:6] == b"\0\1"  # one question
         and data[12:end].lower() == question.lower()  # label lengths are below b"A"
     )
+
+
+# The record data size of the address types: A, AAAA.
+_ADDRESS_SIZES = {1: 4, 28: 16}
+
+
+def _plain_addresses(
+    data: bytes, request: dns.message.Message, question: bytes
+) -> dns.rrset.RRset | None:
+    """The A or AAAA RRset of a reply whose every record is an answer of the type asked
+    at the name asked (its owner a pointer to the question), nothing else in it: the
+    answer ``resolve_chaining`` gives. None for any other reply."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rrset
+
+    rdtype = dns.rdatatype.RdataType(int.from_bytes(question[-4:-2], "big"))
+    size = _ADDRESS_SIZES.get(rdtype)
+    if size is None or data[8:12] != b"\0\0\0\0":  # an authority or additional record
+        return None
+    owner_type_class = b"\xc0\x0c" + question[-4:]
+    rdlength = size.to_bytes(2, "big")
+    records = []
+    at = 12 + len(question)
+    for _ in range(int.from_bytes(data[6:8], "big")):
+        if data[at : at + 6] != owner_type_class or data[at + 10 : at + 12] != rdlength:
+            return None
+        records.append(
+            (int.from_bytes(data[at + 6 : at + 10], "big"), data[at + 12 : at + 12 + size])
+        )
+        at += 12 + size
+    if at != len(data):  # trailing bytes or a record cut short
+        return None
+    rdclass = dns.rdataclass.IN
+    cls = dns.rdata.get_rdata_class(rdclass, rdtype)  # type: ignore[no-untyped-call]
+    answer = dns.rrset.RRset(request.question[0].name, rdclass, rdtype)
+    for ttl, address in records:  # as the wire reader: the type's class from the bytes
+        answer.add(cls(rdclass, rdtype, address), ttl)
+    return answer
 
 
 def _question_steps(
@@ -236,6 +285,7 @@ def _question_steps(
     import dns.message
     import dns.rcode
     import dns.resolver
+    import dns.rrset
 
     errors: list[Any] = []
     backoff = 0.10
@@ -279,6 +329,8 @@ def _question_steps(
             continue
         if response is _NO_DATA:
             return None
+        if isinstance(response, dns.rrset.RRset):  # a plain answer, read on the bytes
+            return response
         assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
         rcode = response.rcode()
         if rcode == dns.rcode.NOERROR and not response.answer:
@@ -441,8 +493,9 @@ class _Server:
                 raise dns.exception.Timeout from None  # the same event, in dnspython's terms
             if not from_destination(source, self.destination):
                 continue  # a stray datagram, as dnspython ignores them
-            if _plain_no_data(data, request, question):
-                return _NO_DATA
+            reply = _plain_reply(data, request, question)
+            if reply is not None:
+                return reply
             reply = _read(data, request)
             if reply is None:
                 continue
@@ -1022,7 +1075,9 @@ class _Endpoint:
             return  # not from the server asked
         request = q.request
         assert request is not None
-        reply = _NO_DATA if _plain_no_data(data, request, q.wire) else _read(data, request)
+        reply = _plain_reply(data, request, q.wire)
+        if reply is None:
+            reply = _read(data, request)
         if reply is None:
             return  # not an answer to the attempt: wait on
         del self.attempts[q.key]

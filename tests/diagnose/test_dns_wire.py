@@ -1,5 +1,5 @@
-"""The fleet's two shortcuts past dnspython's object model (``resolution._query_wire``,
-``resolution._plain_no_data``) decide exactly what dnspython would."""
+"""The fleet's shortcuts past dnspython's object model (``resolution._query_wire``,
+``resolution._plain_reply``) decide exactly what dnspython would."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import dns.rrset
 import pytest
 
 from acmelb import resolution
-from acmelb.resolution import _make_query, _plain_no_data, _query_wire, _read
+from acmelb.resolution import _NO_DATA, _make_query, _plain_reply, _query_wire, _read
 
 
 @pytest.mark.parametrize("rdtype", ["A", "AAAA", "CAA", "CNAME", "TXT"])
@@ -22,23 +22,22 @@ def test_the_query_wire_is_dnspythons(name: str, rdtype: str) -> None:
     _qname, request, question = _make_query(name, rdtype)
     assert _query_wire(request, question) == request.to_wire()
     for _ in range(5):  # a retry's new id
-        request.set_random_id()
+        request.set_random_id()  # type: ignore[no-untyped-call]
         assert _query_wire(request, question) == request.to_wire()
 
 
-def _reply(request: dns.message.Message, **changes: object) -> bytes:
-    """A reply to ``request`` in wire form: no data (the zone's SOA in authority) unless
-    ``changes`` say otherwise."""
+def _reply(request: dns.message.Message, *answers: str, **changes: object) -> bytes:
+    """A reply to ``request`` in wire form: ``answers`` (record texts of the type asked)
+    or no data (the zone's SOA in authority), changed as ``changes`` say."""
     reply = dns.message.make_response(request)
-    reply.authority.append(
-        dns.rrset.from_text(
-            "fleet.test.", 300, "IN", "SOA", "ns.fleet.test. h.fleet.test. 1 2 3 4 5"
-        )
-    )
-    if changes.get("answer"):
+    rdtype = request.question[0].rdtype
+    if answers:
         reply.answer.append(
-            dns.rrset.from_text(request.question[0].name, 300, "IN", "A", "192.0.2.1")
+            dns.rrset.from_text(request.question[0].name, 300, "IN", rdtype, *answers)
         )
+    if not answers or changes.get("authority"):
+        soa = "ns.fleet.test. h.fleet.test. 1 2 3 4 5"
+        reply.authority.append(dns.rrset.from_text("fleet.test.", 300, "IN", "SOA", soa))
     if "rcode" in changes:
         reply.set_rcode(changes["rcode"])  # type: ignore[arg-type]
     if changes.get("edns"):
@@ -50,17 +49,12 @@ def _patched(data: bytes, offset: int, value: bytes) -> bytes:
     return data[:offset] + value + data[offset + len(value) :]
 
 
-def _dnspython_says_no_data(data: bytes, request: dns.message.Message) -> bool:
-    reply = _read(data, request)
-    return (
-        isinstance(reply, dns.message.Message)
-        and reply.rcode() == dns.rcode.NOERROR
-        and not reply.answer
-    )
+Case = tuple[str, bytes, dns.message.Message, bytes, str | None]
 
 
-def _cases() -> list[tuple[str, bytes, dns.message.Message, bytes, bool]]:
-    """(what, datagram, request, question, the plain no-data reply?)"""
+def _no_data_cases() -> list[Case]:
+    """(what, datagram, request, question, what the shortcut reads: "no data",
+    "answer" or None for dnspython to read)"""
     _q, request, question = _make_query("n5.fleet.test", "AAAA")
     plain = _reply(request)
     other = _make_query("n6.fleet.test", "AAAA")[1]
@@ -71,48 +65,85 @@ def _cases() -> list[tuple[str, bytes, dns.message.Message, bytes, bool]]:
     two.question.append(two.question[0])
     header_flags = int.from_bytes(plain[2:4], "big")
     notify = header_flags & ~0x7800 | dns.opcode.to_flags(dns.opcode.NOTIFY)
-    return [
-        ("no data, the SOA in authority", plain, request, question, True),
-        (
-            "the question in other case",
-            plain.replace(b"fleet", b"FLeeT", 1),
-            request,
-            question,
-            True,
-        ),
-        ("with EDNS", _reply(request, edns=True), request, question, True),
-        ("an answer", _reply(request, answer=True), request, question, False),
-        ("truncated", _patched(plain, 2, bytes([plain[2] | 0x02])), request, question, False),
-        ("NXDOMAIN", _reply(request, rcode=dns.rcode.NXDOMAIN), request, question, False),
-        ("SERVFAIL", _reply(request, rcode=dns.rcode.SERVFAIL), request, question, False),
-        (
-            "another id",
-            _patched(plain, 0, b"\0\0" if request.id else b"\0\1"),
-            request,
-            question,
-            False,
-        ),
-        ("another name", _reply(other), request, question, False),
-        ("another type", _reply(other_type), request, question, False),
-        ("not a response", _patched(plain, 2, bytes([plain[2] & 0x7F])), request, question, False),
-        ("opcode NOTIFY", _patched(plain, 2, notify.to_bytes(2, "big")), request, question, False),
-        ("cut short", plain[:20], request, question, False),
-        ("two questions", two.to_wire(), request, question, False),
-        ("garbage", b"\0" * 40, request, question, False),
+    other_id = b"\0\0" if request.id else b"\0\1"
+    cases: list[tuple[str, bytes, str | None]] = [
+        ("no data, the SOA in authority", plain, "no data"),
+        ("the question in other case", plain.replace(b"fleet", b"FLeeT", 1), "no data"),
+        ("with EDNS", _reply(request, edns=True), "no data"),
+        ("truncated", _patched(plain, 2, bytes([plain[2] | 0x02])), None),
+        ("NXDOMAIN", _reply(request, rcode=dns.rcode.NXDOMAIN), None),
+        ("SERVFAIL", _reply(request, rcode=dns.rcode.SERVFAIL), None),
+        ("another id", _patched(plain, 0, other_id), None),
+        ("another name", _reply(other), None),
+        ("another type", _reply(other_type), None),
+        ("not a response", _patched(plain, 2, bytes([plain[2] & 0x7F])), None),
+        ("opcode NOTIFY", _patched(plain, 2, notify.to_bytes(2, "big")), None),
+        ("cut short", plain[:20], None),
+        ("two questions", two.to_wire(), None),
+        ("garbage", b"\0" * 40, None),
     ]
+    return [(what, data, request, question, kind) for what, data, kind in cases]
+
+
+def _answer_cases() -> list[Case]:
+    _q, a_request, a_question = _make_query("n5.fleet.test", "A")
+    _q, aaaa_request, aaaa_question = _make_query("n5.fleet.test", "AAAA")
+    _q, caa_request, caa_question = _make_query("n5.fleet.test", "CAA")
+    one = _reply(a_request, "192.0.2.1")
+    cname = dns.message.make_response(a_request)
+    cname.answer.append(dns.rrset.from_text("n5.fleet.test.", 300, "IN", "CNAME", "lb.fleet.test."))
+    cname.answer.append(dns.rrset.from_text("lb.fleet.test.", 300, "IN", "A", "192.0.2.9"))
+    a_cases: list[tuple[str, bytes, str | None]] = [
+        ("one address", one, "answer"),
+        ("three addresses", _reply(a_request, "192.0.2.3", "192.0.2.1", "192.0.2.2"), "answer"),
+        ("the name in other case", one.replace(b"fleet", b"FLEET", 1), "answer"),
+        ("with authority", _reply(a_request, "192.0.2.1", authority=True), None),
+        ("with EDNS", _reply(a_request, "192.0.2.1", edns=True), None),
+        ("a CNAME first", cname.to_wire(), None),
+        ("trailing bytes", one + b"\0", None),
+        ("cut short", one[:-1], None),
+        ("a longer count", _patched(one, 6, b"\0\2"), None),
+    ]
+    return [
+        *[(what, data, a_request, a_question, kind) for what, data, kind in a_cases],
+        ("IPv6", _reply(aaaa_request, "2001:db8::1", "2001:db8::a"), aaaa_request, aaaa_question,
+         "answer"),
+        ("CAA is dnspython's", _reply(caa_request, '0 issue "letsencrypt.org"'), caa_request,
+         caa_question, None),
+    ]  # fmt: skip
+
+
+def _dnspython_reads(data: bytes, request: dns.message.Message) -> object:
+    """What the lookup takes from dnspython's reading: "no data", the answer RRset, or
+    the reply (or None: not an answer) for anything else."""
+    reply = _read(data, request)
+    if not isinstance(reply, dns.message.QueryMessage) or reply.rcode() != dns.rcode.NOERROR:
+        return reply
+    if not reply.answer:
+        return "no data"
+    return reply.resolve_chaining().answer
+
+
+CASES = _no_data_cases() + _answer_cases()
 
 
 @pytest.mark.parametrize(
-    ("what", "data", "request_", "question", "plain"),
-    _cases(),
-    ids=lambda c: c if isinstance(c, str) else "",
+    ("what", "data", "request_", "question", "kind"), CASES, ids=[c[0] for c in CASES]
 )
-def test_a_plain_no_data_reply_is_what_dnspython_reads(
-    what: str, data: bytes, request_: dns.message.Message, question: bytes, plain: bool
+def test_a_plain_reply_reads_as_dnspython_reads_it(
+    what: str, data: bytes, request_: dns.message.Message, question: bytes, kind: str | None
 ) -> None:
-    assert _plain_no_data(data, request_, question) is plain, what
-    if plain:  # the shortcut concludes what dnspython's reading does
-        assert _dnspython_says_no_data(data, request_), what
+    shortcut = _plain_reply(data, request_, question)
+    if kind is None:
+        assert shortcut is None, what
+    elif kind == "no data":
+        assert shortcut is _NO_DATA, what
+        assert _dnspython_reads(data, request_) == "no data", what
+    else:
+        expected = _dnspython_reads(data, request_)
+        assert isinstance(shortcut, dns.rrset.RRset), what
+        assert shortcut == expected, what
+        assert [r.address for r in shortcut] == [r.address for r in expected], what  # type: ignore[attr-defined]
 
 
 def test_the_steps_take_the_shortcut_as_no_data() -> None:
