@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from acmelb import probe_async
 from acmelb.checks import DEFAULT_RUNNER
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from acmelb.diagnose import Report  # which imports this module at call time
 
 __all__ = ["DEFAULT_CONCURRENCY", "diagnose_async", "diagnose_stream"]
+
+R = TypeVar("R")
 
 DEFAULT_CONCURRENCY = 64
 # open probe connections of one run: in all, and to one address (a fleet's names mostly
@@ -112,6 +114,7 @@ async def _run_vantage(
     return vantage_run(vantage, result)
 
 
+@overload
 def diagnose_stream(
     targets: Iterable[Target],
     vantages: Sequence[Vantage],
@@ -121,10 +124,39 @@ def diagnose_stream(
     concurrency: int = DEFAULT_CONCURRENCY,
     on_report: Callable[[int, Report], None],
     processes: int | None = None,
+) -> None: ...
+
+
+@overload
+def diagnose_stream(
+    targets: Iterable[Target],
+    vantages: Sequence[Vantage],
+    options: Options | None = None,
+    *,
+    cluster: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_report: Callable[[int, R], None],
+    render: Callable[[Report], R],
+    processes: int | None = None,
+) -> None: ...
+
+
+def diagnose_stream(
+    targets: Iterable[Target],
+    vantages: Sequence[Vantage],
+    options: Options | None = None,
+    *,
+    cluster: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_report: Callable[[int, Any], None],
+    render: Callable[[Report], Any] | None = None,
+    processes: int | None = None,
 ) -> None:
     """Diagnose every target, ``concurrency`` at once; ``on_report(index, report)`` gets
     each report as it finishes, on this thread (index: the target's place in
-    ``targets``).
+    ``targets``). With ``render``, it gets ``render(report)`` instead, made where the
+    report was made: in a worker process, the output's own work (JSON, text) is done
+    there, in parallel, and only its result crosses to this process.
 
     One event loop on this thread; a fleet of ``PROCESS_THRESHOLD`` names or more is
     split over one worker process per CPU (``processes`` overrides), each with its own
@@ -132,11 +164,20 @@ def diagnose_stream(
     concurrency = max(1, concurrency)
     count = len(targets) if isinstance(targets, Sized) else None
     workers = _processes(count, processes)
+    made = render or _prepared
     if workers <= 1:
-        _run(_stream(iter(targets), vantages, options, cluster, concurrency, on_report))
+        _run(_stream(iter(targets), vantages, options, cluster, concurrency, on_report, made))
         return
     _preload()
-    _stream_in_processes(list(targets), vantages, options, cluster, concurrency, on_report, workers)
+    _stream_in_processes(
+        list(targets), vantages, options, cluster, concurrency, on_report, made, workers
+    )
+
+
+def _prepared(report: Report) -> Report:
+    """The report itself, its JSON built (in a worker: in parallel, not in the parent)."""
+    report.prepare_json()
+    return report
 
 
 def _preload() -> None:
@@ -178,7 +219,8 @@ def _stream_in_processes(
     options: Options | None,
     cluster: bool,
     concurrency: int,
-    on_report: Callable[[int, Report], None],
+    on_report: Callable[[int, Any], None],
+    render: Callable[[Report], Any],
     workers: int,
 ) -> None:
     """Worker ``k`` takes every ``workers``-th target (slow names, often neighbours in a
@@ -193,7 +235,16 @@ def _stream_in_processes(
         child = context.Process(
             target=_worker,
             daemon=True,
-            args=(targets, part, vantages, options, cluster, concurrency // workers, sending),
+            args=(
+                targets,
+                part,
+                vantages,
+                options,
+                cluster,
+                concurrency // workers,
+                render,
+                sending,
+            ),
         )
         pipes.append(receiving)
         children.append((child, sending))
@@ -209,7 +260,7 @@ def _stream_in_processes(
             child.join(5)
 
 
-def _receive(pipes: list[Connection], on_report: Callable[[int, Report], None]) -> None:
+def _receive(pipes: list[Connection], on_report: Callable[[int, Any], None]) -> None:
     open_pipes = list(pipes)
     while open_pipes:
         for pipe in multiprocessing.connection.wait(open_pipes):
@@ -233,20 +284,20 @@ def _worker(
     options: Options | None,
     cluster: bool,
     concurrency: int,
+    render: Callable[[Report], Any],
     sending: Any,
 ) -> None:
     """A worker process: its share of the targets in its own loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
 
-    def send(index: int, report: Report) -> None:
-        report.prepare_json()  # here, in parallel, rather than in the parent
-        sending.send((part[index], report))
+    def send(index: int, rendered: Any) -> None:
+        sending.send((part[index], rendered))
 
     # what the fork shared stays out of the collector's way (and unwritten, so shared)
     gc.freeze()
     try:
         mine = (targets[i] for i in part)
-        _run(_stream(mine, vantages, options, cluster, max(1, concurrency), send))
+        _run(_stream(mine, vantages, options, cluster, max(1, concurrency), send, render))
         sending.send((None, None))
     except BaseException as exc:  # the parent raises it
         sending.send((-1, exc))
@@ -258,7 +309,8 @@ async def _stream(
     options: Options | None,
     cluster: bool,
     concurrency: int,
-    on_report: Callable[[int, Report], None],
+    on_report: Callable[[int, Any], None],
+    render: Callable[[Report], Any],
 ) -> None:
     caa_cache = CaaCache()  # parent names' CAA sets, shared by the run
     limits = probe_async.Limits(MAX_OPEN, MAX_OPEN_PER_ADDRESS)
@@ -287,7 +339,7 @@ async def _stream(
             done, _pending = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 index = running.pop(task)
-                on_report(index, task.result())
+                on_report(index, render(task.result()))
             start(concurrency - len(running))
     finally:
         for task in running:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime
 import enum
+import io
 import json
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -23,10 +25,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Output",
     "Progress",
+    "Rendered",
     "Stream",
     "attach_explain",
+    "json_line",
     "render",
     "render_cluster_status",
+    "text_block",
     "write_infos",
     "write_json",
     "write_text",
@@ -75,35 +80,62 @@ class Output(enum.Enum):
         return self in (Output.LINES, Output.TEXT)
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """A report as the output prints it, made where the report was made (a fleet's
+    worker process): whether it passed, and its text. Only this crosses to the process
+    that writes, and only this waits there for the reports before it."""
+
+    ok: bool
+    text: str
+
+
+def json_line(report: Report) -> Rendered:
+    """The report as a line of JSON Lines (its Challenge's message explained with it)."""
+    doc = report.to_json()
+    attach_explain(doc, report)
+    return Rendered(report.ok, json.dumps(doc) + "\n")
+
+
+def text_block(colour: bool) -> Callable[[Report], Rendered]:
+    """The human report, as ``render`` writes it."""
+
+    def block(report: Report) -> Rendered:
+        out = io.StringIO()
+        render(report, out, colour)
+        return Rendered(report.ok, out.getvalue())
+
+    return block
+
+
 class Stream:
-    """Writes each report as soon as it may (JSON Lines: as it arrives; the human
-    reports: in the order given, each once those before it are out) and keeps no more;
-    remembers whether every report passed."""
+    """Writes each rendered report as soon as it may (JSON Lines: as it arrives; the
+    human reports: in the order given, each once those before it are out) and keeps no
+    more; remembers whether every report passed."""
 
     def __init__(self, out: TextIO, *, lines: bool, colour: bool = False) -> None:
         self.out, self.lines, self.colour = out, lines, colour
         self.ok = True
         self.count = 0
-        self._waiting: dict[int, Report] = {}  # text: finished before an earlier name
+        self._waiting: dict[int, Rendered] = {}  # text: finished before an earlier name
 
-    def __call__(self, index: int, report: Report) -> None:
-        self.ok = self.ok and report.ok
+    def render(self, report: Report) -> Rendered:
+        """What this stream writes for ``report`` (a function to run where it is made)."""
+        return json_line(report) if self.lines else text_block(self.colour)(report)
+
+    def __call__(self, index: int, rendered: Rendered) -> None:
+        self.ok = self.ok and rendered.ok
         if self.lines:
-            self._write(report)
+            self._write(rendered)
             return
-        self._waiting[index] = report
+        self._waiting[index] = rendered
         while self.count in self._waiting:
             self._write(self._waiting.pop(self.count))
 
-    def _write(self, report: Report) -> None:
-        if self.lines:
-            doc = report.to_json()
-            attach_explain(doc, report)
-            self.out.write(json.dumps(doc) + "\n")
-        else:
-            if self.count:
-                print(file=self.out)
-            render(report, self.out, self.colour)
+    def _write(self, rendered: Rendered) -> None:
+        if self.count and not self.lines:
+            self.out.write("\n")
+        self.out.write(rendered.text)
         self.out.flush()  # a pipe reader (or an interrupted run) has every finished name
         self.count += 1
 
@@ -128,7 +160,7 @@ class Progress:
         self.done = self.failing = 0
         self._drawn = 0.0
 
-    def update(self, report: Report) -> None:
+    def update(self, report: Report | Rendered) -> None:
         self.done += 1
         self.failing += not report.ok
         now = self._clock()

@@ -3,6 +3,7 @@ lazily, worker processes that give the same reports, and failures that surface."
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,3 +136,21 @@ def test_remote_vantage_probes_run_as_many_at_once_as_diagnoses(
     )
     assert all(r.runs and r.runs[0].usable for r in reports)
     assert max(int(line) for line in counts.read_text().split()) > 8
+
+
+def test_render_runs_in_the_worker_that_made_the_report(serve: Serve) -> None:
+    s = serve(answer(200, KEYAUTH))
+    names = [f"n{i}.fleet.test" for i in range(8)]
+    got: dict[int, tuple[int, str, bool]] = {}
+    fleet.diagnose_stream(
+        [make_target(n, KEYAUTH_TOKEN, KEYAUTH) for n in names],
+        [Local(Role.OUTSIDE)],
+        options_for(names, s.address),
+        concurrency=4,
+        on_report=got.__setitem__,
+        render=lambda r: (os.getpid(), r.name, r.ok),
+        processes=2,
+    )
+    assert [got[i][1:] for i in range(len(names))] == [(n, True) for n in names]
+    # made in the workers: only what render returned crossed to this process
+    assert os.getpid() not in {pid for pid, _name, _ok in got.values()}

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if output.streams:
         stream = report.Stream(sys.stdout, lines=output is report.Output.LINES, colour=_colour())
 
-        def on_report(index: int, done: Report) -> None:
+        def on_report(index: int, done: report.Rendered) -> None:
             stream(index, done)
             if progress is not None:
                 progress.update(done)
@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             cluster=todo.cluster,
             concurrency=concurrency,
             on_report=on_report,
+            render=stream.render,
         )
         if progress is not None:
             progress.close()
