@@ -35,6 +35,11 @@ COMMANDS = (
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line (its first word not an option)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line and exits 2."""
 
@@ -42,7 +47,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"acmelb: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``command`` (one of ``COMMANDS``) only that
+    sub-command under it: a run needs no other, and each costs start-up time."""
     parser = _Parser(
         prog="acmelb",
         description="ACME HTTP-01 certificates behind external load balancers.",
@@ -50,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"acmelb {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
+    for name in (command,) if command in COMMANDS else COMMANDS:
         try:
             module = importlib.import_module(f"acmelb.commands.{name}")
         except ModuleNotFoundError:
@@ -60,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    args_given = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(args_given))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_given)
     except SystemExit as exc:  # --help, --version and usage errors end here
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not getattr(args, "run", None):

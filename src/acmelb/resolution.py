@@ -1391,14 +1391,14 @@ async def _lookup_async_resolver(
 def preload() -> None:
     """Import now what lookups use (dnspython and the record classes it loads on first
     sight): worker processes forked afterwards share it instead of each importing it."""
-    import dns.asyncquery
-    import dns.asyncresolver
+    import dns.inet
     import dns.message
-    import dns.query
+    import dns.nameserver
     import dns.rdata
     import dns.rdataclass
     import dns.rdatatype
     import dns.resolver
+    import dns.rrset
 
     for rdtype in ("A", "AAAA", "CAA", "CNAME", "SOA", "NS"):
         dns.rdata.get_rdata_class(  # type: ignore[no-untyped-call]

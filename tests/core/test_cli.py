@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from acmelb import __version__
-from acmelb.cli import main
+from acmelb.cli import build_parser, main
 
 
 def test_version_in_process_and_as_subprocess(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,3 +90,19 @@ def test_debug_shows_the_cause_of_an_error() -> None:
     assert "ValueError" in debug.stderr  # the cause underneath
     assert "direct cause of the following exception" in debug.stderr
     assert debug.stderr.endswith("acmelb: error: --vip 'not-an-ip': not an IP address\n")
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+def test_a_run_builds_only_its_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _commands(build_parser("explain")) == ["explain"]
+    assert len(_commands(build_parser())) > 5
+    # a word that is no command still gets the whole list in its one-line error
+    assert main(["--debug", "diagnos"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'diagnos'" in err and "diagnose" in err and len(err.splitlines()) == 1
+    assert main(["--debug", "explain", "--help"]) == 0
+    assert "usage: acmelb explain" in capsys.readouterr().out

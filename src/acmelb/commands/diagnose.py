@@ -94,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from acmelb.errors import UsageError
     from acmelb.fleet import diagnose_stream
-    from acmelb.kubeobjects import kube_settings
     from acmelb.vantage import build_vantages
 
     settings = probe_settings(args)
@@ -123,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         report.write_infos(todo.infos, info_out)
         return _write(args, [read_objects(t) for t in todo.targets])
     if args.kube:
+        from acmelb.kubeobjects import kube_settings
+
         settings, derived = kube_settings(settings, [t.kube for t in todo.targets if t.kube])
         todo.infos += [*derived.infos, f"to rerun by hand: {derived.command(args.kube)}"]
     vantages = build_vantages(settings)
