@@ -35,7 +35,12 @@ def _ipv6_only_broken(attempts: list[Attempt], ctx: Context) -> bool:
 
 
 def le_failures(ctx: Context) -> Failures:
-    """Failing probes of the primary vantages, grouped by the code they point to."""
+    """Failing probes of the primary vantages, grouped by the code they point to (made
+    once for the checks that read it; read, not changed)."""
+    return ctx.derived("le_failures", _le_failures)
+
+
+def _le_failures(ctx: Context) -> Failures:
     out: Failures = defaultdict(list)
     for run in ctx.primary:
         attempts = run.public_attempts
@@ -46,7 +51,7 @@ def le_failures(ctx: Context) -> Failures:
             v = le_verdict(a, ctx.target, ctx.options)
             if not v.ok and v.code is not None:
                 out[v.code].append((a, v))
-    return out
+    return dict(out)
 
 
 def _vantages(items: list[tuple[Attempt, Verdict]]) -> list[str]:
@@ -94,6 +99,8 @@ class Connection:
 
     def run(self, ctx: Context) -> list[Finding]:
         fails = le_failures(ctx)
+        if not any(code in fails for code in self.codes):
+            return []
         out: list[Finding] = []
         where = _where(ctx)
         t = ctx.options.timeout

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from acmelb.codes import Stage
 from acmelb.findings import KEYAUTH_RE, Code, Finding
 from acmelb.resolution import DnsResult
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from acmelb.kubeobjects import Solver
@@ -262,6 +264,19 @@ class Context:
     name_error: str | None = None
     runs: list[VantageRun] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # what several checks derive from the same runs, made once: key -> (runs, value)
+    _derived: dict[str, tuple[list[VantageRun], Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def derived(self, key: str, make: Callable[[Context], T]) -> T:
+        """``make(self)``, remembered for these very runs (set once, after the probes)."""
+        hit = self._derived.get(key)
+        if hit is not None and hit[0] is self.runs:
+            return cast(T, hit[1])
+        value = make(self)
+        self._derived[key] = (self.runs, value)
+        return value
 
     @property
     def outside(self) -> list[VantageRun]:
