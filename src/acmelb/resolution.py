@@ -165,16 +165,11 @@ def parse_reply(data: bytes, request: dns.message.Message | None = None) -> dns.
     return dns.message.from_wire(data, raise_on_truncation=True, question_only=nodata, **keys)
 
 
-def _make_query(name: str, rdtype: str) -> tuple[dns.name.Name, dns.message.QueryMessage, bytes]:
-    """The resolver's query for a question (raises a DNS exception for a bad name), and
-    its question section in wire form (``_query_wire``, ``_plain_reply``)."""
-    import dns.message
-    import dns.rdataclass
-
+def _make_query(name: str, rdtype: str) -> _Query:
+    """The resolver's query for a question (raises a DNS exception for a bad name)."""
     qname, name_wire = _query_name(name)
-    request = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
-    question = name_wire + _QUESTION_TAIL.pack(request.question[0].rdtype, dns.rdataclass.IN)
-    return qname, request, question
+    code = _rdtype(rdtype)
+    return _Query(qname, code, name_wire + _QUESTION_TAIL.pack(code, _IN))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -191,33 +186,75 @@ def _query_name(name: str) -> tuple[dns.name.Name, bytes]:
     return qname, wire
 
 
+@functools.cache
+def _rdtype(text: str) -> dns.rdatatype.RdataType:
+    import dns.rdatatype
+
+    return dns.rdatatype.RdataType.make(text)
+
+
 _HEADER = struct.Struct("!HHHHHH")
 _QUESTION_TAIL = struct.Struct("!HH")
+_IN = 1  # dns.rdataclass.IN
 
 
-def _query_wire(request: dns.message.Message, question: bytes) -> bytes:
-    """``request.to_wire()`` for a query ``_make_query`` made (header and one question:
-    no EDNS, no TSIG), without dnspython's renderer: the same bytes (tested), at a
-    twentieth of the cost; a fleet sends three a name."""
-    return _HEADER.pack(request.id, request.flags, 1, 0, 0, 0) + question
+class _Query:
+    """A question's query as ``dns.message.make_query`` makes it (a random id, RD, one
+    question; no EDNS, no TSIG), kept as its id and question bytes: a fleet sends three
+    a name and reads most answers on the bytes (``_plain_reply``), so dnspython's
+    message is made only when something needs it (``message``: TCP, a reply dnspython
+    must read, the resolver's exceptions). ``to_wire`` gives the message's very bytes
+    (tested), at a twentieth of its renderer's cost."""
+
+    __slots__ = ("_message", "id", "qname", "question", "rdtype")
+    flags = 0x0100  # dns.flags.RD, make_query's
+
+    def __init__(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, question: bytes):
+        self.qname, self.rdtype, self.question = qname, rdtype, question
+        self._message: dns.message.QueryMessage | None = None
+        self.id = 0
+        self.set_random_id()
+
+    def set_random_id(self) -> None:
+        """A new id, as ``Message.set_random_id`` draws it."""
+        import dns.entropy
+
+        self.id = dns.entropy.random_16()
+
+    def to_wire(self) -> bytes:
+        return _HEADER.pack(self.id, self.flags, 1, 0, 0, 0) + self.question
+
+    @property
+    def message(self) -> dns.message.QueryMessage:
+        """dnspython's message of this query, with its current id."""
+        import dns.message
+        import dns.rdataclass
+
+        if self._message is None:
+            self._message = dns.message.make_query(
+                self.qname, self.rdtype, dns.rdataclass.IN, id=self.id
+            )
+        self._message.id = self.id
+        return self._message
 
 
-def _plain_reply(data: bytes, request: dns.message.Message, question: bytes) -> Any:
+def _plain_reply(data: bytes, request: _Query) -> Any:
     """What the lookup needs from a reply in its plainest form, read on the bytes:
     ``_NO_DATA`` for no data, the answer RRset for addresses straight at the name asked,
     None for anything else (dnspython reads it). Most of a fleet's replies are plain;
     both readings conclude the same (tests/diagnose/test_dns_wire.py)."""
-    if not _plain_header(data, request, question):
+    if not _plain_header(data, request):
         return None
     if data[6:8] == b"\0\0":
         return _NO_DATA
-    return _plain_addresses(data, request, question)
+    return _plain_addresses(data, request)
 
 
-def _plain_header(data: bytes, request: dns.message.Message, question: bytes) -> bool:
+def _plain_header(data: bytes, request: _Query) -> bool:
     """The id, QR, opcode QUERY, not truncated, NOERROR, and the same single question
-    (names compare without case) as ``request`` (whose question section is
-    ``question``): what ``parse_reply`` and ``is_response`` check."""
+    (names compare without case) as ``request``: what ``parse_reply`` and
+    ``is_response`` check."""
+    question = request.question
     end = 12 + len(question)
     return (
         len(data) >= end
@@ -233,9 +270,7 @@ def _plain_header(data: bytes, request: dns.message.Message, question: bytes) ->
 _ADDRESS_SIZES = {1: 4, 28: 16}
 
 
-def _plain_addresses(
-    data: bytes, request: dns.message.Message, question: bytes
-) -> dns.rrset.RRset | None:
+def _plain_addresses(data: bytes, request: _Query) -> dns.rrset.RRset | None:
     """The A or AAAA RRset of a reply whose every record is an answer of the type asked
     at the name asked (its owner a pointer to the question), nothing else in it: the
     answer ``resolve_chaining`` gives. None for any other reply."""
@@ -244,7 +279,7 @@ def _plain_addresses(
     import dns.rdatatype
     import dns.rrset
 
-    rdtype = dns.rdatatype.RdataType(int.from_bytes(question[-4:-2], "big"))
+    question, rdtype = request.question, request.rdtype
     size = _ADDRESS_SIZES.get(rdtype)
     if size is None or data[8:12] != b"\0\0\0\0":  # an authority or additional record
         return None
@@ -263,7 +298,7 @@ def _plain_addresses(
         return None
     rdclass = dns.rdataclass.IN
     cls = dns.rdata.get_rdata_class(rdclass, rdtype)  # type: ignore[no-untyped-call]
-    answer = dns.rrset.RRset(request.question[0].name, rdclass, rdtype)
+    answer = dns.rrset.RRset(request.qname, rdclass, rdtype)
     for ttl, address in records:  # as the wire reader: the type's class from the bytes
         answer.add(cls(rdclass, rdtype, address), ttl)
     return answer
@@ -273,8 +308,7 @@ def _question_steps(
     label: str,
     port: int,
     timeout: float,
-    qname: dns.name.Name,
-    request: dns.message.Message,
+    request: _Query,
     start: float,
     first: Any = _NOT_MADE,
 ) -> QuestionSteps:
@@ -296,7 +330,7 @@ def _question_steps(
             if not tcp:  # the resolver's pause before asking again
                 yield ("sleep", backoff)
                 backoff = min(backoff * 2, 2)
-            request.set_random_id()  # type: ignore[no-untyped-call]
+            request.set_random_id()
         made_ahead = not attempts and first is not _NOT_MADE
         attempts += 1
         duration = 0.0 if made_ahead else time.time() - start
@@ -321,10 +355,10 @@ def _question_steps(
             if isinstance(
                 response, dns.exception.FormError | EOFError | OSError | NotImplementedError
             ):
-                raise _no_nameservers(request, errors) from response
+                raise _no_nameservers(request.message, errors) from response
             if isinstance(response, dns.message.Truncated):
                 if attempt_tcp:
-                    raise _no_nameservers(request, errors) from response
+                    raise _no_nameservers(request.message, errors) from response
                 tcp = True
             continue
         if response is _NO_DATA:
@@ -340,17 +374,17 @@ def _question_steps(
                 chained = response.resolve_chaining()
             except Exception as e:
                 errors.append((label, attempt_tcp, port, e, response))
-                raise _no_nameservers(request, errors) from e
+                raise _no_nameservers(request.message, errors) from e
             if rcode == dns.rcode.NXDOMAIN:
                 raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
-                    qnames=[qname], responses={qname: response}
+                    qnames=[request.qname], responses={request.qname: response}
                 )
             answer: dns.rrset.RRset | None = chained.answer
             return answer
         if rcode == dns.rcode.YXDOMAIN:
             raise dns.resolver.YXDOMAIN
         errors.append((label, attempt_tcp, port, dns.rcode.to_text(rcode), response))
-        raise _no_nameservers(request, errors)
+        raise _no_nameservers(request.message, errors)
 
 
 class _Server:
@@ -372,7 +406,7 @@ class _Server:
         self.sock: socket.socket | None = None
         # first UDP attempts made ahead by prefetch(): (name, rdtype) -> (qname, request,
         # start, response or the exception the attempt raised)
-        self._first: dict[tuple[str, str], tuple[Any, dns.message.Message, bytes, float, Any]] = {}
+        self._first: dict[tuple[str, str], tuple[_Query, float, Any]] = {}
 
     def prefetch(self, questions: list[tuple[str, str]]) -> None:
         """Make the first UDP attempt of several questions at once (one round trip instead
@@ -382,21 +416,21 @@ class _Server:
         import dns.message
 
         start = time.time()
-        pending: dict[tuple[str, str], tuple[Any, dns.message.Message, bytes]] = {}
+        pending: dict[tuple[str, str], _Query] = {}
         for name, rdtype in questions:
             try:
-                qname, request, question = _make_query(name, rdtype)
+                request = _make_query(name, rdtype)
             except Exception:
                 continue  # ask() meets (and raises) it itself
             try:
                 if self.sock is None:
                     self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
                 self.sock.settimeout(max(self.timeout, 0.0))
-                self.sock.sendto(_query_wire(request, question), self.destination)
+                self.sock.sendto(request.to_wire(), self.destination)
             except Exception as ex:
-                self._first[(name, rdtype)] = (qname, request, question, start, ex)
+                self._first[(name, rdtype)] = (request, start, ex)
                 continue
-            pending[(name, rdtype)] = (qname, request, question)
+            pending[(name, rdtype)] = request
         expiration = start + self.timeout
         sock = self.sock
         while pending and sock is not None:
@@ -409,8 +443,8 @@ class _Server:
             except TimeoutError:
                 break
             except Exception as ex:
-                for key, (qn, req, qw) in pending.items():
-                    self._first[key] = (qn, req, qw, start, ex)
+                for key, req in pending.items():
+                    self._first[key] = (req, start, ex)
                 pending.clear()
                 break
             if not from_destination(source, self.destination):
@@ -423,13 +457,13 @@ class _Server:
                 outcome, answered = e, e.message()  # type: ignore[no-untyped-call]
             except Exception:
                 continue
-            for key, (qn, req, qw) in pending.items():
-                if req.is_response(answered):
-                    self._first[key] = (qn, req, qw, start, outcome)
+            for key, req in pending.items():
+                if req.message.is_response(answered):
+                    self._first[key] = (req, start, outcome)
                     del pending[key]
                     break
-        for key, (qn, req, qw) in pending.items():
-            self._first[key] = (qn, req, qw, start, dns.exception.Timeout())  # type: ignore[no-untyped-call]
+        for key, req in pending.items():
+            self._first[key] = (req, start, dns.exception.Timeout())  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         if self.sock is not None:
@@ -443,11 +477,11 @@ class _Server:
 
         made = self._first.pop((name, rdtype), None)
         if made is not None:  # the first attempt, made by prefetch()
-            qname, request, question, start, first = made
+            request, start, first = made
         else:
-            qname, request, question = _make_query(name, rdtype)
+            request = _make_query(name, rdtype)
             start, first = time.time(), _NOT_MADE
-        steps = _question_steps(self.label, self.port, self.timeout, qname, request, start, first)
+        steps = _question_steps(self.label, self.port, self.timeout, request, start, first)
         reply: Any = None
         try:
             while True:
@@ -459,23 +493,23 @@ class _Server:
                 try:
                     if need[0] == "tcp":
                         reply = dns.query.tcp(
-                            need[1], self.address, timeout=need[2], port=self.port
+                            need[1].message, self.address, timeout=need[2], port=self.port
                         )
                     else:
-                        reply = self._udp(need[1], question, need[2])
+                        reply = self._udp(need[1], need[2])
                 except Exception as ex:  # the attempt's outcome: the steps decide
                     reply = ex
         except StopIteration as stop:
             return cast("dns.rrset.RRset | None", stop.value)
 
-    def _udp(self, request: dns.message.Message, question: bytes, timeout: float) -> Any:
+    def _udp(self, request: _Query, timeout: float) -> Any:
         """``dns.query.udp(..., raise_on_truncation=True, ignore_errors=True,
         ignore_unexpected=True)`` on this lookup's socket (``_NO_DATA`` for a plain
         no-data reply)."""
         import dns.exception
         import dns.message
 
-        wire = _query_wire(request, question)
+        wire = request.to_wire()
         expiration = time.time() + timeout
         if self.sock is None:
             self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
@@ -493,10 +527,10 @@ class _Server:
                 raise dns.exception.Timeout from None  # the same event, in dnspython's terms
             if not from_destination(source, self.destination):
                 continue  # a stray datagram, as dnspython ignores them
-            reply = _plain_reply(data, request, question)
+            reply = _plain_reply(data, request)
             if reply is not None:
                 return reply
-            reply = _read(data, request)
+            reply = _read(data, request.message)
             if reply is None:
                 continue
             if isinstance(reply, dns.message.Truncated):
@@ -827,25 +861,14 @@ AskOne = Callable[[Question, "asyncio.Future[Outcome] | None"], "asyncio.Future[
 class _Question:
     """A question asked through an ``_Endpoint``: its steps and the attempt in flight."""
 
-    __slots__ = (
-        "future",
-        "key",
-        "question",
-        "request",
-        "steps",
-        "task",
-        "timeout",
-        "timer",
-        "wire",
-    )
+    __slots__ = ("future", "key", "question", "request", "steps", "task", "timeout", "timer")
 
     def __init__(self, future: asyncio.Future[Outcome], question: Question, timeout: float):
         self.future = future
         self.question = question
         self.timeout = timeout
         self.steps: QuestionSteps | None = None
-        self.request: dns.message.Message | None = None  # the UDP attempt awaiting an answer
-        self.wire = b""  # its question section in wire form
+        self.request: _Query | None = None  # the UDP attempt awaiting an answer
         self.key = -1  # ... under this id in the endpoint's table
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[Any] | None = None  # a TCP attempt
@@ -975,13 +998,11 @@ class _Endpoint:
                     continue
                 self.active.add(q)
                 try:
-                    qname, request, q.wire = _make_query(*q.question)
+                    request = _make_query(*q.question)
                 except Exception as exc:
                     self._finish(q, exc)
                     continue
-                q.steps = _question_steps(
-                    self.label, self.port, q.timeout, qname, request, time.time()
-                )
+                q.steps = _question_steps(self.label, self.port, q.timeout, request, time.time())
                 self._advance(q, None)
         finally:
             self.pumping = False
@@ -1036,15 +1057,15 @@ class _Endpoint:
 
     # -- I/O
 
-    def _send(self, q: _Question, request: dns.message.Message, timeout: float) -> None:
+    def _send(self, q: _Question, request: _Query, timeout: float) -> None:
         """A UDP attempt: ``_Server._udp``'s, on the shared socket."""
         attempts = self.attempts
         while request.id in attempts:  # ids unique among the attempts in flight
-            request.set_random_id()  # type: ignore[no-untyped-call]
+            request.set_random_id()
         try:
             if self.broken is not None:
                 raise self.broken
-            wire = _query_wire(request, q.wire)
+            wire = request.to_wire()
             sock = self.sock
             assert sock is not None and self.transport is not None
             try:
@@ -1075,9 +1096,9 @@ class _Endpoint:
             return  # not from the server asked
         request = q.request
         assert request is not None
-        reply = _plain_reply(data, request, q.wire)
+        reply = _plain_reply(data, request)
         if reply is None:
-            reply = _read(data, request)
+            reply = _read(data, request.message)
         if reply is None:
             return  # not an answer to the attempt: wait on
         del self.attempts[q.key]
@@ -1097,11 +1118,11 @@ class _Endpoint:
             q.request = None
             self._advance(q, exc)
 
-    def _tcp(self, q: _Question, request: dns.message.Message, timeout: float) -> None:
+    def _tcp(self, q: _Question, request: _Query, timeout: float) -> None:
         import dns.asyncquery
 
         task = self.loop.create_task(
-            dns.asyncquery.tcp(request, self.address, timeout=timeout, port=self.port)
+            dns.asyncquery.tcp(request.message, self.address, timeout=timeout, port=self.port)
         )
         q.task = task
 

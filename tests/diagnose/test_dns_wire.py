@@ -1,4 +1,4 @@
-"""The fleet's shortcuts past dnspython's object model (``resolution._query_wire``,
+"""The fleet's shortcuts past dnspython's object model (``resolution._Query``,
 ``resolution._plain_reply``) decide exactly what dnspython would."""
 
 from __future__ import annotations
@@ -13,22 +13,27 @@ import dns.rrset
 import pytest
 
 from acmelb import resolution
-from acmelb.resolution import _NO_DATA, _make_query, _plain_reply, _query_wire, _read
+from acmelb.resolution import _NO_DATA, _make_query, _plain_reply, _Query, _read
 
 
 @pytest.mark.parametrize("rdtype", ["A", "AAAA", "CAA", "CNAME", "TXT"])
 @pytest.mark.parametrize("name", ["n5.fleet.test", "Mixed.Case.Example", "xn--bcher-kva.test."])
-def test_the_query_wire_is_dnspythons(name: str, rdtype: str) -> None:
-    _qname, request, question = _make_query(name, rdtype)
-    assert _query_wire(request, question) == request.to_wire()
+def test_the_query_is_dnspythons(name: str, rdtype: str) -> None:
+    query = _make_query(name, rdtype)
+    made = dns.message.make_query(name, rdtype)
+    assert query.message.question == made.question and query.message.flags == made.flags
+    assert query.to_wire() == query.message.to_wire()
+    assert query.to_wire()[2:] == made.to_wire()[2:]  # the id apart: a random one each
     for _ in range(5):  # a retry's new id
-        request.set_random_id()  # type: ignore[no-untyped-call]
-        assert _query_wire(request, question) == request.to_wire()
+        query.set_random_id()
+        assert query.message.id == query.id
+        assert query.to_wire() == query.message.to_wire()
 
 
-def _reply(request: dns.message.Message, *answers: str, **changes: object) -> bytes:
-    """A reply to ``request`` in wire form: ``answers`` (record texts of the type asked)
+def _reply(query: _Query, *answers: str, **changes: object) -> bytes:
+    """A reply to ``query`` in wire form: ``answers`` (record texts of the type asked)
     or no data (the zone's SOA in authority), changed as ``changes`` say."""
+    request = query.message
     reply = dns.message.make_response(request)
     rdtype = request.question[0].rdtype
     if answers:
@@ -49,19 +54,19 @@ def _patched(data: bytes, offset: int, value: bytes) -> bytes:
     return data[:offset] + value + data[offset + len(value) :]
 
 
-Case = tuple[str, bytes, dns.message.Message, bytes, str | None]
+Case = tuple[str, bytes, _Query, str | None]
 
 
 def _no_data_cases() -> list[Case]:
-    """(what, datagram, request, question, what the shortcut reads: "no data",
-    "answer" or None for dnspython to read)"""
-    _q, request, question = _make_query("n5.fleet.test", "AAAA")
+    """(what, datagram, query, what the shortcut reads: "no data", "answer" or None
+    for dnspython to read)"""
+    request = _make_query("n5.fleet.test", "AAAA")
     plain = _reply(request)
-    other = _make_query("n6.fleet.test", "AAAA")[1]
+    other = _make_query("n6.fleet.test", "AAAA")
     other.id = request.id
-    other_type = _make_query("n5.fleet.test", "A")[1]
+    other_type = _make_query("n5.fleet.test", "A")
     other_type.id = request.id
-    two = dns.message.make_response(request)
+    two = dns.message.make_response(request.message)
     two.question.append(two.question[0])
     header_flags = int.from_bytes(plain[2:4], "big")
     notify = header_flags & ~0x7800 | dns.opcode.to_flags(dns.opcode.NOTIFY)
@@ -82,15 +87,15 @@ def _no_data_cases() -> list[Case]:
         ("two questions", two.to_wire(), None),
         ("garbage", b"\0" * 40, None),
     ]
-    return [(what, data, request, question, kind) for what, data, kind in cases]
+    return [(what, data, request, kind) for what, data, kind in cases]
 
 
 def _answer_cases() -> list[Case]:
-    _q, a_request, a_question = _make_query("n5.fleet.test", "A")
-    _q, aaaa_request, aaaa_question = _make_query("n5.fleet.test", "AAAA")
-    _q, caa_request, caa_question = _make_query("n5.fleet.test", "CAA")
+    a_request = _make_query("n5.fleet.test", "A")
+    aaaa_request = _make_query("n5.fleet.test", "AAAA")
+    caa_request = _make_query("n5.fleet.test", "CAA")
     one = _reply(a_request, "192.0.2.1")
-    cname = dns.message.make_response(a_request)
+    cname = dns.message.make_response(a_request.message)
     cname.answer.append(dns.rrset.from_text("n5.fleet.test.", 300, "IN", "CNAME", "lb.fleet.test."))
     cname.answer.append(dns.rrset.from_text("lb.fleet.test.", 300, "IN", "A", "192.0.2.9"))
     a_cases: list[tuple[str, bytes, str | None]] = [
@@ -105,12 +110,10 @@ def _answer_cases() -> list[Case]:
         ("a longer count", _patched(one, 6, b"\0\2"), None),
     ]
     return [
-        *[(what, data, a_request, a_question, kind) for what, data, kind in a_cases],
-        ("IPv6", _reply(aaaa_request, "2001:db8::1", "2001:db8::a"), aaaa_request, aaaa_question,
-         "answer"),
-        ("CAA is dnspython's", _reply(caa_request, '0 issue "letsencrypt.org"'), caa_request,
-         caa_question, None),
-    ]  # fmt: skip
+        *[(what, data, a_request, kind) for what, data, kind in a_cases],
+        ("IPv6", _reply(aaaa_request, "2001:db8::1", "2001:db8::a"), aaaa_request, "answer"),
+        ("CAA is dnspython's", _reply(caa_request, '0 issue "letsencrypt.org"'), caa_request, None),
+    ]
 
 
 def _dnspython_reads(data: bytes, request: dns.message.Message) -> object:
@@ -127,28 +130,27 @@ def _dnspython_reads(data: bytes, request: dns.message.Message) -> object:
 CASES = _no_data_cases() + _answer_cases()
 
 
-@pytest.mark.parametrize(
-    ("what", "data", "request_", "question", "kind"), CASES, ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("what", "data", "query", "kind"), CASES, ids=[c[0] for c in CASES])
 def test_a_plain_reply_reads_as_dnspython_reads_it(
-    what: str, data: bytes, request_: dns.message.Message, question: bytes, kind: str | None
+    what: str, data: bytes, query: _Query, kind: str | None
 ) -> None:
-    shortcut = _plain_reply(data, request_, question)
+    shortcut = _plain_reply(data, query)
     if kind is None:
         assert shortcut is None, what
     elif kind == "no data":
         assert shortcut is _NO_DATA, what
-        assert _dnspython_reads(data, request_) == "no data", what
+        assert _dnspython_reads(data, query.message) == "no data", what
     else:
-        expected = _dnspython_reads(data, request_)
+        expected = _dnspython_reads(data, query.message)
         assert isinstance(shortcut, dns.rrset.RRset), what
         assert shortcut == expected, what
         assert [r.address for r in shortcut] == [r.address for r in expected], what  # type: ignore[attr-defined]
 
 
 def test_the_steps_take_the_shortcut_as_no_data() -> None:
-    qname, request, _question = _make_query("n5.fleet.test", "AAAA")
-    steps = resolution._question_steps("127.0.0.1@53", 53, 2.0, qname, request, time.time())
+    steps = resolution._question_steps(
+        "127.0.0.1@53", 53, 2.0, _make_query("n5.fleet.test", "AAAA"), time.time()
+    )
     need = steps.send(None)
     assert need[0] == "udp"
     with pytest.raises(StopIteration) as stop:
