@@ -1,5 +1,5 @@
 import sys
 
-from acmelb.cli import main
+from acmelb.cli import run
 
-sys.exit(main())
+sys.exit(run())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import subprocess
 import sys
 
 import pytest
 
 from acmelb import __version__
-from acmelb.cli import build_parser, main
+from acmelb.cli import build_parser, main, run
 
 
 def test_version_in_process_and_as_subprocess(capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,3 +107,15 @@ def test_a_run_builds_only_its_command(capsys: pytest.CaptureFixture[str]) -> No
     assert "invalid choice: 'diagnos'" in err and "diagnose" in err and len(err.splitlines()) == 1
     assert main(["--debug", "explain", "--help"]) == 0
     assert "usage: acmelb explain" in capsys.readouterr().out
+
+
+def test_the_program_entry_runs_main_and_leaves_the_heap_to_the_exit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["acmelb", "--version"])
+    try:
+        assert run() == 0
+        assert gc.get_freeze_count() > 0  # the teardown's collections skip it
+    finally:
+        gc.unfreeze()
+    assert capsys.readouterr().out.strip() == f"acmelb {__version__}"
