@@ -3,6 +3,7 @@ lazily, worker processes that give the same reports, and failures that surface."
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -154,3 +155,19 @@ def test_render_runs_in_the_worker_that_made_the_report(serve: Serve) -> None:
     assert [got[i][1:] for i in range(len(names))] == [(n, True) for n in names]
     # made in the workers: only what render returned crossed to this process
     assert os.getpid() not in {pid for pid, _name, _ok in got.values()}
+
+
+def test_workers_collect_garbage_less_often(serve: Serve) -> None:
+    s = serve(answer(200, KEYAUTH))
+    names = [f"n{i}.fleet.test" for i in range(4)]
+    seen: list[int] = []
+    fleet.diagnose_stream(
+        [make_target(n, KEYAUTH_TOKEN, KEYAUTH) for n in names],
+        [Local(Role.OUTSIDE)],
+        options_for(names, s.address),
+        on_report=lambda _i, threshold: seen.append(threshold),
+        render=lambda _r: gc.get_threshold()[0],
+        processes=2,
+    )
+    assert seen == [fleet.GC_THRESHOLD] * len(names)
+    assert gc.get_threshold()[0] != fleet.GC_THRESHOLD  # this process keeps its own
