@@ -23,6 +23,7 @@ can apply Boulder's stricter rules to the same chain.
 # ruff: noqa: UP006, UP031, UP035, UP041, UP045, SIM105, B905
 # (plain syntax on purpose: this file must run on the oldest python3 a node has)
 import base64
+import functools
 import json
 import os
 import re
@@ -143,6 +144,7 @@ def resolve_steps(name: str, overrides: Optional[Dict[str, List[str]]]) -> Steps
     return {"name": key, "source": "system", "aaaa": aaaa, "a": a, "error": None}
 
 
+@functools.lru_cache(maxsize=512)  # a name's probes split the same URLs several times each
 def _split_url(url: str) -> Tuple[str, str, int, str]:
     """Return (scheme, host, port, path) or raise ValueError."""
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)", url)
