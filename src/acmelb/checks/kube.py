@@ -268,6 +268,12 @@ class IngressRedirectsSolver:
 # -- ingress-class-unserved ----------------------------------------------------------------
 
 
+def _solver_classes(solver: Solver) -> list[str]:
+    from acmelb.kubeobjects import solver_classes
+
+    return solver_classes(solver)
+
+
 def unserved_classes(solver: Solver) -> list[str]:
     """The solver's Ingress classes that no controller in the file serves (none when the
     file holds no controller: then nothing can be said)."""
@@ -386,9 +392,3 @@ __all__ = [
     "SolverNotPresented",
     "TrafficPolicyLocal",
 ]
-
-
-def _solver_classes(solver: Solver) -> list[str]:
-    from acmelb.kubeobjects import solver_classes
-
-    return solver_classes(solver)
