@@ -910,6 +910,7 @@ class _Endpoint:
         self.active: set[_Question] = set()  # questions in flight (holding a slot)
         self.waiting: collections.deque[_Question] = collections.deque()
         self.pumping = False
+        self.pump_soon = False  # a _pump_now is scheduled
 
     # -- lifetime
 
@@ -986,10 +987,16 @@ class _Endpoint:
         def ask(question: Question, into: asyncio.Future[Outcome] | None) -> Any:
             future = self.loop.create_future() if into is None else into
             self.waiting.append(_Question(future, question, timeout))
-            self._pump()
+            if not self.pump_soon:  # the questions of this turn of the loop go out together
+                self.pump_soon = True
+                self.loop.call_soon(self._pump_now)
             return future
 
         return ask
+
+    def _pump_now(self) -> None:
+        self.pump_soon = False
+        self._pump()
 
     def _pump(self) -> None:
         """Start waiting questions while there are free slots."""
