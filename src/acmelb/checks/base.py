@@ -65,20 +65,22 @@ class Target:
         return None
 
 
+# Hop and Attempt are read-only views over a recorded probe result, which never changes:
+# what the checks read many times a name is computed once (cached_property).
 @dataclass
 class Hop:
     raw: dict[str, Any]
 
-    @property
+    @cached_property
     def outcome(self) -> str:
         return str(self.raw.get("outcome"))
 
-    @property
+    @cached_property
     def status(self) -> int | None:
         s = self.raw.get("status")
         return int(s) if s is not None else None
 
-    @property
+    @cached_property
     def body(self) -> str:
         return str(self.raw.get("body") or "")
 
@@ -122,19 +124,19 @@ class Attempt:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    @property
+    @cached_property
     def address(self) -> str:
         return str(self.raw.get("address"))
 
-    @property
+    @cached_property
     def number(self) -> int:
         return int(self.raw.get("attempt", 1))
 
-    @property
+    @cached_property
     def target(self) -> str:
         return str(self.raw.get("target", "public"))
 
-    @property
+    @cached_property
     def proxy(self) -> bool:
         return bool(self.raw.get("proxy_protocol"))
 
@@ -146,7 +148,7 @@ class Attempt:
     def redirects(self) -> list[Hop]:
         return [Hop(h) for h in self.raw.get("redirects") or []]
 
-    @property
+    @cached_property
     def family(self) -> str:
         return "ipv6" if ":" in self.address else "ipv4"
 
