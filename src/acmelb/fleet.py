@@ -92,12 +92,12 @@ async def _probe_all(
     """Every vantage's probes at once."""
     from acmelb.diagnose import probe_jobs
 
+    jobs = probe_jobs(ctx, vantages)
+    if len(jobs) == 1:  # a fleet's common case: awaited here, no task for it
+        return [await _run_vantage(ctx, *jobs[0], limits)]
     return list(
         await asyncio.gather(
-            *(
-                _run_vantage(ctx, vantage, addresses, limits)
-                for vantage, addresses in probe_jobs(ctx, vantages)
-            )
+            *(_run_vantage(ctx, vantage, addresses, limits) for vantage, addresses in jobs)
         )
     )
 

@@ -343,6 +343,8 @@ async def run_chains(
         except Exception as exc:  # a probe bug must not lose the other results
             return probe.failed_chain(url, exc)
 
+    if len(jobs) <= 1:  # nothing to run at the same time: no task
+        return [await one(job) for job in jobs]
     return list(await asyncio.gather(*(one(job) for job in jobs)))
 
 
