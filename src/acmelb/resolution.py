@@ -21,12 +21,13 @@ import collections
 import contextlib
 import functools
 import ipaddress
+import os
 import socket
 import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
@@ -203,6 +204,29 @@ _QUESTION_TAIL = struct.Struct("!HH")
 _IN = 1  # dns.rdataclass.IN
 
 
+# Query ids from the system's randomness (dnspython draws each from SystemRandom: a
+# getrandom call a question), read 512 at a time; a forked process draws its own.
+_ID_BLOCK = 512
+_ids: Iterator[int] = iter(())
+
+
+def _random_id() -> int:
+    global _ids
+    for query_id in _ids:
+        return query_id
+    _ids = iter(memoryview(os.urandom(2 * _ID_BLOCK)).cast("H").tolist())
+    return next(_ids)
+
+
+def _forget_ids() -> None:
+    global _ids
+    _ids = iter(())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_ids)
+
+
 class _Query:
     """A question's query as ``dns.message.make_query`` makes it (a random id, RD, one
     question; no EDNS, no TSIG), kept as its id and question bytes: a fleet sends three
@@ -221,10 +245,8 @@ class _Query:
         self.set_random_id()
 
     def set_random_id(self) -> None:
-        """A new id, as ``Message.set_random_id`` draws it."""
-        import dns.entropy
-
-        self.id = dns.entropy.random_16()
+        """A new id from the system's randomness, as ``Message.set_random_id`` draws it."""
+        self.id = _random_id()
 
     def to_wire(self) -> bytes:
         return _HEADER.pack(self.id, self.flags, 1, 0, 0, 0) + self.question
@@ -1157,8 +1179,6 @@ def _worded_as_blocking_attempt(exc: Exception) -> Exception:
     """An asyncio TCP attempt's failure as the blocking ``dns.query.tcp`` words it:
     a plain timeout ("timed out after N seconds" there), a connect error with the
     system's message (asyncio says "Connect call failed (ADDRESS)")."""
-    import os
-
     import dns.exception
 
     if isinstance(exc, dns.exception.Timeout):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 
 import dns.flags
@@ -156,3 +158,28 @@ def test_the_steps_take_the_shortcut_as_no_data() -> None:
     with pytest.raises(StopIteration) as stop:
         steps.send(resolution._NO_DATA)
     assert stop.value.value is None
+
+
+def test_query_ids_are_drawn_in_blocks_and_afresh_after_a_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    urandom = os.urandom
+
+    def counted(n: int) -> bytes:
+        calls.append(n)
+        return urandom(n)
+
+    resolution._forget_ids()
+    monkeypatch.setattr(resolution.os, "urandom", counted)
+    ids = [_make_query("n5.fleet.test", "A").id for _ in range(resolution._ID_BLOCK)]
+    assert len(calls) == 1 and all(0 <= i < 65536 for i in ids) and len(set(ids)) > 400
+    monkeypatch.setattr(resolution.os, "urandom", urandom)
+    resolution._random_id()  # the pool is primed when the child is forked
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply(_ids, (8,))
+    assert child != _ids(8)  # the child drew its own, not the parent's next ones
+
+
+def _ids(count: int) -> list[int]:
+    return [resolution._random_id() for _ in range(count)]

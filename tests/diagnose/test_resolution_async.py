@@ -424,10 +424,8 @@ def test_ids_are_unique_among_the_questions_in_flight(
 ) -> None:
     """Every query is given id 7 at first (the same name three times, without a cache:
     the same questions too): the endpoint gives each question in flight its own id."""
-    import dns.entropy
-
     ids = iter([7] * 40 + list(range(100, 1000)))
-    monkeypatch.setattr(dns.entropy, "random_16", lambda: next(ids))
+    monkeypatch.setattr(resolution, "_random_id", lambda: next(ids))
     server = (peers.address, peers.port)
     names = ["n0.shared.test"] * 3 + [f"n{i}.shared.test" for i in range(1, 6)]
 
