@@ -414,6 +414,17 @@ def _question_steps(
         raise _no_nameservers(request.message, errors)
 
 
+def _nameserver(server: tuple[str, int]) -> tuple[int, tuple[Any, ...], str]:
+    """A DNS server asked directly: its address family, its socket address, and its
+    label in the resolver's errors ("Do53:ADDRESS@PORT")."""
+    import dns.inet
+    import dns.nameserver
+
+    family = dns.inet.af_for_address(server[0])
+    destination = dns.inet.low_level_address_tuple(server, family)
+    return family, destination, str(dns.nameserver.Do53Nameserver(*server))
+
+
 class _Server:
     """Questions to one DNS server, asked the way ``dns.resolver.Resolver`` asks a single
     nameserver (``_question_steps``: the same query, UDP then TCP on truncation, the same
@@ -422,14 +433,9 @@ class _Server:
     per wait. Not thread-safe: one per lookup. The blocking twin of ``_Endpoint``."""
 
     def __init__(self, server: tuple[str, int], timeout: float) -> None:
-        import dns.inet
-        import dns.nameserver
-
         self.address, self.port = server
         self.timeout = timeout
-        self.family = dns.inet.af_for_address(self.address)
-        self.destination = dns.inet.low_level_address_tuple(server, self.family)
-        self.label = str(dns.nameserver.Do53Nameserver(self.address, self.port))
+        self.family, self.destination, self.label = _nameserver(server)
         self.sock: socket.socket | None = None
         # first UDP attempts made ahead by prefetch(): (name, rdtype) -> (request, start,
         # response or the exception the attempt raised)
@@ -913,15 +919,10 @@ class _Endpoint:
     lookups use it: the last one out closes it."""
 
     def __init__(self, server: tuple[str, int], loop: asyncio.AbstractEventLoop) -> None:
-        import dns.inet
-        import dns.nameserver
-
         self.server = server
         self.address, self.port = server
         self.loop = loop
-        self.family = dns.inet.af_for_address(self.address)
-        self.destination = dns.inet.low_level_address_tuple(server, self.family)
-        self.label = str(dns.nameserver.Do53Nameserver(self.address, self.port))
+        self.family, self.destination, self.label = _nameserver(server)
         self.sock: socket.socket | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.broken: Exception | None = None  # the socket could not be made: every attempt's

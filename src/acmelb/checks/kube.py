@@ -36,6 +36,13 @@ def _kube(ctx: Context) -> Solver | None:
     return ctx.target.kube
 
 
+def _solver(ctx: Context) -> Solver:
+    """The target's solver, for a check whose ``applies`` said there is one."""
+    solver = ctx.target.kube
+    assert solver is not None
+    return solver
+
+
 # -- solver-not-presented ------------------------------------------------------------------
 
 
@@ -66,8 +73,7 @@ class SolverNotPresented:
     def run(self, ctx: Context) -> list[Finding]:
         from acmelb.fix import k8s as fixes
 
-        solver = _kube(ctx)
-        assert solver is not None
+        solver = _solver(ctx)
         evidence = present_failures(solver)
         if not evidence:
             return []
@@ -117,8 +123,7 @@ class LbProxyShortcut:
     def run(self, ctx: Context) -> list[Finding]:
         from acmelb.fix import k8s as fixes
 
-        solver = _kube(ctx)
-        assert solver is not None
+        solver = _solver(ctx)
         found: list[Finding] = []
         for service in solver.front_services:
             provider = proxy_shortcut(service)
@@ -177,8 +182,7 @@ class TrafficPolicyLocal:
     def run(self, ctx: Context) -> list[Finding]:
         from acmelb.fix import k8s as fixes
 
-        solver = _kube(ctx)
-        assert solver is not None
+        solver = _solver(ctx)
         lonely = nodes_without_controller(solver)
         if not lonely:
             return []
@@ -245,8 +249,7 @@ class IngressRedirectsSolver:
     def run(self, ctx: Context) -> list[Finding]:
         from acmelb.fix import k8s as fixes
 
-        solver = _kube(ctx)
-        assert solver is not None
+        solver = _solver(ctx)
         evidence = redirects(solver)
         if not evidence:
             return []
@@ -303,8 +306,7 @@ class IngressClassUnserved:
     def run(self, ctx: Context) -> list[Finding]:
         from acmelb.fix import k8s as fixes
 
-        solver = _kube(ctx)
-        assert solver is not None
+        solver = _solver(ctx)
         unserved = unserved_classes(solver)
         if not unserved:
             return []
@@ -355,8 +357,7 @@ class SelfCheckSkipped:
     def run(self, ctx: Context) -> list[Finding]:
         from acmelb.fix import k8s as fixes
 
-        solver = _kube(ctx)
-        assert solver is not None
+        solver = _solver(ctx)
         failing = failing_outside(ctx)
         if not failing:
             return []
