@@ -731,9 +731,9 @@ def _next_command(exp: Explanation) -> str:
         return "kubectl get challenges -A -o json | acmelb diagnose --challenges -"
     parts = ["acmelb", "diagnose", exp.name or "NAME"]
     if exp.token:
-        parts += ["--token", exp.token]
+        parts += [f"--token={exp.token}"]  # a base64url value may start with "-"
         if exp.expected and exp.expected.startswith(exp.token + "."):
-            parts += ["--key", exp.expected]
+            parts += [f"--key={exp.expected}"]
     cmd = shlex.join(parts)
     if {code.value for code in _INSIDE_CODES} & set(exp.candidates):
         if exp.source == "cert-manager":

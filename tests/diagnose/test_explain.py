@@ -6,13 +6,14 @@ from __future__ import annotations
 import importlib.resources
 import io
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from acmelb.cli import main
+from acmelb.cli import build_parser, main
 from acmelb.explain import explain
 
 SCHEMA = json.loads(
@@ -281,7 +282,7 @@ def test_recognised(
     if URL in message:
         assert e.url == URL and e.token == T
         assert e.next is not None and e.next.startswith(
-            f"acmelb diagnose www.example.com --token {T}"
+            f"acmelb diagnose www.example.com --token={T}"
         )
     assert e.reasoning
     jsonschema.validate(e.to_json(), SCHEMA)
@@ -291,7 +292,7 @@ def test_next_command_carries_the_key_and_an_inside_vantage() -> None:
     e = explain(CASES[7][0])
     assert e.token == T and e.name is None  # the message has no URL: the token from the key
     assert e.next == (
-        f"acmelb diagnose NAME --token {T} --key {KEY} --inside 'kubectl exec -n NAMESPACE POD --'"
+        f"acmelb diagnose NAME --token={T} --key={KEY} --inside 'kubectl exec -n NAMESPACE POD --'"
     )
     assert "lb-intercepts-challenge" in e.candidates
 
@@ -360,7 +361,7 @@ def test_cert_manager_cut_body_that_starts_with_our_token_leads_with_interceptio
     assert e.candidates[:2] == ["lb-intercepts-challenge", "thumbprint-mismatch"]
     assert "trailing-whitespace" in e.candidates
     assert "received body: our-token-prefix" in e.evidence
-    assert e.next is not None and f"--key {KEY}" in e.next
+    assert e.next is not None and f"--key={KEY}" in e.next
 
 
 def test_cut_body_of_another_token_is_not_taken_for_ours() -> None:
@@ -493,7 +494,7 @@ def test_a_host_glued_to_the_path_is_a_broken_redirect_target() -> None:
     assert e.candidates[0] == "redirect-bad-target", e.candidates
     assert e.fetched == f"https://www.example.com.well-known/acme-challenge/{T}"
     assert e.name == "www.example.com" and e.token == T
-    assert e.next is not None and e.next.startswith(f"acmelb diagnose www.example.com --token {T}")
+    assert e.next is not None and e.next.startswith(f"acmelb diagnose www.example.com --token={T}")
     jsonschema.validate(e.to_json(), SCHEMA)
 
 
@@ -503,3 +504,14 @@ def test_a_self_test_with_the_wrong_data_is_a_content_mismatch() -> None:
         "but with the wrong data"
     )
     assert e.recognised and e.candidates[0] == "wrong-content", e.candidates
+
+
+def test_the_next_command_keeps_a_token_that_starts_with_a_dash() -> None:
+    token = "-" + T[1:]  # base64url: one token in 64 begins with "-"
+    e = explain(
+        f"Invalid response from http://www.example.com/.well-known/acme-challenge/{token}: "
+        '404 "not found"'
+    )
+    assert e.next is not None and e.token == token
+    args = build_parser("diagnose").parse_args(shlex.split(e.next)[1:])
+    assert args.names == ["www.example.com"] and args.token == token

@@ -62,7 +62,7 @@ def diagnose(
     if assume_public:
         argv += ["--assume-public", "198.18.0.0/15", "--assume-public", "test"]
     if key:
-        argv += ["--token", sc.token, "--key", sc.key_authorization]
+        argv += [f"--token={sc.token}", f"--key={sc.key_authorization}"]
     for role in inside:
         argv += ["--inside", lab.vantage(role)]
     argv += list(extra)
@@ -367,10 +367,8 @@ def test_run_from_behind_the_lb_with_a_remote_outside_vantage(lab_scenario: LabF
             "inside",
             "--outside",
             lab.vantage("pub"),
-            "--token",
-            sc.token,
-            "--key",
-            sc.key_authorization,
+            f"--token={sc.token}",
+            f"--key={sc.key_authorization}",
             "--timeout",
             "1",
             "--repeat",

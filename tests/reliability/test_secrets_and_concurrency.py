@@ -163,8 +163,7 @@ def stateless_responder(local_ca: LocalCA, tmp_path: Path) -> Iterator[Path]:
             "acmelb",
             "serve",
             "--stateless",
-            "--thumbprint",
-            thumbprint,
+            f"--thumbprint={thumbprint}",  # base64url: may start with "-"
             "--address",
             "127.0.0.1",
             "--port",

@@ -228,8 +228,8 @@ def _render(lab: Lab, note: str = "") -> str:
             "try:",
             f"  acmelb lab exec {info['id']}:pub -- curl -sS {info['url']}",
             f"  acmelb lab exec {info['id']}:{first} -- curl -sS -m 3 {info['url']}",
-            f"  {info['outside']} acmelb diagnose {scenario.name} --token {scenario.token} "
-            f"--key {scenario.key_authorization} --inside '{lab.vantage(first)}'",
+            f"  {info['outside']} acmelb diagnose {scenario.name} --token={scenario.token} "
+            f"--key={scenario.key_authorization} --inside '{lab.vantage(first)}'",
             f"  acmelb lab down {info['id']}",
         ]
     return "\n".join(lines)

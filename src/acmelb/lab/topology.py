@@ -771,10 +771,10 @@ def _responder_argv(scenario: Scenario, behaviour: Behaviour, *, behind_nginx: b
             argv += ["--address", "::"]
     if behaviour is Behaviour.RESPONDER:
         for token, key in ((scenario.token, scenario.key_authorization), *scenario.extra_tokens):
-            argv += ["--token", token, "--key", key]
+            argv += [f"--token={token}", f"--key={key}"]  # values may start with "-"
     else:
         thumbprint = scenario.thumbprint if behaviour is Behaviour.STATELESS else OTHER_THUMBPRINT
-        argv += ["--stateless", "--thumbprint", thumbprint]
+        argv += ["--stateless", f"--thumbprint={thumbprint}"]
     return argv
 
 
