@@ -42,8 +42,8 @@ from pathlib import Path
 import _bench as b
 import _nsd
 
-from acmelb import resolution
-from acmelb.resolution import CaaCache, DnsResult, lookup, lookup_async
+from acmelb.doctor import resolution
+from acmelb.doctor.resolution import CaaCache, DnsResult, lookup, lookup_async
 
 Server = tuple[str, int]
 Mode = Callable[[list[str], Server], list[DnsResult]]

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 b.certbot_register(exe, ca, work / f"certbot{ca.restarts}")
 
         setup()
-        from acmelb.store import Store
+        from acmelb.acme.store import Store
 
         def acmelb(name: str) -> b.Run:
             return b.run(

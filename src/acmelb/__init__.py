@@ -14,38 +14,38 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"  # the one place; pyproject.toml reads it
+from acmelb.version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
     # issuance
-    "CAConfig": "acmelb.ca",
-    "IssueRequest": "acmelb.issuance",
-    "IssueResult": "acmelb.issuance",
-    "IssuanceState": "acmelb.issuance",
-    "Issuer": "acmelb.issuance",
-    "Pipeline": "acmelb.issuance",
-    "Step": "acmelb.issuance",
-    "renew": "acmelb.issuance",
-    "revoke": "acmelb.issuance",
-    "RenewalConfig": "acmelb.renewal",
-    "SelfCheckOptions": "acmelb.selfcheck",
-    "SolverOptions": "acmelb.solvers",
-    "Store": "acmelb.store",
+    "CAConfig": "acmelb.acme.ca",
+    "IssueRequest": "acmelb.acme.issuance",
+    "IssueResult": "acmelb.acme.issuance",
+    "IssuanceState": "acmelb.acme.issuance",
+    "Issuer": "acmelb.acme.issuance",
+    "Pipeline": "acmelb.acme.issuance",
+    "Step": "acmelb.acme.issuance",
+    "renew": "acmelb.acme.issuance",
+    "revoke": "acmelb.acme.issuance",
+    "RenewalConfig": "acmelb.acme.renewal",
+    "SelfCheckOptions": "acmelb.acme.selfcheck",
+    "SolverOptions": "acmelb.acme.solvers",
+    "Store": "acmelb.acme.store",
     # diagnosis
-    "Report": "acmelb.diagnose",
-    "Target": "acmelb.checks.base",
-    "analyse": "acmelb.diagnose",
-    "diagnose": "acmelb.diagnose",
-    "make_target": "acmelb.diagnose",
-    "ProbeSettings": "acmelb.vantage",
-    "build_vantages": "acmelb.vantage",
-    "Explanation": "acmelb.explain",
-    "explain": "acmelb.explain",
+    "Report": "acmelb.doctor.diagnose",
+    "Target": "acmelb.doctor.checks.base",
+    "analyse": "acmelb.doctor.diagnose",
+    "diagnose": "acmelb.doctor.diagnose",
+    "make_target": "acmelb.doctor.diagnose",
+    "ProbeSettings": "acmelb.doctor.vantage",
+    "build_vantages": "acmelb.doctor.vantage",
+    "Explanation": "acmelb.doctor.explain",
+    "explain": "acmelb.doctor.explain",
     # findings and errors
-    "Finding": "acmelb.findings",
-    "Severity": "acmelb.findings",
-    "Code": "acmelb.findings",
+    "Finding": "acmelb.doctor.findings",
+    "Severity": "acmelb.doctor.findings",
+    "Code": "acmelb.doctor.findings",
     "AcmelbError": "acmelb.errors",
     "UsageError": "acmelb.errors",
 }
@@ -96,13 +96,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from acmelb.ca import CAConfig
-    from acmelb.checks.base import Target
-    from acmelb.diagnose import Report, analyse, diagnose, make_target
-    from acmelb.errors import AcmelbError, UsageError
-    from acmelb.explain import Explanation, explain
-    from acmelb.findings import Code, Finding, Severity
-    from acmelb.issuance import (
+    from acmelb.acme.ca import CAConfig
+    from acmelb.acme.issuance import (
         IssuanceState,
         Issuer,
         IssueRequest,
@@ -112,8 +107,13 @@ if TYPE_CHECKING:
         renew,
         revoke,
     )
-    from acmelb.renewal import RenewalConfig
-    from acmelb.selfcheck import SelfCheckOptions
-    from acmelb.solvers import SolverOptions
-    from acmelb.store import Store
-    from acmelb.vantage import ProbeSettings, build_vantages
+    from acmelb.acme.renewal import RenewalConfig
+    from acmelb.acme.selfcheck import SelfCheckOptions
+    from acmelb.acme.solvers import SolverOptions
+    from acmelb.acme.store import Store
+    from acmelb.doctor.checks.base import Target
+    from acmelb.doctor.diagnose import Report, analyse, diagnose, make_target
+    from acmelb.doctor.explain import Explanation, explain
+    from acmelb.doctor.findings import Code, Finding, Severity
+    from acmelb.doctor.vantage import ProbeSettings, build_vantages
+    from acmelb.errors import AcmelbError, UsageError

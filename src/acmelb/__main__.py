@@ -1,5 +1,5 @@
 import sys
 
-from acmelb.cli import run
+from acmelb.cli.main import run
 
 sys.exit(run())

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from acmelb.diagnose import Report
+    from acmelb.doctor.diagnose import Report
 
 
 class AcmelbError(Exception):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from acmelb.acme.issuance import IssuanceState, Pipeline, Step, generate_key
 from acmelb.cluster.agent import Agent, ClusterSolver
 from acmelb.cluster.config import AgentConfig
 from acmelb.cluster.secrets import SecretBox, generate_key_file
 from acmelb.cluster.status import cluster_status
 from acmelb.cluster.store import PendingOrder
-from acmelb.issuance import IssuanceState, Pipeline, Step, generate_key
 from acmelb.lab.pebble import count_log
 from tests.cluster.conftest import LocalEtcd
 from tests.cluster.test_agent_local import agent_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from acmelb.cli import main
+from acmelb.cli.main import main
 from acmelb.cluster.config import parse_config, parse_store_url
 from acmelb.cluster.metrics import AgentMetrics
 from acmelb.errors import UsageError

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from acmelb.acme.solvers import PendingChallenge
 from acmelb.cluster.config import CertificateSpec, StoreConfig, parse_store_url
 from acmelb.cluster.kv import EtcdKV, Put
 from acmelb.cluster.secrets import SecretBox
 from acmelb.cluster.store import ClusterStore, StoredCertificate
 from acmelb.errors import LockLost, SecretKeyError, StoreUnavailable
-from acmelb.solvers import PendingChallenge
 from tests.cluster.conftest import LocalEtcd
 from tests.conftest import free_port
 

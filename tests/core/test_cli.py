@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from acmelb import __version__
-from acmelb.cli import build_parser, main, run
+from acmelb.cli.main import build_parser, main, run
 
 
 def test_version_in_process_and_as_subprocess(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,7 +33,7 @@ def test_no_command_and_unknown_flag(capsys: pytest.CaptureFixture[str]) -> None
 def test_internal_error_is_exit_3_without_traceback(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import acmelb.commands.certificates as certificates
+    import acmelb.cli.certificates as certificates
 
     def broken(args: argparse.Namespace) -> int:
         raise RuntimeError("boom")

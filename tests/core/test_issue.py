@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from acmelb.cli import main
+from acmelb.cli.main import main
 from tests.conftest import LocalCA, openssl_verify, run_acmelb
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from acmelb.responder import (
+from acmelb.acme.responder import (
     ExactTokens,
     PendingDirectory,
     RequestLog,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from acmelb.ca import parse_retry_after
+from acmelb.acme.ca import parse_retry_after
+from acmelb.acme.store import KINDS, Store, atomic_write
 from acmelb.errors import InvalidNameError, StateError
 from acmelb.names import normalize_name
-from acmelb.store import KINDS, Store, atomic_write
 
 
 def _save(store: Store, name: str, tag: bytes) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from acmelb import probe
+from acmelb.doctor import probe
 from tests.diagnose.servers import (
     KEYAUTH,
     KEYAUTH_TOKEN,

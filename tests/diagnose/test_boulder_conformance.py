@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from acmelb import probe
-from acmelb.checks.base import (
+from acmelb.doctor import probe
+from acmelb.doctor.checks.base import (
     Attempt,
     Options,
     Target,
@@ -26,8 +26,8 @@ from acmelb.checks.base import (
     le_redirect_target_problem,
     le_verdict,
 )
-from acmelb.diagnose import ca_attempts
-from acmelb.findings import Code
+from acmelb.doctor.diagnose import ca_attempts
+from acmelb.doctor.findings import Code
 from tests.diagnose.servers import (
     KEYAUTH,
     KEYAUTH_TOKEN,

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from acmelb.checks import ALL_CHECKS
-from acmelb.checks.answers import Content
-from acmelb.checks.base import Context, Options, Target, VantageRun
-from acmelb.diagnose import Report, analyse
-from acmelb.findings import Code, Finding, Severity
-from acmelb.resolution import CaaRecord, CaaResult, DnsResult, RRsetResult
+from acmelb.doctor.checks import ALL_CHECKS
+from acmelb.doctor.checks.answers import Content
+from acmelb.doctor.checks.base import Context, Options, Target, VantageRun
+from acmelb.doctor.diagnose import Report, analyse
+from acmelb.doctor.findings import Code, Finding, Severity
+from acmelb.doctor.resolution import CaaRecord, CaaResult, DnsResult, RRsetResult
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN
 
 REC = Path(__file__).with_name("recordings")

@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from acmelb.cli import main
+from acmelb.cli.main import main
 from tests.diagnose.dnsserver import DnsServer
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, Server, answer, by_path, http_response
 
@@ -226,7 +226,7 @@ def test_here_inside(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) 
 
 
 def test_resolve_forms() -> None:
-    from acmelb.commands._common import resolve_map as _resolve_map
+    from acmelb.cli.common import resolve_map as _resolve_map
 
     assert _resolve_map(
         [
@@ -342,12 +342,12 @@ def test_malformed_challenges_file_exit_2_with_reason(
 def test_internal_failure_exit_3_without_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import acmelb.fleet
+    import acmelb.doctor.fleet
 
     async def boom(*a: Any, **k: Any) -> Any:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(acmelb.fleet, "diagnose_async", boom)
+    monkeypatch.setattr(acmelb.doctor.fleet, "diagnose_async", boom)
     code, _out, err = run_main(
         ["diagnose", "a.example.com", "--resolve", "a.example.com:127.0.0.1"], capsys
     )

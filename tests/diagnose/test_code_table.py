@@ -1,4 +1,4 @@
-"""Every place that names finding codes agrees with the one table, ``acmelb.codes.CODES``.
+"""Every place that names finding codes agrees with the one table, ``acmelb.doctor.codes.CODES``.
 
 Run as a script with ``--write`` to regenerate the generated parts (the schemas'
 code lists, the table in docs/diagnose.md, the list in README.md) after adding a row:
@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":  # run as a script: the package from this tree
     sys.path.insert(0, str(ROOT / "src"))
 
-from acmelb.checks import ALL_CHECKS  # noqa: E402 - after the script's path set-up
-from acmelb.codes import CODES, Code, code_values, markdown_table, readme_list  # noqa: E402
-from acmelb.explain import _RULES as EXPLAIN_RULES  # noqa: E402
-from acmelb.findings import DEFAULT_SEVERITY  # noqa: E402
+from acmelb.doctor.checks import ALL_CHECKS  # noqa: E402 - after the script's path set-up
+from acmelb.doctor.codes import CODES, Code, code_values, markdown_table, readme_list  # noqa: E402
+from acmelb.doctor.explain import _RULES as EXPLAIN_RULES  # noqa: E402
+from acmelb.doctor.findings import DEFAULT_SEVERITY  # noqa: E402
 
 DIAGNOSIS_SCHEMA = ROOT / "src/acmelb/schemas/diagnosis-v1.json"
 EXPLAIN_SCHEMA = ROOT / "src/acmelb/schemas/explain-v1.json"
@@ -86,7 +86,7 @@ GENERATED = {
 def test_generated_parts_are_current(path: Path) -> None:
     text = path.read_text("utf-8")
     assert GENERATED[path](text) == text, (
-        f"{path.relative_to(ROOT)} disagrees with acmelb.codes: run "
+        f"{path.relative_to(ROOT)} disagrees with acmelb.doctor.codes: run "
         "`.venv/bin/python tests/diagnose/test_code_table.py --write`"
     )
 

@@ -14,8 +14,8 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from acmelb import resolution
-from acmelb.resolution import _NO_DATA, _make_query, _plain_reply, _Query, _read
+from acmelb.doctor import resolution
+from acmelb.doctor.resolution import _NO_DATA, _make_query, _plain_reply, _Query, _read
 
 
 @pytest.mark.parametrize("rdtype", ["A", "AAAA", "CAA", "CNAME", "TXT"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from acmelb.cli import main
+from acmelb.cli.main import main
 from tests.diagnose.servers import (
     KEYAUTH,
     KEYAUTH_TOKEN,

@@ -13,8 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from acmelb.cli import build_parser, main
-from acmelb.explain import explain
+from acmelb.cli.main import build_parser, main
+from acmelb.doctor.explain import explain
 
 SCHEMA = json.loads(
     importlib.resources.files("acmelb").joinpath("schemas/explain-v1.json").read_text()

@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from acmelb.codes import Code
-from acmelb.explain import explain
+from acmelb.doctor.codes import Code
+from acmelb.doctor.explain import explain
 
 CORPUS = json.loads(
     (Path(__file__).with_name("fixtures") / "explain_corpus.json").read_text("utf-8")

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from acmelb import fleet
-from acmelb.checks.base import Options, Target
-from acmelb.diagnose import Report, diagnose_many, make_target
-from acmelb.vantage import CommandPrefix, Local, Role
+from acmelb.doctor import fleet
+from acmelb.doctor.checks.base import Options, Target
+from acmelb.doctor.diagnose import Report, diagnose_many, make_target
+from acmelb.doctor.vantage import CommandPrefix, Local, Role
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, Server, answer, hang
 
 Serve = Callable[..., Server]

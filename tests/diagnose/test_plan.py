@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from acmelb.diagnose import names_from_text, plan, targets_from_names
+from acmelb.doctor.diagnose import names_from_text, plan, targets_from_names
+from acmelb.doctor.vantage import ProbeSettings
 from acmelb.errors import UsageError
-from acmelb.k8s import Challenge, targets_from_challenges
-from acmelb.vantage import ProbeSettings
+from acmelb.kube.challenges import Challenge, targets_from_challenges
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from acmelb import probe
-from acmelb.vantage import probe_source
+from acmelb.doctor import probe
+from acmelb.doctor.vantage import probe_source
 from tests.diagnose.servers import (
     KEYAUTH,
     FullBacklog,

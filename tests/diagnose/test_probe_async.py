@@ -1,7 +1,7 @@
 """The asyncio driver measures exactly as the blocking one: the same probe request
 against the same real server gives the same result, timings apart.
 
-Both drivers run the one set of steps in ``acmelb.probe``; these tests hold them to
+Both drivers run the one set of steps in ``acmelb.doctor.probe``; these tests hold them to
 it on every outcome the probe knows (answers, redirects over http and https, dial
 errors, resets, silence, PROXY retries, framing, TLS on the HTTP port).
 """
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from acmelb import probe, probe_async
+from acmelb.doctor import probe, probe_async
 from tests.diagnose.servers import (
     KEYAUTH,
     Server,

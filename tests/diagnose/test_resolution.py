@@ -6,17 +6,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from acmelb.checks.base import Options
-from acmelb.diagnose import diagnose, diagnose_challenge, make_target
-from acmelb.errors import UsageError
-from acmelb.resolution import (
+from acmelb.doctor.checks.base import Options
+from acmelb.doctor.diagnose import diagnose, diagnose_challenge, make_target
+from acmelb.doctor.resolution import (
     caa_permits,
     from_destination,
     lookup,
     parse_dns_server,
     reserved_reason,
 )
-from acmelb.vantage import Local, ProbeSettings, Role
+from acmelb.doctor.vantage import Local, ProbeSettings, Role
+from acmelb.errors import UsageError
 from tests.diagnose.dnsserver import DnsServer
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, THUMB, Server, answer
 

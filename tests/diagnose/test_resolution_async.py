@@ -16,8 +16,8 @@ import pytest
 from dnslib import CNAME, QTYPE, RR, DNSRecord
 from dnslib import A as A_
 
-from acmelb import resolution
-from acmelb.resolution import CaaCache, DnsResult, lookup, lookup_async
+from acmelb.doctor import resolution
+from acmelb.doctor.resolution import CaaCache, DnsResult, lookup, lookup_async
 from tests.diagnose.dnsserver import DnsServer, Zone
 
 

@@ -10,11 +10,11 @@ import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acmelb.checks.base import Target, VantageRun
-from acmelb.diagnose import analyse
+from acmelb.doctor.checks.base import Target, VantageRun
+from acmelb.doctor.diagnose import analyse
+from acmelb.doctor.explain import explain
 from acmelb.errors import UsageError
-from acmelb.explain import explain
-from acmelb.k8s import parse_challenges
+from acmelb.kube.challenges import parse_challenges
 
 REC = Path(__file__).with_name("recordings")
 NAMES = sorted(p.stem for p in REC.glob("*.json"))

@@ -11,11 +11,11 @@ import io
 
 import pytest
 
-from acmelb.checks.base import VantageRun, corroborated, max_remote_failures
-from acmelb.diagnose import analyse
-from acmelb.findings import Code, Finding, Severity
-from acmelb.report import render
-from acmelb.rootcause import attribute
+from acmelb.cli.render import render
+from acmelb.doctor.checks.base import VantageRun, corroborated, max_remote_failures
+from acmelb.doctor.diagnose import analyse
+from acmelb.doctor.findings import Code, Finding, Severity
+from acmelb.doctor.rootcause import attribute
 from tests.diagnose.test_checks import outside, recording, target
 
 

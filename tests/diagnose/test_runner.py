@@ -7,15 +7,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from acmelb.checks import ALL_CHECKS, Runner, check_name, ordered
-from acmelb.checks.answers import Content
-from acmelb.checks.base import Context, Options
-from acmelb.checks.compare import InsideOnly, NatLoopback, ProxyProtocol
-from acmelb.checks.dns import Caa, DnsAddresses
-from acmelb.codes import Code, Stage
-from acmelb.diagnose import diagnose_many, make_target
-from acmelb.findings import Finding
-from acmelb.vantage import Local, Role
+from acmelb.doctor.checks import ALL_CHECKS, Runner, check_name, ordered
+from acmelb.doctor.checks.answers import Content
+from acmelb.doctor.checks.base import Context, Options
+from acmelb.doctor.checks.compare import InsideOnly, NatLoopback, ProxyProtocol
+from acmelb.doctor.checks.dns import Caa, DnsAddresses
+from acmelb.doctor.codes import Code, Stage
+from acmelb.doctor.diagnose import diagnose_many, make_target
+from acmelb.doctor.findings import Finding
+from acmelb.doctor.vantage import Local, Role
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN, Server, answer
 
 Serve = Callable[..., Server]

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from acmelb import probe as _probe
-from acmelb.errors import UsageError
-from acmelb.vantage import (
+from acmelb.doctor import probe as _probe
+from acmelb.doctor.vantage import (
     CommandPrefix,
     Local,
     ProbeSettings,
@@ -25,6 +24,7 @@ from acmelb.vantage import (
     looks_like_cluster,
     parse_here,
 )
+from acmelb.errors import UsageError
 from tests.diagnose.servers import KEYAUTH, Server, answer, by_path, close_at_once, http_response
 
 Serve = Callable[..., Server]
@@ -131,7 +131,7 @@ def test_prefix_validation() -> None:
     ],
 )
 def test_exec_prefixes_get_stdin(argv: list[str], expected: list[str]) -> None:
-    from acmelb.vantage import with_stdin
+    from acmelb.doctor.vantage import with_stdin
 
     assert with_stdin(argv) == expected
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from acmelb.cli import main
+from acmelb.cli.main import main
 from acmelb.fix import nat_loopback
 from acmelb.lab import netns
 

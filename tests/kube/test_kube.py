@@ -22,19 +22,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from acmelb.checks.base import Target, VantageRun
-from acmelb.cli import main
-from acmelb.diagnose import analyse, plan, read_objects
-from acmelb.findings import Code
+from acmelb.cli.main import main
+from acmelb.doctor.checks.base import Target, VantageRun
+from acmelb.doctor.diagnose import analyse, plan, read_objects
+from acmelb.doctor.findings import Code
+from acmelb.doctor.vantage import ProbeSettings
 from acmelb.fix.kube import cluster_patches
-from acmelb.kubeobjects import (
+from acmelb.kube.objects import (
     KUBECTL_COMMAND,
     Cluster,
     label_hash,
     parse_cluster,
     probe_plan,
 )
-from acmelb.vantage import ProbeSettings
 
 FIXTURES = Path(__file__).with_name("fixtures")
 ROOT = Path(__file__).resolve().parents[2]

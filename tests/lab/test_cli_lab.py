@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from acmelb.cli import main
+from acmelb.cli.main import main
 from acmelb.lab import LAB_THUMBPRINT, LAB_TOKEN, Lab, netns
 
 pytestmark = pytest.mark.lab

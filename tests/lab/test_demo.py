@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from acmelb.cli import main
+from acmelb.cli.main import main
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:

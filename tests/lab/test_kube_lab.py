@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from acmelb.kubeobjects import label_hash
+from acmelb.kube.objects import label_hash
 from acmelb.lab import Lab
 
 from .conftest import LabFactory

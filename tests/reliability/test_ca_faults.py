@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from acmelb.ca import MAX_TRANSIENT_RETRIES
+from acmelb.acme.ca import MAX_TRANSIENT_RETRIES
 from tests.conftest import LocalCA
 from tests.reliability.conftest import check_state, issue_via, temp_files
 from tests.reliability.faultproxy import Fault, FaultProxy
@@ -231,7 +231,7 @@ def test_a_ca_slower_than_the_network_timeout_is_given_up_on(
 ) -> None:
     """The CA accepts the order request and never answers in time (its directory still
     answers at once): acmelb gives up after one network timeout and says so."""
-    from acmelb.ca import NETWORK_TIMEOUT
+    from acmelb.acme.ca import NETWORK_TIMEOUT
 
     state = tmp_path / "s"
     fault_proxy.set_faults(

@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acmelb import probe
-from acmelb.checks.base import Target, VantageRun
-from acmelb.cli import main
-from acmelb.diagnose import analyse
+from acmelb.cli.main import main
+from acmelb.doctor import probe
+from acmelb.doctor.checks.base import Target, VantageRun
+from acmelb.doctor.diagnose import analyse
 from acmelb.errors import InvalidNameError, UsageError
-from acmelb.k8s import parse_challenges
+from acmelb.kube.challenges import parse_challenges
 from acmelb.names import normalize_name
 from tests.diagnose.servers import Server
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acmelb.responder import (
+from acmelb.acme.responder import (
     TOKEN_PATTERN,
     RequestLog,
     Responder,

@@ -8,7 +8,7 @@ Threads, each with one job:
 * the heartbeat keeps this member's lease (and the leases of the locks it holds)
   alive and records its installed versions and health under ``members/``;
 * the sync loop installs new certificate versions into the local ``live/`` (the
-  atomic switch of ``acmelb.store``) and runs the deploy hook, and answers the
+  atomic switch of ``acmelb.acme.store``) and runs the deploy hook, and answers the
   probes other members ask of it for their self-checks;
 * the renewal loop finds certificates that are due, takes a certificate's lock
   (an etcd lease), and runs the issuance pipeline of ``acmelb issue`` with the
@@ -35,14 +35,7 @@ from typing import Any
 
 from cryptography import x509
 
-from acmelb.cluster.config import AgentConfig, CertificateSpec
-from acmelb.cluster.kv import EtcdKV, Fence, wait_until
-from acmelb.cluster.metrics import AgentMetrics
-from acmelb.cluster.schedule import default_window
-from acmelb.cluster.secrets import SecretBox
-from acmelb.cluster.store import ClusterStore, MemberRecord, PendingOrder, StoredCertificate
-from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
-from acmelb.responder import (
+from acmelb.acme.responder import (
     ExactTokens,
     RequestLog,
     Responder,
@@ -50,9 +43,16 @@ from acmelb.responder import (
     Stateless,
     TokensThenStateless,
 )
-from acmelb.solvers import PendingChallenge, SolverOptions
-from acmelb.store import Store
-from acmelb.vantage import ProbeResult, Role, VantageFailure
+from acmelb.acme.solvers import PendingChallenge, SolverOptions
+from acmelb.acme.store import Store
+from acmelb.cluster.config import AgentConfig, CertificateSpec
+from acmelb.cluster.kv import EtcdKV, Fence, wait_until
+from acmelb.cluster.metrics import AgentMetrics
+from acmelb.cluster.schedule import default_window
+from acmelb.cluster.secrets import SecretBox
+from acmelb.cluster.store import ClusterStore, MemberRecord, PendingOrder, StoredCertificate
+from acmelb.doctor.vantage import ProbeResult, Role, VantageFailure
+from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
 
 Log = Callable[[str], None]
 RESYNC_INTERVAL = 2.0  # seconds between full resyncs of the watch-fed copies
@@ -356,7 +356,7 @@ class Agent:
             self._answer_for(key_json)
 
     def _answer_for(self, key_json: str) -> None:
-        from acmelb.ca import thumbprint_of
+        from acmelb.acme.ca import thumbprint_of
 
         self.answers.stateless = Stateless(thumbprint_of(key_json))
         self._beat_now.set()  # tell the others at once (they wait for it, see _issue)
@@ -370,7 +370,7 @@ class Agent:
         self._answered &= requests.keys()  # the answered ones are no longer asked
 
     def _run_probe(self, probe_id: str, request: dict[str, Any]) -> None:
-        from acmelb import probe
+        from acmelb.doctor import probe
 
         try:
             result = probe.run_request(request)
@@ -404,7 +404,7 @@ class Agent:
         cert = self.store.current(spec.name)
         if cert is None:
             return
-        from acmelb.issuance import run_deploy_hook
+        from acmelb.acme.issuance import run_deploy_hook
 
         changed = self._install_files(spec, cert)
         self.state.installed[spec.name] = cert.version
@@ -420,8 +420,8 @@ class Agent:
             self.log(f"installed {spec.name} version {cert.version} in {lineage.live_dir}{said}")
 
     def _install_files(self, spec: CertificateSpec, cert: StoredCertificate) -> bool:
-        from acmelb.ca import CAConfig
-        from acmelb.renewal import RenewalConfig
+        from acmelb.acme.ca import CAConfig
+        from acmelb.acme.renewal import RenewalConfig
 
         with self.local.lock(spec.name):
             lineage = self.local.lineage(spec.name)
@@ -553,8 +553,8 @@ class Agent:
         self._backoff[name] = (time.time() + delay, delay)
 
     def _issue(self, spec: CertificateSpec, fence: Fence) -> None:
-        from acmelb.issuance import IssuanceState, Pipeline, generate_key
-        from acmelb.selfcheck import make_self_check
+        from acmelb.acme.issuance import IssuanceState, Pipeline, generate_key
+        from acmelb.acme.selfcheck import make_self_check
 
         client = self._ca_client()
         self._wait_for_members_answering(client.thumbprint)
@@ -633,7 +633,7 @@ class Agent:
     def _save_certificate(
         self, spec: CertificateSpec, fence: Fence, state: Any, key: bytes
     ) -> None:
-        from acmelb.issuance import split_chain
+        from acmelb.acme.issuance import split_chain
 
         cert_pem, chain_pem = split_chain(state.fullchain_pem.encode("ascii"))
         not_before, not_after = _not_before_after(cert_pem)
@@ -663,7 +663,7 @@ class Agent:
         if self._client is None:
             from josepy.jwk import JWK
 
-            from acmelb.ca import CAClient, CAConfig, new_account_key, register_account
+            from acmelb.acme.ca import CAClient, CAConfig, new_account_key, register_account
 
             config = CAConfig(self.config.directory, self.config.ca_bundle, self.config.email)
             key_json = self.store.account_key(config.directory_url, new_account_key().json_dumps())

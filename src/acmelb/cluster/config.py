@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acmelb.acme.selfcheck import MODES, SelfCheckOptions
+from acmelb.doctor.vantage import ProbeSettings, Role
 from acmelb.errors import UsageError
 from acmelb.names import normalize_name
-from acmelb.selfcheck import MODES, SelfCheckOptions
-from acmelb.vantage import ProbeSettings, Role
 
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa4096")
 
@@ -261,7 +261,7 @@ def parse_config(text: str, where: str) -> AgentConfig:
     ca = top.table("ca")
     if ca is None:
         raise UsageError(f"{where}: missing table [ca] (its 'directory' at least)")
-    from acmelb.ca import resolve_directory  # 'letsencrypt' and the other aliases
+    from acmelb.acme.ca import resolve_directory  # 'letsencrypt' and the other aliases
 
     directory = resolve_directory(ca.get("directory", str, required=True))
     email = ca.get("email", str)

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from acmelb.ca import CAConfig
+from acmelb.acme.ca import CAConfig
+from acmelb.acme.renewal import RenewalConfig
+from acmelb.acme.solvers import SolverOptions
+from acmelb.acme.store import Store
 from acmelb.cluster.config import CertificateSpec, StoreConfig
 from acmelb.cluster.kv import EtcdKV
 from acmelb.cluster.schedule import default_window
@@ -15,9 +18,6 @@ from acmelb.cluster.secrets import SecretBox
 from acmelb.cluster.store import ClusterStore, MemberRecord
 from acmelb.errors import StateError, StoreUnavailable, UsageError
 from acmelb.names import normalize_name
-from acmelb.renewal import RenewalConfig
-from acmelb.solvers import SolverOptions
-from acmelb.store import Store
 
 SCHEMA = "acmelb.cluster-status/v1"
 

@@ -29,13 +29,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from acmelb.acme.issuance import IssuanceState
+from acmelb.acme.solvers import PendingChallenge
 from acmelb.cluster.config import CertificateSpec
 from acmelb.cluster.kv import Delete, Entry, EtcdKV, Fence, Put
 from acmelb.cluster.secrets import SecretBox
 from acmelb.errors import SecretKeyError, StateError
-from acmelb.issuance import IssuanceState
 from acmelb.names import normalize_name
-from acmelb.solvers import PendingChallenge
 
 KEYCHECK = b"acmelb store key check v1"
 

@@ -1,16 +1,16 @@
 """``acmelb fix k8s --kube FILE``: the exact changes for the objects of a cluster's file.
 
-The same rules as the KUBE stage's checks (``acmelb.checks.kube``), applied to every
+The same rules as the KUBE stage's checks (``acmelb.kube.checks``), applied to every
 pending HTTP-01 Challenge of the file; each problem found gives its ``Patch`` (a kubectl
 line, and the whole changed object or the issuer's fragment). Nothing here prints.
 """
 
 from __future__ import annotations
 
-from acmelb.checks import kube as rules
-from acmelb.fix import k8s as fixes
-from acmelb.fix.k8s import Patch
-from acmelb.kubeobjects import Cluster, Solver
+from acmelb.kube import checks as rules
+from acmelb.kube import patches as fixes
+from acmelb.kube.objects import Cluster, Solver
+from acmelb.kube.patches import Patch
 
 
 def solver_patches(solver: Solver) -> list[Patch]:

@@ -8,7 +8,7 @@ from acmelb.fix.nat_loopback import Verifier
 
 def vip_fetch_verifier(prefix: str | None, vip: str, port: int, timeout: float = 3.0) -> Verifier:
     """Any HTTP answer through the VIP proves the path works (a 404 is fine)."""
-    from acmelb.vantage import CommandPrefix, Local, Role, Vantage, VantageFailure
+    from acmelb.doctor.vantage import CommandPrefix, Local, Role, Vantage, VantageFailure
 
     vantage: Vantage = CommandPrefix(Role.INSIDE, prefix) if prefix else Local(Role.INSIDE)
     host = f"[{vip}]" if ":" in vip else vip
