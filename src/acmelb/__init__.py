@@ -33,11 +33,11 @@ _EXPORTS = {
     "SolverOptions": "acmelb.acme.solvers",
     "Store": "acmelb.acme.store",
     # diagnosis
-    "Report": "acmelb.doctor.diagnose",
+    "Report": "acmelb.doctor.report",
     "Target": "acmelb.doctor.checks.base",
     "analyse": "acmelb.doctor.diagnose",
     "diagnose": "acmelb.doctor.diagnose",
-    "make_target": "acmelb.doctor.diagnose",
+    "make_target": "acmelb.doctor.engine",
     "ProbeSettings": "acmelb.doctor.vantage",
     "build_vantages": "acmelb.doctor.vantage",
     "Explanation": "acmelb.doctor.explain",
@@ -112,8 +112,10 @@ if TYPE_CHECKING:
     from acmelb.acme.solvers import SolverOptions
     from acmelb.acme.store import Store
     from acmelb.doctor.checks.base import Target
-    from acmelb.doctor.diagnose import Report, analyse, diagnose, make_target
+    from acmelb.doctor.diagnose import analyse, diagnose
+    from acmelb.doctor.engine import make_target
     from acmelb.doctor.explain import Explanation, explain
     from acmelb.doctor.findings import Code, Finding, Severity
+    from acmelb.doctor.report import Report
     from acmelb.doctor.vantage import ProbeSettings, build_vantages
     from acmelb.errors import AcmelbError, UsageError

@@ -18,18 +18,14 @@ handling another keep it as ``__cause__`` (``raise ... from exc``), which
     |   +-- CAProblemError      the CA answered with an RFC 7807 problem
     |   +-- ValidationFailedError  an authorization became invalid
     +-- SelfCheckRefused        the self-check predicts a failed validation; nothing answered
+    |                           (defined beside the self-check, acmelb.acme.selfcheck: it
+    |                           carries the diagnoses, a type of the doctor's)
     +-- SolverError             a solver could not present or clean up
     +-- FixError                applying or verifying a fix failed (the ruleset was restored)
     +-- LabError                the local lab could not be built or driven
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from acmelb.doctor.diagnose import Report
 
 
 class AcmelbError(Exception):
@@ -88,14 +84,6 @@ class ValidationFailedError(CAError):
         super().__init__(message)
         self.failures = failures
         self.notes: list[str] = []
-
-
-class SelfCheckRefused(AcmelbError):
-    """The self-check predicts a failed validation; nothing was answered."""
-
-    def __init__(self, message: str, reports: Sequence[Report]) -> None:
-        super().__init__(message)
-        self.reports = list(reports)
 
 
 class SolverError(AcmelbError):

@@ -22,11 +22,11 @@ from acmelb.doctor.checks.base import (
     Options,
     Target,
     Verdict,
+    ca_attempts,
     cm_verdict,
     le_redirect_target_problem,
     le_verdict,
 )
-from acmelb.doctor.diagnose import ca_attempts
 from acmelb.doctor.findings import Code
 from tests.diagnose.servers import (
     KEYAUTH,

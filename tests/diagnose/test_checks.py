@@ -12,13 +12,17 @@ from typing import Any
 
 import pytest
 
-from acmelb.doctor.checks import ALL_CHECKS
+import acmelb.kube.plan  # noqa: F401 - registers the KUBE stage's checks
+from acmelb.doctor.checks import DEFAULT_RUNNER
 from acmelb.doctor.checks.answers import Content
 from acmelb.doctor.checks.base import Context, Options, Target, VantageRun
 from acmelb.doctor.diagnose import Report, analyse
 from acmelb.doctor.findings import Code, Finding, Severity
 from acmelb.doctor.resolution import CaaRecord, CaaResult, DnsResult, RRsetResult
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN
+
+# the doctor's checks and those acmelb.kube registers (importing acmelb.kube.plan)
+ALL_CHECKS = DEFAULT_RUNNER.registered
 
 REC = Path(__file__).with_name("recordings")
 

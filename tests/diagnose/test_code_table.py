@@ -20,16 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":  # run as a script: the package from this tree
     sys.path.insert(0, str(ROOT / "src"))
 
-from acmelb.doctor.checks import ALL_CHECKS  # noqa: E402 - after the script's path set-up
+import acmelb.kube.plan  # noqa: E402, F401 - registers the KUBE stage's checks
+from acmelb.doctor.checks import DEFAULT_RUNNER  # noqa: E402 - after the script's path set-up
 from acmelb.doctor.codes import CODES, Code, code_values, markdown_table, readme_list  # noqa: E402
 from acmelb.doctor.explain import _RULES as EXPLAIN_RULES  # noqa: E402
 from acmelb.doctor.findings import DEFAULT_SEVERITY  # noqa: E402
+
+# the doctor's checks and those acmelb.kube registers (importing acmelb.kube.plan)
+ALL_CHECKS = DEFAULT_RUNNER.registered
 
 DIAGNOSIS_SCHEMA = ROOT / "src/acmelb/schemas/diagnosis-v1.json"
 EXPLAIN_SCHEMA = ROOT / "src/acmelb/schemas/explain-v1.json"
 DOCS = ROOT / "docs/diagnose.md"
 README = ROOT / "README.md"
-DOCS_BEGIN, DOCS_END = "<!-- codes: generated from src/acmelb/codes.py -->", "<!-- codes: end -->"
+DOCS_BEGIN = "<!-- codes: generated from src/acmelb/doctor/codes.py -->"
+DOCS_END = "<!-- codes: end -->"
 README_LEAD = "The finding codes (the contract in `docs/diagnose.md`): "
 
 

@@ -7,7 +7,9 @@ import pytest
 from acmelb.doctor.diagnose import names_from_text, plan, targets_from_names
 from acmelb.doctor.vantage import ProbeSettings
 from acmelb.errors import UsageError
-from acmelb.kube.challenges import Challenge, targets_from_challenges
+from acmelb.kube import plan as kube
+from acmelb.kube.challenges import Challenge
+from acmelb.kube.plan import targets_from_challenges
 from tests.diagnose.servers import KEYAUTH, KEYAUTH_TOKEN
 
 
@@ -78,6 +80,6 @@ def test_plan_decides_cluster_in_one_place() -> None:
     assert not plan(ssh, ["a.example"]).cluster
     assert plan(kubectl, ["a.example"]).cluster
     # Challenges come from a cluster, whatever the vantages
-    assert plan(ssh, [], challenges=[challenge("www.example.com")]).cluster
+    assert kube.plan([], challenges=[challenge("www.example.com")]).cluster
     with pytest.raises(UsageError, match="--challenges brings its own tokens"):
-        plan(ssh, [], token=KEYAUTH_TOKEN, challenges=[])
+        kube.plan([], token=KEYAUTH_TOKEN, challenges=[])

@@ -232,7 +232,7 @@ def test_probe_source_is_stdlib_only() -> None:
     ],
 )
 def test_join_url(url: str, location: str, expected: str) -> None:
-    assert probe._join_url(url, location) == expected
+    assert probe.join_url(url, location) == expected
 
 
 def free_port6() -> int:

@@ -24,9 +24,8 @@ import yaml
 
 from acmelb.cli.main import main
 from acmelb.doctor.checks.base import Target, VantageRun
-from acmelb.doctor.diagnose import analyse, plan, read_objects
+from acmelb.doctor.diagnose import analyse
 from acmelb.doctor.findings import Code
-from acmelb.doctor.vantage import ProbeSettings
 from acmelb.fix.kube import cluster_patches
 from acmelb.kube.objects import (
     KUBECTL_COMMAND,
@@ -35,6 +34,7 @@ from acmelb.kube.objects import (
     parse_cluster,
     probe_plan,
 )
+from acmelb.kube.plan import plan, read_objects
 
 FIXTURES = Path(__file__).with_name("fixtures")
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ def item(data: dict[str, Any], kind: str, name: str | None = None) -> dict[str, 
 def static_codes(data: dict[str, Any]) -> list[Code]:
     """The codes the KUBE stage finds for the file's one pending Challenge."""
     cluster = cluster_of(data)
-    todo = plan(ProbeSettings(), [], cluster=cluster)
+    todo = plan([], cluster=cluster)
     assert len(todo.targets) == 1
     return [f.code for f in read_objects(todo.targets[0]).findings]
 
@@ -152,7 +152,7 @@ def test_the_json_reports_validate_against_the_schema(
 
 def test_proxy_shortcut_names_the_providers_hostname_annotation() -> None:
     cluster = cluster_of(objects("hetzner"))
-    todo = plan(ProbeSettings(), [], cluster=cluster)
+    todo = plan([], cluster=cluster)
     (finding,) = read_objects(todo.targets[0]).findings
     assert "load-balancer.hetzner.cloud/uses-proxyprotocol: true" in finding.explanation
     assert (
@@ -200,7 +200,7 @@ def test_aws_nlb_with_proxy_protocol_publishes_a_hostname_so_no_shortcut() -> No
 
 def test_traffic_policy_local_names_the_nodes_and_the_patch() -> None:
     cluster = cluster_of(objects("metallb"))
-    todo = plan(ProbeSettings(), [], cluster=cluster)
+    todo = plan([], cluster=cluster)
     (finding,) = read_objects(todo.targets[0]).findings
     assert "node-2" in finding.explanation
     assert "ingress-nginx-controller-68f9d7c5b-m4n5p on node-1" in " ".join(finding.evidence)
@@ -221,7 +221,7 @@ def test_no_traffic_policy_finding_when_a_controller_runs_on_the_solvers_node() 
 
 def test_redirect_on_the_solver_ingress_gives_the_annotation_to_remove() -> None:
     cluster = cluster_of(objects("aws-nlb"))
-    todo = plan(ProbeSettings(), [], cluster=cluster)
+    todo = plan([], cluster=cluster)
     (finding,) = read_objects(todo.targets[0]).findings
     assert (
         "kubectl annotate ingress -n site cm-acme-http-solver-d9e0f "
@@ -232,7 +232,7 @@ def test_redirect_on_the_solver_ingress_gives_the_annotation_to_remove() -> None
 
 def test_traefik_entrypoint_redirect_is_seen_in_the_controllers_args() -> None:
     cluster = cluster_of(objects("scaleway"))
-    todo = plan(ProbeSettings(), [], cluster=cluster)
+    todo = plan([], cluster=cluster)
     (finding,) = read_objects(todo.targets[0]).findings
     assert any(
         "--entryPoints.web.http.redirections.entryPoint.to=:443" in e for e in finding.evidence
@@ -265,7 +265,7 @@ def test_ssl_redirect_annotations_are_not_flagged() -> None:
 
 def test_unserved_class_names_the_served_one_for_the_issuer() -> None:
     cluster = cluster_of(objects("traefik-class"))
-    todo = plan(ProbeSettings(), [], cluster=cluster)
+    todo = plan([], cluster=cluster)
     (finding,) = read_objects(todo.targets[0]).findings
     assert "'nginx'" in finding.title
     assert "ingressClassName: traefik" in finding.remedy
@@ -288,7 +288,7 @@ def test_no_class_finding_without_any_known_controller_in_the_file() -> None:
 
 def test_not_presented_from_the_present_error_event_gives_the_feature_gate() -> None:
     cluster = cluster_of(objects("nodeport"))
-    todo = plan(ProbeSettings(), [], cluster=cluster)
+    todo = plan([], cluster=cluster)
     report = read_objects(todo.targets[0])
     (finding,) = report.findings
     assert any(e.startswith("Warning PresentError on Challenge") for e in finding.evidence)
@@ -334,7 +334,7 @@ KEY = "Tt1Yy3Uu5Ii7Oo9Aa2Ss4Dd6Ff8Gg0Hh1Jj3Kk5Ll7Zz9.Zp4sLx8cJ0aTq2WmHf6vRb9EkYn
 def metallb_target() -> Target:
     data = objects("metallb")
     item(data, "Pod", "cm-acme-http-solver-s8t9u")["spec"]["nodeName"] = "node-1"
-    todo = plan(ProbeSettings(), [], cluster=cluster_of(data))
+    todo = plan([], cluster=cluster_of(data))
     target: Target = todo.targets[0]
     return target
 

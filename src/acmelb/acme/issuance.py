@@ -84,6 +84,29 @@ class IssueRequest:
     reuse_key: bool = False
     self_check: SelfCheckOptions | None = None  # None: no self-check
 
+    @classmethod
+    def renewing(cls, config: RenewalConfig) -> IssueRequest:
+        """The request that renews a lineage, from the settings it was issued with."""
+        return cls(
+            names=config.names,
+            ca=config.ca,
+            solver=config.solver,
+            key_type=config.key_type,
+            reuse_key=config.reuse_key,
+            self_check=config.self_check,
+        )
+
+    def renewal_config(self, names: tuple[str, ...]) -> RenewalConfig:
+        """What is stored with each version, so that a renewal repeats this request."""
+        return RenewalConfig(
+            names=names,
+            ca=self.ca,
+            solver=self.solver,
+            key_type=self.key_type,
+            reuse_key=self.reuse_key,
+            self_check=self.self_check,
+        )
+
 
 @dataclass(frozen=True)
 class IssueResult:
@@ -430,7 +453,7 @@ class Issuer:
             else generate_key(request.key_type)
         )
         self_check = make_self_check(request.self_check, request.solver, self.progress)
-        config = RenewalConfig.of(request, names)
+        config = request.renewal_config(names)
 
         def save(state: IssuanceState, key: bytes) -> None:
             assert state.fullchain_pem is not None
@@ -555,7 +578,7 @@ def renew(
             outcomes[name] = RenewOutcome(name, "not-due", f"expires in {info.days_left:.0f} days")
         else:
             try:
-                request = RenewalConfig.load(store.lineage(name)).request()
+                request = IssueRequest.renewing(RenewalConfig.load(store.lineage(name)))
             except AcmelbError as exc:
                 outcomes[name] = RenewOutcome(name, "failed", str(exc))
                 continue

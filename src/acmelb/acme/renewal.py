@@ -1,6 +1,7 @@
 """How a certificate is renewed: the settings it was issued with.
 
-``RenewalConfig`` is the one reader (``load``/``from_json``) and the one
+``RenewalConfig`` holds what an ``IssueRequest`` holds (``acmelb.acme.issuance`` turns
+one into the other); it is the one reader (``load``/``from_json``) and the one
 writer (``to_json``, stored by ``Store.save`` with each new version) of
 ``STATE/renewal/NAME.json``. It keeps the self-check settings, so ``acmelb
 renew`` checks a renewal through the load balancer exactly as the original
@@ -20,7 +21,6 @@ from acmelb.acme.solvers import SolverOptions
 from acmelb.errors import StateError, UsageError
 
 if TYPE_CHECKING:
-    from acmelb.acme.issuance import IssueRequest
     from acmelb.acme.store import Lineage
 
 
@@ -32,29 +32,6 @@ class RenewalConfig:
     key_type: str = "ec256"
     reuse_key: bool = False
     self_check: SelfCheckOptions | None = None
-
-    @classmethod
-    def of(cls, request: IssueRequest, names: tuple[str, ...]) -> RenewalConfig:
-        return cls(
-            names=names,
-            ca=request.ca,
-            solver=request.solver,
-            key_type=request.key_type,
-            reuse_key=request.reuse_key,
-            self_check=request.self_check,
-        )
-
-    def request(self) -> IssueRequest:
-        from acmelb.acme.issuance import IssueRequest
-
-        return IssueRequest(
-            names=self.names,
-            ca=self.ca,
-            solver=self.solver,
-            key_type=self.key_type,
-            reuse_key=self.reuse_key,
-            self_check=self.self_check,
-        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from acmelb.cluster.config import AgentConfig
 
 
 def register(sub: Any) -> None:
@@ -44,20 +48,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import signal
-    import sys
-    import time
 
     from acmelb.cluster.agent import Agent
-    from acmelb.cluster.config import load_config
     from acmelb.cluster.secrets import SecretBox
 
-    config = load_config(args.config)
-    if args.store_key_file:
-        config = dataclasses.replace(config, store_key_file=args.store_key_file)
-    if args.metrics_listen:
-        config = dataclasses.replace(config, metrics_listen=args.metrics_listen)
+    config = _config(args)
     box = SecretBox.from_file(config.store_key_file)
     if args.check_config:
         print(
@@ -66,14 +62,7 @@ def run(args: argparse.Namespace) -> int:
             f"{','.join(str(e) for e in config.store.endpoints)}: OK"
         )
         return 0
-
-    def log(message: str) -> None:
-        print(
-            f"{time.strftime('%H:%M:%S')} acmelb agent[{config.member}]: {message}",
-            file=sys.stderr,
-            flush=True,
-        )
-
+    log = _logger(config.member)
     agent = Agent(config, box, log=log)
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     try:
@@ -85,3 +74,31 @@ def run(args: argparse.Namespace) -> int:
         agent.stop()
     log("stopped")
     return 0
+
+
+def _config(args: argparse.Namespace) -> AgentConfig:
+    """The configuration file, with the command line's overrides."""
+    import dataclasses
+
+    from acmelb.cluster.config import load_config
+
+    config = load_config(args.config)
+    if args.store_key_file:
+        config = dataclasses.replace(config, store_key_file=args.store_key_file)
+    if args.metrics_listen:
+        config = dataclasses.replace(config, metrics_listen=args.metrics_listen)
+    return config
+
+
+def _logger(member: str) -> Callable[[str], None]:
+    import sys
+    import time
+
+    def log(message: str) -> None:
+        print(
+            f"{time.strftime('%H:%M:%S')} acmelb agent[{member}]: {message}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return log

@@ -11,7 +11,13 @@ from acmelb.cli.common import add_vantage_options, probe_settings, read_input
 from acmelb.kube.challenges import KUBECTL_COMMAND
 
 if TYPE_CHECKING:
-    from acmelb.doctor.diagnose import Report
+    from collections.abc import Sequence
+
+    from acmelb.cli.render import Output, Progress
+    from acmelb.doctor.checks.base import Options
+    from acmelb.doctor.diagnose import Plan
+    from acmelb.doctor.report import Report
+    from acmelb.doctor.vantage import ProbeSettings, Vantage
     from acmelb.kube.challenges import Challenge
     from acmelb.kube.objects import Cluster
 
@@ -84,19 +90,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmelb.cli import render as report
-    from acmelb.doctor.diagnose import (
-        DEFAULT_WORKERS,
-        diagnose_many,
-        names_from_text,
-        plan,
-        read_objects,
-    )
-    from acmelb.doctor.fleet import diagnose_stream
+    from acmelb.cli import render
     from acmelb.doctor.vantage import build_vantages
-    from acmelb.errors import UsageError
 
     settings = probe_settings(args)
+    _check_flags(args)
+    todo, settings = _plan(args, settings)
+    info_out = sys.stderr if args.json else sys.stdout
+    if args.no_probe:
+        from acmelb.kube.plan import read_objects
+
+        render.write_infos(todo.infos, info_out)
+        return _write(args, [read_objects(t) for t in todo.targets])
+    vantages = build_vantages(settings)
+    render.write_infos(todo.infos, info_out)
+    output = render.Output.choose(
+        json=args.json,
+        array=args.json_array,
+        targets=len(todo.targets),
+        cluster_list=bool(args.challenges or args.kube),
+    )
+    diagnose = _stream if output.streams else _collect
+    return diagnose(args, todo, vantages, settings.options(), output)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    from acmelb.errors import UsageError
+
     if args.concurrency is not None and not 1 <= args.concurrency <= 1024:
         raise UsageError("--concurrency must be between 1 and 1024")
     if args.from_file == "-" and "-" in (args.challenges, args.kube):
@@ -105,11 +125,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--no-probe goes with --kube or --challenges")
     if args.json_array and not args.json:
         raise UsageError("--json-array goes with --json")
+
+
+def _plan(args: argparse.Namespace, settings: ProbeSettings) -> tuple[Plan, ProbeSettings]:
+    """The targets (from names, or from a cluster's objects) and the settings to probe with
+    (a cluster's objects add the inside vantage and the LB's address)."""
+    from acmelb.doctor.diagnose import names_from_text, plan
+
     names = list(args.names)
     if args.from_file:
         names += names_from_text(read_input(args.from_file, "--from-file"))
-    todo = plan(
-        settings,
+    if not (args.challenges or args.kube):
+        return plan(
+            settings, names, token=args.token, key=args.key, thumbprint=args.thumbprint
+        ), settings
+    from acmelb.kube import plan as kube
+
+    todo = kube.plan(
         names,
         token=args.token,
         key=args.key,
@@ -117,55 +149,71 @@ def run(args: argparse.Namespace) -> int:
         challenges=_challenges(args.challenges) if args.challenges else None,
         cluster=_cluster(args.kube) if args.kube else None,
     )
-    info_out = sys.stderr if args.json else sys.stdout
-    if args.no_probe:
-        report.write_infos(todo.infos, info_out)
-        return _write(args, [read_objects(t) for t in todo.targets])
-    if args.kube:
-        from acmelb.kube.objects import kube_settings
+    if args.kube and not args.no_probe:
+        settings, derived = kube.probe_settings(settings, todo.targets, args.kube)
+        todo.infos += derived
+    return todo, settings
 
-        settings, derived = kube_settings(settings, [t.kube for t in todo.targets if t.kube])
-        todo.infos += [*derived.infos, f"to rerun by hand: {derived.command(args.kube)}"]
-    vantages = build_vantages(settings)
-    report.write_infos(todo.infos, info_out)
-    output = report.Output.choose(
-        json=args.json,
-        array=args.json_array,
-        targets=len(todo.targets),
-        cluster_list=bool(args.challenges or args.kube),
-    )
-    concurrency = args.concurrency or DEFAULT_WORKERS
-    progress = (
-        report.Progress(len(todo.targets), sys.stderr)
-        if len(todo.targets) > 1 and _progress_fits(output)
-        else None
-    )
-    if output.streams:
-        stream = report.Stream(sys.stdout, lines=output is report.Output.LINES, colour=_colour())
 
-        def on_report(index: int, done: report.Rendered) -> None:
-            stream(index, done)
-            if progress is not None:
-                progress.update(done)
+def _progress(args: argparse.Namespace, todo: Plan, output: Output) -> Progress | None:
+    from acmelb.cli.render import Progress
 
-        diagnose_stream(
-            todo.targets,
-            vantages,
-            settings.options(),
-            cluster=todo.cluster,
-            concurrency=concurrency,
-            on_report=on_report,
-            render=stream.render,
-        )
+    if len(todo.targets) > 1 and _progress_fits(output):
+        return Progress(len(todo.targets), sys.stderr)
+    return None
+
+
+def _stream(
+    args: argparse.Namespace,
+    todo: Plan,
+    vantages: Sequence[Vantage],
+    options: Options,
+    output: Output,
+) -> int:
+    """Each report printed as it is done (text, or JSON lines)."""
+    from acmelb.cli import render
+    from acmelb.doctor.diagnose import DEFAULT_WORKERS
+    from acmelb.doctor.fleet import diagnose_stream
+
+    progress = _progress(args, todo, output)
+    stream = render.Stream(sys.stdout, lines=output is render.Output.LINES, colour=_colour())
+
+    def on_report(index: int, done: render.Rendered) -> None:
+        stream(index, done)
         if progress is not None:
-            progress.close()
-        return 0 if stream.ok else 1
+            progress.update(done)
+
+    diagnose_stream(
+        todo.targets,
+        vantages,
+        options,
+        cluster=todo.cluster,
+        concurrency=args.concurrency or DEFAULT_WORKERS,
+        on_report=on_report,
+        render=stream.render,
+    )
+    if progress is not None:
+        progress.close()
+    return 0 if stream.ok else 1
+
+
+def _collect(
+    args: argparse.Namespace,
+    todo: Plan,
+    vantages: Sequence[Vantage],
+    options: Options,
+    output: Output,
+) -> int:
+    """Every report kept, then printed together (a JSON array, in the order given)."""
+    from acmelb.doctor.diagnose import DEFAULT_WORKERS, diagnose_many
+
+    progress = _progress(args, todo, output)
     reports = diagnose_many(
         todo.targets,
         vantages,
-        settings.options(),
+        options,
         cluster=todo.cluster,
-        workers=concurrency,
+        workers=args.concurrency or DEFAULT_WORKERS,
         on_done=progress.update if progress else None,
     )
     if progress is not None:
@@ -173,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     return _write(args, reports)
 
 
-def _progress_fits(output: object) -> bool:
+def _progress_fits(output: Output) -> bool:
     """A progress line on stderr only for a terminal, and never between reports that are
     printed to the same terminal."""
     from acmelb.cli.render import Output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acmelb.cli.common import (
     add_ca_options,
@@ -15,6 +15,9 @@ from acmelb.cli.common import (
     read_input,
     state_dir,
 )
+
+if TYPE_CHECKING:
+    from acmelb.acme.issuance import IssueRequest, IssueResult
 
 SOLVERS = ("standalone", "stateless", "webroot", "hook", "serve")
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa4096")
@@ -200,38 +203,14 @@ def _issue_many(args: argparse.Namespace, issuer: Any, requests: list[Any]) -> i
 
 
 def run(args: argparse.Namespace) -> int:
-    from acmelb.acme.issuance import Issuer, IssueRequest
-    from acmelb.acme.solvers import SolverOptions
+    from acmelb.acme.issuance import Issuer
+    from acmelb.acme.selfcheck import SelfCheckRefused
     from acmelb.acme.store import Store
-    from acmelb.errors import SelfCheckRefused, UsageError, ValidationFailedError
+    from acmelb.errors import ValidationFailedError
 
-    if not 0 < args.http_port < 65536:
-        raise UsageError(f"--http-port {args.http_port}: not a TCP port")
-    if bool(args.names) == bool(args.from_file):
-        raise UsageError("give NAME... for one certificate, or --from-file FILE for many")
-    if not 1 <= args.concurrency <= 256:
-        raise UsageError("--concurrency must be between 1 and 256")
+    _check_flags(args)
     show = progress_printer(args)
-    groups = [tuple(args.names)] if args.names else _read_certificate_list(args.from_file)
-    solver = SolverOptions(
-        kind=args.solver,
-        http_port=args.http_port,
-        addresses=tuple(args.http_address),
-        webroot=args.webroot,
-        hook=args.hook,
-        state_dir=str(state_dir(args).resolve()) if args.solver == "serve" else None,
-    )
-    requests = [
-        IssueRequest(
-            names=names,
-            ca=ca_config(args),
-            solver=solver,
-            key_type=args.key_type,
-            reuse_key=args.reuse_key,
-            self_check=_self_check_options(args),
-        )
-        for names in groups
-    ]
+    requests = _requests(args)
     if args.from_file:
         return _issue_many(args, Issuer(Store(state_dir(args))), requests)
     issuer = Issuer(Store(state_dir(args)), progress=show)
@@ -246,6 +225,49 @@ def run(args: argparse.Namespace) -> int:
         raise
     for line in result.warnings:
         show(f"warning (tolerated by --self-check tolerant): {line}")
+    _show_result(args, result)
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    from acmelb.errors import UsageError
+
+    if not 0 < args.http_port < 65536:
+        raise UsageError(f"--http-port {args.http_port}: not a TCP port")
+    if bool(args.names) == bool(args.from_file):
+        raise UsageError("give NAME... for one certificate, or --from-file FILE for many")
+    if not 1 <= args.concurrency <= 256:
+        raise UsageError("--concurrency must be between 1 and 256")
+
+
+def _requests(args: argparse.Namespace) -> list[IssueRequest]:
+    """One request per certificate: NAME... on the command line, or each line of the file."""
+    from acmelb.acme.issuance import IssueRequest
+    from acmelb.acme.solvers import SolverOptions
+
+    groups = [tuple(args.names)] if args.names else _read_certificate_list(args.from_file)
+    solver = SolverOptions(
+        kind=args.solver,
+        http_port=args.http_port,
+        addresses=tuple(args.http_address),
+        webroot=args.webroot,
+        hook=args.hook,
+        state_dir=str(state_dir(args).resolve()) if args.solver == "serve" else None,
+    )
+    return [
+        IssueRequest(
+            names=names,
+            ca=ca_config(args),
+            solver=solver,
+            key_type=args.key_type,
+            reuse_key=args.reuse_key,
+            self_check=_self_check_options(args),
+        )
+        for names in groups
+    ]
+
+
+def _show_result(args: argparse.Namespace, result: IssueResult) -> None:
     if args.json:
         doc: dict[str, Any] = {
             "name": result.name,
@@ -266,4 +288,3 @@ def run(args: argparse.Namespace) -> int:
             f"{result.not_after:%Y-%m-%d %H:%M} UTC.\n"
             f"  fullchain: {result.fullchain}\n  privkey:   {result.privkey}"
         )
-    return 0

@@ -5,52 +5,37 @@ it, then probes from every vantage (concurrently) judged by the HTTP checks,
 then the comparisons across vantages.  A fatal finding in the NAME or DNS
 stage stops before any probe.  The report carries two verdicts: would a CA
 validating like Let's Encrypt accept it (``acme-ca``), and would
-cert-manager's self-check pass from the inside vantages.
+cert-manager's self-check pass from the inside vantages (``acmelb.doctor.report``).
 
-Nothing here prints.  ``diagnose_challenge`` is the entry point for issuance.
+This is the blocking driver (probes on threads); ``acmelb.doctor.fleet`` is the asyncio
+one, which ``diagnose_many`` uses for several names; both are made of the steps in
+``acmelb.doctor.engine``. Nothing here prints.  ``diagnose_challenge`` is the entry
+point for issuance.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from acmelb.doctor.checks import DEFAULT_RUNNER, Stage
-from acmelb.doctor.checks.base import (
-    Attempt,
-    Context,
-    Options,
-    Target,
-    VantageRun,
-    ca_attempts,
-    cm_verdict,
-    corroborated,
-    go_path,
-    le_verdict,
+from acmelb.doctor.checks.base import Context, Options, Target, VantageRun
+from acmelb.doctor.engine import (
+    check_name,
+    make_target,
+    probe_budget,
+    probe_jobs,
+    probe_request,
+    skip_lookup,
+    vantage_run,
 )
-from acmelb.doctor.findings import Code, Finding, Severity, sort_findings
+from acmelb.doctor.fleet import diagnose_stream
+from acmelb.doctor.report import SCHEMA, Report, report_of
 from acmelb.doctor.resolution import CaaCache, DnsResult, lookup
-from acmelb.doctor.rootcause import RootCause, attribute
-from acmelb.doctor.vantage import (
-    ProbeResult,
-    ProbeSettings,
-    Role,
-    Vantage,
-    VantageFailure,
-    build_vantages,
-)
-from acmelb.errors import InvalidNameError, UsageError
-from acmelb.names import normalize_name
+from acmelb.doctor.vantage import ProbeSettings, Vantage, build_vantages
+from acmelb.errors import UsageError
 
-if TYPE_CHECKING:
-    from acmelb.kube.challenges import Challenge
-    from acmelb.kube.objects import Cluster
-
-SCHEMA = "acmelb.diagnosis/v1"
-PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 # Diagnoses in flight at once with several names. Broken names wait out timeouts (a hung
 # backend: read timeout, then the PROXY retry), so the bound is generous; in the event
 # loop a waiting diagnosis costs a coroutine, not a thread.
@@ -69,102 +54,8 @@ __all__ = [
     "make_target",
     "names_from_text",
     "plan",
-    "read_objects",
     "targets_from_names",
 ]
-
-
-@dataclass
-class Report:
-    target: Target
-    findings: list[Finding]
-    verdicts: dict[str, str]
-    runs: list[VantageRun] = field(default_factory=list)
-    root_cause: RootCause | None = None
-    # to_json() made ahead of time by a fleet worker process (see prepare_json)
-    _doc: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def name(self) -> str:
-        return self.target.name
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.sev.failing for f in self.findings)
-
-    def prepare_json(self) -> None:
-        """Build the JSON document now (a worker process does, in parallel); the next
-        ``to_json()`` hands it over instead of building it in the parent."""
-        self._doc = self._build_json()
-
-    def to_json(self) -> dict[str, Any]:
-        doc, self._doc = self._doc, None
-        return doc if doc is not None else self._build_json()
-
-    def _build_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "schema": SCHEMA,
-            "name": self.target.name,
-            "url": self.target.url,
-            "ok": self.ok,
-            "root_cause": self.root_cause.to_json() if self.root_cause else None,
-            "verdicts": dict(self.verdicts),
-            "findings": [f.to_json() for f in self.findings],
-            "probes": probes_json(self.runs),
-            "token": self.target.token,
-            "random_token": self.target.random_token,
-        }
-        if self.target.challenge:
-            data["challenge"] = {"name": self.target.challenge, "reason": self.target.reason}
-        return data
-
-
-def probes_json(runs: Sequence[VantageRun]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for run in runs:
-        for a in run.attempts:
-            f = a.final
-            out.append(
-                {
-                    "vantage": run.label,
-                    "address": a.address,
-                    "attempt": a.number,
-                    "target": a.target,
-                    "proxy_protocol": a.proxy,
-                    "outcome": f.outcome,
-                    "status": f.status,
-                    "error": f.error or None,
-                    "body_prefix": f.body[:200] if f.outcome == "response" else None,
-                    "body_length": f.raw.get("body_length"),
-                    "elapsed_ms": int(f.raw.get("elapsed_ms") or 0),
-                    "server": f.header("Server"),
-                    "redirects": [
-                        {"url": h.url, "status": h.status, "location": h.raw.get("redirect_to")}
-                        for h in a.redirects
-                    ],
-                    "runner": run.runner,
-                }
-            )
-    return out
-
-
-def make_target(
-    name: str,
-    token: str | None = None,
-    key_authorization: str | None = None,
-    thumbprint: str | None = None,
-) -> Target:
-    """Build a Target; with no token a random one (reachability and routing only).
-
-    A thumbprint without a token checks a stateless responder: a random token
-    must come back as ``token.thumbprint``.
-    """
-    random = token is None and thumbprint is None
-    tok = token or secrets.token_urlsafe(32)
-    key = key_authorization
-    if key is None and thumbprint is not None:
-        key = f"{tok}.{thumbprint}"
-    return Target(name=name, token=tok, key_authorization=key, random_token=random)
 
 
 def names_from_text(text: str) -> list[str]:
@@ -207,61 +98,9 @@ def plan(
     token: str | None = None,
     key: str | None = None,
     thumbprint: str | None = None,
-    challenges: Sequence[Challenge] | None = None,
-    cluster: Cluster | None = None,
 ) -> Plan:
-    """Targets from a cluster's objects (``--kube``) or cert-manager Challenges alone
-    (``names`` then filters them), or from names."""
-    if challenges is None and cluster is None:
-        return Plan(targets_from_names(names, token, key, thumbprint), [], settings.cluster)
-    if token or key or thumbprint:
-        which = "--kube" if cluster is not None else "--challenges"
-        raise UsageError(f"{which} brings its own tokens; drop --token/--key/--thumbprint")
-    from acmelb.kube.challenges import targets_from_challenges
-
-    if cluster is not None:
-        targets, infos = targets_from_challenges(cluster.challenges, names, cluster.solver_for)
-    else:
-        targets, infos = targets_from_challenges(challenges or [], names)
-    return Plan(targets, infos, cluster=True)
-
-
-def probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> dict[str, Any]:
-    t = ctx.options.timeout
-    return {
-        "name": ctx.target.name,
-        "url": ctx.target.url,
-        "repeat": ctx.options.repeat,
-        "addresses": addresses,
-        "resolve": ctx.options.resolve if not vantage.remote else {},
-        "proxy_protocol": "on-failure",
-        "local_probe": vantage.role is Role.INSIDE,
-        "options": {
-            "connect_timeout": t,
-            "read_timeout": t,
-            "total_timeout": 2 * t,
-            "body_cap": 1024 * 1024,
-        },
-    }
-
-
-def probe_budget(ctx: Context) -> float:
-    """How long a vantage's probe may take in all (its command included)."""
-    return 20 + (ctx.options.repeat + 2) * 4 * 2 * ctx.options.timeout
-
-
-def vantage_run(vantage: Vantage, result: ProbeResult | VantageFailure) -> VantageRun:
-    """A vantage's probe result (or why it had none) as the checks read it."""
-    if isinstance(result, VantageFailure):
-        return VantageRun(
-            vantage.label,
-            vantage.role.value,
-            vantage.remote,
-            None,
-            failure=result.reason,
-            failure_details=result.details,
-        )
-    return VantageRun(vantage.label, vantage.role.value, vantage.remote, result)
+    """Targets from names (``acmelb.kube.plan`` makes them from a cluster's objects)."""
+    return Plan(targets_from_names(names, token, key, thumbprint), [], settings.cluster)
 
 
 def _run_vantage(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> VantageRun:
@@ -269,99 +108,14 @@ def _run_vantage(ctx: Context, vantage: Vantage, addresses: list[str] | None) ->
     return vantage_run(vantage, vantage.run(request, probe_budget(ctx)))
 
 
-def _local_addresses(ctx: Context) -> list[str] | None:
-    """Addresses for this process's probes: --resolve first, else the CA-like DNS lookup."""
-    override = ctx.options.resolve.get(ctx.target.name)
-    if override:
-        return list(override)
-    if ctx.dns is not None:
-        return ctx.dns.addresses
-    return None
-
-
-def verdicts(ctx: Context) -> dict[str, str]:
-    name_fatal = ctx.name_error is not None
-    fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
-    return {
-        "acme-ca": FAIL if fatal else _verdict(ctx, ctx.outside, ca=True),
-        # a fatal DNS finding stopped the probes: the inside was never asked
-        "cert-manager-self-check": FAIL
-        if name_fatal
-        else (UNKNOWN if fatal else _verdict(ctx, ctx.inside, ca=False)),
-    }
-
-
-def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
-    if not runs:
-        return UNKNOWN
-    if ca and any(f.code is Code.DNS_RESERVED_ADDRESS and f.sev.failing for f in ctx.findings):
-        return FAIL
-    states = [_run_verdict(ctx, run, ca) for run in runs]
-    if ca and len(states) > 1:
-        return _quorum(states)
-    if FAIL in states:
-        return FAIL
-    return UNKNOWN if UNKNOWN in states else PASS
-
-
-def _quorum(states: list[str]) -> str:
-    """Several outside vantages are the CA's perspectives: the first is the primary."""
-    remote = [s != FAIL for s in states[1:]]
-    if not corroborated(states[0] != FAIL, remote):
-        return FAIL
-    return UNKNOWN if UNKNOWN in states else PASS
-
-
-def _run_verdict(ctx: Context, run: VantageRun, ca: bool) -> str:
-    """One vantage's verdict: every attempt the validator would make must pass."""
-    numbers = sorted({a.number for a in run.public_attempts})
-    if not numbers:
-        return FAIL  # resolved to nothing there
-    if ca:
-        chosen: list[Attempt] = ca_attempts(run.attempts)
-    else:
-        chosen = [a for a in (go_path(run.attempts, n) for n in numbers) if a is not None]
-    results: list[bool] = []
-    unknown = False
-    for a in chosen:
-        v = le_verdict(a, ctx.target, ctx.options) if ca else cm_verdict(a, ctx.target)
-        if ctx.target.key_authorization is None and v.ok:
-            unknown = True  # reachable, but content cannot be judged without the key
-        elif (
-            ctx.target.random_token
-            and v.code is Code.LB_INTERCEPTS_CHALLENGE
-            and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)
-        ):
-            unknown = True  # the backend's own stateless responder: needs our thumbprint
-        else:
-            results.append(v.ok)
-    if results and not all(results):
-        return FAIL
-    return UNKNOWN if unknown or not results else PASS
-
-
-def check_name(ctx: Context) -> None:
-    """Normalise the target's name, or keep why it is invalid (the NAME stage reports it)."""
-    try:
-        ctx.target.name = normalize_name(ctx.target.name)
-    except InvalidNameError as exc:
-        ctx.name_error = str(exc)
-
-
 def _lookup(ctx: Context, caa_cache: CaaCache | None) -> None:
     """DNS as the CA sees it, unless --resolve alone decides the addresses."""
-    opts, name = ctx.options, ctx.target.name
-    if name in opts.resolve and opts.dns_server is None:
+    if skip_lookup(ctx):
         return
-    ctx.dns = lookup(name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache)
-
-
-def probe_jobs(ctx: Context, vantages: Sequence[Vantage]) -> list[tuple[Vantage, list[str] | None]]:
-    """Each vantage with the addresses it probes (None: it resolves the name itself)."""
-    local_addrs = _local_addresses(ctx)
-    # this process standing inside resolves like the inside does (the system's
-    # resolver), unless --resolve says otherwise; outside, like the CA
-    return [(v, None if v.remote or v.role is Role.INSIDE else local_addrs) for v in vantages]
+    opts = ctx.options
+    ctx.dns = lookup(
+        ctx.target.name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache
+    )
 
 
 def _probe_all(ctx: Context, vantages: Sequence[Vantage]) -> list[VantageRun]:
@@ -400,18 +154,6 @@ def diagnose(
     return report_of(ctx)
 
 
-def read_objects(target: Target, options: Options | None = None) -> Report:
-    """Only the KUBE stage: what the cluster's objects say about the target, with no
-    lookup and no probe (``acmelb diagnose --kube FILE --no-probe``). The CA's verdict is
-    known only when the objects alone make it fail."""
-    ctx = Context(target=target, options=options or Options(), cluster=True)
-    DEFAULT_RUNNER.run_stage(ctx, Stage.KUBE)
-    fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
-    return report_of(
-        ctx, {"acme-ca": FAIL if fatal else UNKNOWN, "cert-manager-self-check": UNKNOWN}
-    )
-
-
 def analyse(
     target: Target,
     runs: Sequence[VantageRun],
@@ -436,20 +178,6 @@ def analyse(
     return report_of(ctx)
 
 
-def report_of(ctx: Context, judged: dict[str, str] | None = None) -> Report:
-    """The verdicts from every finding as found (unless given), then the findings with
-    the consequences of the root cause folded."""
-    judged = judged if judged is not None else verdicts(ctx)
-    findings, cause = attribute(sort_findings(ctx.findings))
-    return Report(
-        target=ctx.target,
-        findings=sort_findings(findings),
-        verdicts=judged,
-        runs=ctx.runs,
-        root_cause=cause,
-    )
-
-
 def diagnose_many(
     targets: Sequence[Target],
     vantages: Sequence[Vantage],
@@ -465,8 +193,6 @@ def diagnose_many(
     in the order given. ``on_done`` gets each report as it finishes (to show
     progress). A long run that need not keep its reports streams them with
     ``fleet.diagnose_stream`` instead."""
-    from acmelb.doctor.fleet import diagnose_stream
-
     reports: list[Report | None] = [None] * len(targets)
 
     def keep(index: int, report: Report) -> None:

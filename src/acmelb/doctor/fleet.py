@@ -22,17 +22,23 @@ import signal
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from acmelb.doctor import probe_async
 from acmelb.doctor.checks import DEFAULT_RUNNER
 from acmelb.doctor.checks.base import Context, Options, Target, VantageRun
 from acmelb.doctor.codes import Stage
+from acmelb.doctor.engine import (
+    check_name,
+    probe_budget,
+    probe_jobs,
+    probe_request,
+    skip_lookup,
+    vantage_run,
+)
+from acmelb.doctor.report import Report, report_of
 from acmelb.doctor.resolution import CaaCache
 from acmelb.doctor.vantage import Local, Vantage, VantageFailure
-
-if TYPE_CHECKING:
-    from acmelb.doctor.diagnose import Report  # which imports this module at call time
 
 __all__ = ["DEFAULT_CONCURRENCY", "diagnose_async", "diagnose_stream"]
 
@@ -61,8 +67,6 @@ async def diagnose_async(
     limits: probe_async.Limits | None = None,
 ) -> Report:
     """``diagnose.diagnose`` as a coroutine: the same stages, checks and report."""
-    from acmelb.doctor.diagnose import check_name, report_of
-
     ctx = Context(target=target, options=options or Options(), cluster=cluster)
     check_name(ctx)
     for stage in DEFAULT_RUNNER.stages(ctx):
@@ -78,11 +82,11 @@ async def _lookup(ctx: Context, caa_cache: CaaCache | None) -> None:
     """DNS as the CA sees it, unless --resolve alone decides the addresses."""
     from acmelb.doctor.resolution import lookup_async
 
-    opts, name = ctx.options, ctx.target.name
-    if name in opts.resolve and opts.dns_server is None:
+    if skip_lookup(ctx):
         return
+    opts = ctx.options
     ctx.dns = await lookup_async(
-        name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache
+        ctx.target.name, opts.dns_server, timeout=min(opts.timeout, 5.0), caa_cache=caa_cache
     )
 
 
@@ -90,8 +94,6 @@ async def _probe_all(
     ctx: Context, vantages: Sequence[Vantage], limits: probe_async.Limits
 ) -> list[VantageRun]:
     """Every vantage's probes at once."""
-    from acmelb.doctor.diagnose import probe_jobs
-
     jobs = probe_jobs(ctx, vantages)
     if len(jobs) == 1:  # a fleet's common case: awaited here, no task for it
         return [await _run_vantage(ctx, *jobs[0], limits)]
@@ -105,8 +107,6 @@ async def _probe_all(
 async def _run_vantage(
     ctx: Context, vantage: Vantage, addresses: list[str] | None, limits: probe_async.Limits
 ) -> VantageRun:
-    from acmelb.doctor.diagnose import probe_budget, probe_request, vantage_run
-
     request = probe_request(ctx, vantage, addresses)
     result: dict[str, Any] | VantageFailure
     if isinstance(vantage, Local):

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from acmelb.errors import UsageError
-from acmelb.fix.nat_loopback import Backend, _parse_backend
+from acmelb.fix.nat_loopback import Backend, parse_backend
 
 PORTS = (80, 443)
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -25,7 +25,7 @@ def parse_backends(vip: str, backends: Sequence[str]) -> tuple[str, list[Backend
         raise UsageError(f"--vip {vip!r}: not an IP address") from exc
     if not backends:
         raise UsageError("give at least one --backend IP[:PORT]")
-    return str(ip), [_parse_backend(text, 80, ip.version) for text in backends]
+    return str(ip), [parse_backend(text, 80, ip.version) for text in backends]
 
 
 def _bind(vip: str, port: int) -> str:

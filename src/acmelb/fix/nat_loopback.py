@@ -81,11 +81,11 @@ def parse_plan(
         raise UsageError(f"--backend-tool {tool!r}: choose iptables or nft")
     if not backends:
         raise UsageError("give at least one --backend IP[:PORT]")
-    parsed = [_parse_backend(text, port, vip_ip.version) for text in backends]
+    parsed = [parse_backend(text, port, vip_ip.version) for text in backends]
     return LoopbackPlan(str(vip_ip), port, tuple(parsed), str(net), tool)
 
 
-def _parse_backend(text: str, default_port: int, version: int) -> Backend:
+def parse_backend(text: str, default_port: int, version: int) -> Backend:
     """IP, IP:PORT, [IPv6] or [IPv6]:PORT."""
     address, port_text = text, ""
     if text.startswith("["):

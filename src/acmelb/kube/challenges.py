@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from acmelb.errors import UsageError
-
-if TYPE_CHECKING:
-    from acmelb.doctor.checks.base import Target
-    from acmelb.kube.objects import Solver
-
 
 # What ``acmelb diagnose --kube`` reads (``acmelb.kube.objects``): the objects around a Challenge.
 KUBECTL_KINDS = "challenges,orders,certificates,ingresses,services,endpointslices,pods,events"
@@ -121,35 +115,3 @@ def _issuer_ref(ref: Any, namespace: str) -> str | None:
     kind = str(ref.get("kind") or "Issuer")
     where = "" if kind == "ClusterIssuer" else f"{namespace}/"
     return f"{kind}/{where}{ref['name']}"
-
-
-def targets_from_challenges(
-    challenges: Sequence[Challenge],
-    wanted_names: Iterable[str] = (),
-    solver_of: Callable[[Challenge], Solver] | None = None,
-) -> tuple[list[Target], list[str]]:
-    """The pending HTTP-01 challenges (of the wanted names, if any) as targets, and one
-    line for each challenge skipped and why. ``solver_of`` connects a Challenge to its
-    objects (``Cluster.solver_for``); by default it stands alone."""
-    from acmelb.doctor.diagnose import make_target
-    from acmelb.kube.objects import Solver
-
-    wanted = {n.lower().rstrip(".") for n in wanted_names}
-    targets: list[Target] = []
-    infos: list[str] = []
-    for ch in challenges:
-        if wanted and ch.dns_name.lower() not in wanted:
-            continue
-        if not ch.http01:
-            infos.append(f"skipping {ch.ref} ({ch.dns_name}): {ch.type} challenge, not HTTP-01")
-            continue
-        if not ch.pending:
-            infos.append(f"skipping {ch.ref} ({ch.dns_name}): state {ch.state}")
-            continue
-        target = make_target(ch.dns_name, ch.token, ch.key)
-        target.challenge, target.reason = ch.ref, ch.reason
-        target.kube = solver_of(ch) if solver_of is not None else Solver.alone(ch)
-        targets.append(target)
-    if not targets:
-        infos.append("no pending HTTP-01 challenge in the list")
-    return targets, infos

@@ -1,7 +1,7 @@
 """Stage KUBE: what the cluster's objects say before any packet is sent.
 
-These checks read ``ctx.target.kube``: the Challenge and the objects connected to it
-(``acmelb.kube.objects.Solver``), from ``acmelb diagnose --kube`` (all of them) or
+These checks read the target's facts (``ctx.target.facts``): the Challenge and the objects
+connected to it (``acmelb.kube.objects.Solver``), from ``acmelb diagnose --kube`` (all of them) or
 ``--challenges`` (the Challenge alone). Each rule is a pure function over that view;
 ``SelfCheckSkipped`` also reads the probes, so it runs in the COMPARE stage.
 """
@@ -9,18 +9,23 @@ These checks read ``ctx.target.kube``: the Challenge and the objects connected t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from acmelb.doctor.checks.base import Context, le_verdict
+from acmelb.doctor.checks.base import Check, Context, le_verdict
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import Code, Finding
+from acmelb.kube import patches as fixes
+from acmelb.kube.objects import (
+    Event,
+    Ingress,
+    Provider,
+    Service,
+    Solver,
+    provider_of,
+    solver_classes,
+)
 
-if TYPE_CHECKING:
-    from acmelb.kube.objects import Event, Ingress, Provider, Service, Solver
-
-# acmelb.kube.objects and acmelb.kube.patches are imported by the checks that run, only for a
-# target read from Kubernetes objects: a fleet's start-up (before its worker processes
-# fork) does not pay for them.
+# This module is imported (and its checks registered, see acmelb.kube) only where targets
+# are read from Kubernetes objects: a fleet's start-up does not pay for it.
 
 # ingress-nginx: these redirect every location of the Ingress, the solver's path included
 # (kubernetes/ingress-nginx#11315). ssl-redirect/force-ssl-redirect are not here: the
@@ -33,12 +38,14 @@ TRAEFIK_MIDDLEWARES = "traefik.ingress.kubernetes.io/router.middlewares"
 
 
 def _kube(ctx: Context) -> Solver | None:
-    return ctx.target.kube
+    """The Challenge and its objects, when the target was read from Kubernetes objects."""
+    facts = ctx.target.facts
+    return facts if isinstance(facts, Solver) else None
 
 
 def _solver(ctx: Context) -> Solver:
     """The target's solver, for a check whose ``applies`` said there is one."""
-    solver = ctx.target.kube
+    solver = _kube(ctx)
     assert solver is not None
     return solver
 
@@ -71,7 +78,6 @@ class SolverNotPresented:
         return _kube(ctx) is not None
 
     def run(self, ctx: Context) -> list[Finding]:
-        from acmelb.kube import patches as fixes
 
         solver = _solver(ctx)
         evidence = present_failures(solver)
@@ -98,8 +104,6 @@ def proxy_shortcut(service: Service) -> Provider | None:
     """The provider whose PROXY protocol is on at this Service's LB while the status shows a
     bare IP (no hostname, no ipMode: Proxy): kube-proxy then routes in-cluster traffic for
     that IP straight to the pods, without the header they expect."""
-    from acmelb.kube.objects import provider_of
-
     provider = provider_of(service)
     if provider is None or not provider.proxy_on(service):
         return None
@@ -121,7 +125,6 @@ class LbProxyShortcut:
         return solver is not None and bool(solver.front_services)
 
     def run(self, ctx: Context) -> list[Finding]:
-        from acmelb.kube import patches as fixes
 
         solver = _solver(ctx)
         found: list[Finding] = []
@@ -180,7 +183,6 @@ class TrafficPolicyLocal:
         )
 
     def run(self, ctx: Context) -> list[Finding]:
-        from acmelb.kube import patches as fixes
 
         solver = _solver(ctx)
         lonely = nodes_without_controller(solver)
@@ -247,7 +249,6 @@ class IngressRedirectsSolver:
         return _kube(ctx) is not None
 
     def run(self, ctx: Context) -> list[Finding]:
-        from acmelb.kube import patches as fixes
 
         solver = _solver(ctx)
         evidence = redirects(solver)
@@ -271,17 +272,11 @@ class IngressRedirectsSolver:
 # -- ingress-class-unserved ----------------------------------------------------------------
 
 
-def _solver_classes(solver: Solver) -> list[str]:
-    from acmelb.kube.objects import solver_classes
-
-    return solver_classes(solver)
-
-
 def unserved_classes(solver: Solver) -> list[str]:
     """The solver's Ingress classes that no controller in the file serves (none when the
     file holds no controller: then nothing can be said)."""
     return [
-        k for k in _solver_classes(solver) if not any(c.serves(k) for c in solver.all_controllers)
+        k for k in solver_classes(solver) if not any(c.serves(k) for c in solver.all_controllers)
     ]
 
 
@@ -304,7 +299,6 @@ class IngressClassUnserved:
         return solver is not None and bool(solver.all_controllers)
 
     def run(self, ctx: Context) -> list[Finding]:
-        from acmelb.kube import patches as fixes
 
         solver = _solver(ctx)
         unserved = unserved_classes(solver)
@@ -355,7 +349,6 @@ class SelfCheckSkipped:
         return solver is not None and solver.challenge.wait_instead_of_self_check is not None
 
     def run(self, ctx: Context) -> list[Finding]:
-        from acmelb.kube import patches as fixes
 
         solver = _solver(ctx)
         failing = failing_outside(ctx)
@@ -385,7 +378,18 @@ def _short(lines: Sequence[str], limit: int = 4) -> list[str]:
     )
 
 
+# Registered into the doctor's runner by acmelb.kube, in this order.
+KUBE_CHECKS: tuple[Check, ...] = (
+    SolverNotPresented(),
+    LbProxyShortcut(),
+    TrafficPolicyLocal(),
+    IngressRedirectsSolver(),
+    IngressClassUnserved(),
+    SelfCheckSkipped(),
+)
+
 __all__ = [
+    "KUBE_CHECKS",
     "IngressClassUnserved",
     "IngressRedirectsSolver",
     "LbProxyShortcut",

@@ -7,69 +7,26 @@ which runs between ``present`` and answering the challenge.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from acmelb.acme.solvers.base import (
+    SOLVER_KINDS,
+    PendingChallenge,
+    Solver,
+    SolverOptions,
+    remove_token_files,
+    write_token_files,
+)
 
-@dataclass(frozen=True)
-class PendingChallenge:
-    """An HTTP-01 challenge this run must satisfy."""
-
-    name: str
-    token: str
-    key_authorization: str
-    authorization_url: str
-    challenge_url: str
-
-    @property
-    def validation_url(self) -> str:
-        return f"http://{self.name}/.well-known/acme-challenge/{self.token}"
-
-
-class Solver(Protocol):
-    """present/cleanup a batch of challenges; ``close`` releases what ``present`` opened."""
-
-    name: str
-
-    def present(self, challenges: Sequence[PendingChallenge]) -> None: ...
-
-    def cleanup(self, challenges: Sequence[PendingChallenge]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def write_token_files(directory: Path, challenges: Sequence[PendingChallenge]) -> None:
-    """One world-readable file per token, each written whole (temp file, then rename).
-
-    A key authorization is public by design; the web server must be able to read it.
-    """
-    for challenge in challenges:
-        path = directory / challenge.token
-        tmp = path.with_name(f".{challenge.token}.tmp")
-        tmp.write_text(challenge.key_authorization, encoding="ascii")
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-
-
-def remove_token_files(directory: Path, challenges: Sequence[PendingChallenge]) -> None:
-    for challenge in challenges:
-        (directory / challenge.token).unlink(missing_ok=True)
-
-
-@dataclass(frozen=True)
-class SolverOptions:
-    kind: str = "standalone"  # standalone | stateless | webroot | hook | serve
-    http_port: int = 80
-    addresses: tuple[str, ...] = ()
-    webroot: str | None = None
-    hook: str | None = None
-    state_dir: str | None = None  # for the serve solver: where STATE/pending lives
-
-
-SOLVER_KINDS = ("standalone", "stateless", "webroot", "hook", "serve")
+__all__ = [
+    "SOLVER_KINDS",
+    "PendingChallenge",
+    "Solver",
+    "SolverOptions",
+    "make_solver",
+    "remove_token_files",
+    "write_token_files",
+]
 
 
 def make_solver(options: SolverOptions, thumbprint: str) -> Solver:

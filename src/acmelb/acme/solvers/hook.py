@@ -16,7 +16,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-from acmelb.acme.solvers import PendingChallenge
+from acmelb.acme.solvers.base import PendingChallenge
 from acmelb.errors import SolverError
 
 HOOK_TIMEOUT = 300

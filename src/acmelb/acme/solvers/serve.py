@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from acmelb.acme.solvers import PendingChallenge, remove_token_files, write_token_files
+from acmelb.acme.solvers.base import PendingChallenge, remove_token_files, write_token_files
 from acmelb.errors import SolverError
 
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from acmelb.acme.responder import ExactTokens, Responder, ResponderThread
-from acmelb.acme.solvers import PendingChallenge
+from acmelb.acme.solvers.base import PendingChallenge
 from acmelb.errors import SolverError
 
 

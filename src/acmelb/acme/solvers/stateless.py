@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from acmelb.acme.solvers import PendingChallenge
+from acmelb.acme.solvers.base import PendingChallenge
 from acmelb.errors import SolverError
 
 

@@ -1,6 +1,9 @@
 """The checks: small units, each owning finding codes, and the runner that runs them.
 
-``ALL_CHECKS`` is the registry. ``Runner`` runs the stages in ``Stage`` order
+``ALL_CHECKS`` is the doctor's own registry; a source of targets with facts of its own
+(``acmelb.kube``: the objects around a cert-manager Challenge) registers the checks that
+read them into ``DEFAULT_RUNNER`` (``Runner.register``) when it is imported, so the
+doctor knows nothing of them. ``Runner`` runs the stages in ``Stage`` order
 and stops after a stage that found something fatal; within a stage, checks run
 in the order of their declared dependencies (``after``), ties in registry
 order. An exception inside a check becomes a ``check-failed`` finding for that
@@ -29,21 +32,8 @@ from acmelb.doctor.checks.dns import Caa, DnsAddresses, DnsReserved
 from acmelb.doctor.checks.names import InvalidName
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import Code, Finding, Severity
-from acmelb.kube.checks import (
-    IngressClassUnserved,
-    IngressRedirectsSolver,
-    LbProxyShortcut,
-    SelfCheckSkipped,
-    SolverNotPresented,
-    TrafficPolicyLocal,
-)
 
 ALL_CHECKS: tuple[Check, ...] = (
-    SolverNotPresented(),
-    LbProxyShortcut(),
-    TrafficPolicyLocal(),
-    IngressRedirectsSolver(),
-    IngressClassUnserved(),
     InvalidName(),
     DnsAddresses(),
     DnsReserved(),
@@ -62,7 +52,6 @@ ALL_CHECKS: tuple[Check, ...] = (
     InsideOnly(),
     TrailingWhitespace(),
     Middlebox(),
-    SelfCheckSkipped(),
 )
 
 
@@ -120,7 +109,16 @@ class Runner:
     """Runs the registered checks stage by stage, each isolated from the others' faults."""
 
     def __init__(self, checks: Sequence[Check] = ALL_CHECKS) -> None:
-        self.checks = ordered(checks)
+        self.registered: tuple[Check, ...] = tuple(checks)  # registry order
+        self.checks = ordered(self.registered)
+        self._by_stage = {stage: [c for c in self.checks if c.stage is stage] for stage in Stage}
+
+    def register(self, checks: Sequence[Check]) -> None:
+        """Add the checks of a source of facts (after the registry's own; a check of a class
+        already registered is skipped, so registering twice changes nothing)."""
+        known = {type(c) for c in self.registered}
+        self.registered += tuple(c for c in checks if type(c) not in known)
+        self.checks = ordered(self.registered)
         self._by_stage = {stage: [c for c in self.checks if c.stage is stage] for stage in Stage}
 
     def run_stage(self, ctx: Context, stage: Stage) -> list[Finding]:

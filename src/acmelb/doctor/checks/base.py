@@ -14,16 +14,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import KEYAUTH_RE, Code, Finding
 from acmelb.doctor.resolution import DnsResult
 
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from acmelb.kube.objects import Solver
 
 # Let's Encrypt's rules, from Boulder's va/http.go (the conformance table in
 # docs/diagnose.md gives the line of each).
@@ -52,7 +49,9 @@ class Target:
     random_token: bool = False
     challenge: str | None = None  # "namespace/name" of a cert-manager Challenge
     reason: str | None = None  # its status.reason
-    kube: Solver | None = None  # the Challenge and its objects (the KUBE stage reads them)
+    # What the target's source knows beyond the name, for the checks that source registered
+    # (acmelb.kube: the Challenge and its objects, read in the KUBE stage); opaque here.
+    facts: object | None = None
 
     @property
     def url(self) -> str:

@@ -1,0 +1,182 @@
+"""The report of one diagnosis: its findings, the two verdicts, the probes, the root cause.
+
+``report_of`` turns a finished ``Context`` into a ``Report``: the verdicts from every
+finding as found (would a CA validating like Let's Encrypt accept it, ``acme-ca``; would
+cert-manager's self-check pass from the inside vantages), then the findings with the
+consequences of the root cause folded. ``to_json`` is the ``acmelb.diagnosis/v1``
+document (``acmelb/schemas/diagnosis-v1.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from acmelb.doctor.checks.base import (
+    Attempt,
+    Context,
+    Target,
+    VantageRun,
+    ca_attempts,
+    cm_verdict,
+    corroborated,
+    go_path,
+    le_verdict,
+)
+from acmelb.doctor.findings import Code, Finding, Severity, sort_findings
+from acmelb.doctor.rootcause import RootCause, attribute
+
+SCHEMA = "acmelb.diagnosis/v1"
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+
+__all__ = ["FAIL", "PASS", "SCHEMA", "UNKNOWN", "Report", "probes_json", "report_of", "verdicts"]
+
+
+@dataclass
+class Report:
+    target: Target
+    findings: list[Finding]
+    verdicts: dict[str, str]
+    runs: list[VantageRun] = field(default_factory=list)
+    root_cause: RootCause | None = None
+    # to_json() made ahead of time by a fleet worker process (see prepare_json)
+    _doc: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.sev.failing for f in self.findings)
+
+    def prepare_json(self) -> None:
+        """Build the JSON document now (a worker process does, in parallel); the next
+        ``to_json()`` hands it over instead of building it in the parent."""
+        self._doc = self._build_json()
+
+    def to_json(self) -> dict[str, Any]:
+        doc, self._doc = self._doc, None
+        return doc if doc is not None else self._build_json()
+
+    def _build_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "name": self.target.name,
+            "url": self.target.url,
+            "ok": self.ok,
+            "root_cause": self.root_cause.to_json() if self.root_cause else None,
+            "verdicts": dict(self.verdicts),
+            "findings": [f.to_json() for f in self.findings],
+            "probes": probes_json(self.runs),
+            "token": self.target.token,
+            "random_token": self.target.random_token,
+        }
+        if self.target.challenge:
+            data["challenge"] = {"name": self.target.challenge, "reason": self.target.reason}
+        return data
+
+
+def probes_json(runs: Sequence[VantageRun]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for run in runs:
+        for a in run.attempts:
+            f = a.final
+            out.append(
+                {
+                    "vantage": run.label,
+                    "address": a.address,
+                    "attempt": a.number,
+                    "target": a.target,
+                    "proxy_protocol": a.proxy,
+                    "outcome": f.outcome,
+                    "status": f.status,
+                    "error": f.error or None,
+                    "body_prefix": f.body[:200] if f.outcome == "response" else None,
+                    "body_length": f.raw.get("body_length"),
+                    "elapsed_ms": int(f.raw.get("elapsed_ms") or 0),
+                    "server": f.header("Server"),
+                    "redirects": [
+                        {"url": h.url, "status": h.status, "location": h.raw.get("redirect_to")}
+                        for h in a.redirects
+                    ],
+                    "runner": run.runner,
+                }
+            )
+    return out
+
+
+def verdicts(ctx: Context) -> dict[str, str]:
+    name_fatal = ctx.name_error is not None
+    fatal = any(f.sev is Severity.FATAL for f in ctx.findings)
+    return {
+        "acme-ca": FAIL if fatal else _verdict(ctx, ctx.outside, ca=True),
+        # a fatal DNS finding stopped the probes: the inside was never asked
+        "cert-manager-self-check": FAIL
+        if name_fatal
+        else (UNKNOWN if fatal else _verdict(ctx, ctx.inside, ca=False)),
+    }
+
+
+def _verdict(ctx: Context, runs: list[VantageRun], ca: bool) -> str:
+    if not runs:
+        return UNKNOWN
+    if ca and any(f.code is Code.DNS_RESERVED_ADDRESS and f.sev.failing for f in ctx.findings):
+        return FAIL
+    states = [_run_verdict(ctx, run, ca) for run in runs]
+    if ca and len(states) > 1:
+        return _quorum(states)
+    if FAIL in states:
+        return FAIL
+    return UNKNOWN if UNKNOWN in states else PASS
+
+
+def _quorum(states: list[str]) -> str:
+    """Several outside vantages are the CA's perspectives: the first is the primary."""
+    remote = [s != FAIL for s in states[1:]]
+    if not corroborated(states[0] != FAIL, remote):
+        return FAIL
+    return UNKNOWN if UNKNOWN in states else PASS
+
+
+def _run_verdict(ctx: Context, run: VantageRun, ca: bool) -> str:
+    """One vantage's verdict: every attempt the validator would make must pass."""
+    numbers = sorted({a.number for a in run.public_attempts})
+    if not numbers:
+        return FAIL  # resolved to nothing there
+    if ca:
+        chosen: list[Attempt] = ca_attempts(run.attempts)
+    else:
+        chosen = [a for a in (go_path(run.attempts, n) for n in numbers) if a is not None]
+    results: list[bool] = []
+    unknown = False
+    for a in chosen:
+        v = le_verdict(a, ctx.target, ctx.options) if ca else cm_verdict(a, ctx.target)
+        if ctx.target.key_authorization is None and v.ok:
+            unknown = True  # reachable, but content cannot be judged without the key
+        elif (
+            ctx.target.random_token
+            and v.code is Code.LB_INTERCEPTS_CHALLENGE
+            and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)
+        ):
+            unknown = True  # the backend's own stateless responder: needs our thumbprint
+        else:
+            results.append(v.ok)
+    if results and not all(results):
+        return FAIL
+    return UNKNOWN if unknown or not results else PASS
+
+
+def report_of(ctx: Context, judged: dict[str, str] | None = None) -> Report:
+    """The verdicts from every finding as found (unless given), then the findings with
+    the consequences of the root cause folded."""
+    judged = judged if judged is not None else verdicts(ctx)
+    findings, cause = attribute(sort_findings(ctx.findings))
+    return Report(
+        target=ctx.target,
+        findings=sort_findings(findings),
+        verdicts=judged,
+        runs=ctx.runs,
+        root_cause=cause,
+    )
