@@ -24,7 +24,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 # RFC 8555 §8.3: a token is base64url without padding; Let's Encrypt uses 43 chars.
@@ -159,6 +159,19 @@ def _printable(raw: bytes, limit: int = 200) -> str:
     return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
 
 
+class _Request(NamedTuple):
+    """A parsed request head: the raw method and target, their log-safe text, and the
+    log-safe Host and User-Agent; ``close``: no keep-alive after the answer."""
+
+    method_raw: bytes
+    target_raw: bytes
+    method: str
+    target: str
+    host: str
+    agent: str
+    close: bool
+
+
 class _ChallengeProtocol(asyncio.Protocol):
     """One connection: parse request heads one at a time, keep-alive aware."""
 
@@ -249,12 +262,19 @@ class _ChallengeProtocol(asyncio.Protocol):
         self._buffer.clear()
 
     def _handle(self, head: bytes) -> None:
+        """Answer the request whose head (up to the blank line) is ``head``."""
+        request = self._parse(head)
+        if request is not None:
+            self._answer(request)
+
+    def _parse(self, head: bytes) -> _Request | None:
+        """The request of ``head``; None if it was rejected (malformed, unsupported)."""
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ")
         if len(parts) != 3:
             # HTTP/0.9 ("GET /path") and garbage alike: there is no safe answer.
             self._reject(400, "malformed request line", target=_printable(lines[0]))
-            return
+            return None
         method_raw, target_raw, version = parts
         method, target = _printable(method_raw, 16), _printable(target_raw)
         if version not in (b"HTTP/1.1", b"HTTP/1.0"):
@@ -264,77 +284,75 @@ class _ChallengeProtocol(asyncio.Protocol):
                 method,
                 target,
             )
-            return
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                self._reject(400, "malformed header", method, target)
-                return
-            headers[name.lower()] = value.strip()
-        host = _printable(headers.get(b"host", b""), 100)
-        agent = _printable(headers.get(b"user-agent", b""), 100)
-        connection = headers.get(b"connection", b"").lower()
-        close = connection == b"close" or (version == b"HTTP/1.0" and connection != b"keep-alive")
+            return None
+        headers = self._headers(lines[1:], method, target)
+        if headers is None:
+            return None
         if b"content-length" in headers or b"transfer-encoding" in headers:
             # GET/HEAD carry no body here; refusing avoids request smuggling games.
             self._reject(400, "request bodies are not accepted", method, target)
-            return
-        if method_raw not in (b"GET", b"HEAD"):
+            return None
+        connection = headers.get(b"connection", b"").lower()
+        return _Request(
+            method_raw,
+            target_raw,
+            method,
+            target,
+            host=_printable(headers.get(b"host", b""), 100),
+            agent=_printable(headers.get(b"user-agent", b""), 100),
+            close=connection == b"close"
+            or (version == b"HTTP/1.0" and connection != b"keep-alive"),
+        )
+
+    def _headers(self, lines: list[bytes], method: str, target: str) -> dict[bytes, bytes] | None:
+        """The header fields by lower-case name; None if a malformed one was rejected."""
+        headers: dict[bytes, bytes] = {}
+        for line in lines:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                self._reject(400, "malformed header", method, target)
+                return None
+            headers[name.lower()] = value.strip()
+        return headers
+
+    def _answer(self, request: _Request) -> None:
+        """405 for methods other than GET and HEAD; the key authorization of a known
+        token; 404 for an unknown token or any other path."""
+        if request.method_raw not in (b"GET", b"HEAD"):
             self._send(
                 405,
                 b"method not allowed\n",
-                method,
-                target,
-                host,
-                agent,
+                request.method,
+                request.target,
+                request.host,
+                request.agent,
                 "method not allowed",
                 close=True,
                 extra="Allow: GET, HEAD\r\n",
             )
             return
-        head_only = method_raw == b"HEAD"
-        path = target_raw.split(b"?", 1)[0]
+        path = request.target_raw.split(b"?", 1)[0]
         token = ""
         if path.startswith(CHALLENGE_PREFIX.encode()):
             token = path[len(CHALLENGE_PREFIX) :].decode("latin-1")
         if token and TOKEN_PATTERN.fullmatch(token):
             key_authorization = self._source.answer(token)
             if key_authorization is not None:
-                self._send(
-                    200,
-                    key_authorization.encode("ascii"),
-                    method,
-                    target,
-                    host,
-                    agent,
-                    "key authorization",
-                    close=close,
-                    head_only=head_only,
-                )
-                return
-            self._send(
-                404,
-                b"unknown token\n",
-                method,
-                target,
-                host,
-                agent,
-                "unknown token",
-                close=close,
-                head_only=head_only,
-            )
-            return
+                status, body, answer = 200, key_authorization.encode("ascii"), "key authorization"
+            else:
+                status, body, answer = 404, b"unknown token\n", "unknown token"
+        else:
+            status, body, answer = 404, b"not found\n", "not a challenge path"
         self._send(
-            404,
-            b"not found\n",
-            method,
-            target,
-            host,
-            agent,
-            "not a challenge path",
-            close=close,
-            head_only=head_only,
+            status,
+            body,
+            request.method,
+            request.target,
+            request.host,
+            request.agent,
+            answer,
+            close=request.close,
+            head_only=request.method_raw == b"HEAD",
         )
 
     def _send(

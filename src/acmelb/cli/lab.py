@@ -21,6 +21,14 @@ def register(sub: Any) -> None:
         "backends behind it. See docs/lab.md.",
     )
     actions = parser.add_subparsers(dest="lab_action", metavar="ACTION", parser_class=type(parser))
+    _add_up(actions)
+    _add_down(actions)
+    _add_status_and_list(actions)
+    _add_exec(actions)
+    parser.set_defaults(run=lambda args: _usage(parser))
+
+
+def _add_up(actions: Any) -> None:
     up = actions.add_parser(
         "up",
         help="build a lab and leave it running",
@@ -81,6 +89,8 @@ def register(sub: Any) -> None:
     up.add_argument("--json", action="store_true", help="print the lab as JSON")
     up.set_defaults(run=run_up)
 
+
+def _add_down(actions: Any) -> None:
     down = actions.add_parser(
         "down", help="remove labs", description="Stop a lab's processes and delete its namespaces."
     )
@@ -93,6 +103,8 @@ def register(sub: Any) -> None:
     )
     down.set_defaults(run=run_down)
 
+
+def _add_status_and_list(actions: Any) -> None:
     status = actions.add_parser("status", help="show the running labs")
     status.add_argument("ids", nargs="*", metavar="ID")
     status.add_argument("--json", action="store_true")
@@ -102,6 +114,8 @@ def register(sub: Any) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=run_list)
 
+
+def _add_exec(actions: Any) -> None:
     execute = actions.add_parser(
         "exec",
         help="run a command inside a lab namespace",
@@ -111,7 +125,6 @@ def register(sub: Any) -> None:
     execute.add_argument("namespace", metavar="NS")
     execute.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD")
     execute.set_defaults(run=run_exec)
-    parser.set_defaults(run=lambda args: _usage(parser))
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -120,37 +133,25 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from acmelb.errors import UsageError
-    from acmelb.lab import Scenario, build
+    from acmelb.lab import build
     from acmelb.lab.netns import require_root
+    from acmelb.lab.scenarios import scenario_from_arguments
 
     require_root()
-    options: dict[str, Any] = {
-        "shortcut": tuple(args.shortcut),
-        "ipv6": args.ipv6,
-        "ca": args.ca,
-        "split_horizon": args.split_horizon,
-        "cert_validity": args.cert_validity,
-    }
-    for key in ("name", "token", "thumbprint"):
-        if getattr(args, key):
-            options[key] = getattr(args, key)
-    if args.dns_name:
-        options["dns_names"] = tuple(args.dns_name)
-    if args.backends is not None:
-        if args.scenario != "cluster":
-            raise UsageError(
-                "--backends N is the size of the cluster lab (acmelb lab up "
-                "cluster --backends N); other labs take --backend BEHAVIOUR"
-            )
-        args.scenario = f"cluster:{args.backends}"
-    if args.backend:
-        if ":" in args.scenario:
-            raise UsageError(
-                "give the backends either in SCENARIO (MODE:B1,B2) or with --backend, not both"
-            )
-        options["backends"] = tuple(args.backend)
-    scenario = Scenario.parse(args.scenario, **options)
+    scenario = scenario_from_arguments(
+        args.scenario,
+        cluster_size=args.backends,
+        behaviours=args.backend,
+        name=args.name,
+        token=args.token,
+        thumbprint=args.thumbprint,
+        dns_names=args.dns_name,
+        shortcut=tuple(args.shortcut),
+        ipv6=args.ipv6,
+        ca=args.ca,
+        split_horizon=args.split_horizon,
+        cert_validity=args.cert_validity,
+    )
     started = time.monotonic()
     lab = build(scenario, detached=True)
     elapsed = time.monotonic() - started
@@ -162,8 +163,8 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def _render(lab: Lab, note: str = "") -> str:
+    """The lab as ``acmelb lab up`` (``note``: how long it took) and ``status`` show it."""
     info = lab.summary()
-    scenario = lab.scenario
     lines = [
         f"lab {info['id']}: {info['mode']} - {info['mode_description']}"
         + (f" ({note})" if note else "")
@@ -192,29 +193,42 @@ def _render(lab: Lab, note: str = "") -> str:
         )
     if info["dns_names"]:
         lines.append(f"  DNS      {', '.join(info['dns_names'])} -> VIP")
-    cluster = info["cluster"]
-    if cluster:
-        etcd = cluster["etcd"]
-        lines.append(
-            f"  etcd     {','.join(etcd['endpoints']) or '(gone)'} "
-            f"(lab {etcd['id']}, members running: "
-            f"{sum(etcd['running'])}/{len(etcd['running'])})"
-        )
-        lines.append("  443      VIP:443 -> every backend's nginx, serving its agent's live/*/")
-        if cluster["cert_validity"]:
-            lines.append(f"  validity {cluster['cert_validity']} s (Pebble)")
-        for backend in cluster["backends"]:
-            agent = "agent running" if backend["agent_running"] else "no agent"
-            lines.append(
-                f"  {backend['role']:<8} state {backend['agent_state_dir']}, "
-                f"hook {backend['deploy_hook']} ({agent})"
-            )
+    if info["cluster"]:
+        lines += _cluster_lines(info["cluster"])
     down = [p for p in info["processes"] if not p["running"]]
     if down:
         lines.append("  stopped  " + ", ".join(f"{p['what']} in {p['role']}" for p in down))
-    if note and cluster:
-        first = lab.backends[0]
-        lines += [
+    if note:
+        lines += _try_lines(lab, info)
+    return "\n".join(lines)
+
+
+def _cluster_lines(cluster: dict[str, Any]) -> list[str]:
+    """The cluster lab's part of ``_render``: etcd, 443, each backend's agent."""
+    etcd = cluster["etcd"]
+    lines = [
+        f"  etcd     {','.join(etcd['endpoints']) or '(gone)'} "
+        f"(lab {etcd['id']}, members running: "
+        f"{sum(etcd['running'])}/{len(etcd['running'])})",
+        "  443      VIP:443 -> every backend's nginx, serving its agent's live/*/",
+    ]
+    if cluster["cert_validity"]:
+        lines.append(f"  validity {cluster['cert_validity']} s (Pebble)")
+    for backend in cluster["backends"]:
+        agent = "agent running" if backend["agent_running"] else "no agent"
+        lines.append(
+            f"  {backend['role']:<8} state {backend['agent_state_dir']}, "
+            f"hook {backend['deploy_hook']} ({agent})"
+        )
+    return lines
+
+
+def _try_lines(lab: Lab, info: dict[str, Any]) -> list[str]:
+    """What to try next on a lab just built (a cluster lab: an agent and 443)."""
+    scenario = lab.scenario
+    first = lab.backends[0]
+    if info["cluster"]:
+        return [
             "try:",
             f"  acmelb lab exec {info['id']}:{first} -- acmelb agent --config agent.toml "
             "--store-key-file KEY   # deploy hook: the one above",
@@ -222,33 +236,27 @@ def _render(lab: Lab, note: str = "") -> str:
             f"{info['vip']}:443 -servername {scenario.name}",
             f"  acmelb lab down {info['id']}",
         ]
-    elif note:
-        first = lab.backends[0]
-        lines += [
-            "try:",
-            f"  acmelb lab exec {info['id']}:pub -- curl -sS {info['url']}",
-            f"  acmelb lab exec {info['id']}:{first} -- curl -sS -m 3 {info['url']}",
-            f"  {info['outside']} acmelb diagnose {scenario.name} --token={scenario.token} "
-            f"--key={scenario.key_authorization} --inside '{lab.vantage(first)}'",
-            f"  acmelb lab down {info['id']}",
-        ]
-    return "\n".join(lines)
+    return [
+        "try:",
+        f"  acmelb lab exec {info['id']}:pub -- curl -sS {info['url']}",
+        f"  acmelb lab exec {info['id']}:{first} -- curl -sS -m 3 {info['url']}",
+        f"  {info['outside']} acmelb diagnose {scenario.name} --token={scenario.token} "
+        f"--key={scenario.key_authorization} --inside '{lab.vantage(first)}'",
+        f"  acmelb lab down {info['id']}",
+    ]
 
 
 def run_down(args: argparse.Namespace) -> int:
     from acmelb.errors import UsageError
-    from acmelb.lab import Lab, down_all, remove_orphan_namespaces
+    from acmelb.lab import Lab
     from acmelb.lab.netns import require_root
+    from acmelb.lab.topology import down_everything
 
     require_root()
     if args.all == bool(args.ids):
         raise UsageError("give lab ids or --all")
     if args.all:
-        from acmelb.lab import etcd
-
-        removed = down_all() + remove_orphan_namespaces()
-        removed += [f"etcd {cluster_id}" for cluster_id in etcd.down_stale(only_stale=False)]
-        removed += etcd.remove_orphan_namespaces()
+        removed = down_everything()
     else:
         labs = [Lab.attach(lab_id) for lab_id in args.ids]
         for lab in labs:
@@ -311,8 +319,8 @@ def run_exec(args: argparse.Namespace) -> int:
     import subprocess
 
     from acmelb.errors import UsageError
-    from acmelb.lab import Lab, running_labs
-    from acmelb.lab.netns import LAB_NAMESPACE, require_root
+    from acmelb.lab.netns import require_root
+    from acmelb.lab.topology import lab_and_role
 
     require_root()
     command = list(args.command)
@@ -320,21 +328,8 @@ def run_exec(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("give a command after --, e.g. acmelb lab exec b1 -- curl -sS URL")
-    target: str = args.namespace
-    if LAB_NAMESPACE.match(target):
-        lab = Lab.attach(target[3:7])
-    elif ":" in target:
-        lab_id, _, target = target.partition(":")
-        lab = Lab.attach(lab_id)
-    else:
-        labs = running_labs()
-        if not labs:
-            raise UsageError("no lab is up (acmelb lab up SCENARIO)")
-        if len(labs) != 1:
-            ids = ", ".join(lab.id for lab in labs) or "none"
-            raise UsageError(f"{len(labs)} labs are up ({ids}): say which, as ID:{target}")
-        lab = labs[0]
+    lab, role = lab_and_role(args.namespace)
     try:
-        return subprocess.run([*lab.exec_prefix(target), *command], check=False).returncode
+        return subprocess.run([*lab.exec_prefix(role), *command], check=False).returncode
     except KeyboardInterrupt:
         return 130

@@ -177,8 +177,9 @@ def _split_url(url: str) -> Tuple[str, str, int, str]:
     return scheme, host.lower().rstrip("."), port, path
 
 
-def _join_url(base: str, location: str) -> str:
-    """Resolve a Location header against the URL that produced it."""
+def join_url(base: str, location: str) -> str:
+    """Resolve a Location header against the URL that produced it (also how
+    ``acmelb.doctor.vantage``'s curl fallback names the hops curl followed)."""
     location = location.strip()
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", location):
         return location
@@ -625,7 +626,7 @@ def chain_steps(url: str, address: str, opts: Dict[str, Any], proxy_protocol: bo
         location = _location(hop) if hop["outcome"] == "response" else None
         if hop["outcome"] != "response" or hop["status"] not in REDIRECT_STATUSES or not location:
             return {"final": hop, "redirects": redirects}
-        target = _join_url(current_url, location)
+        target = join_url(current_url, location)
         hop["location"] = location
         hop["redirect_to"] = target
         redirects.append(hop)

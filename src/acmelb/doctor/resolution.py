@@ -342,12 +342,6 @@ def _question_steps(
     """``request`` asked of one nameserver (``label``, ``port``) the way the resolver asks
     it, within ``timeout`` seconds from ``start``. ``first``: the outcome of a first UDP
     attempt already made (a response or an exception); the steps go on from it."""
-    import dns.exception
-    import dns.message
-    import dns.rcode
-    import dns.resolver
-    import dns.rrset
-
     errors: list[Any] = []
     backoff = 0.10
     tcp = False
@@ -360,58 +354,95 @@ def _question_steps(
             request.set_random_id()
         made_ahead = not attempts and first is not _NOT_MADE
         attempts += 1
-        duration = 0.0 if made_ahead else time.time() - start
-        if duration < 0:
-            if duration < -1:
-                raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
-                    timeout=duration, errors=errors
-                )
-            duration = 0
-        if duration >= timeout:
-            raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
-                timeout=duration, errors=errors
-            )
-        attempt_tcp = tcp
+        duration = _lifetime_used(0.0 if made_ahead else time.time() - start, timeout, errors)
+        attempt = (label, tcp, port)
         tcp = False
         if made_ahead:
             response = first
         else:
-            response = yield ("tcp" if attempt_tcp else "udp", request, timeout - duration)
+            response = yield ("tcp" if attempt[1] else "udp", request, timeout - duration)
         if isinstance(response, Exception):
-            errors.append((label, attempt_tcp, port, response, None))
-            if isinstance(
-                response, dns.exception.FormError | EOFError | OSError | NotImplementedError
-            ):
-                raise _no_nameservers(request.message, errors) from response
-            if isinstance(response, dns.message.Truncated):
-                if attempt_tcp:
-                    raise _no_nameservers(request.message, errors) from response
-                tcp = True
+            tcp = _after_failed_attempt(response, request, errors, attempt)
             continue
-        if response is _NO_DATA:
-            return None
-        if isinstance(response, dns.rrset.RRset):  # a plain answer, read on the bytes
-            return response
-        assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
-        rcode = response.rcode()
-        if rcode == dns.rcode.NOERROR and not response.answer:
-            return None  # no data: nothing to follow (what resolve_chaining finds, cheaper)
-        if rcode == dns.rcode.NOERROR or rcode == dns.rcode.NXDOMAIN:
-            try:
-                chained = response.resolve_chaining()
-            except Exception as e:
-                errors.append((label, attempt_tcp, port, e, response))
-                raise _no_nameservers(request.message, errors) from e
-            if rcode == dns.rcode.NXDOMAIN:
-                raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
-                    qnames=[request.qname], responses={request.qname: response}
-                )
-            answer: dns.rrset.RRset | None = chained.answer
-            return answer
-        if rcode == dns.rcode.YXDOMAIN:
-            raise dns.resolver.YXDOMAIN
-        errors.append((label, attempt_tcp, port, dns.rcode.to_text(rcode), response))
-        raise _no_nameservers(request.message, errors)
+        return _answer_of(response, request, errors, attempt)
+
+
+# Who an attempt asked, as the resolver's errors name it: (label, over TCP, port).
+_Attempt = tuple[str, bool, int]
+
+
+def _lifetime_used(duration: float, timeout: float, errors: list[Any]) -> float:
+    """``duration``, the seconds of the question's lifetime used before an attempt (a
+    clock stepped back by up to a second counts as none); the resolver's
+    ``LifetimeTimeout`` once ``timeout`` is used up, or if the clock went back further."""
+    import dns.resolver
+
+    if duration < 0:
+        if duration < -1:
+            raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
+                timeout=duration, errors=errors
+            )
+        duration = 0
+    if duration >= timeout:
+        raise dns.resolver.LifetimeTimeout(  # type: ignore[no-untyped-call]
+            timeout=duration, errors=errors
+        )
+    return duration
+
+
+def _after_failed_attempt(
+    failure: Exception, request: _Query, errors: list[Any], attempt: _Attempt
+) -> bool:
+    """Record the exception an attempt ended with in ``errors``; raise the resolver's
+    ``NoNameservers`` if it ends the question, else return whether the next attempt
+    goes over TCP (after a truncated UDP reply)."""
+    import dns.exception
+    import dns.message
+
+    errors.append((*attempt, failure, None))
+    if isinstance(failure, dns.exception.FormError | EOFError | OSError | NotImplementedError):
+        raise _no_nameservers(request.message, errors) from failure
+    if isinstance(failure, dns.message.Truncated):
+        if attempt[1]:
+            raise _no_nameservers(request.message, errors) from failure
+        return True
+    return False
+
+
+def _answer_of(
+    response: Any, request: _Query, errors: list[Any], attempt: _Attempt
+) -> dns.rrset.RRset | None:
+    """The answer RRset (None: no data) of an attempt's reply, as the resolver maps its
+    rcode; NXDOMAIN, YXDOMAIN or ``NoNameservers`` (recorded in ``errors``) raised."""
+    import dns.message
+    import dns.rcode
+    import dns.resolver
+    import dns.rrset
+
+    if response is _NO_DATA:
+        return None
+    if isinstance(response, dns.rrset.RRset):  # a plain answer, read on the bytes
+        return response
+    assert isinstance(response, dns.message.QueryMessage)  # as the resolver does
+    rcode = response.rcode()
+    if rcode == dns.rcode.NOERROR and not response.answer:
+        return None  # no data: nothing to follow (what resolve_chaining finds, cheaper)
+    if rcode == dns.rcode.NOERROR or rcode == dns.rcode.NXDOMAIN:
+        try:
+            chained = response.resolve_chaining()
+        except Exception as e:
+            errors.append((*attempt, e, response))
+            raise _no_nameservers(request.message, errors) from e
+        if rcode == dns.rcode.NXDOMAIN:
+            raise dns.resolver.NXDOMAIN(  # type: ignore[no-untyped-call]
+                qnames=[request.qname], responses={request.qname: response}
+            )
+        answer: dns.rrset.RRset | None = chained.answer
+        return answer
+    if rcode == dns.rcode.YXDOMAIN:
+        raise dns.resolver.YXDOMAIN
+    errors.append((*attempt, dns.rcode.to_text(rcode), response))
+    raise _no_nameservers(request.message, errors)
 
 
 def _nameserver(server: tuple[str, int]) -> tuple[int, tuple[Any, ...], str]:

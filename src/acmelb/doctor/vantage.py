@@ -197,6 +197,8 @@ _CURL_EXIT = {
 def curl_probe(
     prefix: list[str], request: dict[str, Any], budget: float
 ) -> ProbeResult | VantageFailure:
+    """The probe's result for ``request`` made with curl through ``prefix`` (no python3
+    there): one attempt per ``repeat``, the addresses curl connected to as resolution."""
     opts = request.get("options") or {}
     timeout = float(opts.get("connect_timeout", 5.0))
     total = float(opts.get("total_timeout", timeout * 2))
@@ -209,114 +211,17 @@ def curl_probe(
         "a": [],
         "error": None,
     }
+    cmd = _curl_command(prefix, request["url"], timeout, total)
     for n in range(1, repeat + 1):
-        cmd = [
-            *prefix,
-            "curl",
-            "-sS",
-            "--http1.1",
-            "-o",
-            "-",
-            "-D",
-            "-",
-            "--connect-timeout",
-            f"{timeout:g}",
-            "--max-time",
-            f"{total:g}",
-            "-L",
-            "--max-redirs",
-            str(_probe.MAX_HOPS),
-            "--proto-redir",
-            "=http,https",
-            "-H",
-            "Accept: */*",
-            # as the probe (and Go's transport): ask for gzip, decode it
-            "--compressed",
-            "-H",
-            "Accept-Encoding: gzip",
-            "-A",
-            _probe.DEFAULT_USER_AGENT,
-            "-w",
-            _CURL_FORMAT,
-            request["url"],
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=budget)
-        except (subprocess.TimeoutExpired, OSError) as exc:
-            return VantageFailure("curl did not run", [f"curl: {exc}"])
-        out = proc.stdout.decode("utf-8", "replace")
-        if _CURL_MARK not in out:
-            return VantageFailure(
-                "curl did not run",
-                [
-                    f"`{shlex.join(prefix)} curl` exited {proc.returncode}: "
-                    f"{_excerpt(proc.stderr) or 'no output'}"
-                ],
-            )
-        body_part, _, trailer = out.rpartition(_CURL_MARK)
-        fields = trailer.split()
-        code, remote_ip = int(fields[0]), fields[1] if len(fields) > 1 else ""
-        hop: dict[str, Any] = _probe.new_hop(
-            request["url"],
-            address=remote_ip or None,
-            port=80,
-            family="ipv6" if ":" in remote_ip else "ipv4",
-            outcome="response",
-            elapsed_ms=int(float(fields[3]) * 1000) if len(fields) > 3 else 0,
-        )
-        if proc.returncode != 0 or code == 0:
-            outcome, text = _CURL_EXIT.get(
-                proc.returncode, ("connect-error", f"curl exit {proc.returncode}")
-            )
-            hop["outcome"] = outcome
-            hop["error"] = f"{text}: {_excerpt(proc.stderr, 160)}"
-        redirects: list[dict[str, Any]] = []
-        if proc.returncode == 0 and code != 0:
-            # -D - prints the header block of every hop before the final body
-            rest = body_part
-            current = str(request["url"])
-            hops = int(fields[4]) if len(fields) > 4 and fields[4].isdigit() else 0
-            for _ in range(hops):
-                block, _sep, rest = rest.partition("\r\n\r\n")
-                status, reason, headers = _probe.parse_head(block)
-                location = next((v for k, v in headers if k.lower() == "location"), "")
-                target = _probe._join_url(current, location) if location else current
-                redirects.append(
-                    {
-                        **hop,
-                        "url": current,
-                        "status": status,
-                        "reason": reason,
-                        "headers": headers,
-                        "location": location,
-                        "redirect_to": target,
-                        "body": "",
-                        "body_length": 0,
-                    }
-                )
-                current = target
-            head, _sep, body = rest.partition("\r\n\r\n")
-            status, reason, headers = _probe.parse_head(head)
-            hop["url"] = fields[5] if len(fields) > 5 else current
-            hop["status"] = code
-            hop["reason"] = reason
-            hop["headers"] = headers
-            hop["body"] = body[: _probe.BODY_KEEP]
-            hop["body_length"] = len(body.encode("utf-8"))
+        attempt = _curl_attempt(cmd, prefix, request, budget, n)
+        if isinstance(attempt, VantageFailure):
+            return attempt
+        remote_ip = attempt["final"]["address"] or ""
         if remote_ip:
             key = "aaaa" if ":" in remote_ip else "a"
             if remote_ip not in resolution[key]:
                 resolution[key].append(remote_ip)
-        attempts.append(
-            {
-                "address": remote_ip or "?",
-                "attempt": n,
-                "target": "public",
-                "proxy_protocol": False,
-                "final": hop,
-                "redirects": redirects,
-            }
-        )
+        attempts.append(attempt)
     return {
         "schema": _probe.PROBE_SCHEMA,
         "runner": "curl",
@@ -328,6 +233,129 @@ def curl_probe(
         "attempts": attempts,
         "elapsed_ms": sum(a["final"]["elapsed_ms"] for a in attempts),
     }
+
+
+def _curl_command(prefix: list[str], url: str, timeout: float, total: float) -> list[str]:
+    """curl as the probe fetches: HTTP/1.1, redirects followed (http and https only),
+    gzip asked for, every hop's header block and then the body on standard output,
+    ``_CURL_FORMAT``'s trailer last."""
+    return [
+        *prefix,
+        "curl",
+        "-sS",
+        "--http1.1",
+        "-o",
+        "-",
+        "-D",
+        "-",
+        "--connect-timeout",
+        f"{timeout:g}",
+        "--max-time",
+        f"{total:g}",
+        "-L",
+        "--max-redirs",
+        str(_probe.MAX_HOPS),
+        "--proto-redir",
+        "=http,https",
+        "-H",
+        "Accept: */*",
+        # as the probe (and Go's transport): ask for gzip, decode it
+        "--compressed",
+        "-H",
+        "Accept-Encoding: gzip",
+        "-A",
+        _probe.DEFAULT_USER_AGENT,
+        "-w",
+        _CURL_FORMAT,
+        url,
+    ]
+
+
+def _curl_attempt(
+    cmd: list[str], prefix: list[str], request: dict[str, Any], budget: float, n: int
+) -> dict[str, Any] | VantageFailure:
+    """Attempt ``n``: run ``cmd``, read its output into the probe's attempt."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=budget)
+    except (subprocess.TimeoutExpired, OSError) as exc:
+        return VantageFailure("curl did not run", [f"curl: {exc}"])
+    out = proc.stdout.decode("utf-8", "replace")
+    if _CURL_MARK not in out:
+        return VantageFailure(
+            "curl did not run",
+            [
+                f"`{shlex.join(prefix)} curl` exited {proc.returncode}: "
+                f"{_excerpt(proc.stderr) or 'no output'}"
+            ],
+        )
+    body_part, _, trailer = out.rpartition(_CURL_MARK)
+    fields = trailer.split()
+    code, remote_ip = int(fields[0]), fields[1] if len(fields) > 1 else ""
+    hop: dict[str, Any] = _probe.new_hop(
+        request["url"],
+        address=remote_ip or None,
+        port=80,
+        family="ipv6" if ":" in remote_ip else "ipv4",
+        outcome="response",
+        elapsed_ms=int(float(fields[3]) * 1000) if len(fields) > 3 else 0,
+    )
+    if proc.returncode != 0 or code == 0:
+        outcome, text = _CURL_EXIT.get(
+            proc.returncode, ("connect-error", f"curl exit {proc.returncode}")
+        )
+        hop["outcome"] = outcome
+        hop["error"] = f"{text}: {_excerpt(proc.stderr, 160)}"
+    redirects: list[dict[str, Any]] = []
+    if proc.returncode == 0 and code != 0:
+        redirects = _curl_response(hop, body_part, fields, str(request["url"]))
+    return {
+        "address": remote_ip or "?",
+        "attempt": n,
+        "target": "public",
+        "proxy_protocol": False,
+        "final": hop,
+        "redirects": redirects,
+    }
+
+
+def _curl_response(
+    hop: dict[str, Any], output: str, fields: list[str], url: str
+) -> list[dict[str, Any]]:
+    """Fill ``hop``, the final one, from curl's ``output`` (``-D -`` prints the header
+    block of every hop before the final body) and trailer ``fields``; return the
+    redirect hops before it, each a copy of ``hop`` as it was then."""
+    redirects: list[dict[str, Any]] = []
+    rest = output
+    current = url
+    hops = int(fields[4]) if len(fields) > 4 and fields[4].isdigit() else 0
+    for _ in range(hops):
+        block, _sep, rest = rest.partition("\r\n\r\n")
+        status, reason, headers = _probe.parse_head(block)
+        location = next((v for k, v in headers if k.lower() == "location"), "")
+        target = _probe.join_url(current, location) if location else current
+        redirects.append(
+            {
+                **hop,
+                "url": current,
+                "status": status,
+                "reason": reason,
+                "headers": headers,
+                "location": location,
+                "redirect_to": target,
+                "body": "",
+                "body_length": 0,
+            }
+        )
+        current = target
+    head, _sep, body = rest.partition("\r\n\r\n")
+    status, reason, headers = _probe.parse_head(head)
+    hop["url"] = fields[5] if len(fields) > 5 else current
+    hop["status"] = int(fields[0])
+    hop["reason"] = reason
+    hop["headers"] = headers
+    hop["body"] = body[: _probe.BODY_KEEP]
+    hop["body_length"] = len(body.encode("utf-8"))
+    return redirects
 
 
 def parse_here(text: str) -> Role:

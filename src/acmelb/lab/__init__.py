@@ -12,6 +12,7 @@ See docs/lab.md for the topology, the address plan and each mode's ground truth.
 """
 
 from acmelb.lab.fetch import FetchResult
+from acmelb.lab.processes import ProcessRecord
 from acmelb.lab.scenarios import (
     ADDRESSES,
     LAB_NAME,
@@ -25,7 +26,6 @@ from acmelb.lab.scenarios import (
 )
 from acmelb.lab.topology import (
     Lab,
-    ProcessRecord,
     build,
     down_all,
     remove_orphan_namespaces,

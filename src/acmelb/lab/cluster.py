@@ -1,113 +1,61 @@
-"""The cluster-mode lab's own parts: each backend's TLS server and agent directory, etcd.
+"""The cluster-mode lab's agents: their configuration, the shared store key, starting them.
 
 A cluster lab (``Scenario.cluster_preset(n)``, ``acmelb lab up cluster``) is a
 round-robin TCP HAProxy on VIP:80 and VIP:443 in front of ``n`` backends whose
-port 80 is free for the agents' responders. This module adds, per backend
-``bI``, under the lab's state directory:
+port 80 is free for the agents' responders, each backend with its TLS server
+on 443 (``tls``: ``bI-agent/`` and ``bI-tls/`` under the lab's state
+directory), and a 3-member ``EtcdCluster`` attached to every backend; ``topology``
+builds all of it. This module writes the agents' ``agent.toml`` and starts
+them; ``Lab`` exposes the rest (``lab.tls_fingerprint``, ``lab.start_agent``...).
 
-- ``bI-agent/``: the agent's state directory (``live/NAME/fullchain.pem``...);
-- ``bI-tls/``: an nginx on 443 (its ``nginx.conf``, ``sites.conf``, pid file,
-  logs) serving the certificates found in ``bI-agent/live``, and
-  ``bI-tls/deploy-hook``, the command that makes it pick up new ones;
-
-and a 3-member ``EtcdCluster`` attached to every backend. ``topology`` calls
-``start`` while building and ``Lab`` exposes the rest (``lab.tls_fingerprint``,
-``lab.start_agent``...).
+It sits above ``topology`` in the lab package (it takes a ``Lab``); the paths
+and fingerprints of ``tls`` are re-exported here for the tests and scripts that
+import them from this module.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acmelb.errors import LabError
-from acmelb.lab import configs
+from acmelb.lab.tls import (
+    TLS_PORT,
+    agent_state_dir,
+    deploy_hook_path,
+    file_fingerprint,
+    fingerprint,
+    served_fingerprint,
+    tls_workdir,
+)
+from acmelb.lab.topology import ETCD_MEMBERS
 
 if TYPE_CHECKING:
-    from acmelb.lab.topology import Lab, ProcessRecord
+    from acmelb.lab.processes import ProcessRecord
+    from acmelb.lab.topology import Lab
 
-TLS_PORT = 443
-ETCD_MEMBERS = 3
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+__all__ = [
+    "ETCD_MEMBERS",
+    "LAB_PUBLIC",
+    "TLS_PORT",
+    "agent_argv",
+    "agent_state_dir",
+    "deploy_hook_path",
+    "file_fingerprint",
+    "fingerprint",
+    "served_fingerprint",
+    "start_agents",
+    "store_key_file",
+    "store_key_path",
+    "store_url",
+    "tls_workdir",
+    "write_agent_config",
+]
+
 # The lab's addresses (198.18.0.0/15, RFC 2544) count as public for the agents' self-check.
 LAB_PUBLIC = "198.18.0.0/15"
-
-
-def agent_state_dir(state_dir: Path, role: str) -> Path:
-    return state_dir / f"{role}-agent"
-
-
-def tls_workdir(state_dir: Path, role: str) -> Path:
-    return state_dir / f"{role}-tls"
-
-
-def deploy_hook_path(state_dir: Path, role: str) -> Path:
-    return tls_workdir(state_dir, role) / "deploy-hook"
-
-
-def start_tls_servers(lab: Lab) -> dict[str, set[int]]:
-    """Write every backend's agent directory, nginx config and deploy hook; start nginx.
-
-    Returns the ports to wait for, per role.
-    """
-    expected: dict[str, set[int]] = {}
-    ipv6 = lab.scenario.ipv6
-    for role in lab.backends:
-        workdir = tls_workdir(lab.state_dir, role)
-        (workdir / "tmp").mkdir(parents=True)
-        live = agent_state_dir(lab.state_dir, role) / "live"
-        live.mkdir(parents=True)
-        config = workdir / "nginx.conf"
-        config.write_text(configs.tls_nginx_config(workdir, ipv6=ipv6))
-        (workdir / "sites.conf").write_text("")
-        hook = deploy_hook_path(lab.state_dir, role)
-        hook.write_text(configs.tls_deploy_hook(workdir, live, ipv6=ipv6))
-        hook.chmod(0o755)
-        lab.start_process(
-            role,
-            "tls",
-            ["nginx", "-e", str(workdir / "error.log"), "-c", str(config), "-g", "daemon off;"],
-        )
-        expected[role] = {TLS_PORT}
-    return expected
-
-
-def start_etcd(lab: Lab) -> None:
-    """A 3-member etcd cluster, attached to every backend, recorded in the lab's state."""
-    from acmelb.lab.etcd import EtcdCluster
-
-    cluster = EtcdCluster.start(ETCD_MEMBERS, detached=lab.state.owner_pid is None)
-    lab._etcd = cluster
-    lab.state.etcd_id = cluster.id
-    lab._save()
-    for role in lab.backends:
-        cluster.attach(lab.ns(role))
-
-
-def fingerprint(pem: bytes | str) -> str:
-    """SHA-256 of the first certificate in ``pem`` (DER), lower-case hex without colons."""
-    data = pem.encode() if isinstance(pem, str) else pem
-    match = _PEM_CERT.search(data)
-    if match is None:
-        raise LabError("no PEM certificate in the input")
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(match.group().decode())).hexdigest()
-
-
-def file_fingerprint(path: Path) -> str:
-    """``fingerprint`` of a PEM file (``live/NAME/fullchain.pem``: its leaf)."""
-    return fingerprint(path.read_bytes())
-
-
-def served_fingerprint(s_client_output: str) -> str | None:
-    """The fingerprint of the certificate ``openssl s_client`` printed, or None."""
-    match = _PEM_CERT.search(s_client_output.encode())
-    return fingerprint(match.group()) if match else None
 
 
 # -- agents: their configuration, the shared store key, starting them --------------------

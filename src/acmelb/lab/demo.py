@@ -276,28 +276,7 @@ def _cluster_chapter(story: _Story) -> None:
     )
     with build(Scenario.cluster_preset(len(CLUSTER_BACKENDS))) as lab:
         name = lab.scenario.name
-        etcd = ", ".join(e.split("//", 1)[1] for e in lab.etcd_endpoints)
-        story.say(
-            f"HAProxy forwards {lab.vip}:80 and :443 as TCP, round robin, to b1, b2 "
-            f"and b3; each runs nginx on 443 for {name}, and nothing yet on 80. "
-            f"etcd has 3 members ({etcd}). Every instance gets the same store key:"
-        )
-        key = cluster.store_key_path(lab)
-        story.acmelb(lab, "b1", ["cluster", "keygen", str(key)], expect=0)
-        config = cluster.write_agent_config(lab, "b1")
-        story.quote(
-            f"and an agent.toml like b1's ({config}):",
-            [line for line in config.read_text().splitlines() if line.strip()],
-        )
-        started = time.monotonic()
-        cluster.start_agents(lab, CLUSTER_BACKENDS)
-        argv = shlex.join(
-            ["acmelb", *cluster.agent_argv(lab, lab.state_dir / "bI-agent" / "agent.toml", key)[3:]]
-        )
-        story.say(
-            f"Started at once in b1, b2 and b3: {argv} (each its own agent.toml). "
-            "Waiting for 443 to serve the certificate everywhere..."
-        )
+        started = _start_cluster_agents(story, lab)
         served = _wait(lambda: _served_everywhere(lab, name), CLUSTER_CONVERGE_BOUND)
         took = time.monotonic() - started
         story.check(
@@ -306,50 +285,94 @@ def _cluster_chapter(story: _Story) -> None:
             if served
             else f"Not every instance serves the certificate after {took:.0f} s.",
         )
-        counts = lab.pebble_counts()
-        story.check(
-            counts.orders == 1 and counts.issued == 1,
-            f"Pebble's log ({lab.pebble_log.name}): {counts.orders} order "
-            f'("Added order" lines), {counts.issued} certificate issued: the agents '
-            "agreed through etcd on one instance ordering for all.",
-        )
-        events, ca_requests, probes = _agent_logs(lab)
-        story.quote(
-            "The agents' logs (their responders' lines apart), the lock holder's first:", events
-        )
-        story.quote(
-            f"The CA's validation requests (UA {_PEBBLE_UA!r}), as the agents' "
-            f"responders logged them; the client {ADDRESSES.lb_backend} is "
-            "HAProxy's side of the backend network:",
-            [line for _, line in ca_requests],
-        )
-        answered = sorted({role for role, line in ca_requests if _ANSWERED in line})
-        probed = ", ".join(f"{n} on {r}" for r, n in probes.items())
-        story.check(
-            len(answered) >= 2,
-            f"{len(answered)} instances answered the CA ({', '.join(answered)}), "
-            "although only the lock holder ordered: every instance serves every "
-            f"pending token of the cluster. (The self-check's probes, {probed}, "
-            "were answered the same way.)",
-        )
+        _tell_one_order(story, lab)
+        _tell_ca_requests(story, lab)
         if isinstance(served, dict):
-            reference = cluster.file_fingerprint(
-                lab.agent_state_dir("b1") / "live" / name / "fullchain.pem"
-            )
-            width = max(len(where) for where in served) + 1
-            story.quote(
-                f"SHA-256 of the certificate served for {name} on 443 (openssl s_client):",
-                [f"{where + ':':<{width}} {fp}" for where, fp in served.items()],
-            )
-            same = set(served.values()) == {reference}
-            story.check(
-                same,
-                f"The same certificate everywhere, the one in each live/{name}/fullchain.pem."
-                if same
-                else "The instances serve different certificates.",
-            )
+            _tell_same_certificate(story, lab, served)
         _wait(lambda: _converged(lab), 20)
         story.acmelb(lab, "b1", ["cluster", "status", "--store", cluster.store_url(lab)], expect=0)
+
+
+def _start_cluster_agents(story: _Story, lab: Lab) -> float:
+    """Show the cluster lab, give every instance the store key, start the three agents at
+    once; return when they were started (``time.monotonic``)."""
+    etcd = ", ".join(e.split("//", 1)[1] for e in lab.etcd_endpoints)
+    story.say(
+        f"HAProxy forwards {lab.vip}:80 and :443 as TCP, round robin, to b1, b2 "
+        f"and b3; each runs nginx on 443 for {lab.scenario.name}, and nothing yet on 80. "
+        f"etcd has 3 members ({etcd}). Every instance gets the same store key:"
+    )
+    key = cluster.store_key_path(lab)
+    story.acmelb(lab, "b1", ["cluster", "keygen", str(key)], expect=0)
+    config = cluster.write_agent_config(lab, "b1")
+    story.quote(
+        f"and an agent.toml like b1's ({config}):",
+        [line for line in config.read_text().splitlines() if line.strip()],
+    )
+    started = time.monotonic()
+    cluster.start_agents(lab, CLUSTER_BACKENDS)
+    argv = shlex.join(
+        ["acmelb", *cluster.agent_argv(lab, lab.state_dir / "bI-agent" / "agent.toml", key)[3:]]
+    )
+    story.say(
+        f"Started at once in b1, b2 and b3: {argv} (each its own agent.toml). "
+        "Waiting for 443 to serve the certificate everywhere..."
+    )
+    return started
+
+
+def _tell_one_order(story: _Story, lab: Lab) -> None:
+    """Pebble's log: one order, one certificate for the whole cluster."""
+    counts = lab.pebble_counts()
+    story.check(
+        counts.orders == 1 and counts.issued == 1,
+        f"Pebble's log ({lab.pebble_log.name}): {counts.orders} order "
+        f'("Added order" lines), {counts.issued} certificate issued: the agents '
+        "agreed through etcd on one instance ordering for all.",
+    )
+
+
+def _tell_ca_requests(story: _Story, lab: Lab) -> None:
+    """The agents' logs, and the CA's validation requests answered by several instances."""
+    events, ca_requests, probes = _agent_logs(lab)
+    story.quote(
+        "The agents' logs (their responders' lines apart), the lock holder's first:", events
+    )
+    story.quote(
+        f"The CA's validation requests (UA {_PEBBLE_UA!r}), as the agents' "
+        f"responders logged them; the client {ADDRESSES.lb_backend} is "
+        "HAProxy's side of the backend network:",
+        [line for _, line in ca_requests],
+    )
+    answered = sorted({role for role, line in ca_requests if _ANSWERED in line})
+    probed = ", ".join(f"{n} on {r}" for r, n in probes.items())
+    story.check(
+        len(answered) >= 2,
+        f"{len(answered)} instances answered the CA ({', '.join(answered)}), "
+        "although only the lock holder ordered: every instance serves every "
+        f"pending token of the cluster. (The self-check's probes, {probed}, "
+        "were answered the same way.)",
+    )
+
+
+def _tell_same_certificate(story: _Story, lab: Lab, served: dict[str, str | None]) -> None:
+    """The fingerprints served on 443 (``_served_everywhere``), all of the installed one."""
+    name = lab.scenario.name
+    reference = cluster.file_fingerprint(
+        lab.agent_state_dir("b1") / "live" / name / "fullchain.pem"
+    )
+    width = max(len(where) for where in served) + 1
+    story.quote(
+        f"SHA-256 of the certificate served for {name} on 443 (openssl s_client):",
+        [f"{where + ':':<{width}} {fp}" for where, fp in served.items()],
+    )
+    same = set(served.values()) == {reference}
+    story.check(
+        same,
+        f"The same certificate everywhere, the one in each live/{name}/fullchain.pem."
+        if same
+        else "The instances serve different certificates.",
+    )
 
 
 CHAPTERS = (_tcp_chapter, _hairpin_chapter, _intercept_chapter, _cluster_chapter)

@@ -50,12 +50,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from acmelb.errors import LabError
 from acmelb.lab import netns
-from acmelb.lab.topology import ProcessRecord, _start_ticks, _stop_processes
+from acmelb.lab.processes import (
+    ProcessRecord,
+    load_state_fields,
+    save_state,
+    start_ticks,
+    stop_processes,
+)
 
 ETCD_BINARY = "/usr/bin/etcd"
 STATE_ROOT = Path("/run/acmelb-etcd")
@@ -99,14 +105,10 @@ class EtcdState:
 
     @classmethod
     def load(cls, path: Path) -> EtcdState:
-        data = json.loads(path.read_text())
-        data["processes"] = [ProcessRecord(**record) for record in data.get("processes", [])]
-        return cls(**data)
+        return cls(**load_state_fields(path))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        save_state(self, path)
 
 
 class EtcdCluster:
@@ -226,7 +228,7 @@ class EtcdCluster:
                 data_root=str(root),
                 own_data_root=data_root is None,
                 owner_pid=owner,
-                owner_start_ticks=_start_ticks(owner) if owner else None,
+                owner_start_ticks=start_ticks(owner) if owner else None,
                 namespaces={role: f"ale{cluster_id}-{role}" for role in roles},
             )
             cluster = cls(state, state_dir)
@@ -324,7 +326,7 @@ class EtcdCluster:
             f"m{index + 1}",
             "etcd",
             popen.pid,
-            _start_ticks(popen.pid) or 0,
+            start_ticks(popen.pid) or 0,
             self._argv(index),
             str(self.log_path(index)),
         )
@@ -528,7 +530,7 @@ class EtcdCluster:
             if record.is_running():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(record.pid, signal.SIGKILL)
-        _stop_processes(self.state.processes, self._popens)
+        stop_processes(self.state.processes, self._popens)
         own = set(self.state.namespaces.values())
         for namespace in self.state.attached:
             if namespace not in own and (netns.NETNS_RUN_DIR / namespace).exists():
@@ -566,7 +568,7 @@ class EtcdCluster:
 
     def is_stale(self) -> bool:
         owner = self.state.owner_pid
-        return owner is not None and _start_ticks(owner) != self.state.owner_start_ticks
+        return owner is not None and start_ticks(owner) != self.state.owner_start_ticks
 
 
 def down_stale(*, state_root: Path = STATE_ROOT, only_stale: bool = True) -> list[str]:
@@ -602,7 +604,7 @@ def down_clusters_of_this_process() -> None:
         for name in netns.existing():
             if name.startswith(f"ale{cluster_id}-"):
                 netns.delete(name)
-    _stop_processes([r for r in _processes_started_here if r.is_running()], {})
+    stop_processes([r for r in _processes_started_here if r.is_running()], {})
 
 
 def leftovers_of_this_process() -> list[str]:

@@ -8,6 +8,7 @@ processes. Every mode and behaviour here has a ground-truth test in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -304,6 +305,45 @@ class Scenario:
         if backends_text:
             options["backends"] = tuple(part.strip() for part in backends_text.split(","))
         return cls(mode=parse_mode(mode_text), **options)  # type: ignore[arg-type]
+
+
+def scenario_from_arguments(
+    spec: str,
+    *,
+    cluster_size: int | None = None,
+    behaviours: Sequence[str] = (),
+    name: str | None = None,
+    token: str | None = None,
+    thumbprint: str | None = None,
+    dns_names: Sequence[str] = (),
+    **options: object,
+) -> Scenario:
+    """The scenario of ``acmelb lab up SCENARIO [options]``: ``Scenario.parse`` of ``spec``.
+
+    ``cluster_size`` (``--backends N``) is the size of the cluster lab, and only
+    of it; ``behaviours`` (``--backend``, repeated) are the backends of a
+    ``spec`` that names none. An empty ``name``, ``token``, ``thumbprint`` or
+    ``dns_names`` keeps the default; ``options`` go to ``Scenario.parse`` as given.
+    """
+    if cluster_size is not None:
+        if spec != "cluster":
+            raise UsageError(
+                "--backends N is the size of the cluster lab (acmelb lab up "
+                "cluster --backends N); other labs take --backend BEHAVIOUR"
+            )
+        spec = f"cluster:{cluster_size}"
+    for key, value in (("name", name), ("token", token), ("thumbprint", thumbprint)):
+        if value:
+            options[key] = value
+    if dns_names:
+        options["dns_names"] = tuple(dns_names)
+    if behaviours:
+        if ":" in spec:
+            raise UsageError(
+                "give the backends either in SCENARIO (MODE:B1,B2) or with --backend, not both"
+            )
+        options["backends"] = tuple(behaviours)
+    return Scenario.parse(spec, **options)
 
 
 def _dns_name(value: str) -> str:

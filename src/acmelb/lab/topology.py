@@ -18,6 +18,11 @@ Every process is started through ``ip netns exec`` in a new session and
 recorded (PID and start time) in ``/run/acmelb-lab/<id>/state.json``, so any
 process can tear a lab down, and ``down_all`` finds exactly the lab's own
 processes and namespaces.
+
+A cluster lab adds each backend's TLS server (``tls``) and an etcd cluster
+(``etcd``). Within the lab package, this module imports ``processes``,
+``netns``, ``configs``, ``scenarios``, ``fetch``, ``tls``, ``etcd`` and
+``pebble``; ``cluster`` and ``demo`` import it, never the other way round.
 """
 
 from __future__ import annotations
@@ -37,49 +42,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acmelb.errors import LabError
-from acmelb.lab import configs, netns
+from acmelb.errors import LabError, UsageError
+from acmelb.lab import configs, netns, tls
+from acmelb.lab import etcd as etcd_lab
+from acmelb.lab.etcd import EtcdCluster
 from acmelb.lab.fetch import FetchResult, curl_fetch
+from acmelb.lab.processes import (
+    ProcessRecord,
+    load_state_fields,
+    save_state,
+    start_ticks,
+    stop_processes,
+)
 from acmelb.lab.scenarios import ADDRESSES, OTHER_THUMBPRINT, Behaviour, Scenario
 
 if TYPE_CHECKING:
-    from acmelb.lab.etcd import EtcdCluster
     from acmelb.lab.pebble import LogCounts, PebbleCA
 
 STATE_ROOT = Path("/run/acmelb-lab")
 PUBLIC, LB = "pub", "lb"
 CA_PORT, CA_MANAGEMENT_PORT, DNS_PORT = 14000, 15000, 53
 START_TIMEOUT = 10.0
+ETCD_MEMBERS = 3  # the cluster lab's etcd
 # What this process built, for the no-leftovers check at the end of a test run.
 _labs_built_here: list[tuple[str, Path]] = []
 _processes_started_here: list[ProcessRecord] = []
-
-
-@dataclass
-class ProcessRecord:
-    """A process the lab started: enough to find it again, and to not kill a stranger."""
-
-    role: str
-    what: str
-    pid: int
-    start_ticks: int
-    argv: list[str]
-    log: str
-
-    def is_running(self) -> bool:
-        return _start_ticks(self.pid) == self.start_ticks
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot); None if gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
 
 
 @dataclass
@@ -97,14 +84,10 @@ class LabState:
 
     @classmethod
     def load(cls, path: Path) -> LabState:
-        data = json.loads(path.read_text())
-        data["processes"] = [ProcessRecord(**record) for record in data.get("processes", [])]
-        return cls(**data)
+        return cls(**load_state_fields(path))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        save_state(self, path)
 
 
 def _scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
@@ -263,7 +246,7 @@ class Lab:
                 cwd=self.state_dir,
                 env={**os.environ, **(env or {})},
             )
-        ticks = _start_ticks(popen.pid)
+        ticks = start_ticks(popen.pid)
         record = ProcessRecord(role, what, popen.pid, ticks or 0, list(argv), str(log))
         self._record(record, popen)
         return record
@@ -290,8 +273,6 @@ class Lab:
     @property
     def etcd(self) -> EtcdCluster:
         """The cluster lab's etcd (members 198.18.3.11-13, attached to every backend)."""
-        from acmelb.lab.etcd import EtcdCluster
-
         if self._etcd is None:
             self._require_cluster()
             if self.state.etcd_id is None:
@@ -305,19 +286,15 @@ class Lab:
 
     def agent_state_dir(self, role: str) -> Path:
         """Where ``role``'s agent keeps its state: its TLS server serves ``live/*/``."""
-        from acmelb.lab import cluster
-
         self._require_backend(role)
-        return cluster.agent_state_dir(self.state_dir, role)
+        return tls.agent_state_dir(self.state_dir, role)
 
     def deploy_hook(self, role: str) -> str:
         """The deploy-hook command for ``role``'s agent (run inside ``role``'s namespace):
         re-reads ``live/*/`` into ``role``'s nginx on 443 and reloads it."""
-        from acmelb.lab import cluster
-
         self._require_cluster()
         self._require_backend(role)
-        return str(cluster.deploy_hook_path(self.state_dir, role))
+        return str(tls.deploy_hook_path(self.state_dir, role))
 
     def reload_tls(self, role: str) -> None:
         """Run ``role``'s deploy hook (after placing a certificate by hand); LabError on failure."""
@@ -336,8 +313,6 @@ class Lab:
         backend role (from the LB's namespace straight to that backend). None if
         no certificate came back (nothing installed for the name, nothing listening).
         """
-        from acmelb.lab import cluster
-
         if via == "vip":
             role, address = PUBLIC, self.vip
         else:
@@ -356,7 +331,7 @@ class Lab:
             input="",
             timeout=timeout,
         )
-        return cluster.served_fingerprint(proc.stdout)
+        return tls.served_fingerprint(proc.stdout)
 
     def start_agent(
         self,
@@ -461,7 +436,7 @@ class Lab:
         if self.state.etcd_id is not None:
             with contextlib.suppress(LabError):
                 self.etcd.close()
-        _stop_processes(self.state.processes, self._popens)
+        stop_processes(self.state.processes, self._popens)
         for name in self.state.namespaces.values():
             netns.delete(name)
         shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -571,32 +546,7 @@ class Lab:
     def is_stale(self) -> bool:
         """Owned by a process that is gone (a test run that was killed)."""
         owner = self.state.owner_pid
-        return owner is not None and _start_ticks(owner) != self.state.owner_start_ticks
-
-
-def _stop_processes(
-    records: Sequence[ProcessRecord], popens: Mapping[int, subprocess.Popen[bytes]]
-) -> None:
-    """SIGTERM the recorded processes that are still ours, then SIGKILL after 2 s."""
-    running = [record for record in records if record.is_running()]
-    for record in running:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGTERM)
-            os.kill(record.pid, signal.SIGCONT)  # a stopped process handles SIGTERM only then
-    deadline = time.monotonic() + 2.0
-    while running and time.monotonic() < deadline:
-        for record in running:
-            if record.pid in popens:
-                popens[record.pid].poll()  # reap our own children
-        running = [record for record in running if record.is_running()]
-        if running:
-            time.sleep(0.01)
-    for record in running:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGKILL)
-    for popen in popens.values():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(2)
+        return owner is not None and start_ticks(owner) != self.state.owner_start_ticks
 
 
 # -- building ----------------------------------------------------------------------
@@ -642,7 +592,7 @@ def _allocate(scenario: Scenario, state_root: Path, owner: int | None) -> Lab:
             },
             namespaces={role: f"alb{lab_id}-{role}" for role in roles},
             owner_pid=owner,
-            owner_start_ticks=_start_ticks(owner) if owner else None,
+            owner_start_ticks=start_ticks(owner) if owner else None,
             created=time.time(),
         )
         lab = Lab(state, state_dir)
@@ -653,16 +603,25 @@ def _allocate(scenario: Scenario, state_root: Path, owner: int | None) -> Lab:
 
 
 def _build_network(lab: Lab) -> None:
+    """The namespaces, the links between them, their addresses, the LB's forwarding and
+    the iptables rules: everything of the lab but its processes."""
+    _add_namespaces(lab)
+    _add_links(lab)
+    _configure_interfaces(lab)
+    _enable_lb_forwarding(lab)
+    _load_rules(lab)
+
+
+def _add_namespaces(lab: Lab) -> None:
+    """Every role's namespace, with its own hosts file and resolv.conf."""
     scenario = lab.scenario
-    ipv6 = scenario.ipv6
-    pub, lb = lab.ns(PUBLIC), lab.ns(LB)
     resolv = configs.resolv_conf(scenario)
     for role, name in lab.namespaces.items():
         netns.add(name)
         inside = role in lab.backends
         netns.write_etc(name, "hosts", configs.hosts_file(scenario, inside=inside))
         netns.write_etc(name, "resolv.conf", resolv)
-        if ipv6:
+        if scenario.ipv6:
             # Before any link exists: without duplicate address detection, link-local
             # addresses are usable at once, and the first neighbour discovery does
             # not stall the first connection for a second.
@@ -670,21 +629,52 @@ def _build_network(lab: Lab) -> None:
                 name, {"net.ipv6.conf.default.accept_dad": "0", "net.ipv6.conf.all.accept_dad": "0"}
             )
 
-    # Both ends of every veth are created directly inside lab namespaces:
-    # nothing ever appears in the host's namespace.
+
+def _add_links(lab: Lab) -> None:
+    """The veth pairs: public side to LB, LB to every backend and every perspective.
+
+    Both ends of every veth are created directly inside lab namespaces:
+    nothing ever appears in the host's namespace.
+    """
+    pub, lb = lab.ns(PUBLIC), lab.ns(LB)
     links = [f"link add eth0 netns {pub} type veth peer name {configs.UPLINK} netns {lb}"]
     for index, role in enumerate(lab.backends, start=1):
         links.append(f"link add vb{index} netns {lb} type veth peer name eth0 netns {lab.ns(role)}")
-    for index, role in enumerate(scenario.perspective_roles, start=1):
+    for index, role in enumerate(lab.scenario.perspective_roles, start=1):
         links.append(f"link add vp{index} netns {lb} type veth peer name eth0 netns {lab.ns(role)}")
     netns.ip([], batch="\n".join(links) + "\n")
 
-    pub_cmds = [
+
+def _configure_interfaces(lab: Lab) -> None:
+    """Addresses and routes, one ``ip -batch`` per namespace."""
+    ipv6 = lab.scenario.ipv6
+    _ip_batch(lab, PUBLIC, _public_commands(ipv6=ipv6))
+    _ip_batch(lab, LB, _lb_commands(lab))
+    for index, role in enumerate(lab.backends, start=1):
+        _ip_batch(lab, role, _backend_commands(index, ipv6=ipv6))
+    for index, role in enumerate(lab.scenario.perspective_roles, start=1):
+        _ip_batch(lab, role, _perspective_commands(index))
+
+
+def _ip_batch(lab: Lab, role: str, commands: Sequence[str]) -> None:
+    netns.ip([], namespace=lab.ns(role), batch="\n".join(commands) + "\n")
+
+
+def _public_commands(*, ipv6: bool) -> list[str]:
+    commands = [
         "link set lo up",
         "link set eth0 up",
         f"addr add {ADDRESSES.public_host}/{ADDRESSES.public_prefix} dev eth0",
     ]
-    lb_cmds = [
+    if ipv6:
+        # nodad: a tentative address cannot be used for a second or two.
+        commands.append(f"addr add {ADDRESSES.public6_host}/64 dev eth0 nodad")
+    return commands
+
+
+def _lb_commands(lab: Lab) -> list[str]:
+    """The LB's bridge to the backends, its uplink with the VIP, its perspective links."""
+    commands = [
         "link set lo up",
         f"link add {configs.BRIDGE} type bridge",
         f"link set {configs.BRIDGE} up",
@@ -693,50 +683,54 @@ def _build_network(lab: Lab) -> None:
         f"addr add {ADDRESSES.lb_public}/{ADDRESSES.public_prefix} dev {configs.UPLINK}",
         f"addr add {ADDRESSES.vip}/32 dev {configs.UPLINK}",
     ]
-    if ipv6:
-        # nodad: a tentative address cannot be used for a second or two.
-        pub_cmds.append(f"addr add {ADDRESSES.public6_host}/64 dev eth0 nodad")
-        lb_cmds += [
+    if lab.scenario.ipv6:
+        commands += [
             f"addr add {ADDRESSES.lb_backend6}/64 dev {configs.BRIDGE} nodad",
             f"addr add {ADDRESSES.lb_public6}/64 dev {configs.UPLINK} nodad",
             f"addr add {ADDRESSES.vip6}/128 dev {configs.UPLINK} nodad",
         ]
     for index in range(1, len(lab.backends) + 1):
-        lb_cmds.append(f"link set vb{index} master {configs.BRIDGE} up")
-    for index in range(1, scenario.perspectives + 1):
-        lb_cmds += [
+        commands.append(f"link set vb{index} master {configs.BRIDGE} up")
+    for index in range(1, lab.scenario.perspectives + 1):
+        commands += [
             f"link set vp{index} up",
             f"addr add {ADDRESSES.lb_perspective(index)}/30 dev vp{index}",
         ]
-    netns.ip([], namespace=pub, batch="\n".join(pub_cmds) + "\n")
-    netns.ip([], namespace=lb, batch="\n".join(lb_cmds) + "\n")
-    for index, role in enumerate(lab.backends, start=1):
-        cmds = [
-            "link set lo up",
-            "link set eth0 up",
-            f"addr add {ADDRESSES.backend(index)}/{ADDRESSES.backend_prefix} dev eth0",
-            f"route add default via {ADDRESSES.lb_backend}",
-        ]
-        if ipv6:
-            cmds += [
-                f"addr add {ADDRESSES.backend6(index)}/64 dev eth0 nodad",
-                f"route add default via {ADDRESSES.lb_backend6}",
-            ]
-        netns.ip([], namespace=lab.ns(role), batch="\n".join(cmds) + "\n")
-    for index, role in enumerate(scenario.perspective_roles, start=1):
-        cmds = [
-            "link set lo up",
-            "link set eth0 up",
-            f"addr add {ADDRESSES.perspective(index)}/30 dev eth0",
-            f"route add default via {ADDRESSES.lb_perspective(index)}",
-        ]
-        netns.ip([], namespace=lab.ns(role), batch="\n".join(cmds) + "\n")
+    return commands
 
+
+def _backend_commands(index: int, *, ipv6: bool) -> list[str]:
+    """Backend ``index`` (from 1) on the backend segment, the LB its default route."""
+    commands = [
+        "link set lo up",
+        "link set eth0 up",
+        f"addr add {ADDRESSES.backend(index)}/{ADDRESSES.backend_prefix} dev eth0",
+        f"route add default via {ADDRESSES.lb_backend}",
+    ]
+    if ipv6:
+        commands += [
+            f"addr add {ADDRESSES.backend6(index)}/64 dev eth0 nodad",
+            f"route add default via {ADDRESSES.lb_backend6}",
+        ]
+    return commands
+
+
+def _perspective_commands(index: int) -> list[str]:
+    """Perspective ``index`` (from 1) on its own /30 with the LB."""
+    return [
+        "link set lo up",
+        "link set eth0 up",
+        f"addr add {ADDRESSES.perspective(index)}/30 dev eth0",
+        f"route add default via {ADDRESSES.lb_perspective(index)}",
+    ]
+
+
+def _enable_lb_forwarding(lab: Lab) -> None:
     netns.set_sysctls(
-        lb,
+        lab.ns(LB),
         {
             "net.ipv4.ip_forward": "1",
-            "net.ipv6.conf.all.forwarding": "1" if ipv6 else "0",
+            "net.ipv6.conf.all.forwarding": "1" if lab.scenario.ipv6 else "0",
             # Bridged frames must not pass through iptables: with it, conntrack sees
             # the peer's direct reply and un-NATs it, and hairpin "works by accident".
             "net.bridge.bridge-nf-call-iptables": "0",
@@ -744,6 +738,12 @@ def _build_network(lab: Lab) -> None:
             "net.bridge.bridge-nf-call-arptables": "0",
         },
     )
+
+
+def _load_rules(lab: Lab) -> None:
+    """The LB's NAT rules, and the shortcut rules of the backends that have them."""
+    scenario = lab.scenario
+    ipv6 = scenario.ipv6
     _restore(lab, LB, "iptables-restore", configs.lb_iptables(scenario))
     if ipv6:
         _restore(lab, LB, "ip6tables-restore", configs.lb_iptables(scenario, ipv6=True))
@@ -779,13 +779,38 @@ def _responder_argv(scenario: Scenario, behaviour: Behaviour, *, behind_nginx: b
 
 
 def _start_services(lab: Lab) -> None:
+    """The lab's processes: the LB, the backends' servers, DNS (and a cluster lab's TLS
+    servers), once they all listen the CA, then a cluster lab's etcd."""
+    scenario = lab.scenario
+    steps = [_start_lb, _start_backends, _start_dns]
+    if scenario.cluster:
+        steps.append(_start_tls_servers)
+    expected: dict[str, set[int]] = {}
+    for step in steps:
+        for role, ports in step(lab).items():
+            expected.setdefault(role, set()).update(ports)
+    _wait_for_listeners(lab, expected)
+    if scenario.ca:
+        _start_ca(lab)
+    if scenario.cluster:
+        _start_etcd(lab)
+
+
+def _start_lb(lab: Lab) -> dict[str, set[int]]:
+    """HAProxy, in the modes that use it; the ports to wait for, per role."""
+    scenario = lab.scenario
+    if not scenario.mode.uses_haproxy:
+        return {}
+    config = lab.state_dir / "haproxy.cfg"
+    config.write_text(configs.haproxy_config(scenario))
+    lab.start_process(LB, "haproxy", ["haproxy", "-db", "-f", str(config)])
+    return {LB: {80, 443} if scenario.cluster else {80}}
+
+
+def _start_backends(lab: Lab) -> dict[str, set[int]]:
+    """Each backend's responder and/or nginx, as its behaviour says; the ports to wait for."""
     scenario = lab.scenario
     expected: dict[str, set[int]] = {}
-    if scenario.mode.uses_haproxy:
-        config = lab.state_dir / "haproxy.cfg"
-        config.write_text(configs.haproxy_config(scenario))
-        lab.start_process(LB, "haproxy", ["haproxy", "-db", "-f", str(config)])
-        expected[LB] = {80, 443} if scenario.cluster else {80}
     for role, behaviour in zip(lab.backends, scenario.backends, strict=True):
         if behaviour is Behaviour.NONE:
             continue
@@ -808,9 +833,13 @@ def _start_services(lab: Lab) -> None:
                 ["nginx", "-e", str(workdir / "error.log"), "-c", str(config), "-g", "daemon off;"],
             )
             expected.setdefault(role, set()).add(80)
-    # The internet has DNS: every lab serves its name, so diagnosis resolves it like a CA.
+    return expected
+
+
+def _start_dns(lab: Lab) -> dict[str, set[int]]:
+    """The internet has DNS: every lab serves its name, so diagnosis resolves it like a CA."""
     zone = lab.state_dir / "zone.json"
-    zone.write_text(json.dumps(configs.dns_zone(scenario)))
+    zone.write_text(json.dumps(configs.dns_zone(lab.scenario)))
     lab.start_process(
         PUBLIC,
         "dns",
@@ -824,17 +853,26 @@ def _start_services(lab: Lab) -> None:
             str(zone),
         ],
     )
-    expected[PUBLIC] = {DNS_PORT}
-    if scenario.cluster:
-        from acmelb.lab import cluster
+    return {PUBLIC: {DNS_PORT}}
 
-        for role, ports in cluster.start_tls_servers(lab).items():
-            expected.setdefault(role, set()).update(ports)
-    _wait_for_listeners(lab, expected)
-    if scenario.ca:
-        _start_ca(lab)
-    if scenario.cluster:
-        cluster.start_etcd(lab)
+
+def _start_tls_servers(lab: Lab) -> dict[str, set[int]]:
+    """A cluster lab: every backend's agent directory, nginx on 443 and deploy hook."""
+    for role in lab.backends:
+        argv = tls.write_tls_server(lab.state_dir, role, ipv6=lab.scenario.ipv6)
+        lab.start_process(role, "tls", argv)
+    return {role: {tls.TLS_PORT} for role in lab.backends}
+
+
+def _start_etcd(lab: Lab) -> None:
+    """A cluster lab: a 3-member etcd cluster, attached to every backend, recorded in the
+    lab's state."""
+    cluster = EtcdCluster.start(ETCD_MEMBERS, detached=lab.state.owner_pid is None)
+    lab._etcd = cluster
+    lab.state.etcd_id = cluster.id
+    lab._save()
+    for role in lab.backends:
+        cluster.attach(lab.ns(role))
 
 
 def _wait_for_listeners(lab: Lab, expected: Mapping[str, set[int]]) -> None:
@@ -882,7 +920,7 @@ def _start_ca(lab: Lab) -> None:
                 PUBLIC,
                 "pebble",
                 ca.process.pid,
-                _start_ticks(ca.process.pid) or 0,
+                start_ticks(ca.process.pid) or 0,
                 [],
                 str(ca.log_path),
             )
@@ -912,6 +950,33 @@ def down_all(*, only_stale: bool = False, state_root: Path = STATE_ROOT) -> list
         lab.down()
         removed.append(lab.id)
     return removed
+
+
+def down_everything() -> list[str]:
+    """Remove every lab, every etcd lab and every namespace of theirs that no state file
+    accounts for (``acmelb lab down --all``); what was removed (etcd labs as ``etcd ID``)."""
+    removed = down_all() + remove_orphan_namespaces()
+    removed += [f"etcd {cluster_id}" for cluster_id in etcd_lab.down_stale(only_stale=False)]
+    removed += etcd_lab.remove_orphan_namespaces()
+    return removed
+
+
+def lab_and_role(target: str) -> tuple[Lab, str]:
+    """The lab and the role (or namespace name) that ``target`` names: a full namespace
+    name (``alb1a2b-b1``), ``ID:ROLE``, or a role of the only lab up (UsageError if none
+    or several are up)."""
+    if netns.LAB_NAMESPACE.match(target):
+        return Lab.attach(target[3:7]), target
+    if ":" in target:
+        lab_id, _, role = target.partition(":")
+        return Lab.attach(lab_id), role
+    labs = running_labs()
+    if not labs:
+        raise UsageError("no lab is up (acmelb lab up SCENARIO)")
+    if len(labs) != 1:
+        ids = ", ".join(lab.id for lab in labs) or "none"
+        raise UsageError(f"{len(labs)} labs are up ({ids}): say which, as ID:{target}")
+    return labs[0], target
 
 
 def remove_orphan_namespaces(
@@ -956,4 +1021,4 @@ def down_labs_of_this_process() -> None:
                 Lab.attach(lab_id, state_root=state_dir.parent).down()
         for name in netns.lab_namespaces(f"alb{lab_id}-"):
             netns.delete(name)
-    _stop_processes([r for r in _processes_started_here if r.is_running()], {})
+    stop_processes([r for r in _processes_started_here if r.is_running()], {})

@@ -188,78 +188,11 @@ class Content:
     def run(self, ctx: Context) -> list[Finding]:
         fails = le_failures(ctx)
         out: list[Finding] = []
-        name = ctx.target.name
-        token = ctx.target.token
-        random = ctx.target.random_token
         for code in self.codes:
             items = fails.get(code, [])
             if not items:
                 continue
-            share = _share(items, ctx)
-            severity = None
-            if code is Code.CHALLENGE_NOT_FOUND:
-                title = "the challenge URL answers 404"
-                expl = (
-                    f"GET {ctx.target.url} returns 404 ({share}): the request reaches a "
-                    "web server that does not have this token. Either the responder "
-                    "(cert-manager's solver, acmelb, the webroot) is not running or not "
-                    "routed for /.well-known/acme-challenge/, or the LB sends the request "
-                    "to a backend that lacks the token."
-                )
-                remedy = (
-                    f"Route http://{name}/.well-known/acme-challenge/ to the responder "
-                    "on every backend. With cert-manager, check the solver Ingress "
-                    "(`kubectl get ingress -A | grep cm-acme-http-solver`) and its "
-                    "ingress class; with a webroot, that the file is at "
-                    f"WEBROOT/.well-known/acme-challenge/{token} on every backend."
-                )
-            elif code is Code.HTTP_ERROR_STATUS:
-                statuses = sorted({str(a.final.status) for a, _ in items})
-                title = f"the challenge URL answers HTTP {', '.join(statuses)}"
-                expl = (
-                    f"The CA needs status 200; it gets {', '.join(statuses)} ({share}). "
-                    "503/502 usually come from a load balancer with no healthy backend; "
-                    "401/403 from authentication or a WAF in front."
-                )
-                remedy = (
-                    "Make /.well-known/acme-challenge/ reachable without "
-                    "authentication, exempt it from WAF rules and redirects to login "
-                    "pages, and check the LB's backend health checks for port 80."
-                )
-            elif code is Code.WRONG_CONTENT:
-                if random:
-                    severity = Severity.WARNING
-                    title = "any challenge path answers 200"
-                    expl = (
-                        f"A random token got HTTP 200 with a body that is not a key "
-                        f"authorization ({share}): a catch-all page answers "
-                        "/.well-known/acme-challenge/. Unless the responder takes over "
-                        "that path while a challenge is pending, the CA will get this "
-                        "page instead of the key authorization."
-                    )
-                else:
-                    title = "status 200, but the body is not the key authorization"
-                    expl = (
-                        f"The CA compares the body with {ctx.target.key_authorization!r} "
-                        f"and gets something else ({share}): a catch-all page, a "
-                        "default site or another token's file answers the path."
-                    )
-                remedy = (
-                    "Route /.well-known/acme-challenge/ to the ACME responder ahead "
-                    "of catch-all rules (SPA fallbacks, default backends, "
-                    "`try_files ... /index.html`)."
-                )
-            else:
-                title = "the challenge response is too large"
-                expl = (
-                    f"Let's Encrypt reads fewer than 128 bytes of the challenge body; "
-                    f"this answer is larger ({share}), so it is an error page or "
-                    "HTML rather than the key authorization."
-                )
-                remedy = (
-                    "Serve the key authorization alone, as text/plain, with no "
-                    "wrapping page; route the path to the responder, not to a site."
-                )
+            title, expl, remedy, severity = _content_texts(code, items, ctx)
             out.append(
                 Finding(
                     code,
@@ -272,6 +205,95 @@ class Content:
                 )
             )
         return out
+
+
+# A finding's title, explanation, remedy and severity (None: the code's own).
+_Texts = tuple[str, str, str, Severity | None]
+
+
+def _content_texts(code: Code, items: list[tuple[Attempt, Verdict]], ctx: Context) -> _Texts:
+    """The words of ``Content``'s finding ``code`` about the failing probes ``items``."""
+    share = _share(items, ctx)
+    if code is Code.CHALLENGE_NOT_FOUND:
+        return _not_found_texts(ctx, share)
+    if code is Code.HTTP_ERROR_STATUS:
+        return _error_status_texts(items, share)
+    if code is Code.WRONG_CONTENT:
+        return _wrong_content_texts(ctx, share)
+    return _too_large_texts(share)
+
+
+def _not_found_texts(ctx: Context, share: str) -> _Texts:
+    name, token = ctx.target.name, ctx.target.token
+    return (
+        "the challenge URL answers 404",
+        f"GET {ctx.target.url} returns 404 ({share}): the request reaches a "
+        "web server that does not have this token. Either the responder "
+        "(cert-manager's solver, acmelb, the webroot) is not running or not "
+        "routed for /.well-known/acme-challenge/, or the LB sends the request "
+        "to a backend that lacks the token.",
+        f"Route http://{name}/.well-known/acme-challenge/ to the responder "
+        "on every backend. With cert-manager, check the solver Ingress "
+        "(`kubectl get ingress -A | grep cm-acme-http-solver`) and its "
+        "ingress class; with a webroot, that the file is at "
+        f"WEBROOT/.well-known/acme-challenge/{token} on every backend.",
+        None,
+    )
+
+
+def _error_status_texts(items: list[tuple[Attempt, Verdict]], share: str) -> _Texts:
+    statuses = sorted({str(a.final.status) for a, _ in items})
+    return (
+        f"the challenge URL answers HTTP {', '.join(statuses)}",
+        f"The CA needs status 200; it gets {', '.join(statuses)} ({share}). "
+        "503/502 usually come from a load balancer with no healthy backend; "
+        "401/403 from authentication or a WAF in front.",
+        "Make /.well-known/acme-challenge/ reachable without "
+        "authentication, exempt it from WAF rules and redirects to login "
+        "pages, and check the LB's backend health checks for port 80.",
+        None,
+    )
+
+
+def _wrong_content_texts(ctx: Context, share: str) -> _Texts:
+    """A random token answered (a catch-all page: a warning), or the real token answered
+    with something else than its key authorization."""
+    remedy = (
+        "Route /.well-known/acme-challenge/ to the ACME responder ahead "
+        "of catch-all rules (SPA fallbacks, default backends, "
+        "`try_files ... /index.html`)."
+    )
+    if ctx.target.random_token:
+        return (
+            "any challenge path answers 200",
+            f"A random token got HTTP 200 with a body that is not a key "
+            f"authorization ({share}): a catch-all page answers "
+            "/.well-known/acme-challenge/. Unless the responder takes over "
+            "that path while a challenge is pending, the CA will get this "
+            "page instead of the key authorization.",
+            remedy,
+            Severity.WARNING,
+        )
+    return (
+        "status 200, but the body is not the key authorization",
+        f"The CA compares the body with {ctx.target.key_authorization!r} "
+        f"and gets something else ({share}): a catch-all page, a "
+        "default site or another token's file answers the path.",
+        remedy,
+        None,
+    )
+
+
+def _too_large_texts(share: str) -> _Texts:
+    return (
+        "the challenge response is too large",
+        f"Let's Encrypt reads fewer than 128 bytes of the challenge body; "
+        f"this answer is larger ({share}), so it is an error page or "
+        "HTML rather than the key authorization.",
+        "Serve the key authorization alone, as text/plain, with no "
+        "wrapping page; route the path to the responder, not to a site.",
+        None,
+    )
 
 
 class Redirects:
