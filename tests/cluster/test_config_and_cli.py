@@ -53,22 +53,57 @@ def test_a_good_configuration() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('member = "n1"', 'member = "n1"\ncolour = 1'), "unknown key 'colour'"),
-        (("[ca]", "[ca]\nfoo = 1"), "[ca]: unknown key 'foo'"),
-        (("etcd://198.18.3.11:2379,", "http://198.18.3.11:2379,"), "expected etcd://"),
+        (
+            ('member = "n1"', 'member = "n1"\ncolour = 1'),
+            "agent.toml: colour: unknown key (every key is in docs/cluster.md)",
+        ),
+        (("[ca]", "[ca]\nfoo = 1"), "agent.toml: [ca] foo: unknown key"),
+        (("etcd://198.18.3.11:2379,", "http://198.18.3.11:2379,"), "agent.toml: store: "),
         (("etcd://198.18.3.11:2379,", "etcd://198.18.3.11:99999,"), "is not HOST[:PORT]"),
-        (('"other.example.com"', '"bad_name!.example.com"'), "bad_name"),
-        (('key_type = "rsa2048"', 'key_type = "dsa"'), "key_type must be one of"),
-        (('mode = "tolerant"', 'mode = "maybe"'), "mode must be one of"),
-        (('member = "n1"', 'member = "n1"\nlease_ttl = 1'), "lease_ttl"),
-        (('member = "n1"', 'member = "n1"\nhttp_port = "80"'), "'http_port' must be a int"),
-        (("[ca]\ndirectory", "[ca]\ndirectorx"), "missing key 'directory'"),
+        (
+            ('"other.example.com"', '"bad_name!.example.com"'),
+            "agent.toml: [[certificate]] #2 names: ",
+        ),
+        (
+            ('key_type = "rsa2048"', 'key_type = "dsa"'),
+            "agent.toml: [[certificate]] #2 key_type: must be one of",
+        ),
+        (('mode = "tolerant"', 'mode = "maybe"'), "agent.toml: [self_check] mode: must be one of"),
+        (
+            ('member = "n1"', 'member = "n1"\nlease_ttl = 1'),
+            "agent.toml: lease_ttl: must be between 2 and 300 seconds",
+        ),
+        (
+            ('member = "n1"', 'member = "n1"\nhttp_port = "80"'),
+            "agent.toml: http_port: must be a int, not '80'",
+        ),
+        (("[ca]\ndirectory", "[ca]\ndirectorx"), "agent.toml: [ca] directory: missing (required)"),
+        (
+            ("[ca]\n", '[ca]\nca_bundle = "/nonexistent/ca.pem"\n'),
+            "agent.toml: [ca] ca_bundle: /nonexistent/ca.pem: no such file",
+        ),
+        (
+            ('mode = "tolerant"', 'mode = "tolerant"\nresolve = ["nocolon"]'),
+            "agent.toml: [self_check] resolve: 'nocolon': expected NAME:ADDRESS",
+        ),
+        (
+            ('mode = "off"', 'mode = "strict"\ninside = [""]'),
+            "agent.toml: [[certificate]] #2 [self_check] inside: empty command",
+        ),
+        (
+            ('member = "n1"', 'member = "n1"\nretry_schedule = [60, -1]'),
+            "agent.toml: retry_schedule: must be a list of positive numbers (seconds)",
+        ),
+        (
+            ('member = "n1"', 'member = "n1"\ndeploy_hook = 3'),
+            "agent.toml: deploy_hook: must be a str, not 3",
+        ),
         (
             (
                 '[[certificate]]\nnames = ["other.example.com"]',
                 '[[certificate]]\nnames = ["app.example.com"]',
             ),
-            "same first name",
+            "agent.toml: [[certificate]]: two tables name the same first name",
         ),
         (('member = "n1"', "member = [n1"), "not valid TOML"),
     ],
@@ -82,6 +117,29 @@ def test_bad_configurations_are_one_line_usage_errors(
         parse_config(text, "agent.toml")
     assert message in str(info.value)
     assert "\n" not in str(info.value) or "TOML" in str(info.value)
+
+
+def test_the_top_level_deploy_hook_and_retry_schedule() -> None:
+    text = GOOD.replace(
+        'member = "n1"', 'member = "n1"\ndeploy_hook = "reload all"\nretry_schedule = [5, 50]'
+    )
+    config = parse_config(text, "agent.toml")
+    assert config.deploy_hook == "reload all"
+    assert config.retry_schedule == (5.0, 50.0)
+    assert parse_config(GOOD, "agent.toml").retry_schedule == (60.0, 600.0, 6000.0, 86400.0)
+
+
+def test_check_config_refuses_a_missing_ca_bundle_at_once(tmp_path: Path) -> None:
+    (tmp_path / "k").write_bytes(bytes(32))
+    config = tmp_path / "agent.toml"
+    config.write_text(GOOD.replace("[ca]\n", '[ca]\nca_bundle = "/nonexistent/ca.pem"\n'))
+    proc = run_cli(
+        "agent", "--config", str(config), "--store-key-file", str(tmp_path / "k"), "--check-config"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"acmelb: error: {config}: [ca] ca_bundle: /nonexistent/ca.pem: no such file\n"
+    )
 
 
 def test_store_urls() -> None:
@@ -103,7 +161,9 @@ def test_agent_cli_errors(tmp_path: Path) -> None:
     bad.write_text("surprise = true\n" + GOOD)
     proc = run_cli("agent", "--config", str(bad))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "acmelb: error: " + str(bad) + ": unknown key 'surprise'"
+    assert proc.stderr.strip() == (
+        f"acmelb: error: {bad}: surprise: unknown key (every key is in docs/cluster.md)"
+    )
     good = tmp_path / "good.toml"
     good.write_text(GOOD)
     proc = run_cli("agent", "--config", str(good))

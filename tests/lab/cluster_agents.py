@@ -15,6 +15,7 @@ NAME = "app.acmelb.test"
 store_url = cluster.store_url
 write_config = cluster.write_agent_config  # (lab, role, *, outside=..., metrics=...) -> Path
 start = cluster.start_agents  # (lab, roles, **write_config's options)
+agent_argv = cluster.agent_argv  # (lab, config path) -> the agent's command line
 
 
 def fullchain(lab: Lab, role: str, name: str = NAME) -> bytes | None:

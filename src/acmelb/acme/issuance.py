@@ -177,6 +177,7 @@ class Step(enum.Enum):
 # The steps during which a challenge is out (presented, maybe answered): a failure there
 # deactivates what is still pending and cleans the solver up.
 _CHALLENGE_STEPS = (Step.PRESENT, Step.SELF_CHECK, Step.ANSWER, Step.POLL)
+_UNANSWERED_STEPS = (Step.PRESENT, Step.SELF_CHECK)  # the CA has not been asked to validate
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,10 @@ class Pipeline:
     """Runs the steps of one issuance with one CA session and one solver.
 
     ``on_step`` sees every new state before its step runs (a cluster persists it, fenced
-    by its lock); ``save`` stores the certificate with its key.
+    by its lock); ``save`` stores the certificate with its key. With ``keep_unanswered``,
+    a failure before any challenge was answered (the self-check refused, the solver failed)
+    leaves the order pending at the CA instead of deactivating it, so that the next attempt
+    resumes it rather than creating a second order (a cluster keeps its state).
     """
 
     def __init__(
@@ -247,8 +251,10 @@ class Pipeline:
         self_check: SelfCheck | None = None,
         progress: Progress | None = None,
         on_step: StepObserver | None = None,
+        keep_unanswered: bool = False,
     ) -> None:
         self.client = client
+        self.keep_unanswered = keep_unanswered
         self.solver = solver
         self.save = save
         self.self_check = self_check
@@ -277,7 +283,9 @@ class Pipeline:
         try:
             return self._steps[state.step](state, key_pem)
         except AcmelbError:
-            if state.step in _CHALLENGE_STEPS:
+            if self.keep_unanswered and state.step in _UNANSWERED_STEPS:
+                self._cleanup(state)
+            elif state.step in _CHALLENGE_STEPS:
                 self._withdraw(state)
             raise
 
@@ -602,9 +610,39 @@ def renew(
     return [outcomes[name] for name in wanted]
 
 
-def run_deploy_hook(command: str, live_dir: Path, names: Sequence[str]) -> str:
-    """certbot's deploy hook: ``command`` through the shell with RENEWED_LINEAGE and
-    RENEWED_DOMAINS; what happened, as a clause to append to a status line."""
+HOOK_TIMEOUT = 300.0  # seconds a deploy hook may run
+HOOK_OUTPUT_LINES = 10  # the last lines of its output that are kept
+HOOK_OUTPUT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    """How a deploy hook ended: its exit status (None: timed out or could not start) and
+    the last lines of what it wrote to stdout and stderr."""
+
+    exit_status: int | None
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def clause(self) -> str:
+        """What happened, as a clause to append to a status line."""
+        if self.ok:
+            return "; deploy hook ran"
+        last = self.output.splitlines()[-1] if self.output else ""
+        said = f": {last}" if last else ""
+        if self.exit_status is None:
+            return f"; deploy hook failed ({self.output or 'no output'})"
+        return f"; deploy hook exited {self.exit_status}{said}"
+
+
+def run_deploy_hook_outcome(
+    command: str, live_dir: Path, names: Sequence[str], timeout: float = HOOK_TIMEOUT
+) -> HookOutcome:
+    """certbot's deploy hook: ``command`` through the shell with RENEWED_LINEAGE (one
+    lineage's live directory) and RENEWED_DOMAINS (its names, space-separated)."""
     env = {**os.environ, "RENEWED_LINEAGE": str(live_dir), "RENEWED_DOMAINS": " ".join(names)}
     try:
         proc = subprocess.run(
@@ -613,15 +651,31 @@ def run_deploy_hook(command: str, live_dir: Path, names: Sequence[str]) -> str:
             env=env,
             capture_output=True,
             text=True,
-            timeout=300,
+            errors="replace",
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
             check=False,
         )
     except subprocess.TimeoutExpired:
+        return HookOutcome(None, f"timed out after {timeout:.0f} s")
+    except OSError as exc:
+        return HookOutcome(None, f"could not start: {exc.strerror or exc}")
+    return HookOutcome(proc.returncode, _tail(proc.stdout + proc.stderr))
+
+
+def _tail(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()][-HOOK_OUTPUT_LINES:]
+    return "\n".join(lines)[-HOOK_OUTPUT_CHARS:]
+
+
+def run_deploy_hook(command: str, live_dir: Path, names: Sequence[str]) -> str:
+    """The deploy hook run (``run_deploy_hook_outcome``); what happened, as a clause."""
+    outcome = run_deploy_hook_outcome(command, live_dir, names)
+    if outcome.exit_status is None and outcome.output.startswith("timed out"):
         return "; deploy hook timed out after 300 s"
-    if proc.returncode != 0:
-        return f"; deploy hook exited {proc.returncode}"
-    return "; deploy hook ran"
+    if not outcome.ok and outcome.exit_status is not None:
+        return f"; deploy hook exited {outcome.exit_status}"
+    return outcome.clause()
 
 
 REVOCATION_REASONS = {

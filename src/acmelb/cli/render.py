@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from acmelb.cluster.status import ClusterStatus
+    from acmelb.cluster.status import CertificateStatus, ClusterStatus
+    from acmelb.cluster.store import HookRun, MemberRecord
     from acmelb.doctor.diagnose import Report
 
 __all__ = [
@@ -303,43 +304,74 @@ def render_cluster_status(status: ClusterStatus, out: TextIO) -> None:
     print(f"members ({len(status.members)} live):", file=out)
     for m in status.members:
         installed = ", ".join(f"{n} v{v}" for n, v in sorted(m.installed.items())) or "nothing"
-        health = (
-            "ok"
-            if m.store_ok and not m.problems
-            else "; ".join(f"{n}: {p}" for n, p in m.problems.items()) or "store unreachable"
-        )
         print(
             f"  {m.member}  last seen {_ago(m.last_seen)}  installed: {installed}  "
-            f"health: {health}",
+            f"health: {_member_health(m)}",
             file=out,
         )
     print(f"certificates ({len(status.certificates)}):", file=out)
     for c in status.certificates:
-        version = f"v{c.version}" if c.version is not None else "not issued yet"
+        _render_certificate(status, c, out)
+    print(_summary_line(status), file=out)
+
+
+def _member_health(m: MemberRecord) -> str:
+    problems = [f"{n}: {p}" for n, p in m.problems.items()]
+    problems += [
+        f"UNHEALTHY: deploy hook for {n} v{run.version} {_hook_said(run)}"
+        for n, run in sorted(m.failed_hooks.items())
+    ]
+    if not m.store_ok:
+        problems.append("store unreachable")
+    return "; ".join(problems) or "ok"
+
+
+def _hook_said(run: HookRun) -> str:
+    what = "did not finish" if run.exit_status is None else f"exited {run.exit_status}"
+    last = run.output.splitlines()[-1] if run.output else ""
+    return f"{what} {_ago(run.at)}" + (f": {last}" if last else "")
+
+
+def _render_certificate(status: ClusterStatus, c: CertificateStatus, out: TextIO) -> None:
+    version = f"v{c.version}" if c.version is not None else "not issued yet"
+    print(f"  {c.name} ({', '.join(c.names)})  {version}  not after {_when(c.not_after)}", file=out)
+    if c.renewal_window:
         print(
-            f"  {c.name} ({', '.join(c.names)})  {version}  not after {_when(c.not_after)}",
+            f"    renewal window {_when(c.renewal_window[0])} .. {_when(c.renewal_window[1])}",
             file=out,
         )
-        if c.renewal_window:
-            print(
-                f"    renewal window {_when(c.renewal_window[0])} .. {_when(c.renewal_window[1])}",
-                file=out,
-            )
-        if c.lock_holder:
-            print(f"    lock held by {c.lock_holder}", file=out)
-        if c.pending_order:
-            o = c.pending_order
-            print(
-                f"    pending order {o['order_url']} at step {o['step']}, started by "
-                f"{o['started_by']} {_ago(o['started_at'])}",
-                file=out,
-            )
-        behind = [m for m in status.members if m.installed.get(c.name) != c.version]
-        if c.version is not None and behind:
-            print(f"    not yet installed on: {', '.join(m.member for m in behind)}", file=out)
-    print(
-        "converged: every member serves every current version"
-        if status.converged
-        else "not converged yet",
-        file=out,
-    )
+    if c.lock_holder:
+        print(f"    lock held by {c.lock_holder}", file=out)
+    if c.pending_order:
+        o = c.pending_order
+        print(
+            f"    pending order {o['order_url']} at step {o['step']}, started by "
+            f"{o['started_by']} {_ago(o['started_at'])}",
+            file=out,
+        )
+    if c.backoff:
+        b = c.backoff
+        print(
+            f"    backing off after {b['failures']} failed attempt(s) ({b['kind']}); next "
+            f"attempt {_when(b['next_attempt'])}; last error ({b['member']}, "
+            f"{_ago(b['at'])}): {b['last_error']}",
+            file=out,
+        )
+    if c.renewal_requested:
+        r = c.renewal_requested
+        past = " past any back-off" if r.get("now") else ""
+        print(f"    renewal requested{past} by {r.get('by', '?')} {_ago(r['at'])}", file=out)
+    behind = [m for m in status.members if m.installed.get(c.name) != c.version]
+    if c.version is not None and behind:
+        print(f"    not yet installed on: {', '.join(m.member for m in behind)}", file=out)
+    for member, run in sorted(c.hook_failed_on.items()):
+        print(f"    deploy hook FAILED on {member} for v{run['version']}", file=out)
+
+
+def _summary_line(status: ClusterStatus) -> str:
+    if not status.healthy:
+        failed = sorted({m.member for m in status.members if m.failed_hooks})
+        return f"UNHEALTHY: a deploy hook failed on {', '.join(failed)} (see above)"
+    if status.converged:
+        return "converged: every member serves every current version"
+    return "not converged yet"

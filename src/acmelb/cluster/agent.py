@@ -45,12 +45,20 @@ from acmelb.acme.responder import (
 )
 from acmelb.acme.solvers import PendingChallenge, SolverOptions
 from acmelb.acme.store import Store
+from acmelb.cluster.backoff import Backoff, after_failure, config_digest
 from acmelb.cluster.config import AgentConfig, CertificateSpec
+from acmelb.cluster.hooks import HookLedger
 from acmelb.cluster.kv import EtcdKV, Fence, wait_until
 from acmelb.cluster.metrics import AgentMetrics
 from acmelb.cluster.schedule import default_window
 from acmelb.cluster.secrets import SecretBox
-from acmelb.cluster.store import ClusterStore, MemberRecord, PendingOrder, StoredCertificate
+from acmelb.cluster.store import (
+    ClusterStore,
+    HookRun,
+    MemberRecord,
+    PendingOrder,
+    StoredCertificate,
+)
 from acmelb.doctor.vantage import ProbeResult, Role, VantageFailure
 from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
 
@@ -68,6 +76,7 @@ class AgentState:
     installed: dict[str, int] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
     held: dict[str, Fence] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)  # no longer declared; files left in place
 
 
 class ClusterSolver:
@@ -160,7 +169,10 @@ class Agent:
         self._account_prefix = self.kv.path("account", "").encode()
         self._probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="acmelb-probe")
         self._answered: set[str] = set()
-        self._backoff: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
+        # the cluster's back-offs and operators' requests, as of the last overview
+        self._backoffs: dict[str, Backoff] = {}
+        self._requests: dict[str, dict[str, Any]] = {}
+        self.hooks = HookLedger(config.state_dir / "cluster-hooks.json")
         self._lock_wait: dict[str, float] = {}  # name -> not before (another holds the lock)
         # name -> its current version's summary, as of the last overview of the store
         self._current: dict[str, dict[str, Any] | None] = {}
@@ -208,7 +220,8 @@ class Agent:
     def _declare(self) -> None:
         declared = {spec.name for spec in self.store.specs()}
         for spec in self.config.certificates:
-            if spec.name not in declared and self.store.declare(spec):
+            # this member's own deploy hook is not the cluster's: declared without it
+            if spec.name not in declared and self.store.declare(replace(spec, deploy_hook=None)):
                 self.log(f"declared {spec.name} ({', '.join(spec.names)}) in the store")
 
     def wait(self) -> None:
@@ -266,6 +279,7 @@ class Agent:
             installed=dict(self.state.installed),
             problems=dict(self.state.problems),
             answers_for=self.answers.stateless.thumbprint if self.answers.stateless else None,
+            hooks=self.hooks.runs(),
         )
 
     def _store_reached(self, ok: bool, exc: Exception | None = None) -> None:
@@ -293,8 +307,11 @@ class Agent:
             self._sync_tokens()
             self._learn_thumbprint()
             self._answer_probes()
-            for spec in self._specs():
+            specs = self._specs()
+            for spec in specs:
                 self._install(spec)
+                self._retry_failed_hook(spec)
+            self._forget_removed({spec.name for spec in specs})
             self._store_reached(True)
         except StoreUnavailable as exc:
             self._store_reached(False, exc)
@@ -380,21 +397,43 @@ class Agent:
             self.log(f"probe {probe_id}: {exc}")
 
     def _specs(self) -> list[CertificateSpec]:
-        """The declared certificates, with this member's deploy hook and self-check."""
+        """The declared certificates, with this member's deploy hook and self-check (and,
+        as of this overview, their back-offs and any operator's request)."""
         own = {spec.name: spec for spec in self.config.certificates}
         out = []
         overview = self.store.overview()
         self._current = {spec.name: current for spec, current in overview}
+        self._backoffs = self.store.backoffs()
+        self._requests = self.store.requests()
         for declared, _ in overview:
             mine = own.get(declared.name)
             out.append(
                 replace(
                     declared,
-                    deploy_hook=mine.deploy_hook if mine else None,
+                    deploy_hook=self._deploy_hook(declared, mine),
                     self_check=mine.self_check if mine else self.config.self_check,
                 )
             )
         return out
+
+    def _deploy_hook(self, declared: CertificateSpec, mine: CertificateSpec | None) -> str | None:
+        """This member's [[certificate]] hook, else the one ``cluster add --deploy-hook``
+        stored with the declaration, else the file's top-level ``deploy_hook``."""
+        if mine is not None and mine.deploy_hook:
+            return mine.deploy_hook
+        return declared.deploy_hook or self.config.deploy_hook
+
+    def _forget_removed(self, declared: set[str]) -> None:
+        """A certificate removed with ``cluster remove``: said once; its files stay."""
+        for name in sorted(set(self.state.installed) - declared):
+            del self.state.installed[name]
+            self.hooks.forget(name)
+            self.state.removed.add(name)
+            self.log(
+                f"{name} is no longer declared in the cluster (cluster remove): its files stay "
+                f"in {self.local.lineage(name).live_dir}; delete them once nothing uses them"
+            )
+            self._beat_now.set()
 
     def _install(self, spec: CertificateSpec) -> None:
         """Put the store's current version into the local live/ (atomic) if it is new."""
@@ -404,20 +443,50 @@ class Agent:
         cert = self.store.current(spec.name)
         if cert is None:
             return
-        from acmelb.acme.issuance import run_deploy_hook
-
         changed = self._install_files(spec, cert)
         self.state.installed[spec.name] = cert.version
         self.metrics.installed_version.labels(name=spec.name).set(cert.version)
         self.metrics.not_after.labels(name=spec.name).set(cert.not_after)
+        last = self.hooks.get(spec.name)
+        # deployed unless this version's hook ran already (before a restart of this agent)
+        said = ""
+        if spec.deploy_hook and (changed or last is None or last.version != cert.version):
+            said = self._run_hook(spec, cert.version, cert.names)
         if changed:
-            lineage = self.local.lineage(spec.name)
-            said = (
-                run_deploy_hook(spec.deploy_hook, lineage.live_dir, cert.names)
-                if spec.deploy_hook
-                else ""
-            )
-            self.log(f"installed {spec.name} version {cert.version} in {lineage.live_dir}{said}")
+            live = self.local.lineage(spec.name).live_dir
+            self.log(f"installed {spec.name} version {cert.version} in {live}{said}")
+        self._beat_now.set()
+
+    def _run_hook(self, spec: CertificateSpec, version: int, names: Sequence[str]) -> str:
+        """The deploy hook for the installed version; its outcome is kept (locally, and in
+        this member's record: a failure is this member's health)."""
+        from acmelb.acme.issuance import run_deploy_hook_outcome
+
+        assert spec.deploy_hook is not None
+        outcome = run_deploy_hook_outcome(
+            spec.deploy_hook, self.local.lineage(spec.name).live_dir, names
+        )
+        self.hooks.record(
+            spec.name,
+            HookRun(version, outcome.exit_status, outcome.output, time.time(), spec.deploy_hook),
+        )
+        self.metrics.hook_ran(spec.name, outcome.ok)
+        if not outcome.ok:
+            self.log(f"{spec.name}: deploy hook for version {version} failed{outcome.clause()}")
+        return outcome.clause()
+
+    def _retry_failed_hook(self, spec: CertificateSpec) -> None:
+        """A failed deploy hook is run again every check interval until it succeeds."""
+        last = self.hooks.get(spec.name)
+        version = self.state.installed.get(spec.name)
+        if spec.deploy_hook is None or last is None or last.ok or last.version != version:
+            return
+        if time.time() - last.at < self.config.check_interval:
+            return
+        self._run_hook(spec, last.version, spec.names)
+        retried = self.hooks.get(spec.name)
+        if retried is not None and retried.ok:
+            self.log(f"{spec.name}: deploy hook for version {version} succeeded on a retry")
 
     def _install_files(self, spec: CertificateSpec, cert: StoredCertificate) -> bool:
         from acmelb.acme.ca import CAConfig
@@ -480,9 +549,11 @@ class Agent:
             return []
 
     def _due_at(self, spec: CertificateSpec, *, fresh: bool = False) -> float:
-        """When ``spec`` is due by the last overview (or by the store, ``fresh``)."""
+        """When ``spec`` is due by the last overview (or by the store, ``fresh``); at once
+        when an operator asked for a new version (``cluster renew``)."""
         summary = self.store.current_summary(spec.name) if fresh else self._current.get(spec.name)
-        if summary is None:
+        request = self.store.request(spec.name) if fresh else self._requests.get(spec.name)
+        if summary is None or request is not None:
             return 0.0
         window = default_window(
             summary["not_before"], summary["not_after"], self.config.renew_fraction
@@ -493,9 +564,36 @@ class Agent:
         """When this member should next look at ``spec``: due, and not waiting."""
         return max(
             self._due_at(spec),
-            self._backoff.get(spec.name, (0.0, 0.0))[0],
+            self._backoff_until(spec, self._backoffs.get(spec.name), self._requests),
             self._lock_wait.get(spec.name, 0.0),
         )
+
+    def _config_digest(self, spec: CertificateSpec) -> str:
+        """What an attempt depends on: when it changes, a back-off no longer holds."""
+        check = spec.self_check.to_json() if spec.self_check else None
+        return config_digest(spec.to_json(), self.config.directory, check)
+
+    def _backoff_until(
+        self,
+        spec: CertificateSpec,
+        backoff: Backoff | None,
+        requests: dict[str, dict[str, Any]],
+    ) -> float:
+        """Until when the cluster's back-off holds ``spec`` (0: it does not)."""
+        if backoff is None:
+            return 0.0
+        request = requests.get(spec.name)
+        requested_at = float(request["at"]) if request and request.get("now") else None
+        if backoff.holds(time.time(), self._config_digest(spec), requested_at):
+            return backoff.next_attempt
+        return 0.0
+
+    def _held_back(self, spec: CertificateSpec) -> bool:
+        """Read afresh under the lock: another member may have just failed and let go."""
+        backoff = self.store.backoff(spec.name)
+        request = self.store.request(spec.name)
+        requests = {spec.name: request} if request is not None else {}
+        return self._backoff_until(spec, backoff, requests) > time.time()
 
     def _next_due_in(self) -> float:
         try:
@@ -526,18 +624,20 @@ class Agent:
         self.state.held[spec.name] = fence
         self.metrics.lock_held.labels(name=spec.name).set(1)
         try:
-            if self._due_at(spec, fresh=True) > time.time():
-                return  # another member renewed it while we waited for the lock
-            self._backoff.pop(spec.name, None)
+            if self._due_at(spec, fresh=True) > time.time() or self._held_back(spec):
+                return  # renewed, or failed and backing off, while we waited for the lock
             self._issue(spec, fence)
             self.state.problems.pop(spec.name, None)
+            self._backoffs.pop(spec.name, None)
+            self.metrics.backoff(spec.name, None)
             self.metrics.renewals.labels(name=spec.name, outcome="success").inc()
         except AcmelbError as exc:
             self.state.problems[spec.name] = str(exc)
-            self._back_off(spec.name)
             outcome = "lock-lost" if isinstance(exc, LockLost) else "failure"
             self.metrics.renewals.labels(name=spec.name, outcome=outcome).inc()
             self.log(f"renewal of {spec.name} failed: {exc}")
+            if not isinstance(exc, LockLost):  # a successor is at it: not our failure
+                self._record_failure(spec, fence, exc)
         finally:
             self.state.held.pop(spec.name, None)
             self.metrics.lock_held.labels(name=spec.name).set(0)
@@ -545,12 +645,29 @@ class Agent:
                 self.kv.revoke(fence.lease)  # frees the lock and its tokens at once
         self._wake_sync.set()
 
-    def _back_off(self, name: str) -> None:
-        """After a failure, wait before the next attempt: the check interval, doubling up
-        to six hours (a CA counts failed validations; certbot and Caddy back off too)."""
-        _, delay = self._backoff.get(name, (0.0, self.config.check_interval / 2))
-        delay = min(delay * 2, 6 * 3600.0)
-        self._backoff[name] = (time.time() + delay, delay)
+    def _record_failure(self, spec: CertificateSpec, fence: Fence, exc: AcmelbError) -> None:
+        """The cluster's back-off for ``spec`` after this failed attempt, in the store
+        (fenced, before the lock goes) so every member and a restarted agent wait it out."""
+        now = time.time()
+        try:
+            backoff = after_failure(
+                self.store.backoff(spec.name),
+                exc,
+                now=now,
+                member=self.config.member,
+                config_digest=self._config_digest(spec),
+                schedule=self.config.retry_schedule,
+            )
+            self.store.record_failure(fence, spec.name, backoff)
+        except (StoreUnavailable, LockLost) as store_exc:
+            self.log(f"{spec.name}: the back-off could not be recorded: {store_exc}")
+            return
+        self._backoffs[spec.name] = backoff
+        self.metrics.backoff(spec.name, backoff)
+        self.log(
+            f"{spec.name}: failure {backoff.failures} in a row ({backoff.kind}); the cluster "
+            f"waits {backoff.next_attempt - now:.0f} s before the next attempt"
+        )
 
     def _issue(self, spec: CertificateSpec, fence: Fence) -> None:
         from acmelb.acme.issuance import IssuanceState, Pipeline, generate_key
@@ -594,6 +711,8 @@ class Agent:
             self_check=self_check,
             progress=lambda m: self.log(f"{spec.name}: {m}"),
             on_step=on_step,
+            # refused before any answer: the order stays pending, resumed after the back-off
+            keep_unanswered=True,
         )
         try:
             pipeline.run(order.state, order.privkey_pem)

@@ -47,6 +47,7 @@ Unknown keys, missing keys and values of the wrong type are one-line
 
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -55,7 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from acmelb.acme.selfcheck import MODES, SelfCheckOptions
-from acmelb.doctor.vantage import ProbeSettings, Role
+from acmelb.cluster.backoff import RETRY_SCHEDULE
+from acmelb.doctor.vantage import ProbeSettings, Role, build_vantages
 from acmelb.errors import UsageError
 from acmelb.names import normalize_name
 
@@ -102,7 +104,12 @@ class CertificateSpec:
         return self.names[0]
 
     def to_json(self) -> dict[str, Any]:
-        return {"names": list(self.names), "key_type": self.key_type}
+        """The declaration in the store; the deploy hook only when ``cluster add
+        --deploy-hook`` gave one (a member's own ``[[certificate]]`` hook stays its own)."""
+        data: dict[str, Any] = {"names": list(self.names), "key_type": self.key_type}
+        if self.deploy_hook:
+            data["deploy_hook"] = self.deploy_hook
+        return data
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,10 @@ class AgentConfig:
     lease_ttl: int = 10
     renew_fraction: float = 2 / 3
     check_interval: float = 60.0
+    # seconds to wait after the 1st, 2nd, ... consecutive failure (the last repeats)
+    retry_schedule: tuple[float, ...] = RETRY_SCHEDULE
+    # the deploy hook of every certificate that has none of its own (see CertificateSpec)
+    deploy_hook: str | None = None
     certificates: tuple[CertificateSpec, ...] = field(default_factory=tuple)
     # the [self_check] table: for certificates declared in the store but not in this file
     self_check: SelfCheckOptions | None = None
@@ -145,10 +156,17 @@ def parse_store_url(url: str) -> tuple[StoreEndpoint, ...]:
 
 
 class _Table:
-    """One TOML table being read: every key taken is checked off, the rest are unknown."""
+    """One TOML table being read: every key taken is checked off, the rest are unknown.
 
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        self.data, self.where, self.taken = data, where, set[str]()
+    Errors speak the file's language: ``FILE: [table] key: problem``."""
+
+    def __init__(self, data: Mapping[str, Any], file: str, label: str | None = None) -> None:
+        # label: how the table is written in the file ("[ca]", "[[certificate]] #2")
+        self.data, self.file, self.label, self.taken = data, file, label, set[str]()
+
+    def error(self, key: str, problem: str) -> UsageError:
+        place = f"{self.label} {key}" if self.label else key
+        return UsageError(f"{self.file}: {place}: {problem}")
 
     def get(
         self,
@@ -161,30 +179,73 @@ class _Table:
         self.taken.add(key)
         if key not in self.data:
             if required:
-                raise UsageError(f"{self.where}: missing key {key!r}")
+                raise self.error(key, "missing (required)")
             return default
         value = self.data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise UsageError(f"{self.where}: {key!r} must be a {names}, not {value!r}")
+            raise self.error(key, f"must be a {names}, not {value!r}")
         return value
 
     def strings(self, key: str) -> tuple[str, ...]:
         values = self.get(key, list, [])
         if not all(isinstance(v, str) for v in values):
-            raise UsageError(f"{self.where}: {key!r} must be a list of strings")
+            raise self.error(key, "must be a list of strings")
         return tuple(values)
 
-    def table(self, key: str) -> _Table | None:
+    def numbers(self, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        values = self.get(key, list, list(default))
+        if not values or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values
+        ):
+            raise self.error(key, "must be a list of positive numbers (seconds)")
+        return tuple(float(v) for v in values)
+
+    def path(self, key: str, *, must_exist: bool) -> Path | None:
+        """A file named by ``key``: with ``must_exist``, checked now (not at first use)."""
+        value = self.get(key, str)
+        if value is None:
+            return None
+        path = Path(value)
+        if must_exist and not path.is_file():
+            problem = "not a file" if path.exists() else "no such file"
+            raise self.error(key, f"{value}: {problem}")
+        return path
+
+    def table_of(self, key: str) -> _Table | None:
         value = self.get(key, dict)
-        return None if value is None else _Table(value, f"{self.where} [{key}]")
+        if value is None:
+            return None
+        return _Table(value, self.file, f"{self.label} [{key}]" if self.label else f"[{key}]")
 
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.taken)
         if unknown:
-            raise UsageError(f"{self.where}: unknown key {unknown[0]!r}")
+            raise self.error(unknown[0], "unknown key (every key is in docs/cluster.md)")
+
+
+def _probe_settings(table: _Table) -> ProbeSettings:
+    """The self-check's vantages and probe settings, checked now (a command that is not
+    installed is found at start, not at the first renewal); an error names the key."""
+    try:
+        settings = ProbeSettings.from_cli(
+            here=Role.INSIDE.value,  # an agent runs on an instance behind the load balancer
+            inside=table.strings("inside"),
+            outside=table.strings("outside"),
+            resolve=table.strings("resolve"),
+            dns_server=table.get("dns_server", str),
+            timeout=table.get("timeout", float, 5.0),
+            assume_public=table.strings("assume_public"),
+        )
+        build_vantages(settings)
+        return settings
+    except UsageError as exc:
+        found = re.match(r"--([a-z-]+):? ?(.*)", str(exc))
+        if found is None:
+            raise table.error("probe settings", str(exc)) from exc
+        raise table.error(found.group(1).replace("-", "_"), found.group(2)) from exc
 
 
 def _self_check(table: _Table | None, default: SelfCheckOptions | None) -> SelfCheckOptions | None:
@@ -192,19 +253,11 @@ def _self_check(table: _Table | None, default: SelfCheckOptions | None) -> SelfC
         return default
     mode = table.get("mode", str, "strict")
     if mode not in MODES:
-        raise UsageError(f"{table.where}: mode must be one of {', '.join(MODES)}")
-    dns = table.get("dns_server", str)
-    probe = ProbeSettings.from_cli(
-        here=Role.INSIDE.value,  # an agent runs on an instance behind the load balancer
-        inside=table.strings("inside"),
-        outside=table.strings("outside"),
-        resolve=table.strings("resolve"),
-        dns_server=dns,
-        timeout=table.get("timeout", float, 5.0),
-        assume_public=table.strings("assume_public"),
-    )
+        raise table.error("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
     options = SelfCheckOptions(
-        mode=mode, probe=probe, total_timeout=table.get("total_timeout", float, 60.0)
+        mode=mode,
+        probe=_probe_settings(table),
+        total_timeout=table.get("total_timeout", float, 60.0),
     )
     table.done()
     return None if mode == "off" else options
@@ -213,43 +266,84 @@ def _self_check(table: _Table | None, default: SelfCheckOptions | None) -> SelfC
 def _certificate(table: _Table, default_check: SelfCheckOptions | None) -> CertificateSpec:
     raw = table.strings("names")
     if not raw:
-        raise UsageError(f"{table.where}: 'names' must list at least one name")
-    names = tuple(dict.fromkeys(normalize_name(n) for n in raw))
+        raise table.error("names", "must list at least one name")
+    try:
+        names = tuple(dict.fromkeys(normalize_name(n) for n in raw))
+    except UsageError as exc:
+        raise table.error("names", str(exc)) from exc
     key_type = table.get("key_type", str, "ec256")
     if key_type not in KEY_TYPES:
-        raise UsageError(f"{table.where}: key_type must be one of {', '.join(KEY_TYPES)}")
+        raise table.error("key_type", f"must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
     spec = CertificateSpec(
         names=names,
         key_type=key_type,
         deploy_hook=table.get("deploy_hook", str),
-        self_check=_self_check(table.table("self_check"), default_check),
+        self_check=_self_check(table.table_of("self_check"), default_check),
     )
     table.done()
     return spec
 
 
 def _store(top: _Table) -> StoreConfig:
-    endpoints = parse_store_url(top.get("store", str, required=True))
-    tls_table = top.table("store_tls")
+    try:
+        endpoints = parse_store_url(top.get("store", str, required=True))
+    except UsageError as exc:
+        raise top.error("store", str(exc).removeprefix("store ")) from exc
+    tls_table = top.table_of("store_tls")
     tls = None
     if tls_table is not None:
-        paths = {k: tls_table.get(k, str) for k in ("ca", "cert", "key")}
+        paths = {k: tls_table.path(k, must_exist=True) for k in ("ca", "cert", "key")}
         tls_table.done()
-        tls = StoreTLS(**{k: Path(v) if v else None for k, v in paths.items()})
-    auth = top.table("store_auth")
+        tls = StoreTLS(**paths)
+    auth = top.table_of("store_auth")
     user = password = None
     if auth is not None:
         user = auth.get("user", str, required=True)
-        password_file = auth.get("password_file", str, required=True)
+        password_file = auth.path("password_file", must_exist=True)
+        if password_file is None:
+            raise auth.error("password_file", "missing (required)")
         auth.done()
         try:
-            password = Path(password_file).read_text().strip()
+            password = password_file.read_text().strip()
         except OSError as exc:
-            raise UsageError(
-                f"{auth.where}: password_file {password_file}: {exc.strerror or exc}"
-            ) from exc
+            raise auth.error("password_file", f"{password_file}: {exc.strerror or exc}") from exc
     prefix = "/" + top.get("store_prefix", str, "/acmelb").strip("/")
     return StoreConfig(endpoints=endpoints, prefix=prefix, tls=tls, user=user, password=password)
+
+
+def _ca(top: _Table) -> tuple[str, str | None, Path | None]:
+    """The [ca] table: the directory URL (aliases resolved), the email, the CA bundle."""
+    from acmelb.acme.ca import resolve_directory  # 'letsencrypt' and the other aliases
+
+    ca = top.table_of("ca")
+    if ca is None:
+        raise UsageError(f"{top.file}: [ca]: missing table (its 'directory' at least)")
+    try:
+        directory = resolve_directory(ca.get("directory", str, required=True))
+    except UsageError as exc:
+        if "directory: missing" in str(exc):
+            raise
+        raise ca.error("directory", str(exc)) from exc
+    email = ca.get("email", str)
+    bundle = ca.path("ca_bundle", must_exist=True)
+    ca.done()
+    return directory, email, bundle
+
+
+def _certificates(
+    top: _Table, default_check: SelfCheckOptions | None
+) -> tuple[CertificateSpec, ...]:
+    tables = top.get("certificate", list, [])
+    if not all(isinstance(t, dict) for t in tables):
+        raise top.error("certificate", "must be [[certificate]] tables")
+    certificates = tuple(
+        _certificate(_Table(t, top.file, f"[[certificate]] #{i}"), default_check)
+        for i, t in enumerate(tables, 1)
+    )
+    seen = [c.name for c in certificates]
+    if len(seen) != len(set(seen)):
+        raise UsageError(f"{top.file}: [[certificate]]: two tables name the same first name")
+    return certificates
 
 
 def parse_config(text: str, where: str) -> AgentConfig:
@@ -258,25 +352,10 @@ def parse_config(text: str, where: str) -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{where}: not valid TOML: {exc}") from exc
     top = _Table(data, where)
-    ca = top.table("ca")
-    if ca is None:
-        raise UsageError(f"{where}: missing table [ca] (its 'directory' at least)")
-    from acmelb.acme.ca import resolve_directory  # 'letsencrypt' and the other aliases
-
-    directory = resolve_directory(ca.get("directory", str, required=True))
-    email = ca.get("email", str)
-    bundle = ca.get("ca_bundle", str)
-    ca.done()
+    directory, email, bundle = _ca(top)
     default_check = _self_check(
-        top.table("self_check"), SelfCheckOptions(probe=ProbeSettings(here=Role.INSIDE))
+        top.table_of("self_check"), SelfCheckOptions(probe=ProbeSettings(here=Role.INSIDE))
     )
-    certificates = tuple(
-        _certificate(_Table(t, f"{where} [[certificate]] #{i}"), default_check)
-        for i, t in enumerate(top.get("certificate", list, []), 1)
-    )
-    seen = [c.name for c in certificates]
-    if len(seen) != len(set(seen)):
-        raise UsageError(f"{where}: two [[certificate]] tables name the same first name")
     store_key = top.get("store_key_file", str)
     config = AgentConfig(
         member=top.get("member", str, socket.gethostname()),
@@ -284,7 +363,7 @@ def parse_config(text: str, where: str) -> AgentConfig:
         store=_store(top),
         directory=directory,
         email=email,
-        ca_bundle=Path(bundle) if bundle else None,
+        ca_bundle=bundle,
         store_key_file=Path(store_key) if store_key else None,
         http_port=top.get("http_port", int, 80),
         http_addresses=top.strings("http_addresses"),
@@ -292,25 +371,27 @@ def parse_config(text: str, where: str) -> AgentConfig:
         lease_ttl=top.get("lease_ttl", int, 10),
         renew_fraction=top.get("renew_fraction", float, 2 / 3),
         check_interval=top.get("check_interval", float, 60.0),
-        certificates=certificates,
+        retry_schedule=top.numbers("retry_schedule", RETRY_SCHEDULE),
+        deploy_hook=top.get("deploy_hook", str),
+        certificates=_certificates(top, default_check),
         self_check=default_check,
     )
     top.done()
-    _validate(config, where)
+    _validate(config, top)
     return config
 
 
-def _validate(config: AgentConfig, where: str) -> None:
+def _validate(config: AgentConfig, top: _Table) -> None:
     if not config.member or "/" in config.member:
-        raise UsageError(f"{where}: member {config.member!r}: a name without '/'")
+        raise top.error("member", f"{config.member!r}: a name without '/'")
     if not 0 < config.http_port < 65536:
-        raise UsageError(f"{where}: http_port {config.http_port}: not a TCP port")
+        raise top.error("http_port", f"{config.http_port}: not a TCP port")
     if not 2 <= config.lease_ttl <= 300:
-        raise UsageError(f"{where}: lease_ttl must be between 2 and 300 seconds")
+        raise top.error("lease_ttl", "must be between 2 and 300 seconds")
     if not 0.1 <= config.renew_fraction <= 0.95:
-        raise UsageError(f"{where}: renew_fraction must be between 0.1 and 0.95")
+        raise top.error("renew_fraction", "must be between 0.1 and 0.95")
     if not 0.1 <= config.check_interval <= 86400:
-        raise UsageError(f"{where}: check_interval must be between 0.1 and 86400 seconds")
+        raise top.error("check_interval", "must be between 0.1 and 86400 seconds")
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from acmelb.cluster.backoff import Backoff
 from acmelb.errors import UsageError
 
 
@@ -56,6 +57,30 @@ class AgentMetrics:
             ["name", "code"],
             registry=r,
         )
+        self.failures = Gauge(
+            "acmelb_renewal_failures",
+            "Consecutive failed attempts of the certificate, cluster-wide (0: none)",
+            ["name"],
+            registry=r,
+        )
+        self.next_attempt = Gauge(
+            "acmelb_renewal_next_attempt_timestamp_seconds",
+            "When the cluster's back-off allows the next attempt (epoch s; 0: no back-off)",
+            ["name"],
+            registry=r,
+        )
+        self.hook_failures = Counter(
+            "acmelb_deploy_hook_failures",
+            "Deploy hook runs on this member that failed (non-zero exit, timeout)",
+            ["name"],
+            registry=r,
+        )
+        self.hook_ok = Gauge(
+            "acmelb_deploy_hook_ok",
+            "1 if the last deploy hook run here for the installed version succeeded, else 0",
+            ["name"],
+            registry=r,
+        )
         self.info = Gauge("acmelb_agent_info", "This agent", ["member"], registry=r)
         self.info.labels(member=member).set(1)
         self._codes: dict[str, set[str]] = {}
@@ -69,6 +94,15 @@ class AgentMetrics:
             start_http_server(int(port), addr=host, registry=self.registry)
         except OSError as exc:
             raise UsageError(f"--metrics-listen {listen}: {exc.strerror or exc}") from exc
+
+    def backoff(self, name: str, backoff: Backoff | None) -> None:
+        self.failures.labels(name=name).set(backoff.failures if backoff else 0)
+        self.next_attempt.labels(name=name).set(backoff.next_attempt if backoff else 0)
+
+    def hook_ran(self, name: str, ok: bool) -> None:
+        self.hook_ok.labels(name=name).set(1 if ok else 0)
+        if not ok:
+            self.hook_failures.labels(name=name).inc()
 
     def last_self_check(self, name: str, codes: Iterable[str]) -> None:
         for code in self._codes.pop(name, set()):

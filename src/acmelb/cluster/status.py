@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ from acmelb.acme.ca import CAConfig
 from acmelb.acme.renewal import RenewalConfig
 from acmelb.acme.solvers import SolverOptions
 from acmelb.acme.store import Store
+from acmelb.cluster.backoff import Backoff
 from acmelb.cluster.config import CertificateSpec, StoreConfig
 from acmelb.cluster.kv import EtcdKV
 from acmelb.cluster.schedule import default_window
@@ -32,6 +36,9 @@ class CertificateStatus:
     lock_holder: str | None
     pending_order: dict[str, Any] | None
     installed_on: dict[str, int]  # member -> version it reports installed
+    backoff: dict[str, Any] | None = None  # failures in a row, next attempt, last error
+    renewal_requested: dict[str, Any] | None = None  # an operator's `cluster renew`
+    hook_failed_on: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> run
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,19 @@ class ClusterStatus:
 
     @property
     def converged(self) -> bool:
-        """Every live member has every certificate's current version installed."""
+        """Every live member has every certificate's current version installed, and its
+        deploy hook for it did not fail."""
         return self.quorum and all(
             c.version is not None
             and all(m.installed.get(c.name) == c.version for m in self.members)
+            and not c.hook_failed_on
             for c in self.certificates
         )
+
+    @property
+    def healthy(self) -> bool:
+        """Quorum, and no member's last deploy hook for an installed version failed."""
+        return self.quorum and not any(m.failed_hooks for m in self.members)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +72,7 @@ class ClusterStatus:
             "store": self.store,
             "quorum": self.quorum,
             "converged": self.converged,
+            "healthy": self.healthy,
             "error": self.error,
             "members": [m.to_json() for m in self.members],
             "certificates": [asdict(c) for c in self.certificates],
@@ -73,8 +88,9 @@ def cluster_status(store_config: StoreConfig, renew_fraction: float = 2 / 3) -> 
         try:
             members = tuple(sorted(reader.members(), key=lambda m: m.member))
             pending = reader.pending_orders()
+            controls = (reader.backoffs(), reader.requests())
             certificates = tuple(
-                _certificate(reader, spec, current, members, renew_fraction, pending)
+                _certificate(reader, spec, current, members, renew_fraction, pending, controls)
                 for spec, current in reader.overview()
             )
         except StoreUnavailable as exc:
@@ -97,6 +113,7 @@ def _certificate(
     members: tuple[MemberRecord, ...],
     renew_fraction: float,
     pending: dict[str, dict[str, Any]],
+    controls: tuple[dict[str, Backoff], dict[str, dict[str, Any]]],
 ) -> CertificateStatus:
     window = None
     if current is not None:
@@ -113,15 +130,33 @@ def _certificate(
         installed_on={
             m.member: m.installed[spec.name] for m in members if spec.name in m.installed
         },
+        backoff=backoff.to_json() if (backoff := controls[0].get(spec.name)) else None,
+        renewal_requested=controls[1].get(spec.name),
+        hook_failed_on={
+            m.member: m.failed_hooks[spec.name].to_json()
+            for m in members
+            if spec.name in m.failed_hooks
+        },
     )
 
 
-def declare(store_config: StoreConfig, names: tuple[str, ...], key_type: str) -> bool:
-    """Declare one certificate for NAME... (first name names it); False if it exists."""
+def declare(
+    store_config: StoreConfig,
+    names: tuple[str, ...],
+    key_type: str,
+    deploy_hook: str | None = None,
+) -> bool:
+    """Declare one certificate for NAME... (first name names it); False if it exists.
+    ``deploy_hook`` is stored with it: every member runs it after installing a version,
+    unless the member's own ``[[certificate]]`` names another."""
     if not names:
         raise UsageError("give at least one name")
+    if deploy_hook is not None and not deploy_hook.strip():
+        raise UsageError("--deploy-hook: an empty command")
     spec = CertificateSpec(
-        names=tuple(dict.fromkeys(normalize_name(n) for n in names)), key_type=key_type
+        names=tuple(dict.fromkeys(normalize_name(n) for n in names)),
+        key_type=key_type,
+        deploy_hook=deploy_hook,
     )
     kv = EtcdKV(store_config)
     try:
@@ -162,3 +197,23 @@ def export(store_config: StoreConfig, box: SecretBox, name: str, directory: Path
             renewal=renewal.to_json(),
         )
     return local.lineage(name).live_dir
+
+
+def request_renewal(store_config: StoreConfig, names: Sequence[str], *, now: bool) -> list[str]:
+    """Ask the agents for a new version of each NAME at their next check (with ``now``,
+    also past a back-off: after a key compromise, or once the cause of failures is fixed);
+    the names that are not declared."""
+    kv = EtcdKV(store_config)
+    try:
+        store = ClusterStore(kv)
+        declared = {spec.name for spec in store.specs()}
+        missing = []
+        for raw in names:
+            name = normalize_name(raw)
+            if name not in declared:
+                missing.append(name)
+                continue
+            store.request_renewal(name, now=now, by=f"{getpass.getuser()}@{socket.gethostname()}")
+        return missing
+    finally:
+        kv.close()

@@ -4,13 +4,17 @@
 
     PREFIX/keycheck                    a sealed constant: proves every agent has the same key
     PREFIX/account/<sha256(directory)> the shared ACME account key (sealed JWK)
-    PREFIX/specs/<name>                {"names": [...], "key_type": ...}: the cluster keeps it
+    PREFIX/specs/<name>                {"names": [...], "key_type": ..., "deploy_hook": ...}:
+                                       the cluster keeps it
     PREFIX/versions/<name>             the current version's summary (number, validity)
     PREFIX/certs/<name>/current        the current version: cert, chain, sealed key, version
     PREFIX/certs/<name>/lock           the member ordering it; on the holder's lease
     PREFIX/certs/<name>/order          the pending order: IssuanceState + sealed key (fenced)
     PREFIX/tokens/<token>              a pending key authorization; on the holder's lease
-    PREFIX/members/<member>            last seen, installed versions, health; on its lease
+    PREFIX/backoff/<name>              failures in a row, the next attempt, the last error
+                                       (written by the holder that failed, fenced)
+    PREFIX/requests/<name>             an operator's ``cluster renew``: renew now (until stored)
+    PREFIX/members/<member>            last seen, installed versions, hooks, health; its lease
     PREFIX/probes/<id>/request         a self-check probe asked of one member; holder's lease
     PREFIX/probes/<id>/result          that member's probe result; on the member's lease
 
@@ -31,6 +35,7 @@ from typing import Any
 
 from acmelb.acme.issuance import IssuanceState
 from acmelb.acme.solvers import PendingChallenge
+from acmelb.cluster.backoff import Backoff
 from acmelb.cluster.config import CertificateSpec
 from acmelb.cluster.kv import Delete, Entry, EtcdKV, Fence, Put
 from acmelb.cluster.secrets import SecretBox
@@ -60,6 +65,42 @@ class StoredCertificate:
 
 
 @dataclass(frozen=True)
+class HookRun:
+    """One run of a certificate's deploy hook on one member: what it said and when."""
+
+    version: int  # the installed version it deployed
+    exit_status: int | None  # None: it did not finish (timeout) or could not start
+    output: str  # its last lines of stdout and stderr, bounded
+    at: float
+    command: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "exit_status": self.exit_status,
+            "ok": self.ok,
+            "output": self.output,
+            "at": self.at,
+            "command": self.command,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HookRun:
+        status = data.get("exit_status")
+        return cls(
+            version=int(data["version"]),
+            exit_status=None if status is None else int(status),
+            output=str(data.get("output", "")),
+            at=float(data["at"]),
+            command=str(data.get("command", "")),
+        )
+
+
+@dataclass(frozen=True)
 class MemberRecord:
     member: str
     started: float
@@ -68,6 +109,16 @@ class MemberRecord:
     installed: dict[str, int] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # name -> last failure
     answers_for: str | None = None  # the account thumbprint it answers any token for
+    hooks: dict[str, HookRun] = field(default_factory=dict)  # name -> its last deploy hook
+
+    @property
+    def failed_hooks(self) -> dict[str, HookRun]:
+        """The certificates whose last deploy hook here failed (for the installed version)."""
+        return {
+            name: run
+            for name, run in self.hooks.items()
+            if not run.ok and self.installed.get(name) == run.version
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +129,8 @@ class MemberRecord:
             "installed": self.installed,
             "problems": self.problems,
             "answers_for": self.answers_for,
+            "hooks": {name: run.to_json() for name, run in self.hooks.items()},
+            "healthy": not self.failed_hooks,
         }
 
     @classmethod
@@ -90,6 +143,7 @@ class MemberRecord:
             installed={str(k): int(v) for k, v in data.get("installed", {}).items()},
             problems={str(k): str(v) for k, v in data.get("problems", {}).items()},
             answers_for=data.get("answers_for"),
+            hooks={str(k): HookRun.from_json(v) for k, v in data.get("hooks", {}).items()},
         )
 
 
@@ -191,10 +245,48 @@ class ClusterStore:
         for entry in self.kv.get_prefix(specs_prefix):
             data = _load(entry, "a certificate declaration")
             spec = CertificateSpec(
-                names=tuple(data["names"]), key_type=data.get("key_type", "ec256")
+                names=tuple(data["names"]),
+                key_type=data.get("key_type", "ec256"),
+                deploy_hook=data.get("deploy_hook"),
             )
             out.append((spec, versions.get(entry.key[len(specs_prefix) :])))
         return out
+
+    # -- back-off and operators' requests ------------------------------------------------
+    def backoffs(self) -> dict[str, Backoff]:
+        """name -> its back-off, for every certificate whose last attempt failed."""
+        prefix = self.kv.path("backoff", "")
+        return {
+            e.key[len(prefix) :]: Backoff.from_json(_load(e, "a back-off"))
+            for e in self.kv.get_prefix(prefix)
+        }
+
+    def backoff(self, name: str) -> Backoff | None:
+        entry = self.kv.get(self.kv.path("backoff", name))
+        return None if entry is None else Backoff.from_json(_load(entry, "a back-off"))
+
+    def record_failure(self, fence: Fence, name: str, backoff: Backoff) -> None:
+        """The back-off after the holder's failed attempt: fenced, so a holder that lost
+        its lock cannot overwrite what its successor recorded."""
+        self.kv.fenced(fence, [Put(self.kv.path("backoff", name), _json(backoff.to_json()))])
+
+    def requests(self) -> dict[str, dict[str, Any]]:
+        """name -> an operator's request to renew it now (``acmelb cluster renew``)."""
+        prefix = self.kv.path("requests", "")
+        return {
+            e.key[len(prefix) :]: dict(_load(e, "a renewal request"))
+            for e in self.kv.get_prefix(prefix)
+        }
+
+    def request(self, name: str) -> dict[str, Any] | None:
+        entry = self.kv.get(self.kv.path("requests", name))
+        return None if entry is None else dict(_load(entry, "a renewal request"))
+
+    def request_renewal(self, name: str, *, now: bool, by: str) -> None:
+        """An operator asks for a new version (with ``now``, also past any back-off)."""
+        self.kv.put(
+            self.kv.path("requests", name), _json({"at": time.time(), "now": now, "by": by})
+        )
 
     def current(self, name: str) -> StoredCertificate | None:
         path = self._cert(name, "current")
@@ -268,7 +360,8 @@ class ClusterStore:
         self.kv.fenced(fence, [Delete(self._cert(name, "order"))])
 
     def save_certificate(self, fence: Fence, cert: StoredCertificate) -> None:
-        """The new current version, and the pending order gone, in one fenced step."""
+        """The new current version, and the pending order, the back-off and an operator's
+        request gone, in one fenced step."""
         path = self._cert(cert.name, "current")
         value = _json(
             {
@@ -289,6 +382,8 @@ class ClusterStore:
                 Put(path, value),
                 Put(self.kv.path("versions", cert.name), summary),
                 Delete(self._cert(cert.name, "order")),
+                Delete(self.kv.path("backoff", cert.name)),
+                Delete(self.kv.path("requests", cert.name)),
             ],
         )
 
