@@ -2,8 +2,8 @@
 
 Every import in ``src/acmelb`` counts: at module level, inside functions and under
 ``TYPE_CHECKING`` (a deferred import hides a circle, it does not remove it). The
-allowed direction between packages is the one drawn in ``acmelb/__init__.py``'s
-neighbours' docstrings and in docs/architecture.md.
+allowed direction between packages is the one each package's ``__init__.py`` states and
+docs/architecture.md draws.
 """
 
 from __future__ import annotations

@@ -72,12 +72,6 @@ def count(lab: Lab, pattern: str) -> int:
     return len(re.findall(pattern, logs(lab)))
 
 
-def failed_validations(lab: Lab) -> int:
-    """Authorizations Pebble's VA marked invalid (each a failed validation at the CA)."""
-    text = lab.pebble_log.read_text(errors="replace")
-    return len(re.findall(r"(?i)validation.*(fail|invalid)|authz.*invalid", text))
-
-
 def backoff_of(lab: Lab, name: str) -> dict[str, object]:
     _code, doc = status(lab)
     for cert in doc.get("certificates", []):  # type: ignore[attr-defined]
@@ -103,12 +97,13 @@ def test_failed_validations_and_refusals_back_off_for_the_whole_cluster() -> Non
         # At Pebble: two orders for the name it cannot validate, one for the refused one
         # (the pending order is resumed after the back-off, not ordered again).
         assert lab.pebble_orders() == 3, lab.pebble_log.read_text()[-3000:]
+        assert lab.pebble_counts().failed_validations == 2
         assert count(lab, rf"{REFUSED}: resuming the order") == 1
         # cluster status shows the back-off: failures in a row, the next attempt, the error
         tried = backoff_of(lab, UNVALIDATABLE)
         assert tried["failures"] == 2 and tried["kind"] == "validation-failed"
         assert float(tried["next_attempt"]) > time.time() + 200  # type: ignore[arg-type]
-        assert "NXDOMAIN" in str(tried["last_error"]) or "DNS" in str(tried["last_error"])
+        assert str(tried["last_error"]).startswith(f"validation failed: {UNVALIDATABLE}")
         refused = backoff_of(lab, REFUSED)
         assert refused["failures"] == 2 and refused["kind"] == "self-check-refused"
         # An operator who fixed the cause cuts the back-off short: one more attempt now.
@@ -126,9 +121,9 @@ def test_a_ca_that_is_down_costs_one_attempt_then_fewer() -> None:
         assert lab.ca is not None
         lab.ca.stop()
         start_agents(lab, certificate(NAME))
-        started = time.monotonic()
         wait_for(lambda: count(lab, rf"renewal of {NAME} failed") >= 1, 60, "a failure")
-        time.sleep(max(0.0, started + FIRST_WAIT + 15 - time.monotonic()))
+        # the next attempt 27-33 s later, itself up to ~7 s (the CA client's retries)
+        time.sleep(FIRST_WAIT + 15)
         # Before: a failure every 9-10 s for ever, from whichever member took the lock.
         assert count(lab, rf"renewal of {NAME} failed") == 2, logs(lab)[-3000:]
         assert backoff_of(lab, NAME)["kind"] == "ca-unreachable"

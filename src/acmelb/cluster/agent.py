@@ -636,7 +636,9 @@ class Agent:
             outcome = "lock-lost" if isinstance(exc, LockLost) else "failure"
             self.metrics.renewals.labels(name=spec.name, outcome=outcome).inc()
             self.log(f"renewal of {spec.name} failed: {exc}")
-            if not isinstance(exc, LockLost):  # a successor is at it: not our failure
+            # not the CA's nor the certificate's: a successor holds the lock, or the store
+            # is away (the agent issues nothing without it anyway)
+            if not isinstance(exc, LockLost | StoreUnavailable):
                 self._record_failure(spec, fence, exc)
         finally:
             self.state.held.pop(spec.name, None)

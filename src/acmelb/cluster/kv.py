@@ -26,6 +26,8 @@ from acmelb.cluster.config import StoreConfig
 from acmelb.errors import LockLost, StoreUnavailable, UsageError
 
 T = TypeVar("T")
+MIN_ATTEMPT = 0.2  # seconds: the shortest wait for one endpoint's answer
+RETRY_PAUSE = 0.1  # seconds between two rounds over the endpoints
 _CLIENT_ERRORS = (etcd_errors.Etcd3Exception, grpc.RpcError, ValueError)
 
 
@@ -126,26 +128,36 @@ class EtcdKV:
 
     # -- every call through one retry and error policy ---------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Try each endpoint once; a request that reached none is StoreUnavailable."""
+        """One request, bounded by the store timeout in all: each endpoint in turn (the
+        client fails over), again after a short pause while time remains (a member that
+        just lost its leader answers once the election is over, usually within a second
+        or two). A request that got no answer in that time is StoreUnavailable: without
+        quorum an agent knows it within the timeout, not once per endpoint."""
+        deadline = time.monotonic() + self.config.timeout
         last: BaseException | None = None
-        attempts, reauthenticated = len(self.config.endpoints), False
-        while attempts > 0:
-            attempts -= 1
+        reauthenticated = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
                 with self._lock:
+                    self.client.timeout = max(MIN_ATTEMPT, remaining)
                     return fn()
             except etcd_errors.NoServerAvailableError as exc:
-                last = exc
-                break
+                last = exc  # every endpoint failed a moment ago: wait for one to come back
             except _CLIENT_ERRORS as exc:
                 last = exc
                 if self.config.user and not reauthenticated and _auth_expired(exc):
                     # The client never renews its token: after etcd's --auth-token-ttl
                     # every call fails until it authenticates again; then once more.
                     self.client = self._connect()
-                    attempts, reauthenticated = attempts + 1, True
+                    reauthenticated = True
+                    continue
+            time.sleep(min(RETRY_PAUSE, max(0.0, deadline - time.monotonic())))
         raise StoreUnavailable(
-            f"the store at {self.where} did not answer to {what}: {_describe(last)}"
+            f"the store at {self.where} did not answer to {what} within "
+            f"{self.config.timeout:g} s: {_describe(last)}"
         ) from last
 
     # -- reads -----------------------------------------------------------------------

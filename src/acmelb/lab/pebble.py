@@ -35,6 +35,7 @@ PEBBLE_BINARY = "pebble"
 # Pebble 2.4's log lines for a new order and an issued certificate.
 ORDER_LINE = "Added order "
 ISSUED_LINE = "Issued certificate serial "
+INVALID_AUTHZ_LINE = " set INVALID by completed challenge "  # the VA failed a validation
 
 
 def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
@@ -98,26 +99,31 @@ def _write_tls_material(workdir: Path, host: str) -> tuple[Path, Path, Path]:
 
 @dataclass(frozen=True)
 class LogCounts:
-    """What Pebble's log says it did: one line per new order, one per certificate."""
+    """What Pebble's log says it did: one line per new order, one per certificate, one per
+    authorization its VA found invalid (a failed validation, as a CA counts them)."""
 
     orders: int
     issued: int
+    failed_validations: int = 0
 
 
 def count_log(path: Path) -> LogCounts:
-    """Count ``Added order`` and ``Issued certificate serial`` lines in a Pebble log.
+    """Count ``Added order``, ``Issued certificate serial`` and ``set INVALID by completed
+    challenge`` lines in a Pebble log.
 
     The log is appended to across restarts of the same Pebble (counts are since
     the first start); a missing log counts as nothing.
     """
-    orders = issued = 0
+    orders = issued = failed = 0
     with contextlib.suppress(FileNotFoundError), path.open(errors="replace") as log:
         for line in log:
             if ORDER_LINE in line:
                 orders += 1
             elif ISSUED_LINE in line:
                 issued += 1
-    return LogCounts(orders, issued)
+            elif INVALID_AUTHZ_LINE in line:
+                failed += 1
+    return LogCounts(orders, issued, failed)
 
 
 def _free_port(host: str) -> int:
