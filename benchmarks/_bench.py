@@ -297,9 +297,9 @@ class BenchCA:
 
     def __init__(self, workdir: Path) -> None:
         from acmelb.lab.dnsserver import DnsServer
-        from acmelb.lab.pebble import PebbleCA
+        from acmelb.lab.pebble import PebbleCA, pebble_binary
 
-        if shutil.which("pebble") is None:
+        if pebble_binary() is None:
             raise Unavailable("pebble is not installed (apt-get install pebble)")
         self.workdir = workdir
         self.http_port = free_port()

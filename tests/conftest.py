@@ -6,7 +6,6 @@ HTTP-01 on ``http_port``, where the tests run their responders.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from acmelb.lab.dnsserver import DnsServer
-from acmelb.lab.pebble import PebbleCA
+from acmelb.lab.pebble import PebbleCA, pebble_binary
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,7 +53,7 @@ class LocalCA:
 
 
 def _start_local_ca(tmp: Path, **pebble_options: object) -> LocalCA:
-    if shutil.which("pebble") is None:
+    if pebble_binary() is None:
         pytest.skip("pebble is not installed (apt-get install pebble)")
     dns_port = free_port()
     http_port = free_port()

@@ -7,7 +7,6 @@ needs what this machine refuses (port 80 on 127.x) is skipped, not failed.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import _bench  # noqa: E402
+
+from acmelb.lab.pebble import pebble_binary  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,7 @@ def bench(script: str, *args: str, timeout: float = 240) -> str:
 
 
 def need_pebble() -> None:
-    if shutil.which("pebble") is None:
+    if pebble_binary() is None:
         pytest.skip("pebble is not installed")
 
 

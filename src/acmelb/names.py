@@ -34,6 +34,15 @@ def _idna(raw: str, name: str) -> str:
         raise InvalidNameError(f"{raw!r}: not a valid DNS name ({exc})") from exc
 
 
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 literal (an ``ip`` identifier of RFC 8738, not a DNS name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def normalize_name(raw: str) -> str:
     """Return the lower-case ASCII (punycode) form of ``raw``.
 

@@ -76,7 +76,9 @@ def test_one_agent_issues_installs_and_reports(
 ) -> None:
     live = tmp_path / "a1" / "live" / "one.test"
     wait_for(lambda: (live / "fullchain.pem").exists())
-    assert (tmp_path / "a1" / "hook.out").read_text().strip() == "one.test"
+    hook_out = tmp_path / "a1" / "hook.out"
+    wait_for(lambda: hook_out.exists() and hook_out.read_text().strip())  # run after the files
+    assert hook_out.read_text().strip() == "one.test"
     wait_for(lambda: cluster_status(local_etcd.store()).converged)
     status = cluster_status(local_etcd.store())
     [cert] = status.certificates

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from acmelb.lab import Lab, Scenario, build, netns
 from acmelb.lab.cluster import file_fingerprint
 from acmelb.lab.etcd import ETCD_BINARY
 from acmelb.lab.etcd import STATE_ROOT as ETCD_STATE_ROOT
+from acmelb.lab.pebble import pebble_binary
 
 from .test_etcd_lab import etcd_op
 
@@ -39,7 +39,7 @@ VALIDITY = 300  # seconds: Pebble's certificateValidityPeriod for this lab
 
 @pytest.fixture(scope="module")
 def lab(lab_available: None) -> Iterator[Lab]:
-    if not os.access(ETCD_BINARY, os.X_OK) or shutil.which("pebble") is None:
+    if not os.access(ETCD_BINARY, os.X_OK) or pebble_binary() is None:
         pytest.skip("the cluster lab needs etcd-server and pebble (./dev setup installs them)")
     started = time.monotonic()
     built = build(Scenario.cluster_preset(3, cert_validity=VALIDITY))

@@ -30,7 +30,7 @@ from acme import messages
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy import b64 as jose_b64
 from josepy import errors as jose_errors
-from josepy import jwa
+from josepy import json_util, jwa
 from josepy.jwk import JWK, JWKEC
 
 from acmelb.acme.store import Store, atomic_write, ensure_private_dir, remove_stale_temps
@@ -49,6 +49,7 @@ DIRECTORY_ALIASES = {
     "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
 USER_AGENT = f"acmelb/{__version__} acme-python"
+ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
 NETWORK_TIMEOUT = 30
 MAX_BAD_NONCE_RETRIES = 10
 MAX_RETRY_WAIT = 60.0  # longest single Retry-After we honour before giving up
@@ -66,6 +67,26 @@ def resolve_directory(value: str) -> str:
             f"--directory {value!r}: give an https:// URL, 'letsencrypt' or 'letsencrypt-staging'"
         )
     return url
+
+
+class NewOrderReplacing(messages.NewOrder):
+    """newOrder with RFC 9773 §5's ``replaces``: the ARI certificate ID of the certificate
+    this order renews (certbot's ``acme`` has no such field; the message is extended,
+    the library's order flow is kept)."""
+
+    replaces: str | None = json_util.field("replaces", omitempty=True)
+
+
+class _Client(acme_client.ClientV2):
+    """The acme library's client, whose next newOrder carries ``replaces`` when set."""
+
+    replaces: str | None = None
+
+    def _post(self, url: str, obj: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.replaces and isinstance(obj, messages.NewOrder):
+            obj = NewOrderReplacing.from_json({**obj.to_json(), "replaces": self.replaces})
+        response: requests.Response = super()._post(url, obj, *args, **kwargs)
+        return response
 
 
 class _Network(acme_client.ClientNetwork):
@@ -148,7 +169,7 @@ class CAClient:
             lambda: acme_client.ClientV2.get_directory(config.directory_url, self.net),
             what="fetch the directory",
         )
-        self.acme = acme_client.ClientV2(directory, self.net)
+        self.acme = _Client(directory, self.net)
 
     @property
     def thumbprint(self) -> str:
@@ -272,8 +293,66 @@ class CAClient:
         )
         return response
 
-    def new_order(self, csr_pem: bytes) -> messages.OrderResource:
-        return self.call(lambda: self.acme.new_order(csr_pem), what="create the order")
+    def new_order(
+        self, csr_pem: bytes, *, profile: str | None = None, replaces: str | None = None
+    ) -> messages.OrderResource:
+        """newOrder, in ``profile`` if given, as the replacement of the certificate whose
+        ARI ID is ``replaces`` if given. A 409 here is RFC 9773's alreadyReplaced."""
+
+        def order() -> messages.OrderResource:
+            self.acme.replaces = replaces
+            try:
+                return self.acme.new_order(csr_pem, profile=profile)
+            finally:
+                self.acme.replaces = None
+
+        try:
+            return self.call(order, what="create the order")
+        except acme_errors.ConflictError as exc:
+            raise CAProblemError(
+                f"the CA refused to create the order: the certificate {replaces} already has "
+                "a replacement (alreadyReplaced)",
+                ALREADY_REPLACED,
+            ) from exc
+
+    def profiles(self) -> dict[str, str]:
+        """The profiles the CA offers (``meta.profiles``): name -> description."""
+        meta = self.acme.directory.meta
+        offered = getattr(meta, "profiles", None) or {}
+        return {str(name): str(text) for name, text in dict(offered).items()}
+
+    @property
+    def renewal_info_url(self) -> str | None:
+        """The CA's ARI endpoint (RFC 9773 §4), or None when it offers none."""
+        try:
+            url = self.acme.directory["renewalInfo"]
+        except KeyError:
+            return None
+        return str(url).rstrip("/") if url else None
+
+    def renewal_info(self, cert_id: str) -> tuple[bytes, float | None]:
+        """GET renewalInfo/<certID> (unauthenticated): the body, and Retry-After in
+        seconds when the CA sent one."""
+        base = self.renewal_info_url
+        if base is None:
+            raise CAError("the CA offers no renewal information (no renewalInfo)")
+
+        def fetch() -> requests.Response:
+            response: requests.Response = self.net.get(f"{base}/{cert_id}")
+            return response
+
+        response = self.call(fetch, what="fetch the renewal information")
+        header = response.headers.get("Retry-After")
+        return response.content, parse_retry_after(header, -1.0) if header else None
+
+    def order_document(self, url: str) -> dict[str, Any]:
+        """An order as the CA shows it, every field kept (``replaces`` and ``profile``)."""
+
+        def fetch() -> dict[str, Any]:
+            document: dict[str, Any] = self.post_as_get(url).json()
+            return document
+
+        return self.call(fetch, what="look up the order")
 
     def fetch_authorization(self, url: str) -> messages.AuthorizationResource:
         def fetch() -> messages.AuthorizationResource:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import datetime
 import enum
+import ipaddress
 import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from acmelb.acme import ari
 from acmelb.acme.ca import CAClient, CAConfig, Deactivation, http01_challenge, open_account
 from acmelb.acme.renewal import RenewalConfig
 from acmelb.acme.selfcheck import SelfCheck as SelfCheckRun
@@ -39,12 +42,13 @@ from acmelb.acme.store import Lineage, Store
 from acmelb.errors import (
     AcmelbError,
     CAError,
+    CAProblemError,
     SolverError,
     StateError,
     UsageError,
     ValidationFailedError,
 )
-from acmelb.names import normalize_name
+from acmelb.names import is_ip_address, normalize_name
 
 if TYPE_CHECKING:
     from acmelb.doctor.diagnose import Report
@@ -83,9 +87,11 @@ class IssueRequest:
     key_type: str = "ec256"
     reuse_key: bool = False
     self_check: SelfCheckOptions | None = None  # None: no self-check
+    profile: str | None = None  # the CA's profile (None: its default)
+    replaces: str | None = None  # a renewal: the ARI ID of the certificate it replaces
 
     @classmethod
-    def renewing(cls, config: RenewalConfig) -> IssueRequest:
+    def renewing(cls, config: RenewalConfig, replaces: str | None = None) -> IssueRequest:
         """The request that renews a lineage, from the settings it was issued with."""
         return cls(
             names=config.names,
@@ -94,6 +100,8 @@ class IssueRequest:
             key_type=config.key_type,
             reuse_key=config.reuse_key,
             self_check=config.self_check,
+            profile=config.profile,
+            replaces=replaces,
         )
 
     def renewal_config(self, names: tuple[str, ...]) -> RenewalConfig:
@@ -105,6 +113,7 @@ class IssueRequest:
             key_type=self.key_type,
             reuse_key=self.reuse_key,
             self_check=self.self_check,
+            profile=self.profile,
         )
 
 
@@ -191,6 +200,8 @@ class IssuanceState:
     csr_pem: str | None = None
     challenges: tuple[PendingChallenge, ...] = ()
     fullchain_pem: str | None = None
+    profile: str | None = None  # the CA's profile to order in (None: the CA's default)
+    replaces: str | None = None  # the ARI ID of the certificate this order renews
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,6 +211,8 @@ class IssuanceState:
             "csr_pem": self.csr_pem,
             "challenges": [asdict(c) for c in self.challenges],
             "fullchain_pem": self.fullchain_pem,
+            "profile": self.profile,
+            "replaces": self.replaces,
         }
 
     @classmethod
@@ -212,6 +225,8 @@ class IssuanceState:
                 csr_pem=data.get("csr_pem"),
                 challenges=tuple(PendingChallenge(**c) for c in data["challenges"]),
                 fullchain_pem=data.get("fullchain_pem"),
+                profile=data.get("profile"),
+                replaces=data.get("replaces"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"the saved issuance state is damaged: {exc!r}") from exc
@@ -291,9 +306,22 @@ class Pipeline:
 
     # -- the steps ----------------------------------------------------------------
     def order(self, state: IssuanceState, key_pem: bytes) -> IssuanceState:
-        csr_pem = acme_crypto.make_csr(key_pem, list(state.names))
-        self.progress(f"ordering a certificate for {', '.join(state.names)}")
-        self._order = self.client.new_order(csr_pem)
+        csr_pem = make_csr(key_pem, state.names)
+        what = f" as the replacement of {state.replaces}" if state.replaces else ""
+        in_profile = f" in the profile {state.profile}" if state.profile else ""
+        self.progress(f"ordering a certificate for {', '.join(state.names)}{in_profile}{what}")
+        try:
+            self._order = self.client.new_order(
+                csr_pem, profile=state.profile, replaces=state.replaces
+            )
+        except CAProblemError as exc:
+            if state.replaces is None or not replaces_refused(exc):
+                raise
+            # RFC 9773 §5: the order stands without replaces (it only loses the renewal's
+            # exemption from rate limits); say so and order once more, without it
+            self.progress(f"{exc}; ordering again without replaces")
+            state = replace(state, replaces=None)
+            self._order = self.client.new_order(csr_pem, profile=state.profile)
         challenges = tuple(self._pending_challenges(self._order))
         return replace(
             state,
@@ -384,6 +412,47 @@ class Pipeline:
             self.progress(f"warning: {exc}")
 
 
+def check_profile(client: CAClient, profile: str | None) -> None:
+    """A profile the CA does not offer is a one-line error, before any order."""
+    if profile is None:
+        return
+    offered = client.profiles()
+    if profile not in offered:
+        listed = ", ".join(sorted(offered)) or "no profiles"
+        raise UsageError(
+            f"profile {profile!r}: the CA at {client.config.directory_url} offers {listed}"
+        )
+
+
+def stored_timing(store: Store, name: str) -> ari.AriState | None:
+    """The lineage's renewal timing as last stored, else its lifetime's window (nothing
+    asked of the CA, nothing written); None when its certificate cannot be read."""
+    try:
+        return renewal_timing(store, name, None)
+    except (OSError, ValueError):
+        return None
+
+
+def make_csr(key_pem: bytes, names: Sequence[str]) -> bytes:
+    """A CSR for DNS names and IP addresses: an IP only in the SAN, never in the Common
+    Name (RFC 8738; the acme library puts no Common Name at all)."""
+    domains = [n for n in names if not is_ip_address(n)]
+    addresses = [ipaddress.ip_address(n) for n in names if is_ip_address(n)]
+    return acme_crypto.make_csr(key_pem, domains or None, ipaddrs=addresses or None)
+
+
+def replaces_refused(exc: CAProblemError) -> bool:
+    """A newOrder refused for its ``replaces``: already replaced, another account's
+    certificate, or one the CA does not know (after a switch of CA) or cannot match."""
+    kind = (exc.problem_type or "").rsplit(":", 1)[-1]
+    text = str(exc).lower()
+    if kind in ("alreadyReplaced", "unauthorized"):
+        return True
+    return kind in ("malformed", "serverInternal") and any(
+        word in text for word in ("replace", "certid", "certificate")
+    )
+
+
 class Issuer:
     """Runs issuances for one local store; one CA session per directory."""
 
@@ -400,6 +469,7 @@ class Issuer:
         check_key_type(request.key_type)
         self.store.prepare()
         client = client or open_account(self.store, request.ca)
+        check_profile(client, request.profile)
         with self.store.lock(names[0]):
             own_solver = solver is None
             solver = solver or make_solver(request.solver, client.thumbprint)
@@ -478,7 +548,8 @@ class Issuer:
             client, solver, save=save, self_check=self_check, progress=self.progress
         )
         try:
-            pipeline.run(IssuanceState(names=names), key_pem)
+            state = IssuanceState(names=names, profile=request.profile, replaces=request.replaces)
+            pipeline.run(state, key_pem)
         except ValidationFailedError as failed:
             if self_check is not None:
                 failed.notes = compare_with_ca(self_check.reports, failed.failures)
@@ -561,36 +632,114 @@ def renew(
     store: Store,
     names: Sequence[str] | None,
     *,
-    days: float,
+    days: float | None = None,
     deploy_hook: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
     concurrency: int = 8,
 ) -> list[RenewOutcome]:
-    """Renew the named lineages (all when ``names`` is None) that expire within ``days``.
+    """Renew the named lineages (all when ``names`` is None) that are due.
 
-    Each renews with the settings it was issued with, its self-check included. Due
+    Due: past the moment chosen in the CA's ARI window, or in the lifetime's window when
+    the CA has no ARI (``acmelb.acme.ari``); with ``days``, when fewer days are left (an
+    explicit override). A renewal in the CA's window carries ``replaces``. Each renews
+    with the settings it was issued with, its profile and self-check included. Due
     lineages that share a CA and a solver are renewed concurrently.
     """
     infos = {info.name: info for info in inspect_certificates(store)}
     wanted = list(infos) if names is None else [normalize_name(n) for n in names]
     outcomes: dict[str, RenewOutcome] = {}
     due: dict[tuple[CAConfig, SolverOptions], list[tuple[str, IssueRequest]]] = {}
+    clients = _Clients(store)
     for name in wanted:
         info = infos.get(name)
-        if info is None:
-            outcomes[name] = RenewOutcome(
-                name, "failed", f"no certificate named {name} in {store.root}"
-            )
-        elif not force and info.days_left is not None and info.days_left > days:
-            outcomes[name] = RenewOutcome(name, "not-due", f"expires in {info.days_left:.0f} days")
+        try:
+            if info is None:
+                raise StateError(f"no certificate named {name} in {store.root}")
+            config = RenewalConfig.load(store.lineage(name))
+            request, detail = _renewal_due(store, info, config, clients, days=days, force=force)
+        except AcmelbError as exc:
+            outcomes[name] = RenewOutcome(name, "failed", str(exc))
+            continue
+        if request is None:
+            outcomes[name] = RenewOutcome(name, "not-due", detail)
         else:
-            try:
-                request = IssueRequest.renewing(RenewalConfig.load(store.lineage(name)))
-            except AcmelbError as exc:
-                outcomes[name] = RenewOutcome(name, "failed", str(exc))
-                continue
             due.setdefault((request.ca, request.solver), []).append((name, request))
+    _renew_due(store, due, outcomes, deploy_hook, progress, concurrency)
+    return [outcomes[name] for name in wanted]
+
+
+class _Clients:
+    """One CA session per CA within a run (for the ARI polls)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._clients: dict[CAConfig, CAClient] = {}
+
+    def get(self, ca: CAConfig) -> CAClient:
+        if ca not in self._clients:
+            self._clients[ca] = open_account(self.store, ca)
+        return self._clients[ca]
+
+
+def _renewal_due(
+    store: Store,
+    info: CertificateInfo,
+    config: RenewalConfig,
+    clients: _Clients,
+    *,
+    days: float | None,
+    force: bool,
+) -> tuple[IssueRequest | None, str]:
+    """The renewal request if ``info`` is due, else None and when it will be."""
+    if config.solver.kind == "cluster":
+        make_solver(config.solver, "")  # raises: the agents renew it, not this command
+    if force:
+        return IssueRequest.renewing(config), ""
+    if days is not None:
+        if info.days_left is not None and info.days_left > days:
+            return None, f"expires in {info.days_left:.0f} days"
+        return IssueRequest.renewing(config), ""
+    try:
+        client: CAClient | None = clients.get(config.ca)
+    except CAError:  # the CA is away: judge by what is known (a due renewal fails anyway)
+        client = None
+    state = renewal_timing(store, info.name, client)
+    if time.time() < state.moment:
+        return None, ari.describe(state)
+    replaces = state.cert_id if state.source == "ari" and state.cert_id else None
+    return IssueRequest.renewing(config, replaces=replaces), ari.describe(state)
+
+
+def renewal_timing(store: Store, name: str, client: CAClient | None) -> ari.AriState:
+    """The lineage's renewal timing, refreshed from the CA's ARI when its Retry-After
+    allows (``client`` None: no CA asked), and stored beside its renewal settings."""
+    lineage = store.lineage(name)
+    cert = x509.load_pem_x509_certificate(lineage.read("cert"))
+    path = ari_state_path(lineage)
+    previous = ari.load_state(path, cert)
+    if client is None:
+        return previous or ari.timing(cert, None, None, now=time.time())
+    fetch = client.renewal_info if client.renewal_info_url else None
+    state = ari.timing(cert, previous, fetch, now=time.time())
+    if state != previous:
+        ari.save_state(path, state)
+    return state
+
+
+def ari_state_path(lineage: Lineage) -> Path:
+    """STATE/renewal/NAME.ari.json, beside the lineage's renewal settings."""
+    return lineage.renewal_path.with_name(f"{lineage.name}.ari.json")
+
+
+def _renew_due(
+    store: Store,
+    due: dict[tuple[CAConfig, SolverOptions], list[tuple[str, IssueRequest]]],
+    outcomes: dict[str, RenewOutcome],
+    deploy_hook: str | None,
+    progress: Progress | None,
+    concurrency: int,
+) -> None:
     issuer = Issuer(store, progress=progress)
     for batch in due.values():
         try:
@@ -607,7 +756,6 @@ def renew(
             if deploy_hook:
                 detail += run_deploy_hook(deploy_hook, result.live_dir, result.names)
             outcomes[name] = RenewOutcome(name, "renewed", detail, result)
-    return [outcomes[name] for name in wanted]
 
 
 HOOK_TIMEOUT = 300.0  # seconds a deploy hook may run

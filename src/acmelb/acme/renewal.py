@@ -32,6 +32,7 @@ class RenewalConfig:
     key_type: str = "ec256"
     reuse_key: bool = False
     self_check: SelfCheckOptions | None = None
+    profile: str | None = None  # the CA's profile it was issued in (kept on renewal)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class RenewalConfig:
             "reuse_key": self.reuse_key,
             "solver": asdict(self.solver),
             "self_check": self.self_check.to_json() if self.self_check else None,
+            "profile": self.profile,
         }
 
     @classmethod
@@ -63,6 +65,7 @@ class RenewalConfig:
                 key_type=data.get("key_type", "ec256"),
                 reuse_key=bool(data.get("reuse_key", False)),
                 self_check=SelfCheckOptions.from_json(check) if check else None,
+                profile=data.get("profile"),
             )
         except (KeyError, TypeError, AttributeError, UsageError) as exc:
             raise StateError(f"renewal configuration is incomplete: {exc}") from exc

@@ -16,11 +16,27 @@ def register(sub: Any) -> None:
     for action, text in (
         ("register", "create the account (if needed) and show it"),
         ("show", "show the account URL and its key thumbprint"),
+        ("profiles", "list the certificate profiles the CA offers (for issue --profile)"),
     ):
         child = actions.add_parser(action, help=text, description=text)
         add_ca_options(child, directory_required=True)
         child.add_argument("--json", action="store_true")
-        child.set_defaults(run=run)
+        child.set_defaults(run=run_profiles if action == "profiles" else run)
+
+
+def run_profiles(args: argparse.Namespace) -> int:
+    from acmelb.acme.ca import CAClient, new_account_key
+
+    # the directory is public: no account is needed (nor made) to read it
+    client = CAClient(ca_config(args), new_account_key())
+    profiles = client.profiles()
+    if args.json:
+        print_json({"directory": client.config.directory_url, "profiles": profiles})
+    elif not profiles:
+        print(f"{client.config.directory_url} offers no profiles (its default only)")
+    for name, description in sorted(profiles.items()):
+        print(f"{name}: {description}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

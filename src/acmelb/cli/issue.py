@@ -71,6 +71,12 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--key-type", choices=KEY_TYPES, default="ec256")
     parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the CA's certificate profile (Let's Encrypt: classic, tlsserver, shortlived; "
+        "`acmelb account profiles` lists them); kept for renewals",
+    )
+    parser.add_argument(
         "--reuse-key", action="store_true", help="keep the existing private key of this certificate"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -262,6 +268,7 @@ def _requests(args: argparse.Namespace) -> list[IssueRequest]:
             key_type=args.key_type,
             reuse_key=args.reuse_key,
             self_check=_self_check_options(args),
+            profile=args.profile,
         )
         for names in groups
     ]

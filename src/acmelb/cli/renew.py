@@ -12,8 +12,12 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "renew",
         help="renew certificates that expire soon",
-        description="Renew NAME, or every stored certificate with --all, when it expires "
-        "within --days days, with the settings it was issued with.",
+        description="Renew NAME, or every stored certificate with --all, when it is due, "
+        "with the settings it was issued with (profile and self-check included). Due: past "
+        "a random moment chosen once in the CA's ARI window (RFC 9773; asked again after "
+        "its Retry-After), or without ARI in the window when a third of the lifetime is "
+        "left (half under 10 days); the renewal order names the certificate it replaces. "
+        "Run it from a timer twice a day or more.",
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("name", nargs="?", metavar="NAME")
@@ -21,8 +25,8 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--days",
         type=float,
-        default=30,
-        help="renew when fewer days than this are left (default 30)",
+        default=None,
+        help="override: renew when fewer days than this are left (no ARI, no replaces)",
     )
     parser.add_argument("--force", action="store_true", help="renew even if not due")
     parser.add_argument(

@@ -142,7 +142,9 @@ class EtcdKV:
                 break
             try:
                 with self._lock:
-                    self.client.timeout = max(MIN_ATTEMPT, remaining)
+                    # a third of the timeout an attempt: a member that lost its leader
+                    # drops the proposal, and only an attempt after the election succeeds
+                    self.client.timeout = max(MIN_ATTEMPT, min(remaining, self.config.timeout / 3))
                     return fn()
             except etcd_errors.NoServerAvailableError as exc:
                 last = exc  # every endpoint failed a moment ago: wait for one to come back

@@ -1,12 +1,19 @@
 """Run Pebble, the ACME test CA, as a child process.
 
-Debian's ``pebble`` ships no configuration and no TLS certificate, so this
-module generates both: a throw-away CA and a leaf for the listen address
-(the file to pass as ``--ca-bundle``). Determinism matters in tests:
-``PEBBLE_VA_NOSLEEP=1`` and ``PEBBLE_AUTHZREUSE=0`` are always set and nonce
-rejection defaults to 0. Pebble is always pointed at a DNS server with
-``-dnsserver``. ``certificate_validity`` sets ``certificateValidityPeriod``
-(seconds), and ``count_log`` counts the orders and certificates Pebble logged.
+The test CA is Pebble 2.10 (Debian unstable's ``pebble``: ARI, profiles, ``replaces``,
+IP identifiers), which ``./dev`` unpacks into ``.tools/pebble`` and links into the venv;
+``pebble_binary`` finds it there first. Debian's ``pebble`` ships no configuration and no
+TLS certificate, so this module generates both: a throw-away CA and a leaf for the
+listen address (the file to pass as ``--ca-bundle``). Determinism matters in tests:
+``PEBBLE_VA_NOSLEEP=1`` and ``PEBBLE_AUTHZREUSE=0`` are always set and nonce rejection
+defaults to 0. Pebble is always pointed at a DNS server with ``-dnsserver`` (2.10 asks it
+over TCP).
+
+Profiles carry Let's Encrypt's names (``classic``, ``tlsserver``, ``shortlived``). Pebble
+gives an order that names no profile a random one, so unless a test asks for distinct
+validities (``profiles``) all three have the same one: ``certificate_validity`` seconds,
+or 90 days. ``set_renewal_info`` moves a certificate's ARI window (a revocation drill),
+and ``count_log`` counts the orders, certificates and failed validations Pebble logged.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -32,7 +40,11 @@ from typing import Any
 from acmelb.errors import LabError
 
 PEBBLE_BINARY = "pebble"
-# Pebble 2.4's log lines for a new order and an issued certificate.
+PROFILES = ("classic", "tlsserver", "shortlived")  # Let's Encrypt's profile names
+DEFAULT_VALIDITY = 90 * 86400
+# Let's Encrypt's validity periods (2026): classic 90 days, tlsserver 45, shortlived 160 h
+LETSENCRYPT_PROFILES = {"classic": 90 * 86400, "tlsserver": 45 * 86400, "shortlived": 160 * 3600}
+# Pebble's log lines for a new order and an issued certificate.
 ORDER_LINE = "Added order "
 ISSUED_LINE = "Issued certificate serial "
 INVALID_AUTHZ_LINE = " set INVALID by completed challenge "  # the VA failed a validation
@@ -134,6 +146,18 @@ def _free_port(host: str) -> int:
         return port
 
 
+def pebble_binary() -> str | None:
+    """The Pebble to run: ``$ACMELB_PEBBLE``, else the one ``./dev`` linked into this
+    Python's environment (2.10), else ``pebble`` on the PATH; None when there is none."""
+    configured = os.environ.get("ACMELB_PEBBLE")
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    linked = Path(sys.prefix) / "bin" / PEBBLE_BINARY
+    if os.access(linked, os.X_OK):
+        return str(linked)
+    return shutil.which(PEBBLE_BINARY)
+
+
 class PebbleCA:
     """A running Pebble: ``directory_url``, ``ca_bundle`` and ``root_pem()``.
 
@@ -156,15 +180,20 @@ class PebbleCA:
         env: Mapping[str, str] | None = None,
         workdir: Path | None = None,
         certificate_validity: int | None = None,
+        profiles: Mapping[str, int] | None = None,
     ) -> None:
-        if shutil.which(PEBBLE_BINARY) is None:
-            raise LabError("pebble is not installed (Debian: apt-get install pebble)")
+        binary = pebble_binary()
+        if binary is None:
+            raise LabError("pebble is not installed (./dev setup fetches Pebble 2.10)")
+        self.binary = binary
         self.host = host
         self.port = port or _free_port(host)
         self.management_port = management_port or _free_port(host)
         self.validation_port = validation_port
         self.dns_server = dns_server
         self.certificate_validity = certificate_validity
+        validity = certificate_validity or DEFAULT_VALIDITY
+        self.profiles = dict(profiles) if profiles else dict.fromkeys(PROFILES, validity)
         self._prefix = list(netns_prefix)
         self._env = {
             "PEBBLE_VA_NOSLEEP": "1",
@@ -206,13 +235,15 @@ class PebbleCA:
                 "externalAccountBindingRequired": False,
             }
         }
-        if self.certificate_validity is not None:
-            config["pebble"]["certificateValidityPeriod"] = self.certificate_validity
+        config["pebble"]["profiles"] = {
+            name: {"description": f"{name}: {seconds} s", "validityPeriod": seconds}
+            for name, seconds in self.profiles.items()
+        }
         config_path = self.workdir / "pebble-config.json"
         config_path.write_text(json.dumps(config, indent=2))
         cmd = [
             *self._prefix,
-            PEBBLE_BINARY,
+            self.binary,
             "-config",
             str(config_path),
             "-dnsserver",
@@ -265,6 +296,47 @@ class PebbleCA:
             ) as response:
                 body: bytes = response.read()
                 return body
+        except (OSError, urllib.error.URLError):
+            return None
+
+    def set_renewal_info(
+        self,
+        cert_pem: bytes,
+        start: datetime.datetime,
+        end: datetime.datetime,
+        explanation_url: str | None = None,
+    ) -> None:
+        """Move the ARI window of a certificate Pebble issued (its management port's
+        ``/set-renewal-info/``): a window in the past is a CA's "replace it now"."""
+
+        def stamp(moment: datetime.datetime) -> str:
+            return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        window: dict[str, Any] = {"suggestedWindow": {"start": stamp(start), "end": stamp(end)}}
+        if explanation_url:
+            window["explanationURL"] = explanation_url
+        body = json.dumps({"certificate": cert_pem.decode(), "ariResponse": json.dumps(window)})
+        if self._post(f"{self.management_url}/set-renewal-info/", body.encode()) is None:
+            raise LabError("Pebble refused the renewal window (set-renewal-info)")
+
+    def _post(self, url: str, body: bytes, timeout: float = 5.0) -> bytes | None:
+        if self._prefix:
+            curl = ["curl", "-sS", "--fail", "--max-time", str(timeout), "--data-binary", "@-"]
+            proc = subprocess.run(
+                [*self._prefix, *curl, "--cacert", str(self.ca_bundle), url],
+                input=body,
+                capture_output=True,
+                check=False,
+            )
+            return proc.stdout if proc.returncode == 0 else None
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("User-Agent", "acmelb-lab")  # Pebble 2.10 refuses a request without
+        try:
+            with urllib.request.urlopen(
+                request, timeout=timeout, context=self._ssl_context()
+            ) as response:
+                answer: bytes = response.read()
+                return answer
         except (OSError, urllib.error.URLError):
             return None
 
