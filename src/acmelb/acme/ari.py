@@ -152,12 +152,12 @@ def parse_renewal_info(body: bytes) -> tuple[Window, str | None]:
     return Window(start, end), explanation
 
 
-def poll_interval(retry_after: float | None) -> float:
+def poll_interval(retry_after: float | None, max_poll: float = MAX_POLL) -> float:
     """Seconds until the next poll: the CA's Retry-After, kept between one minute and a
-    day (a CA asking for less would be polled in a loop, for more never twice a day)."""
-    if retry_after is None:
-        return DEFAULT_POLL
-    return min(MAX_POLL, max(MIN_POLL, retry_after))
+    day (a CA asking for less would be polled in a loop, for more never twice a day), and
+    at most ``max_poll`` (a drill's or a lab's shorter cap)."""
+    wait = DEFAULT_POLL if retry_after is None else min(MAX_POLL, max(MIN_POLL, retry_after))
+    return min(wait, max_poll)
 
 
 def from_lifetime(
@@ -238,6 +238,7 @@ def timing(
     fetch: Fetch | None,
     *,
     now: float,
+    max_poll: float = MAX_POLL,
 ) -> AriState:
     """When to renew ``cert``: the stored state while the CA's Retry-After holds (across
     runs), else the CA's window fetched afresh; the lifetime's window when the CA offers
@@ -254,7 +255,7 @@ def timing(
         return from_lifetime(
             cert,
             previous=previous,
-            next_poll=now + DEFAULT_POLL,
+            next_poll=now + min(DEFAULT_POLL, max_poll),
             warning=f"the CA's renewal information is unusable ({exc}); renewing by the lifetime",
         )
     return from_ari(
@@ -262,7 +263,7 @@ def timing(
         previous=previous,
         window=window,
         explanation_url=explanation,
-        next_poll=now + poll_interval(retry_after),
+        next_poll=now + poll_interval(retry_after, max_poll),
     )
 
 

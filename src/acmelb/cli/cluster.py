@@ -63,6 +63,9 @@ def _add_add(actions: Any) -> None:
         "RENEWED_DOMAINS, as certbot); a member's own [[certificate]] deploy_hook wins, and "
         "without either the top-level deploy_hook of its agent.toml runs",
     )
+    add.add_argument(
+        "--profile", metavar="NAME", help="the CA's certificate profile (e.g. shortlived)"
+    )
     add.set_defaults(run=run_add)
 
 
@@ -139,7 +142,7 @@ def run_add(args: argparse.Namespace) -> int:
     from acmelb.cluster.status import declare
 
     store, _ = _store(args)
-    created = declare(store, tuple(args.names), args.key_type, args.deploy_hook)
+    created = declare(store, tuple(args.names), args.key_type, args.deploy_hook, args.profile)
     print(f"{args.names[0]}: {'declared' if created else 'already declared'}")
     return 0
 

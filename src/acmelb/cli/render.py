@@ -340,6 +340,16 @@ def _render_certificate(status: ClusterStatus, c: CertificateStatus, out: TextIO
             f"    renewal window {_when(c.renewal_window[0])} .. {_when(c.renewal_window[1])}",
             file=out,
         )
+    if c.ari:
+        a = c.ari
+        source = "the CA's ARI" if a["source"] == "ari" else "the lifetime (no ARI)"
+        said = f"; explanation: {a['explanation_url']}" if a.get("explanation_url") else ""
+        print(
+            f"    window from {source}: {_when(a['window']['start'])} .. "
+            f"{_when(a['window']['end'])}; renews after {_when(a['moment'])}; next ARI poll "
+            f"{_when(a['next_poll'])}{said}",
+            file=out,
+        )
     if c.lock_holder:
         print(f"    lock held by {c.lock_holder}", file=out)
     if c.pending_order:

@@ -35,6 +35,7 @@ from typing import Any
 
 from cryptography import x509
 
+from acmelb.acme.ari import AriState
 from acmelb.acme.responder import (
     ExactTokens,
     RequestLog,
@@ -172,6 +173,7 @@ class Agent:
         # the cluster's back-offs and operators' requests, as of the last overview
         self._backoffs: dict[str, Backoff] = {}
         self._requests: dict[str, dict[str, Any]] = {}
+        self._aris: dict[str, AriState] = {}  # the CA's windows, as polled for the cluster
         self.hooks = HookLedger(config.state_dir / "cluster-hooks.json")
         self._lock_wait: dict[str, float] = {}  # name -> not before (another holds the lock)
         # name -> its current version's summary, as of the last overview of the store
@@ -405,6 +407,7 @@ class Agent:
         self._current = {spec.name: current for spec, current in overview}
         self._backoffs = self.store.backoffs()
         self._requests = self.store.requests()
+        self._aris = self.store.aris()
         for declared, _ in overview:
             mine = own.get(declared.name)
             out.append(
@@ -523,6 +526,7 @@ class Agent:
         while not self.stopping.is_set():
             self._wake_renewal.wait(delay)
             self._wake_renewal.clear()
+            self._poll_aris()
             for spec in self._in_my_order(self._due()):
                 if self.stopping.is_set():
                     return
@@ -549,16 +553,91 @@ class Agent:
             return []
 
     def _due_at(self, spec: CertificateSpec, *, fresh: bool = False) -> float:
-        """When ``spec`` is due by the last overview (or by the store, ``fresh``); at once
-        when an operator asked for a new version (``cluster renew``)."""
+        """When ``spec`` is due by the last overview (or by the store, ``fresh``): at once
+        when an operator asked for a new version (``cluster renew``); else at the moment
+        the cluster's ARI poller chose in the CA's window (the same for every member);
+        else at this member's moment in the lifetime's window."""
         summary = self.store.current_summary(spec.name) if fresh else self._current.get(spec.name)
         request = self.store.request(spec.name) if fresh else self._requests.get(spec.name)
         if summary is None or request is not None:
             return 0.0
+        polled = self._ari_window(spec, summary, fresh=fresh)
+        if polled is not None:
+            return polled.moment
         window = default_window(
             summary["not_before"], summary["not_after"], self.config.renew_fraction
         )
         return window.moment(self.config.member, spec.name, summary["version"])
+
+    def _ari_window(
+        self, spec: CertificateSpec, summary: dict[str, Any], *, fresh: bool = False
+    ) -> AriState | None:
+        """The CA's window for the current version, if the cluster polled one for it."""
+        state = self.store.ari(spec.name) if fresh else self._aris.get(spec.name)
+        if state is None or state.source != "ari" or state.serial != summary.get("serial"):
+            return None
+        return state
+
+    # -- ARI: one poller for the whole cluster ------------------------------------------
+    def _poll_aris(self) -> None:
+        """The certificates whose window is due for a poll (the CA's Retry-After passed,
+        or a new version): polled by one member, under a short lock, for all."""
+        if not self.state.store_ok:
+            return
+        now = time.time()
+        try:
+            specs = self._specs()
+        except StoreUnavailable as exc:
+            self._store_reached(False, exc)
+            return
+        for spec in specs:
+            summary = self._current.get(spec.name)
+            if summary is None or "serial" not in summary:
+                continue
+            state = self._aris.get(spec.name)
+            if state is not None and state.serial == summary["serial"] and state.next_poll > now:
+                continue
+            self._poll_ari(spec, summary["serial"])
+
+    def _poll_ari(self, spec: CertificateSpec, serial: str) -> None:
+        try:
+            lease = self.kv.grant(self.config.lease_ttl)
+            fence = self.store.try_ari_poll(spec.name, self.config.member, lease)
+            if fence is None:
+                self.kv.revoke(lease)
+                return  # another member polls it now
+            try:
+                self._poll_locked(spec, serial, fence)
+            finally:
+                self.kv.revoke(lease)
+        except (StoreUnavailable, LockLost) as exc:
+            self.log(f"{spec.name}: ARI poll: {exc}")
+        except AcmelbError as exc:  # the CA is away: the window known stays
+            self.log(f"{spec.name}: ARI poll failed: {exc}")
+
+    def _poll_locked(self, spec: CertificateSpec, serial: str, fence: Fence) -> None:
+        from acmelb.acme import ari
+
+        now = time.time()
+        known = self.store.ari(spec.name)
+        if known is not None and known.serial == serial and known.next_poll > now:
+            self._aris[spec.name] = known  # polled by another member a moment ago
+            return
+        current = self.store.current(spec.name)
+        if current is None:
+            return
+        cert = x509.load_pem_x509_certificate(current.cert_pem)
+        client = self._ca_client()
+        fetch = client.renewal_info if client.renewal_info_url else None
+        cap = self.config.ari_poll_max or ari.MAX_POLL
+        previous = known if known is not None and known.serial == serial else None
+        state = ari.timing(cert, previous, fetch, now=now, max_poll=cap)
+        if state.next_poll <= now:  # a CA without ARI: look again later, not every pass
+            state = replace(state, next_poll=now + min(ari.DEFAULT_POLL, cap))
+        self.store.save_ari(fence, spec.name, state)
+        self._aris[spec.name] = state
+        self.metrics.ari_polled(spec.name, state)
+        self.log(f"{spec.name}: ARI poll: {ari.describe(state)}")
 
     def _next_attempt(self, spec: CertificateSpec) -> float:
         """When this member should next look at ``spec``: due, and not waiting."""
@@ -680,7 +759,9 @@ class Agent:
         order = self._resumable_order(spec, client)
         if order is None:
             order = PendingOrder(
-                state=IssuanceState(names=spec.names),
+                state=IssuanceState(
+                    names=spec.names, profile=spec.profile, replaces=self._replaces(spec)
+                ),
                 privkey_pem=generate_key(spec.key_type),
                 started_by=self.config.member,
                 started_at=time.time(),
@@ -728,6 +809,22 @@ class Agent:
                     f.code.value for r in self_check.reports for f in r.findings if f.sev.failing
                 }
                 self.metrics.last_self_check(spec.name, codes)
+
+    def _replaces(self, spec: CertificateSpec) -> str | None:
+        """The ARI ID of the certificate this order renews, when the CA gave a window for
+        it; a renewal the CA asked for early (a window before the lifetime's) is said."""
+        summary = self._current.get(spec.name)
+        state = self._ari_window(spec, summary) if summary is not None else None
+        if state is None or summary is None:
+            return None
+        lifetime = default_window(
+            summary["not_before"], summary["not_after"], self.config.renew_fraction
+        )
+        if state.window.start < lifetime.start and state.moment < lifetime.start:
+            self.metrics.ari_early_renewals.labels(name=spec.name).inc()
+            said = f"; the CA explains: {state.explanation_url}" if state.explanation_url else ""
+            self.log(f"{spec.name}: renewing early: the CA's ARI window moved{said}")
+        return state.cert_id or None
 
     def _resumable_order(self, spec: CertificateSpec, client: Any) -> PendingOrder | None:
         """The order a previous holder left, from where it can go on; None to start anew."""

@@ -98,6 +98,7 @@ class CertificateSpec:
     key_type: str = "ec256"
     deploy_hook: str | None = None
     self_check: SelfCheckOptions | None = None
+    profile: str | None = None  # the CA's profile (None: its default)
 
     @property
     def name(self) -> str:
@@ -109,6 +110,8 @@ class CertificateSpec:
         data: dict[str, Any] = {"names": list(self.names), "key_type": self.key_type}
         if self.deploy_hook:
             data["deploy_hook"] = self.deploy_hook
+        if self.profile:
+            data["profile"] = self.profile
         return data
 
 
@@ -131,6 +134,8 @@ class AgentConfig:
     retry_schedule: tuple[float, ...] = RETRY_SCHEDULE
     # the deploy hook of every certificate that has none of its own (see CertificateSpec)
     deploy_hook: str | None = None
+    # at most this long between two ARI polls of a certificate (None: the CA's Retry-After)
+    ari_poll_max: float | None = None
     certificates: tuple[CertificateSpec, ...] = field(default_factory=tuple)
     # the [self_check] table: for certificates declared in the store but not in this file
     self_check: SelfCheckOptions | None = None
@@ -279,6 +284,7 @@ def _certificate(table: _Table, default_check: SelfCheckOptions | None) -> Certi
         key_type=key_type,
         deploy_hook=table.get("deploy_hook", str),
         self_check=_self_check(table.table_of("self_check"), default_check),
+        profile=table.get("profile", str),
     )
     table.done()
     return spec
@@ -373,6 +379,7 @@ def parse_config(text: str, where: str) -> AgentConfig:
         check_interval=top.get("check_interval", float, 60.0),
         retry_schedule=top.numbers("retry_schedule", RETRY_SCHEDULE),
         deploy_hook=top.get("deploy_hook", str),
+        ari_poll_max=top.get("ari_poll_max", float),
         certificates=_certificates(top, default_check),
         self_check=default_check,
     )
@@ -392,6 +399,8 @@ def _validate(config: AgentConfig, top: _Table) -> None:
         raise top.error("renew_fraction", "must be between 0.1 and 0.95")
     if not 0.1 <= config.check_interval <= 86400:
         raise top.error("check_interval", "must be between 0.1 and 86400 seconds")
+    if config.ari_poll_max is not None and not 1 <= config.ari_poll_max <= 86400:
+        raise top.error("ari_poll_max", "must be between 1 and 86400 seconds")
 
 
 def load_config(path: Path) -> AgentConfig:

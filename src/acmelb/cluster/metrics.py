@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from acmelb.acme.ari import AriState
 from acmelb.cluster.backoff import Backoff
 from acmelb.errors import UsageError
 
@@ -57,6 +58,13 @@ class AgentMetrics:
             ["name", "code"],
             registry=r,
         )
+        self._renewal_metrics(r)
+        self._hook_and_ari_metrics(r)
+        self.info = Gauge("acmelb_agent_info", "This agent", ["member"], registry=r)
+        self.info.labels(member=member).set(1)
+        self._codes: dict[str, set[str]] = {}
+
+    def _renewal_metrics(self, r: CollectorRegistry) -> None:
         self.failures = Gauge(
             "acmelb_renewal_failures",
             "Consecutive failed attempts of the certificate, cluster-wide (0: none)",
@@ -69,6 +77,8 @@ class AgentMetrics:
             ["name"],
             registry=r,
         )
+
+    def _hook_and_ari_metrics(self, r: CollectorRegistry) -> None:
         self.hook_failures = Counter(
             "acmelb_deploy_hook_failures",
             "Deploy hook runs on this member that failed (non-zero exit, timeout)",
@@ -81,9 +91,39 @@ class AgentMetrics:
             ["name"],
             registry=r,
         )
-        self.info = Gauge("acmelb_agent_info", "This agent", ["member"], registry=r)
-        self.info.labels(member=member).set(1)
-        self._codes: dict[str, set[str]] = {}
+        self.ari_window_start = Gauge(
+            "acmelb_ari_window_start_seconds",
+            "Start of the renewal window of the current version (epoch s; ARI or lifetime)",
+            ["name"],
+            registry=r,
+        )
+        self.ari_window_end = Gauge(
+            "acmelb_ari_window_end_seconds",
+            "End of the renewal window of the current version (epoch s)",
+            ["name"],
+            registry=r,
+        )
+        self.renewal_moment = Gauge(
+            "acmelb_renewal_moment_seconds",
+            "The moment chosen in the window to renew (epoch s)",
+            ["name"],
+            registry=r,
+        )
+        self.ari_last_poll = Gauge(
+            "acmelb_ari_last_poll_seconds",
+            "When this member last polled the certificate's ARI for the cluster (epoch s)",
+            ["name"],
+            registry=r,
+        )
+        self.ari_polls = Counter(
+            "acmelb_ari_polls", "ARI polls this member made for the cluster", ["name"], registry=r
+        )
+        self.ari_early_renewals = Counter(
+            "acmelb_ari_early_renewals",
+            "Renewals this member ordered because the CA moved the ARI window early",
+            ["name"],
+            registry=r,
+        )
 
     def serve(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")
@@ -98,6 +138,13 @@ class AgentMetrics:
     def backoff(self, name: str, backoff: Backoff | None) -> None:
         self.failures.labels(name=name).set(backoff.failures if backoff else 0)
         self.next_attempt.labels(name=name).set(backoff.next_attempt if backoff else 0)
+
+    def ari_polled(self, name: str, state: AriState) -> None:
+        self.ari_window_start.labels(name=name).set(state.window.start)
+        self.ari_window_end.labels(name=name).set(state.window.end)
+        self.renewal_moment.labels(name=name).set(state.moment)
+        self.ari_last_poll.labels(name=name).set_to_current_time()
+        self.ari_polls.labels(name=name).inc()
 
     def hook_ran(self, name: str, ok: bool) -> None:
         self.hook_ok.labels(name=name).set(1 if ok else 0)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acmelb.acme.ari import AriState
 from acmelb.acme.ca import CAConfig
 from acmelb.acme.renewal import RenewalConfig
 from acmelb.acme.solvers import SolverOptions
@@ -39,6 +40,7 @@ class CertificateStatus:
     backoff: dict[str, Any] | None = None  # failures in a row, next attempt, last error
     renewal_requested: dict[str, Any] | None = None  # an operator's `cluster renew`
     hook_failed_on: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> run
+    ari: dict[str, Any] | None = None  # the CA's window for the current serial, as polled
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def cluster_status(store_config: StoreConfig, renew_fraction: float = 2 / 3) -> 
         try:
             members = tuple(sorted(reader.members(), key=lambda m: m.member))
             pending = reader.pending_orders()
-            controls = (reader.backoffs(), reader.requests())
+            controls = (reader.backoffs(), reader.requests(), reader.aris())
             certificates = tuple(
                 _certificate(reader, spec, current, members, renew_fraction, pending, controls)
                 for spec, current in reader.overview()
@@ -113,7 +115,7 @@ def _certificate(
     members: tuple[MemberRecord, ...],
     renew_fraction: float,
     pending: dict[str, dict[str, Any]],
-    controls: tuple[dict[str, Backoff], dict[str, dict[str, Any]]],
+    controls: tuple[dict[str, Backoff], dict[str, dict[str, Any]], dict[str, AriState]],
 ) -> CertificateStatus:
     window = None
     if current is not None:
@@ -132,6 +134,7 @@ def _certificate(
         },
         backoff=backoff.to_json() if (backoff := controls[0].get(spec.name)) else None,
         renewal_requested=controls[1].get(spec.name),
+        ari=_ari_of(controls[2].get(spec.name), current),
         hook_failed_on={
             m.member: m.failed_hooks[spec.name].to_json()
             for m in members
@@ -140,11 +143,19 @@ def _certificate(
     )
 
 
+def _ari_of(state: AriState | None, current: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The polled window, when it belongs to the current version (its serial)."""
+    if state is None or current is None or state.serial != current.get("serial"):
+        return None
+    return state.to_json()
+
+
 def declare(
     store_config: StoreConfig,
     names: tuple[str, ...],
     key_type: str,
     deploy_hook: str | None = None,
+    profile: str | None = None,
 ) -> bool:
     """Declare one certificate for NAME... (first name names it); False if it exists.
     ``deploy_hook`` is stored with it: every member runs it after installing a version,
@@ -157,6 +168,7 @@ def declare(
         names=tuple(dict.fromkeys(normalize_name(n) for n in names)),
         key_type=key_type,
         deploy_hook=deploy_hook,
+        profile=profile,
     )
     kv = EtcdKV(store_config)
     try:

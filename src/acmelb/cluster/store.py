@@ -14,6 +14,9 @@
     PREFIX/backoff/<name>              failures in a row, the next attempt, the last error
                                        (written by the holder that failed, fenced)
     PREFIX/requests/<name>             an operator's ``cluster renew``: renew now (until stored)
+    PREFIX/ari/<name>                  the CA's renewal window for the current certificate, the
+                                       moment chosen in it, the next poll (fenced by the poller)
+    PREFIX/certs/<name>/ari-poll       the member polling ARI for it; on that member's lease
     PREFIX/members/<member>            last seen, installed versions, hooks, health; its lease
     PREFIX/probes/<id>/request         a self-check probe asked of one member; holder's lease
     PREFIX/probes/<id>/result          that member's probe result; on the member's lease
@@ -33,6 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+
+from acmelb.acme.ari import AriState
 from acmelb.acme.issuance import IssuanceState
 from acmelb.acme.solvers import PendingChallenge
 from acmelb.cluster.backoff import Backoff
@@ -167,7 +173,13 @@ def _load(entry: Entry, what: str) -> Any:
 
 
 def _summary(current: dict[str, Any]) -> dict[str, Any]:
-    return {k: current[k] for k in ("version", "names", "not_before", "not_after", "issued_by")}
+    keys = ("version", "names", "not_before", "not_after", "issued_by", "serial")
+    return {k: current[k] for k in keys if k in current}
+
+
+def serial_of(cert_pem: bytes) -> str:
+    """The certificate's serial in hex: what an ARI window is bound to."""
+    return format(x509.load_pem_x509_certificate(cert_pem).serial_number, "x")
 
 
 class ClusterStore:
@@ -248,9 +260,37 @@ class ClusterStore:
                 names=tuple(data["names"]),
                 key_type=data.get("key_type", "ec256"),
                 deploy_hook=data.get("deploy_hook"),
+                profile=data.get("profile"),
             )
             out.append((spec, versions.get(entry.key[len(specs_prefix) :])))
         return out
+
+    # -- ARI: the CA's renewal window, polled once for the whole cluster ----------------
+    def aris(self) -> dict[str, AriState]:
+        """name -> the renewal timing last polled for its current certificate."""
+        prefix = self.kv.path("ari", "")
+        return {
+            e.key[len(prefix) :]: AriState.from_json(_load(e, "an ARI state"))
+            for e in self.kv.get_prefix(prefix)
+        }
+
+    def ari(self, name: str) -> AriState | None:
+        entry = self.kv.get(self.kv.path("ari", name))
+        return None if entry is None else AriState.from_json(_load(entry, "an ARI state"))
+
+    def try_ari_poll(self, name: str, member: str, lease: int) -> Fence | None:
+        """The right to poll ``name``'s ARI now (one poller for the cluster), on ``lease``."""
+        path = self._cert(name, "ari-poll")
+        if not self.kv.create(path, member.encode(), lease=lease):
+            return None
+        entry = self.kv.get(path)
+        if entry is None or entry.lease != lease:
+            return None
+        return Fence(key=path, create_revision=entry.create_revision, lease=lease)
+
+    def save_ari(self, fence: Fence, name: str, state: AriState) -> None:
+        """The window the poller got, fenced by its poll lock: every member sees it."""
+        self.kv.fenced(fence, [Put(self.kv.path("ari", name), _json(state.to_json()))])
 
     # -- back-off and operators' requests ------------------------------------------------
     def backoffs(self) -> dict[str, Backoff]:
@@ -373,6 +413,7 @@ class ClusterStore:
                 "not_before": cert.not_before,
                 "not_after": cert.not_after,
                 "issued_by": cert.issued_by,
+                "serial": serial_of(cert.cert_pem),
             }
         )
         summary = _json(_summary(json.loads(value)))
