@@ -401,7 +401,8 @@ def test_badnonce_is_retried(nonce_rejecting_ca: LocalCA, tmp_path: Path) -> Non
     ("name", "message"),
     [
         ("*.app.test", "wildcard names cannot be validated over HTTP-01"),
-        ("127.0.0.1", "an IP address is not a DNS name"),
+        ("::1%eth0", "an IPv6 zone (%eth0) only means something on this host"),
+        ("300.1.1.1", "not a valid IPv4 (dotted-quad) address"),
         ("bad_label.test", "not a valid DNS name"),
         ("-lead.test", "not a valid DNS name"),
         ("a" * 64 + ".test", "not a valid DNS name"),

@@ -4,9 +4,9 @@ cluster replaces each certificate once, with ``replaces``, polling ARI once per
 certificate for the cluster (not once per member).
 
 Ten agents in ten backends behind a round-robin TCP HAProxy, a 3-member etcd, Pebble 2.10
-(10-day certificates: nothing is due by its lifetime, nor in Pebble's own window, during the test). ``ari_poll_max``
-caps the CA's Retry-After (6 h at Pebble) at a few seconds, so that the drill is seen
-within the test.
+(10-day certificates: nothing is due by its lifetime, nor in Pebble's own window, during
+the test). ``ari_poll_max`` caps the CA's Retry-After (6 h at Pebble) at a few seconds,
+so that the drill is seen within the test.
 """
 
 from __future__ import annotations

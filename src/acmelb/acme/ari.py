@@ -44,6 +44,7 @@ DEFAULT_POLL = 6 * 3600.0
 MIN_POLL = 60.0
 MAX_POLL = 24 * 3600.0
 SHORT_LIFETIME = 10 * 86400.0  # under this, renew at half the lifetime
+LAST_SHARE = 0.1  # whatever the window, renew before only this share of the lifetime is left
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,14 @@ def lifetime_window(not_before: float, not_after: float) -> Window:
     if lifetime < SHORT_LIFETIME:
         return Window(not_after - lifetime / 2, not_after - lifetime / 3)
     return Window(not_after - lifetime / 3, not_after - lifetime / 4)
+
+
+def renew_by(moment: float, not_before: float, not_after: float) -> float:
+    """When to renew: the chosen moment, but never with less than a tenth of the lifetime
+    left (a window that ends at the expiry, as a test CA may give a very short
+    certificate, must not leave a renewal to the last second)."""
+    lifetime = max(1.0, not_after - not_before)
+    return min(moment, not_after - lifetime * LAST_SHARE)
 
 
 def _timestamp(value: Any) -> float:

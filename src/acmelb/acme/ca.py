@@ -42,6 +42,7 @@ from acmelb.errors import (
     UsageError,
     ValidationFailedError,
 )
+from acmelb.names import challenge_url
 from acmelb.version import __version__
 
 DIRECTORY_ALIASES = {
@@ -506,7 +507,7 @@ def failure_detail(authz: messages.AuthorizationResource) -> tuple[str, str, str
     name = authz.body.identifier.value
     for challb in authz.body.challenges:
         if isinstance(challb.chall, acme_challenges.HTTP01):
-            url = f"http://{name}/.well-known/acme-challenge/{challb.chall.encode('token')}"
+            url = challenge_url(name, challb.chall.encode("token"))
             if challb.error is not None:
                 err = challb.error
                 return name, url, f"{err.detail or err.title} ({err.code or err.typ})"

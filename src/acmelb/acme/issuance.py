@@ -48,7 +48,7 @@ from acmelb.errors import (
     UsageError,
     ValidationFailedError,
 )
-from acmelb.names import is_ip_address, normalize_name
+from acmelb.names import is_ip_address, normalize_identifier
 
 if TYPE_CHECKING:
     from acmelb.doctor.diagnose import Report
@@ -132,11 +132,14 @@ class IssueResult:
 
 
 def normalize_names(raw: Sequence[str]) -> tuple[str, ...]:
+    """A certificate's identifiers, normalised and without repeats, in the order given:
+    DNS names and IP addresses (RFC 8738), alone or mixed. The first names the lineage
+    (an IP-address certificate's lineage is its address, as certbot names it)."""
     if not raw:
         raise UsageError("give at least one name")
     seen: dict[str, None] = {}
     for name in raw:
-        seen[normalize_name(name)] = None
+        seen[normalize_identifier(name)] = None
     return tuple(seen)
 
 
@@ -412,6 +415,24 @@ class Pipeline:
             self.progress(f"warning: {exc}")
 
 
+SHORTLIVED = "shortlived"  # Let's Encrypt's profile, the only one it issues IPs in
+
+
+def ip_profile_warning(client: CAClient, names: Sequence[str], profile: str | None) -> str | None:
+    """Let's Encrypt issues IP-address certificates only in its ``shortlived`` profile: a
+    warning line when one is ordered in another profile (or none) from a CA that offers
+    ``shortlived``. Not a refusal: another CA (Pebble) may issue it in any profile."""
+    addresses = [n for n in names if is_ip_address(n)]
+    if not addresses or profile == SHORTLIVED or SHORTLIVED not in client.profiles():
+        return None
+    how = f"in the profile {profile}" if profile else "in the CA's default profile"
+    return (
+        f"warning: {', '.join(addresses)}: ordered {how}; Let's Encrypt issues certificates "
+        f"for IP addresses only in the {SHORTLIVED} profile, which this CA offers (add "
+        f"--profile {SHORTLIVED} if the order is refused)"
+    )
+
+
 def check_profile(client: CAClient, profile: str | None) -> None:
     """A profile the CA does not offer is a one-line error, before any order."""
     if profile is None:
@@ -470,6 +491,9 @@ class Issuer:
         self.store.prepare()
         client = client or open_account(self.store, request.ca)
         check_profile(client, request.profile)
+        warning = ip_profile_warning(client, names, request.profile)
+        if warning is not None:
+            self.progress(warning)
         with self.store.lock(names[0]):
             own_solver = solver is None
             solver = solver or make_solver(request.solver, client.thumbprint)
@@ -610,7 +634,9 @@ def inspect_certificates(store: Store) -> list[CertificateInfo]:
             continue
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            names = tuple(san.value.get_values_for_type(x509.DNSName))
+            names = tuple(san.value.get_values_for_type(x509.DNSName)) + tuple(
+                str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)
+            )
         except x509.ExtensionNotFound:
             names = (lineage.name,)
         left = (cert.not_valid_after_utc - now).total_seconds() / 86400
@@ -647,7 +673,7 @@ def renew(
     lineages that share a CA and a solver are renewed concurrently.
     """
     infos = {info.name: info for info in inspect_certificates(store)}
-    wanted = list(infos) if names is None else [normalize_name(n) for n in names]
+    wanted = list(infos) if names is None else [normalize_identifier(n) for n in names]
     outcomes: dict[str, RenewOutcome] = {}
     due: dict[tuple[CAConfig, SolverOptions], list[tuple[str, IssueRequest]]] = {}
     clients = _Clients(store)
@@ -705,7 +731,11 @@ def _renewal_due(
     except CAError:  # the CA is away: judge by what is known (a due renewal fails anyway)
         client = None
     state = renewal_timing(store, info.name, client)
-    if time.time() < state.moment:
+    cert = x509.load_pem_x509_certificate(store.lineage(info.name).read("cert"))
+    due = ari.renew_by(
+        state.moment, cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+    )
+    if time.time() < due:
         return None, ari.describe(state)
     replaces = state.cert_id if state.source == "ari" and state.cert_id else None
     return IssueRequest.renewing(config, replaces=replaces), ari.describe(state)
@@ -791,7 +821,24 @@ def run_deploy_hook_outcome(
 ) -> HookOutcome:
     """certbot's deploy hook: ``command`` through the shell with RENEWED_LINEAGE (one
     lineage's live directory) and RENEWED_DOMAINS (its names, space-separated)."""
-    env = {**os.environ, "RENEWED_LINEAGE": str(live_dir), "RENEWED_DOMAINS": " ".join(names)}
+    return run_deploy_hook_batch(command, [(live_dir, names)], timeout)
+
+
+def run_deploy_hook_batch(
+    command: str, lineages: Sequence[tuple[Path, Sequence[str]]], timeout: float = HOOK_TIMEOUT
+) -> HookOutcome:
+    """One run of ``command`` for several lineages installed together (one reload of the
+    server for all of them). certbot's variables describe the first lineage, so that a
+    hook written for one lineage works; RENEWED_LINEAGES lists every live directory, one
+    a line, and RENEWED_DOMAINS_ALL every name of every lineage, space-separated."""
+    first_dir, first_names = lineages[0]
+    env = {
+        **os.environ,
+        "RENEWED_LINEAGE": str(first_dir),
+        "RENEWED_DOMAINS": " ".join(first_names),
+        "RENEWED_LINEAGES": "\n".join(str(live) for live, _ in lineages),
+        "RENEWED_DOMAINS_ALL": " ".join(n for _, names in lineages for n in names),
+    }
     try:
         proc = subprocess.run(
             command,
@@ -838,7 +885,7 @@ REVOCATION_REASONS = {
 def revoke(
     store: Store, name: str, *, reason: str = "unspecified", ca: CAConfig | None = None
 ) -> CertificateInfo:
-    name = normalize_name(name)
+    name = normalize_identifier(name)
     code = REVOCATION_REASONS.get(reason.lower().replace("-", "").replace("_", ""))
     if code is None:
         raise UsageError(f"unknown reason {reason!r} (choose from {', '.join(REVOCATION_REASONS)})")

@@ -9,6 +9,10 @@
       renewal/NAME.json                how to renew NAME (names, directory, solver, ...)
       locks/NAME.lock                  one issuance or renewal per name at a time
 
+NAME is the certificate's first name as normalised (``acmelb.names``): a DNS name, or
+for an IP-address certificate the address itself, as certbot names it (IPv6 in its
+compressed form, colons and all: ``live/2001:db8::1/``; a Linux file name may hold ':').
+
 Every file is written to a temporary name, fsynced and renamed; keys and
 directories are created 0600/0700 from the first byte. A new version goes to
 ``archive/`` completely before ``live/`` moves, so a failed or killed run

@@ -30,11 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help=HELP,
         description=(
             "Probe http://NAME/.well-known/acme-challenge/TOKEN the way a CA validates, from "
-            "this host and from the vantages given, and name what is wrong and the fix."
+            "this host and from the vantages given, and name what is wrong and the fix. A "
+            "NAME may be an IP address (an IP-address certificate): no DNS, the address "
+            "probed as it is (http://[IPv6]/...)."
         ),
         epilog="Exit status: 0 no error, 1 error or fatal finding, 2 bad usage, 3 internal.",
     )
-    p.add_argument("names", nargs="*", metavar="NAME", help="DNS name(s) to diagnose")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="DNS name(s) or IP address(es) to diagnose"
+    )
     p.add_argument("--from-file", metavar="FILE", help="names, one per line ('-' = stdin)")
     p.add_argument("--token", help="the challenge token (default: a random one)")
     key = p.add_mutually_exclusive_group()

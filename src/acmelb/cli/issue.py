@@ -28,9 +28,10 @@ def register(sub: Any) -> None:
         "issue",
         help="obtain a certificate for one or more names over HTTP-01",
         description="Order a certificate for NAME... (one certificate, all names), prove "
-        "control of each name over HTTP-01, and store it under STATE/live/FIRST-NAME/.",
+        "control of each name over HTTP-01, and store it under STATE/live/FIRST-NAME/. "
+        "A NAME may be an IP address (RFC 8738; Let's Encrypt: --profile shortlived).",
     )
-    parser.add_argument("names", nargs="*", metavar="NAME")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="a DNS name or an IP address")
     parser.add_argument(
         "--from-file",
         metavar="FILE",

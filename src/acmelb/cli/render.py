@@ -374,14 +374,14 @@ def _render_certificate(status: ClusterStatus, c: CertificateStatus, out: TextIO
     behind = [m for m in status.members if m.installed.get(c.name) != c.version]
     if c.version is not None and behind:
         print(f"    not yet installed on: {', '.join(m.member for m in behind)}", file=out)
-    for member, run in sorted(c.hook_failed_on.items()):
-        print(f"    deploy hook FAILED on {member} for v{run['version']}", file=out)
+    for member, why in sorted(c.stragglers.items()):
+        print(f"    STRAGGLER {member}: {why}", file=out)
 
 
 def _summary_line(status: ClusterStatus) -> str:
     if not status.healthy:
-        failed = sorted({m.member for m in status.members if m.failed_hooks})
-        return f"UNHEALTHY: a deploy hook failed on {', '.join(failed)} (see above)"
+        late = sorted({member for c in status.certificates for member in c.stragglers})
+        return f"UNHEALTHY: stragglers: {', '.join(late)} (see above)"
     if status.converged:
         return "converged: every member serves every current version"
     return "not converged yet"

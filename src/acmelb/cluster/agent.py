@@ -35,7 +35,7 @@ from typing import Any
 
 from cryptography import x509
 
-from acmelb.acme.ari import AriState
+from acmelb.acme.ari import AriState, renew_by
 from acmelb.acme.responder import (
     ExactTokens,
     RequestLog,
@@ -78,6 +78,16 @@ class AgentState:
     problems: dict[str, str] = field(default_factory=dict)
     held: dict[str, Fence] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)  # no longer declared; files left in place
+    serving: dict[str, str | None] = field(default_factory=dict)  # name -> serial served
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """A version installed here whose deploy hook must run."""
+
+    spec: CertificateSpec
+    version: int
+    names: tuple[str, ...]
 
 
 class ClusterSolver:
@@ -138,6 +148,29 @@ class MemberVantage:
         finally:
             with contextlib.suppress(StoreUnavailable, LockLost):  # the lease takes it anyway
                 self.store.forget_probe(self.fence, probe_id)
+
+
+def served_serial(address: str, server_name: str, timeout: float = 2.0) -> str | None:
+    """The serial (hex) of the certificate served on ``address`` (HOST:PORT) for
+    ``server_name``, or None when nothing answers with TLS there."""
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # what is served, trusted or not
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    if not der:
+        return None
+    return format(x509.load_der_x509_certificate(der).serial_number, "x")
 
 
 def _not_before_after(cert_pem: bytes) -> tuple[float, float]:
@@ -282,6 +315,7 @@ class Agent:
             problems=dict(self.state.problems),
             answers_for=self.answers.stateless.thumbprint if self.answers.stateless else None,
             hooks=self.hooks.runs(),
+            serving=dict(self.state.serving),
         )
 
     def _store_reached(self, ok: bool, exc: Exception | None = None) -> None:
@@ -310,10 +344,12 @@ class Agent:
             self._learn_thumbprint()
             self._answer_probes()
             specs = self._specs()
+            installed = [job for spec in specs if (job := self._install(spec)) is not None]
+            self._deploy(installed)
             for spec in specs:
-                self._install(spec)
                 self._retry_failed_hook(spec)
             self._forget_removed({spec.name for spec in specs})
+            self._check_serving(specs)
             self._store_reached(True)
         except StoreUnavailable as exc:
             self._store_reached(False, exc)
@@ -426,6 +462,22 @@ class Agent:
             return mine.deploy_hook
         return declared.deploy_hook or self.config.deploy_hook
 
+    def _check_serving(self, specs: Sequence[CertificateSpec]) -> None:
+        """What this instance actually serves (``serve_check``, SNI the first name): the
+        serial, recorded for ``cluster status``, which names the stragglers."""
+        if self.config.serve_check is None:
+            return
+        for spec in specs:
+            if spec.name not in self.state.installed:
+                continue
+            served = served_serial(self.config.serve_check, spec.names[0])
+            summary = self._current.get(spec.name) or {}
+            current = served is not None and served == summary.get("serial")
+            self.metrics.serving_current.labels(name=spec.name).set(1 if current else 0)
+            if spec.name not in self.state.serving or self.state.serving[spec.name] != served:
+                self.state.serving[spec.name] = served
+                self._beat_now.set()
+
     def _forget_removed(self, declared: set[str]) -> None:
         """A certificate removed with ``cluster remove``: said once; its files stay."""
         for name in sorted(set(self.state.installed) - declared):
@@ -438,45 +490,54 @@ class Agent:
             )
             self._beat_now.set()
 
-    def _install(self, spec: CertificateSpec) -> None:
-        """Put the store's current version into the local live/ (atomic) if it is new."""
+    def _install(self, spec: CertificateSpec) -> Deploy | None:
+        """Put the store's current version into the local live/ (atomic) if it is new;
+        what its deploy hook must deploy, unless this version's hook ran already (before
+        a restart of this agent)."""
         summary = self._current.get(spec.name)
         if summary is None or self.state.installed.get(spec.name) == summary["version"]:
-            return
+            return None
         cert = self.store.current(spec.name)
         if cert is None:
-            return
+            return None
         changed = self._install_files(spec, cert)
         self.state.installed[spec.name] = cert.version
         self.metrics.installed_version.labels(name=spec.name).set(cert.version)
         self.metrics.not_after.labels(name=spec.name).set(cert.not_after)
-        last = self.hooks.get(spec.name)
-        # deployed unless this version's hook ran already (before a restart of this agent)
-        said = ""
-        if spec.deploy_hook and (changed or last is None or last.version != cert.version):
-            said = self._run_hook(spec, cert.version, cert.names)
         if changed:
             live = self.local.lineage(spec.name).live_dir
-            self.log(f"installed {spec.name} version {cert.version} in {live}{said}")
+            self.log(f"installed {spec.name} version {cert.version} in {live}")
         self._beat_now.set()
+        last = self.hooks.get(spec.name)
+        if spec.deploy_hook and (changed or last is None or last.version != cert.version):
+            return Deploy(spec, cert.version, cert.names)
+        return None
 
-    def _run_hook(self, spec: CertificateSpec, version: int, names: Sequence[str]) -> str:
-        """The deploy hook for the installed version; its outcome is kept (locally, and in
-        this member's record: a failure is this member's health)."""
-        from acmelb.acme.issuance import run_deploy_hook_outcome
+    def _deploy(self, installed: Sequence[Deploy]) -> None:
+        """The installs of one pass share one run of each deploy hook (one reload for
+        many certificates: a drill over fifty converges in about the time ordering
+        takes, not one reload after another)."""
+        by_command: dict[str, list[Deploy]] = {}
+        for job in installed:
+            assert job.spec.deploy_hook is not None
+            by_command.setdefault(job.spec.deploy_hook, []).append(job)
+        for command, jobs in by_command.items():
+            self._run_hook(command, jobs)
 
-        assert spec.deploy_hook is not None
-        outcome = run_deploy_hook_outcome(
-            spec.deploy_hook, self.local.lineage(spec.name).live_dir, names
-        )
-        self.hooks.record(
-            spec.name,
-            HookRun(version, outcome.exit_status, outcome.output, time.time(), spec.deploy_hook),
-        )
-        self.metrics.hook_ran(spec.name, outcome.ok)
-        if not outcome.ok:
-            self.log(f"{spec.name}: deploy hook for version {version} failed{outcome.clause()}")
-        return outcome.clause()
+    def _run_hook(self, command: str, jobs: Sequence[Deploy]) -> None:
+        """One run of ``command`` for ``jobs``; its outcome is kept for each certificate
+        (locally, and in this member's record: a failure is this member's health)."""
+        from acmelb.acme.issuance import run_deploy_hook_batch
+
+        lineages = [(self.local.lineage(j.spec.name).live_dir, j.names) for j in jobs]
+        outcome = run_deploy_hook_batch(command, lineages)
+        now = time.time()
+        for job in jobs:
+            run = HookRun(job.version, outcome.exit_status, outcome.output, now, command)
+            self.hooks.record(job.spec.name, run)
+            self.metrics.hook_ran(job.spec.name, outcome.ok)
+        names = ", ".join(f"{j.spec.name} v{j.version}" for j in jobs)
+        self.log(f"deploy hook for {names}{outcome.clause()}")
 
     def _retry_failed_hook(self, spec: CertificateSpec) -> None:
         """A failed deploy hook is run again every check interval until it succeeds."""
@@ -486,7 +547,8 @@ class Agent:
             return
         if time.time() - last.at < self.config.check_interval:
             return
-        self._run_hook(spec, last.version, spec.names)
+        assert spec.deploy_hook is not None
+        self._run_hook(spec.deploy_hook, [Deploy(spec, last.version, spec.names)])
         retried = self.hooks.get(spec.name)
         if retried is not None and retried.ok:
             self.log(f"{spec.name}: deploy hook for version {version} succeeded on a retry")
@@ -563,7 +625,7 @@ class Agent:
             return 0.0
         polled = self._ari_window(spec, summary, fresh=fresh)
         if polled is not None:
-            return polled.moment
+            return renew_by(polled.moment, summary["not_before"], summary["not_after"])
         window = default_window(
             summary["not_before"], summary["not_after"], self.config.renew_fraction
         )

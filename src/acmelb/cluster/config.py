@@ -59,7 +59,7 @@ from acmelb.acme.selfcheck import MODES, SelfCheckOptions
 from acmelb.cluster.backoff import RETRY_SCHEDULE
 from acmelb.doctor.vantage import ProbeSettings, Role, build_vantages
 from acmelb.errors import UsageError
-from acmelb.names import normalize_name
+from acmelb.names import normalize_identifier
 
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa4096")
 
@@ -136,6 +136,8 @@ class AgentConfig:
     deploy_hook: str | None = None
     # at most this long between two ARI polls of a certificate (None: the CA's Retry-After)
     ari_poll_max: float | None = None
+    # HOST:PORT where this instance serves TLS: checked after each deploy (stragglers)
+    serve_check: str | None = None
     certificates: tuple[CertificateSpec, ...] = field(default_factory=tuple)
     # the [self_check] table: for certificates declared in the store but not in this file
     self_check: SelfCheckOptions | None = None
@@ -273,7 +275,7 @@ def _certificate(table: _Table, default_check: SelfCheckOptions | None) -> Certi
     if not raw:
         raise table.error("names", "must list at least one name")
     try:
-        names = tuple(dict.fromkeys(normalize_name(n) for n in raw))
+        names = tuple(dict.fromkeys(normalize_identifier(n) for n in raw))
     except UsageError as exc:
         raise table.error("names", str(exc)) from exc
     key_type = table.get("key_type", str, "ec256")
@@ -380,6 +382,7 @@ def parse_config(text: str, where: str) -> AgentConfig:
         retry_schedule=top.numbers("retry_schedule", RETRY_SCHEDULE),
         deploy_hook=top.get("deploy_hook", str),
         ari_poll_max=top.get("ari_poll_max", float),
+        serve_check=top.get("serve_check", str),
         certificates=_certificates(top, default_check),
         self_check=default_check,
     )
@@ -399,6 +402,10 @@ def _validate(config: AgentConfig, top: _Table) -> None:
         raise top.error("renew_fraction", "must be between 0.1 and 0.95")
     if not 0.1 <= config.check_interval <= 86400:
         raise top.error("check_interval", "must be between 0.1 and 86400 seconds")
+    if config.serve_check is not None and not re.fullmatch(
+        r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):\d{1,5}", config.serve_check
+    ):
+        raise top.error("serve_check", f"{config.serve_check!r}: expected HOST:PORT")
     if config.ari_poll_max is not None and not 1 <= config.ari_poll_max <= 86400:
         raise top.error("ari_poll_max", "must be between 1 and 86400 seconds")
 

@@ -118,6 +118,12 @@ class AgentMetrics:
         self.ari_polls = Counter(
             "acmelb_ari_polls", "ARI polls this member made for the cluster", ["name"], registry=r
         )
+        self.serving_current = Gauge(
+            "acmelb_serving_current",
+            "1 if this instance serves the current version (serve_check), else 0",
+            ["name"],
+            registry=r,
+        )
         self.ari_early_renewals = Counter(
             "acmelb_ari_early_renewals",
             "Renewals this member ordered because the CA moved the ARI window early",

@@ -22,7 +22,7 @@ from acmelb.cluster.schedule import default_window
 from acmelb.cluster.secrets import SecretBox
 from acmelb.cluster.store import ClusterStore, MemberRecord
 from acmelb.errors import StateError, StoreUnavailable, UsageError
-from acmelb.names import normalize_name
+from acmelb.names import normalize_identifier
 
 SCHEMA = "acmelb.cluster-status/v1"
 
@@ -41,6 +41,9 @@ class CertificateStatus:
     renewal_requested: dict[str, Any] | None = None  # an operator's `cluster renew`
     hook_failed_on: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> run
     ari: dict[str, Any] | None = None  # the CA's window for the current serial, as polled
+    # member -> why it does not serve the current version though it should: its deploy
+    # hook failed, or it serves another certificate (a reload missing)
+    stragglers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,15 @@ class ClusterStatus:
         return self.quorum and all(
             c.version is not None
             and all(m.installed.get(c.name) == c.version for m in self.members)
-            and not c.hook_failed_on
+            and not c.stragglers
             for c in self.certificates
         )
 
     @property
     def healthy(self) -> bool:
-        """Quorum, and no member's last deploy hook for an installed version failed."""
-        return self.quorum and not any(m.failed_hooks for m in self.members)
+        """Quorum, and no straggler: no member whose deploy hook for an installed version
+        failed, nor one that installed the current version and serves another."""
+        return self.quorum and not any(c.stragglers for c in self.certificates)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,7 +144,25 @@ def _certificate(
             for m in members
             if spec.name in m.failed_hooks
         },
+        stragglers=_stragglers(spec.name, current, members),
     )
+
+
+def _stragglers(
+    name: str, current: dict[str, Any] | None, members: tuple[MemberRecord, ...]
+) -> dict[str, str]:
+    found = {}
+    for m in members:
+        if name in m.failed_hooks:
+            found[m.member] = f"deploy hook for v{m.failed_hooks[name].version} failed"
+            continue
+        if current is None or m.installed.get(name) != current["version"]:
+            continue  # not installed yet: converging, not a straggler
+        if name in m.serving and m.serving[name] != current.get("serial"):
+            served = m.serving[name]
+            what = f"serial {served}" if served else "nothing over TLS"
+            found[m.member] = f"serves {what}, not the current version (a reload missing?)"
+    return found
 
 
 def _ari_of(state: AriState | None, current: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -165,7 +187,7 @@ def declare(
     if deploy_hook is not None and not deploy_hook.strip():
         raise UsageError("--deploy-hook: an empty command")
     spec = CertificateSpec(
-        names=tuple(dict.fromkeys(normalize_name(n) for n in names)),
+        names=tuple(dict.fromkeys(normalize_identifier(n) for n in names)),
         key_type=key_type,
         deploy_hook=deploy_hook,
         profile=profile,
@@ -187,7 +209,7 @@ def undeclare(store_config: StoreConfig, name: str) -> bool:
 
 def export(store_config: StoreConfig, box: SecretBox, name: str, directory: Path) -> Path:
     """Write the current version of NAME into DIR in certbot's layout; its live dir."""
-    name = normalize_name(name)
+    name = normalize_identifier(name)
     kv = EtcdKV(store_config)
     try:
         cert = ClusterStore(kv, box).current(name)
@@ -221,7 +243,7 @@ def request_renewal(store_config: StoreConfig, names: Sequence[str], *, now: boo
         declared = {spec.name for spec in store.specs()}
         missing = []
         for raw in names:
-            name = normalize_name(raw)
+            name = normalize_identifier(raw)
             if name not in declared:
                 missing.append(name)
                 continue

@@ -46,7 +46,7 @@ from acmelb.cluster.config import CertificateSpec
 from acmelb.cluster.kv import Delete, Entry, EtcdKV, Fence, Put
 from acmelb.cluster.secrets import SecretBox
 from acmelb.errors import SecretKeyError, StateError
-from acmelb.names import normalize_name
+from acmelb.names import normalize_identifier
 
 KEYCHECK = b"acmelb store key check v1"
 
@@ -116,6 +116,7 @@ class MemberRecord:
     problems: dict[str, str] = field(default_factory=dict)  # name -> last failure
     answers_for: str | None = None  # the account thumbprint it answers any token for
     hooks: dict[str, HookRun] = field(default_factory=dict)  # name -> its last deploy hook
+    serving: dict[str, str | None] = field(default_factory=dict)  # name -> serial served
 
     @property
     def failed_hooks(self) -> dict[str, HookRun]:
@@ -136,6 +137,7 @@ class MemberRecord:
             "problems": self.problems,
             "answers_for": self.answers_for,
             "hooks": {name: run.to_json() for name, run in self.hooks.items()},
+            "serving": self.serving,
             "healthy": not self.failed_hooks,
         }
 
@@ -150,6 +152,7 @@ class MemberRecord:
             problems={str(k): str(v) for k, v in data.get("problems", {}).items()},
             answers_for=data.get("answers_for"),
             hooks={str(k): HookRun.from_json(v) for k, v in data.get("hooks", {}).items()},
+            serving={str(k): v for k, v in data.get("serving", {}).items()},
         )
 
 
@@ -236,7 +239,7 @@ class ClusterStore:
         return self.kv.create(self.kv.path("specs", spec.name), _json(spec.to_json()))
 
     def undeclare(self, name: str) -> bool:
-        name = normalize_name(name)
+        name = normalize_identifier(name)
         if self.kv.get(self.kv.path("specs", name)) is None:
             return False
         self.kv.delete(self.kv.path("specs", name))

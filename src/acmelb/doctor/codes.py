@@ -114,8 +114,9 @@ CODES: dict[Code, CodeInfo] = {
         Severity.FATAL,
         Stage.NAME,
         "not a name HTTP-01 can validate",
-        "NAME is not a valid DNS name for HTTP-01 (IP literal, `*.` wildcard, bad label, too long)",
-        "use the DNS name itself; wildcards need DNS-01",
+        "NAME is neither a valid DNS name nor an IP address for HTTP-01 (`*.` wildcard, bad "
+        "label, too long; a malformed address, brackets, an IPv6 zone)",
+        "use the DNS name or the address itself; wildcards need DNS-01",
     ),
     Code.DNS_NO_ADDRESS: CodeInfo(
         Severity.FATAL,
@@ -135,7 +136,8 @@ CODES: dict[Code, CodeInfo] = {
         Severity.ERROR,
         Stage.DNS,
         "the name resolves to reserved addresses",
-        "the name resolves (only or also) to private/reserved addresses the CA will not use",
+        "the name resolves (only or also) to private/reserved addresses the CA will not use, "
+        "or the target is such an IP address",
         "publish only public addresses of the load balancer",
     ),
     Code.DNS_SPLIT_HORIZON: CodeInfo(

@@ -16,7 +16,7 @@ from typing import Any
 from acmelb.doctor.checks.base import Context, Target, VantageRun
 from acmelb.doctor.vantage import ProbeResult, Role, Vantage, VantageFailure
 from acmelb.errors import InvalidNameError
-from acmelb.names import normalize_name
+from acmelb.names import looks_like_ip, normalize_identifier
 
 __all__ = [
     "check_name",
@@ -49,11 +49,15 @@ def make_target(
 
 
 def check_name(ctx: Context) -> None:
-    """Normalise the target's name, or keep why it is invalid (the NAME stage reports it)."""
+    """Normalise the target's name, or keep why it is invalid (the NAME stage reports it).
+    A target that is an IP address (RFC 8738) is kept as ``ctx.address``: no DNS for it."""
     try:
-        ctx.target.name = normalize_name(ctx.target.name)
+        ctx.target.name = normalize_identifier(ctx.target.name)
     except InvalidNameError as exc:
         ctx.name_error = str(exc)
+        return
+    if looks_like_ip(ctx.target.name):
+        ctx.address = ctx.target.name
 
 
 def probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> dict[str, Any]:
@@ -95,10 +99,13 @@ def vantage_run(vantage: Vantage, result: ProbeResult | VantageFailure) -> Vanta
 
 
 def _local_addresses(ctx: Context) -> list[str] | None:
-    """Addresses for this process's probes: --resolve first, else the CA-like DNS lookup."""
+    """Addresses for this process's probes: --resolve first, else the target's own IP
+    address, else the CA-like DNS lookup."""
     override = ctx.options.resolve.get(ctx.target.name)
     if override:
         return list(override)
+    if ctx.address is not None:
+        return [ctx.address]
     if ctx.dns is not None:
         return ctx.dns.addresses
     return None
@@ -113,5 +120,8 @@ def probe_jobs(ctx: Context, vantages: Sequence[Vantage]) -> list[tuple[Vantage,
 
 
 def skip_lookup(ctx: Context) -> bool:
-    """No DNS lookup when --resolve alone decides the target's addresses."""
+    """No DNS lookup for an IP address (no A, AAAA, nor CAA, which is for DNS names),
+    nor when --resolve alone decides the target's addresses."""
+    if ctx.address is not None:
+        return True
     return ctx.target.name in ctx.options.resolve and ctx.options.dns_server is None

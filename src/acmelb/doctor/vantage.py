@@ -265,6 +265,8 @@ def _curl_command(prefix: list[str], url: str, timeout: float, total: float) -> 
         "Accept-Encoding: gzip",
         "-A",
         _probe.DEFAULT_USER_AGENT,
+        # no URL globbing: an IPv6 target's URL is bracketed (http://[2001:db8::1]/...)
+        "--globoff",
         "-w",
         _CURL_FORMAT,
         url,

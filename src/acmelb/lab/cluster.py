@@ -97,7 +97,8 @@ def write_agent_config(
     One ``[[certificate]]`` per name of ``names`` (default: the lab's name), each with
     ``role``'s deploy hook (its nginx on 443 reloads ``live/*/``); the CA is the lab's
     Pebble; a strict self-check with the public namespace as the outside vantage (the
-    CA's side). ``extra`` is added verbatim to the top-level table.
+    CA's side); the agent checks what its nginx serves on 443 after each deploy
+    (``serve_check``). ``extra`` is added verbatim to the top-level table.
     """
     state = lab.agent_state_dir(role)
     names = (lab.scenario.name,) if names is None else names
@@ -111,6 +112,7 @@ state_dir = {json.dumps(str(state))}
 store = {json.dumps(store_url(lab))}
 lease_ttl = {lease_ttl}
 check_interval = {check_interval}
+serve_check = "127.0.0.1:{TLS_PORT}"
 {'metrics_listen = "127.0.0.1:9108"' if metrics else ""}
 {extra}
 [ca]

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from acmelb.names import challenge_url
+
 
 @dataclass(frozen=True)
 class PendingChallenge:
-    """An HTTP-01 challenge this run must satisfy."""
+    """An HTTP-01 challenge this run must satisfy; ``name`` is the authorization's
+    identifier: a DNS name or an IP address (RFC 8738)."""
 
     name: str
     token: str
@@ -21,7 +24,7 @@ class PendingChallenge:
 
     @property
     def validation_url(self) -> str:
-        return f"http://{self.name}/.well-known/acme-challenge/{self.token}"
+        return challenge_url(self.name, self.token)
 
 
 class Solver(Protocol):

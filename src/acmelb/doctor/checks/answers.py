@@ -20,6 +20,7 @@ from acmelb.doctor.checks.base import (
 )
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import Code, Finding, Severity, remedy_tcp_passthrough
+from acmelb.names import url_host
 
 Failures = dict[Code, list[tuple[Attempt, Verdict]]]
 
@@ -224,7 +225,7 @@ def _content_texts(code: Code, items: list[tuple[Attempt, Verdict]], ctx: Contex
 
 
 def _not_found_texts(ctx: Context, share: str) -> _Texts:
-    name, token = ctx.target.name, ctx.target.token
+    host, token = url_host(ctx.target.name), ctx.target.token
     return (
         "the challenge URL answers 404",
         f"GET {ctx.target.url} returns 404 ({share}): the request reaches a "
@@ -232,7 +233,7 @@ def _not_found_texts(ctx: Context, share: str) -> _Texts:
         "(cert-manager's solver, acmelb, the webroot) is not running or not "
         "routed for /.well-known/acme-challenge/, or the LB sends the request "
         "to a backend that lacks the token.",
-        f"Route http://{name}/.well-known/acme-challenge/ to the responder "
+        f"Route http://{host}/.well-known/acme-challenge/ to the responder "
         "on every backend. With cert-manager, check the solver Ingress "
         "(`kubectl get ingress -A | grep cm-acme-http-solver`) and its "
         "ingress class; with a webroot, that the file is at "

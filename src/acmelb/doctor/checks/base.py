@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar, cast
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import KEYAUTH_RE, Code, Finding
 from acmelb.doctor.resolution import DnsResult
+from acmelb.names import challenge_url
 
 T = TypeVar("T")
 
@@ -41,7 +42,8 @@ DIAL_ERRORS = ("connect-timeout", "connect-refused", "connect-error")
 
 @dataclass
 class Target:
-    """What is diagnosed: a name, the token and (when known) the key authorization."""
+    """What is diagnosed: a name (or an IP address), the token and (when known) the key
+    authorization."""
 
     name: str
     token: str
@@ -55,7 +57,7 @@ class Target:
 
     @property
     def url(self) -> str:
-        return f"http://{self.name}/.well-known/acme-challenge/{self.token}"
+        return challenge_url(self.name, self.token)
 
     @property
     def thumbprint(self) -> str | None:
@@ -258,6 +260,8 @@ class Context:
     cluster: bool = False  # the inside vantages look like Kubernetes (kubectl) or --challenges
     dns: DnsResult | None = None
     name_error: str | None = None
+    # the target's IP address when it is one (RFC 8738): no DNS, probed as it is
+    address: str | None = None
     runs: list[VantageRun] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     # what several checks derive from the same runs, made once: key -> (runs, value)

@@ -73,18 +73,21 @@ class DnsAddresses:
 
 
 class DnsReserved:
+    """Reserved addresses the CA will not connect to: those the name resolves to, or the
+    target itself when it is an IP address (unless --assume-public covers them)."""
+
     codes = (Code.DNS_RESERVED_ADDRESS,)
     stage = Stage.DNS
     after: tuple[type, ...] = ()
 
     def applies(self, ctx: Context) -> bool:
-        return ctx.dns is not None and bool(ctx.dns.addresses)
+        return ctx.address is not None or (ctx.dns is not None and bool(ctx.dns.addresses))
 
     def run(self, ctx: Context) -> list[Finding]:
-        assert ctx.dns is not None
+        addresses = [ctx.address] if ctx.address is not None else _resolved(ctx)
         nets = ctx.options.public_networks
         bad: list[str] = []
-        for addr in ctx.dns.addresses:
+        for addr in addresses:
             if any(ipaddress.ip_address(addr) in n for n in nets):
                 continue
             why = reserved_reason(addr)
@@ -92,7 +95,9 @@ class DnsReserved:
                 bad.append(f"{addr}: {why}")
         if not bad:
             return []
-        only = len(bad) == len(ctx.dns.addresses)
+        if ctx.address is not None:
+            return [_reserved_target(ctx, bad)]
+        only = len(bad) == len(addresses)
         return [
             Finding(
                 Code.DNS_RESERVED_ADDRESS,
@@ -109,6 +114,25 @@ class DnsReserved:
                 evidence=bad,
             )
         ]
+
+
+def _resolved(ctx: Context) -> list[str]:
+    assert ctx.dns is not None
+    return ctx.dns.addresses
+
+
+def _reserved_target(ctx: Context, bad: list[str]) -> Finding:
+    """The target is itself a reserved IP address (an IP-address certificate, RFC 8738)."""
+    return Finding(
+        Code.DNS_RESERVED_ADDRESS,
+        f"{ctx.target.name} is a reserved address",
+        "Public CAs refuse to validate or connect to private, loopback, link-local and "
+        "other reserved addresses, and this target is one: no public CA issues a "
+        "certificate for it.",
+        "Ask for a certificate for the load balancer's public address (or its DNS name); "
+        "for an internal address use an internal CA, or --assume-public in a lab.",
+        evidence=bad,
+    )
 
 
 class Caa:
