@@ -108,6 +108,13 @@ def test_cluster() -> None:
     assert "time: cluster / baseline" in out and "etcd requests per certificate" in out
 
 
+def test_renewal_drill() -> None:
+    # 2 agents and 2 certificates: the drill, ARI polls, the uncoordinated way
+    need_pebble()
+    out = bench("bench_renewal.py", "--tiny", timeout=280)
+    assert "ARI requests per certificate per interval" in out and "drill:" in out
+
+
 def test_parse_wrk() -> None:
     import bench_responder
 

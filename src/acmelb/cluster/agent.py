@@ -66,6 +66,7 @@ from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
 Log = Callable[[str], None]
 RESYNC_INTERVAL = 2.0  # seconds between full resyncs of the watch-fed copies
 PROBE_WAIT_MARGIN = 5.0  # a member's probe result may take this long beyond the probe budget
+MEMBER_LOOK_INTERVAL = 1.0  # while waiting for a member's probe: is it still a member?
 
 
 @dataclass
@@ -130,16 +131,32 @@ class MemberVantage:
     def run(self, request: dict[str, Any], budget: float) -> ProbeResult | VantageFailure:
         probe_id = self.store.ask_probe(self.fence, self.member, request)
         result: dict[str, Any] = {}
+        gone = threading.Event()
+        next_look = [time.monotonic() + MEMBER_LOOK_INTERVAL]
 
         def answered() -> bool:
             found = self.store.probe_result(probe_id)
             if found is not None:
                 result.update(found)
-            return found is not None
+                return True
+            # a member cut off from the store never answers: once its member key has gone
+            # with its lease, stop waiting (not the whole probe budget)
+            if time.monotonic() >= next_look[0]:
+                next_look[0] = time.monotonic() + MEMBER_LOOK_INTERVAL
+                if not self.store.member_alive(self.member):
+                    gone.set()
+                    return True
+            return False
 
         try:
-            if wait_until(answered, budget + PROBE_WAIT_MARGIN):
+            if wait_until(answered, budget + PROBE_WAIT_MARGIN) and not gone.is_set():
                 return result
+            if gone.is_set():
+                return VantageFailure(
+                    f"member {self.member} left the cluster before it answered the probe "
+                    "(its member key expired: cut off from the store, or stopped)",
+                    [],
+                )
             return VantageFailure(
                 f"member {self.member} did not answer the probe within "
                 f"{budget + PROBE_WAIT_MARGIN:.0f} s",
@@ -885,7 +902,10 @@ class Agent:
         if state.window.start < lifetime.start and state.moment < lifetime.start:
             self.metrics.ari_early_renewals.labels(name=spec.name).inc()
             said = f"; the CA explains: {state.explanation_url}" if state.explanation_url else ""
-            self.log(f"{spec.name}: renewing early: the CA's ARI window moved{said}")
+            self.log(
+                f"{spec.name}: renewing early, in the CA's ARI window (before the lifetime's "
+                f"window opens){said}"
+            )
         return state.cert_id or None
 
     def _resumable_order(self, spec: CertificateSpec, client: Any) -> PendingOrder | None:

@@ -180,9 +180,13 @@ def _summary(current: dict[str, Any]) -> dict[str, Any]:
     return {k: current[k] for k in keys if k in current}
 
 
-def serial_of(cert_pem: bytes) -> str:
-    """The certificate's serial in hex: what an ARI window is bound to."""
-    return format(x509.load_pem_x509_certificate(cert_pem).serial_number, "x")
+def serial_of(cert_pem: bytes) -> str | None:
+    """The certificate's serial in hex (what an ARI window is bound to); None when the
+    PEM is not a certificate."""
+    try:
+        return format(x509.load_pem_x509_certificate(cert_pem).serial_number, "x")
+    except ValueError:
+        return None
 
 
 class ClusterStore:
@@ -455,6 +459,10 @@ class ClusterStore:
     # -- members ------------------------------------------------------------------------
     def heartbeat(self, record: MemberRecord, lease: int) -> None:
         self.kv.put(self.kv.path("members", record.member), _json(record.to_json()), lease)
+
+    def member_alive(self, member: str) -> bool:
+        """Its member key is there (it goes with the member's lease)."""
+        return self.kv.get(self.kv.path("members", member)) is not None
 
     def members(self) -> list[MemberRecord]:
         return [
