@@ -830,10 +830,11 @@ class Agent:
         )
 
     def _issue(self, spec: CertificateSpec, fence: Fence) -> None:
-        from acmelb.acme.issuance import IssuanceState, Pipeline, generate_key
+        from acmelb.acme.issuance import IssuanceState, Pipeline, check_profile, generate_key
         from acmelb.acme.selfcheck import make_self_check
 
         client = self._ca_client()
+        check_profile(client, spec.profile)  # before any order: a one-line failure
         self._wait_for_members_answering(client.thumbprint)
         order = self._resumable_order(spec, client)
         if order is None:
