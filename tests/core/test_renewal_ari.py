@@ -10,8 +10,12 @@ tlsserver 45 days, shortlived 160 hours).
 from __future__ import annotations
 
 import datetime
+import http.server
 import json
+import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +245,75 @@ def test_the_lifetime_rule_without_ari() -> None:
     with pytest.raises(ari.AriError, match="not JSON"):
         ari.parse_renewal_info(b"<html>")
     assert ari.serial_der(0x80) == b"\x00\x80" and ari.serial_der(0x7F) == b"\x7f"
+
+
+class _DirectoryWithoutAri(http.server.BaseHTTPRequestHandler):
+    """A CA without ARI: Pebble's directory, served over plain HTTP without renewalInfo
+    (every other URL in it still points at Pebble itself)."""
+
+    upstream = ""
+    bundle = ""
+
+    def do_GET(self) -> None:
+        context = ssl.create_default_context(cafile=self.bundle)
+        request = urllib.request.Request(self.upstream, headers={"User-Agent": "acmelb-test"})
+        with urllib.request.urlopen(request, context=context, timeout=5) as answer:
+            directory = json.loads(answer.read())
+        directory.pop("renewalInfo", None)
+        body = json.dumps(directory).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_ca_without_ari_renews_by_the_lifetime(le_ca: LocalCA, tmp_path: Path) -> None:
+    handler = type(
+        "Handler",
+        (_DirectoryWithoutAri,),
+        {"upstream": le_ca.directory_url, "bundle": str(le_ca.ca_bundle)},
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        directory = f"http://127.0.0.1:{server.server_address[1]}/dir"
+        proc = run_acmelb(
+            "issue",
+            "noari.test",
+            "--directory",
+            directory,
+            "--ca-bundle",
+            str(le_ca.ca_bundle),
+            "--state-dir",
+            str(tmp_path),
+            "--self-check",
+            "off",
+            "--solver",
+            "standalone",
+            "--http-port",
+            str(le_ca.http_port),
+            "--http-address",
+            "127.0.0.1",
+            "--profile",
+            "tlsserver",
+        )
+        assert proc.returncode == 0, proc.stderr
+        code, outcome = renew(le_ca, tmp_path, "noari.test")
+        assert code == 0 and outcome["action"] == "not-due", outcome
+        assert "from the lifetime" in outcome["detail"]
+        shown = json.loads(
+            run_acmelb("certificates", "--state-dir", str(tmp_path), "--json").stdout
+        )[0]["renewal"]
+        assert shown["source"] == "lifetime" and shown["next_ari_poll"] is None
+        # 45 days: the window opens with a third left (day 30), closes with a quarter left
+        not_before = cert(tmp_path, "noari.test").not_valid_before_utc
+        start = datetime.datetime.fromisoformat(shown["window"]["start"])
+        assert abs((start - not_before).total_seconds() - 30 * 86400) < 5
+    finally:
+        server.shutdown()
+        server.server_close()
