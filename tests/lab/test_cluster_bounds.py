@@ -45,6 +45,14 @@ except Exception as exc:
 """
 
 
+def all_issued(lab: Lab) -> bool:
+    """Every name has a version (the agents renew them all the time from then on: a
+    moment where every member has every current version installed is rare)."""
+    code, doc = status(lab)
+    certs = doc.get("certificates") or []
+    return code in (0, 1) and len(certs) == len(NAMES) and all(c["version"] for c in certs)  # type: ignore[union-attr]
+
+
 def roles() -> tuple[str, ...]:
     return tuple(f"b{i}" for i in range(1, AGENTS + 1))
 
@@ -97,7 +105,7 @@ def store_up(lab: Lab, role: str) -> bool:
 def test_store_bounds_with_ten_busy_agents() -> None:
     with build(Scenario.cluster_preset(AGENTS, cert_validity=15)) as lab:
         start(lab, roles(), names=NAMES, check_interval=1.0, metrics=True)
-        wait_for(lambda: status(lab)[1].get("converged"), 180, "ten agents, eight names")
+        wait_for(lambda: all_issued(lab), 180, "ten agents, eight names issued")
 
         writes = [write_after_leader_loss(lab) for _ in range(3)]
         print(f"\nwrites right after the etcd leader died: {writes}")

@@ -39,15 +39,22 @@ from cryptography import x509
 name, until = sys.argv[1], float(sys.argv[2])
 context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+def served():
+    with socket.create_connection(("127.0.0.1", 443), timeout=1) as raw:
+        with context.wrap_socket(raw, server_hostname=name) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 while time.time() < until:
     now = time.time()
-    try:
-        with socket.create_connection(("127.0.0.1", 443), timeout=1) as raw:
-            with context.wrap_socket(raw, server_hostname=name) as tls:
-                cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-        print(f"{now:.3f} {cert.serial_number:x} {cert.not_valid_after_utc.timestamp():.3f}")
-    except (OSError, ValueError) as exc:
-        print(f"{now:.3f} none {type(exc).__name__}")
+    for attempt in range(3):  # as a client would: a reset during a reload is retried
+        try:
+            cert = served()
+            print(f"{now:.3f} {cert.serial_number:x} {cert.not_valid_after_utc.timestamp():.3f}")
+            break
+        except (OSError, ValueError) as exc:
+            failure = type(exc).__name__
+            time.sleep(0.1)
+    else:
+        print(f"{now:.3f} none {failure}")
     sys.stdout.flush()
     time.sleep(max(0.0, 1.0 - (time.time() - now)))
 """

@@ -44,7 +44,7 @@ DEFAULT_POLL = 6 * 3600.0
 MIN_POLL = 60.0
 MAX_POLL = 24 * 3600.0
 SHORT_LIFETIME = 10 * 86400.0  # under this, renew at half the lifetime
-LAST_SHARE = 0.1  # whatever the window, renew before only this share of the lifetime is left
+LAST_SHARE = 1 / 3  # whatever the window, renew before only this share of the lifetime is left
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,10 @@ def lifetime_window(not_before: float, not_after: float) -> Window:
 
 
 def renew_by(moment: float, not_before: float, not_after: float) -> float:
-    """When to renew: the chosen moment, but never with less than a tenth of the lifetime
-    left (a window that ends at the expiry, as a test CA may give a very short
-    certificate, must not leave a renewal to the last second)."""
+    """When to renew: the chosen moment, but never with less than a third of the lifetime
+    left, the point where Let's Encrypt's guide renews without ARI (a window that ends at
+    the expiry, as a test CA gives a very short certificate, must not leave a renewal to
+    its last seconds; a CA's real windows open before that point)."""
     lifetime = max(1.0, not_after - not_before)
     return min(moment, not_after - lifetime * LAST_SHARE)
 
