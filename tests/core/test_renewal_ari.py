@@ -232,10 +232,13 @@ def test_a_malformed_or_backwards_window_falls_back_to_the_lifetime(
 
 def test_the_lifetime_rule_without_ari() -> None:
     day = 86400.0
-    assert ari.lifetime_window(0, 90 * day) == ari.Window(60 * day, 67.5 * day)
-    assert ari.lifetime_window(0, 45 * day) == ari.Window(30 * day, 33.75 * day)
-    six = 160 * HOUR  # under 10 days: at half the lifetime
-    assert ari.lifetime_window(0, six) == ari.Window(80 * HOUR, six - six / 3)
+    assert ari.lifetime_window(0, 90 * day) == ari.Window(52.5 * day, 60 * day)
+    assert ari.lifetime_window(0, 45 * day) == ari.Window(26.25 * day, 30 * day)
+    six = 160 * HOUR  # under 10 days: by half the lifetime
+    assert ari.lifetime_window(0, six) == ari.Window(six / 2 - six / 12, six / 2)
+    # whatever the window: before a third of the lifetime is left
+    assert ari.renew_by(80 * day, 0, 90 * day) == 60 * day
+    assert ari.renew_by(10 * day, 0, 90 * day) == 10 * day
     with pytest.raises(ari.AriError, match="ends before it starts"):
         ari.parse_renewal_info(
             b'{"suggestedWindow": {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}}'
@@ -310,10 +313,10 @@ def test_a_ca_without_ari_renews_by_the_lifetime(le_ca: LocalCA, tmp_path: Path)
             run_acmelb("certificates", "--state-dir", str(tmp_path), "--json").stdout
         )[0]["renewal"]
         assert shown["source"] == "lifetime" and shown["next_ari_poll"] is None
-        # 45 days: the window opens with a third left (day 30), closes with a quarter left
+        # 45 days: the window closes with a third left (day 30), opens a twelfth before
         not_before = cert(tmp_path, "noari.test").not_valid_before_utc
-        start = datetime.datetime.fromisoformat(shown["window"]["start"])
-        assert abs((start - not_before).total_seconds() - 30 * 86400) < 5
+        end = datetime.datetime.fromisoformat(shown["window"]["end"])
+        assert abs((end - not_before).total_seconds() - 30 * 86400) < 5
     finally:
         server.shutdown()
         server.server_close()

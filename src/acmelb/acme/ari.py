@@ -15,9 +15,10 @@ that. The client (RFC 9773 §4.2, and Let's Encrypt's integration guide):
 * marks the renewal order with ``replaces`` (§5): the ID of the certificate it replaces.
 
 Without ARI (a CA that offers none, or an answer that cannot be read), the window is
-derived from the certificate: it opens when a third of the lifetime is left (half, for
-a lifetime under 10 days: Let's Encrypt's guide) and closes when a quarter is left
-(a third, for the short ones).
+derived from the certificate: it closes when a third of the lifetime is left (half, for
+a lifetime under 10 days: Let's Encrypt's guide) and opens a twelfth of the lifetime
+before. Whatever the window, a certificate is renewed before a third of its lifetime is
+left (``renew_by``).
 
 The state (``AriState``) is kept per lineage and bound to the certificate's serial: a new
 version starts afresh, so a window fetched for the certificate just replaced can never
@@ -115,12 +116,12 @@ def cert_id(cert: x509.Certificate) -> str:
 
 
 def lifetime_window(not_before: float, not_after: float) -> Window:
-    """Without ARI: from a third of the lifetime left to a quarter left (half to a third
-    for a lifetime under 10 days)."""
+    """Without ARI: a window that closes when a third of the lifetime is left (half, for a
+    lifetime under 10 days) and opens a twelfth of the lifetime before, so that
+    certificates issued together do not all renew in the same second."""
     lifetime = max(1.0, not_after - not_before)
-    if lifetime < SHORT_LIFETIME:
-        return Window(not_after - lifetime / 2, not_after - lifetime / 3)
-    return Window(not_after - lifetime / 3, not_after - lifetime / 4)
+    left = lifetime / 2 if lifetime < SHORT_LIFETIME else lifetime / 3
+    return Window(not_after - left - lifetime / 12, not_after - left)
 
 
 def renew_by(moment: float, not_before: float, not_after: float) -> float:
