@@ -66,6 +66,7 @@ from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
 Log = Callable[[str], None]
 RESYNC_INTERVAL = 2.0  # seconds between full resyncs of the watch-fed copies
 PROBE_WAIT_MARGIN = 5.0  # a member's probe result may take this long beyond the probe budget
+ARI_RETRY = 60.0  # seconds before a failed ARI poll is tried again
 MEMBER_LOOK_INTERVAL = 1.0  # while waiting for a member's probe: is it still a member?
 
 
@@ -224,6 +225,7 @@ class Agent:
         self._backoffs: dict[str, Backoff] = {}
         self._requests: dict[str, dict[str, Any]] = {}
         self._aris: dict[str, AriState] = {}  # the CA's windows, as polled for the cluster
+        self._ari_retry: dict[str, float] = {}  # name -> not before (its last poll failed)
         self.hooks = HookLedger(config.state_dir / "cluster-hooks.json")
         self._lock_wait: dict[str, float] = {}  # name -> not before (another holds the lock)
         # name -> its current version's summary, as of the last overview of the store
@@ -676,6 +678,8 @@ class Agent:
             state = self._aris.get(spec.name)
             if state is not None and state.serial == summary["serial"] and state.next_poll > now:
                 continue
+            if self._ari_retry.get(spec.name, 0.0) > now:
+                continue
             self._poll_ari(spec, summary["serial"])
 
     def _poll_ari(self, spec: CertificateSpec, serial: str) -> None:
@@ -692,6 +696,8 @@ class Agent:
         except (StoreUnavailable, LockLost) as exc:
             self.log(f"{spec.name}: ARI poll: {exc}")
         except AcmelbError as exc:  # the CA is away: the window known stays
+            # asked again after a minute (or the check interval), not on every pass
+            self._ari_retry[spec.name] = time.time() + max(ARI_RETRY, self.config.check_interval)
             self.log(f"{spec.name}: ARI poll failed: {exc}")
 
     def _poll_locked(self, spec: CertificateSpec, serial: str, fence: Fence) -> None:
