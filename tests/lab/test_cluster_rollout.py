@@ -40,19 +40,21 @@ name, until = sys.argv[1], float(sys.argv[2])
 context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 def served():
-    with socket.create_connection(("127.0.0.1", 443), timeout=1) as raw:
+    with socket.create_connection(("127.0.0.1", 443), timeout=3) as raw:
         with context.wrap_socket(raw, server_hostname=name) as tls:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 while time.time() < until:
     now = time.time()
-    for attempt in range(3):  # as a client would: a reset during a reload is retried
+    # As a client would: a reset during a reload, or a handshake slower than 3 s on a
+    # loaded machine, is retried.
+    for attempt in range(4):
         try:
             cert = served()
             print(f"{now:.3f} {cert.serial_number:x} {cert.not_valid_after_utc.timestamp():.3f}")
             break
         except (OSError, ValueError) as exc:
             failure = type(exc).__name__
-            time.sleep(0.1)
+            time.sleep(0.25)
     else:
         print(f"{now:.3f} none {failure}")
     sys.stdout.flush()
@@ -91,24 +93,26 @@ def test_continuous_renewal_never_serves_an_expired_certificate() -> None:
                     proc.kill()
                     proc.wait()
         renewals = versions_issued(lab) - first
-        expired, missing, samples = [], 0, 0
+        expired: list[tuple[str, str]] = []
+        missing: list[tuple[str, str]] = []
+        samples = 0
         for role, text in outputs.items():
             for line in text.splitlines():
                 at, serial, rest = line.split(" ", 2)
                 samples += 1
                 if serial == "none":
-                    missing += 1
+                    missing.append((role, line))
                 elif float(rest) <= float(at):
                     expired.append((role, line))
         print(
             f"\n{renewals} renewals in {RUN:.0f} s on three members; {samples} samples of "
-            f":443, {len(expired)} expired, {missing} without TLS; "
+            f":443, {len(expired)} expired, {len(missing)} without TLS; "
             f"{lab.pebble_orders()} orders for {first + renewals} versions"
         )
         assert renewals >= RUN / LIFETIME  # a new version at least once a lifetime
         assert samples >= 3 * RUN * 0.9
         assert not expired, expired[:5]
-        assert missing == 0
+        assert not missing, missing[:5]
         assert lab.pebble_orders() == first + renewals  # orders per renewal: 1.00
 
 
