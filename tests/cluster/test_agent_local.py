@@ -56,7 +56,7 @@ def running(
     local_etcd: LocalEtcd, local_ca: LocalCA, tmp_path: Path, key_file: Path
 ) -> Iterator[Agent]:
     config = agent_config(local_etcd, local_ca, tmp_path / "a1", "a1")
-    agent = Agent(config, SecretBox.from_file(key_file), log=lambda m: None)
+    agent = Agent(config, SecretBox.from_file(key_file))
     agent.start()
     try:
         yield agent
@@ -102,7 +102,7 @@ def test_wrong_store_key_fails_before_writing(
         agent_config(local_etcd, local_ca, tmp_path / "a2", "a2"),
         certificates=(CertificateSpec(names=("two.test",)),),
     )
-    intruder = Agent(config, SecretBox.from_file(other_key), log=lambda m: None)
+    intruder = Agent(config, SecretBox.from_file(other_key))
     with pytest.raises(SecretKeyError, match="wrong key file"):
         intruder.start()
     intruder.stop()

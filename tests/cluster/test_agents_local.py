@@ -8,6 +8,7 @@ answers tokens that another agent published, through the watch-fed copy."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from acmelb.acme.issuance import IssuanceState, Pipeline, Step, generate_key
 from acmelb.cluster.agent import Agent, ClusterSolver
 from acmelb.cluster.config import AgentConfig
+from acmelb.cluster.events import AgentLog
 from acmelb.cluster.secrets import SecretBox, generate_key_file
 from acmelb.cluster.status import cluster_status
 from acmelb.cluster.store import PendingOrder
@@ -26,6 +28,24 @@ from tests.cluster.test_agent_local import agent_config
 from tests.conftest import LocalCA, _start_local_ca
 
 pytestmark = pytest.mark.timeout(180)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def collected(member: str, lines: list[str]) -> AgentLog:
+    """The member's events, their messages appended to ``lines``."""
+    logger = logging.getLogger(f"acmelb.agent.test.{member}.{id(lines)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(_Collect(lines))
+    return AgentLog(member, logger)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 40.0) -> None:
@@ -51,7 +71,7 @@ class Fleet:
     def agent(self, index: int) -> Agent:
         config = self.config(index)
         lines = self.logs.setdefault(config.member, [])
-        agent = Agent(config, SecretBox.from_file(self.key), log=lines.append)
+        agent = Agent(config, SecretBox.from_file(self.key), log=collected(config.member, lines))
         self.agents.append(agent)
         return agent
 

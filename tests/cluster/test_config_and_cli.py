@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -146,6 +149,9 @@ def test_store_urls() -> None:
     assert [str(e) for e in parse_store_url("etcd://h1,h2:2380")] == ["h1:2379", "h2:2380"]
 
 
+AGENT = [sys.executable, "-m", "acmelb", "agent"]
+
+
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "acmelb", *argv],
@@ -174,22 +180,56 @@ def test_agent_cli_errors(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "not a 32-byte key" in proc.stderr
 
 
-def test_an_unreachable_store_exits_1_in_one_line(tmp_path: Path) -> None:
+def test_an_unreachable_store_exits_1_in_one_line() -> None:
     port = free_port()
     proc = run_cli("cluster", "status", "--store", f"etcd://127.0.0.1:{port}")
     assert proc.returncode == 1, proc.stderr
     assert "NO QUORUM" in proc.stdout or "did not answer" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_agent_started_before_its_store_serves_and_waits(tmp_path: Path) -> None:
+    """Boot order is not the agent's to choose: started while etcd is away, it opens
+    port 80, says once that the store is unreachable, and stops cleanly on SIGTERM."""
     (tmp_path / "k").write_bytes(bytes(32))
+    http = free_port()
     config = tmp_path / "agent.toml"
     config.write_text(
         GOOD.replace(
-            "etcd://198.18.3.11:2379,198.18.3.12,[2001:db8::3]:2380", f"etcd://127.0.0.1:{port}"
+            "etcd://198.18.3.11:2379,198.18.3.12,[2001:db8::3]:2380",
+            f"etcd://127.0.0.1:{free_port()}",
+        ).replace(
+            'member = "n1"',
+            f'member = "n1"\nhttp_port = {http}\n'
+            f'http_addresses = ["127.0.0.1"]\nstate_dir = "{tmp_path / "state"}"',
         )
     )
-    proc = run_cli("agent", "--config", str(config), "--store-key-file", str(tmp_path / "k"))
-    assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and "did not answer" in proc.stderr
+    agent = subprocess.Popen(
+        [*AGENT, "--config", str(config), "--store-key-file", str(tmp_path / "k")],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{http}/.well-known/acme-challenge/x")
+            except urllib.error.HTTPError as answer:
+                assert answer.code == 404  # port 80 answers: no such token
+                break
+            except OSError:
+                assert time.monotonic() < deadline and agent.poll() is None
+                time.sleep(0.2)
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 0, stderr
+    assert stderr.count("store unreachable") == 1, stderr
+    assert "Traceback" not in stderr
 
 
 def test_cluster_add_remove_status_on_a_real_store(

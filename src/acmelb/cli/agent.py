@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from acmelb.cli.logs import FORMATS
 
 if TYPE_CHECKING:
     from acmelb.cluster.config import AgentConfig
@@ -18,7 +19,9 @@ def register(sub: Any) -> None:
         description="Run until stopped: answer every pending HTTP-01 token of the cluster on "
         "port 80, renew the certificates of the configuration file (one order per "
         "certificate for the whole cluster, under an etcd lock), install every new version "
-        "into STATE/live/NAME and run the deploy hook. See docs/cluster.md.",
+        "into STATE/live/NAME and run the deploy hook. SIGHUP reloads the configuration "
+        "file; SIGTERM stops. Under systemd (Type=notify) it reports readiness and pets "
+        "the watchdog. See docs/cluster.md and docs/operations.md.",
     )
     parser.add_argument(
         "--config",
@@ -44,36 +47,59 @@ def register(sub: Any) -> None:
         action="store_true",
         help="read the configuration and the store key, then exit",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
+        help="human (time, level, message), journal (syslog priority prefixes, for "
+        "systemd), json (one object per line: time, level, member, certificate, event "
+        "and its fields); auto: journal when stderr is the journal, else human",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="the least severe events written (default: info)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import signal
 
+    from acmelb.cli.logs import configure
     from acmelb.cluster.agent import Agent
+    from acmelb.cluster.sdnotify import Notifier
     from acmelb.cluster.secrets import SecretBox
 
     config = _config(args)
     box = SecretBox.from_file(config.store_key_file)
     if args.check_config:
-        print(
-            f"{args.config}: member {config.member}, {len(config.certificates)} "
-            f"certificate(s), store {config.store.prefix} on "
-            f"{','.join(str(e) for e in config.store.endpoints)}: OK"
-        )
+        print(_checked(args.config, config))
         return 0
-    log = _logger(config.member)
-    agent = Agent(config, box, log=log)
+    configure(args.log_format, args.log_level)
+    agent = Agent(config, box, notifier=Notifier.from_environment())
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
+    signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()
-        agent.wait()
+        agent.wait(lambda: _config(args))
     except KeyboardInterrupt:
         pass
     finally:
         agent.stop()
-    log("stopped")
+    if agent.fatal is not None:
+        return 1  # said in the log; systemd's Restart=on-failure starts it again
+    agent.log.info("stopped", "stopped")
     return 0
+
+
+def _checked(path: Path, config: AgentConfig) -> str:
+    return (
+        f"{path}: member {config.member}, {len(config.certificates)} "
+        f"certificate(s), store {config.store.prefix} on "
+        f"{','.join(str(e) for e in config.store.endpoints)}: OK"
+    )
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
@@ -88,17 +114,3 @@ def _config(args: argparse.Namespace) -> AgentConfig:
     if args.metrics_listen:
         config = dataclasses.replace(config, metrics_listen=args.metrics_listen)
     return config
-
-
-def _logger(member: str) -> Callable[[str], None]:
-    import sys
-    import time
-
-    def log(message: str) -> None:
-        print(
-            f"{time.strftime('%H:%M:%S')} acmelb agent[{member}]: {message}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return log

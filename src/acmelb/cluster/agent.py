@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import logging
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -48,10 +50,12 @@ from acmelb.acme.solvers import PendingChallenge, SolverOptions
 from acmelb.acme.store import Store
 from acmelb.cluster.backoff import Backoff, after_failure, config_digest
 from acmelb.cluster.config import AgentConfig, CertificateSpec
+from acmelb.cluster.events import AgentLog
 from acmelb.cluster.hooks import HookLedger
 from acmelb.cluster.kv import EtcdKV, Fence, wait_until
 from acmelb.cluster.metrics import AgentMetrics
 from acmelb.cluster.schedule import default_window
+from acmelb.cluster.sdnotify import Notifier
 from acmelb.cluster.secrets import SecretBox
 from acmelb.cluster.store import (
     ClusterStore,
@@ -63,11 +67,22 @@ from acmelb.cluster.store import (
 from acmelb.doctor.vantage import ProbeResult, Role, VantageFailure
 from acmelb.errors import AcmelbError, LockLost, StoreUnavailable
 
-Log = Callable[[str], None]
 RESYNC_INTERVAL = 2.0  # seconds between full resyncs of the watch-fed copies
 PROBE_WAIT_MARGIN = 5.0  # a member's probe result may take this long beyond the probe budget
 ARI_RETRY = 60.0  # seconds before a failed ARI poll is tried again
 MEMBER_LOOK_INTERVAL = 1.0  # while waiting for a member's probe: is it still a member?
+# What a reload cannot change in a running agent (a restart does): who it is, where it
+# keeps its files, the store, the port it answers on, the metrics listener.
+RESTART_FIELDS = (
+    "member",
+    "state_dir",
+    "store",
+    "store_key_file",
+    "http_port",
+    "http_addresses",
+    "metrics_listen",
+    "lease_ttl",
+)
 
 
 @dataclass
@@ -197,9 +212,22 @@ def _not_before_after(cert_pem: bytes) -> tuple[float, float]:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, box: SecretBox, *, log: Log) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        box: SecretBox,
+        *,
+        log: AgentLog | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
-        self.log = log
+        self.log = log or AgentLog(config.member)
+        self.notifier = notifier or Notifier(None)
+        self.joined = False  # the store key proven and this member's certificates declared
+        self.fatal: Exception | None = None  # what stopped the agent on its own
+        self._reload_requested = threading.Event()
+        self._withdrawn: set[str] = set()  # removed from this file by a reload: not renewed
+        self._store_known = False  # has the store answered, or failed to, yet?
         self.kv = EtcdKV(config.store)
         self.store = ClusterStore(self.kv, box)
         self.local = Store(config.state_dir)
@@ -236,14 +264,11 @@ class Agent:
 
     # -- start and stop -----------------------------------------------------------------
     def start(self) -> None:
-        """Check the key before writing anything, then serve, then join the cluster."""
-        self.store.verify_key()
-        self.state.store_ok = True
+        """Check the key before writing anything, then serve, then join the cluster; an
+        agent started while the store is away serves port 80 and joins when it answers."""
+        connected = self._connect()
         # The pending tokens before port 80 opens: until then the LB finds the port closed
         # and sends the CA elsewhere, instead of to a 404 that fails the order.
-        self._watch()
-        self._sync_tokens()
-        self._learn_thumbprint()
         self._responder = ResponderThread(
             Responder(
                 self.answers,
@@ -255,37 +280,168 @@ class Agent:
         self._responder.__enter__()
         if self.config.metrics_listen:
             self.metrics.serve(self.config.metrics_listen)
-        self._declare()
-        self._heartbeat()
-        self._sync()
+        if connected:
+            self._join()
         for name, target in (
             ("heartbeat", self._heartbeat_loop),
             ("sync", self._sync_loop),
             ("renewal", self._renewal_loop),
         ):
-            thread = threading.Thread(target=target, name=f"acmelb-{name}", daemon=True)
+            thread = threading.Thread(
+                target=self._guarded, args=(name, target), name=f"acmelb-{name}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
-        self.log(
+        self.log.info(
+            "started",
             f"member {self.config.member} serving tokens on port {self.config.http_port}"
-            f"; store {self.kv.where}"
+            f"; store {self.kv.where}",
+            port=self.config.http_port,
+            store=self.kv.where,
+            store_ok=self.state.store_ok,
         )
+        self.notifier.ready(self._status_line())
+
+    def _connect(self) -> bool:
+        """Prove the key opens what is stored (a wrong key raises), then watch the store
+        and copy its pending tokens; False while the store is away."""
+        try:
+            self.store.verify_key()
+            self._watch()
+            self._sync_tokens()
+            self._learn_thumbprint()
+        except StoreUnavailable as exc:
+            self._store_reached(False, exc)
+            return False
+        self._store_reached(True)
+        return True
+
+    def _join(self) -> None:
+        """Declare this file's certificates, write the member record, install what the
+        cluster has: from now on the member takes part in renewals."""
+        try:
+            self._declare()
+        except StoreUnavailable as exc:
+            self._store_reached(False, exc)
+            return
+        self.joined = True
+        self._heartbeat()
+        self._sync()
+
+    def _status_line(self) -> str:
+        store = "store reachable" if self.state.store_ok else "store unreachable, waiting for it"
+        return f"serving tokens on port {self.config.http_port}; {store}"
+
+    def _guarded(self, name: str, target: Callable[[], None]) -> None:
+        """A loop that dies on a bug stops the agent (systemd restarts it) and says why
+        in one line, instead of leaving an agent that silently renews nothing."""
+        try:
+            target()
+        except Exception as exc:
+            self.fatal = exc
+            self.log.error(
+                "internal-error",
+                f"the {name} loop stopped: {type(exc).__name__}: {exc}; stopping the agent",
+                loop=name,
+                error=type(exc).__name__,
+                reason=str(exc),
+                traceback="".join(traceback.format_exception(exc)),
+            )
+            self.stopping.set()
 
     def _declare(self) -> None:
         declared = {spec.name for spec in self.store.specs()}
         for spec in self.config.certificates:
             # this member's own deploy hook is not the cluster's: declared without it
             if spec.name not in declared and self.store.declare(replace(spec, deploy_hook=None)):
-                self.log(f"declared {spec.name} ({', '.join(spec.names)}) in the store")
+                self.log.info(
+                    "declared",
+                    f"declared {spec.name} ({', '.join(spec.names)}) in the store",
+                    spec.name,
+                    names=list(spec.names),
+                )
 
-    def wait(self) -> None:
-        while not self.stopping.wait(1.0):
-            pass
+    def request_reload(self) -> None:
+        """Ask for a reload (safe in a signal handler: it only sets an event)."""
+        self._reload_requested.set()
+
+    def wait(self, load_config: Callable[[], AgentConfig] | None = None) -> None:
+        """Until stopped; on a reload request, ``load_config()`` is applied."""
+        while not self.stopping.wait(0.2):
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                if load_config is not None:
+                    self.reload(load_config)
+
+    def reload(self, load_config: Callable[[], AgentConfig]) -> bool:
+        """Read the configuration again and apply it; a configuration with an error is
+        refused in one line and the running one stays in force. The responder never
+        stops: it is not touched."""
+        self.notifier.reloading()
+        try:
+            config = load_config()
+        except AcmelbError as exc:
+            self.log.error(
+                "reload-refused",
+                f"reload refused: {exc}; the running configuration stays in force",
+                reason=str(exc),
+            )
+            self.notifier.ready(self._status_line())
+            return False
+        self.reconfigure(config)
+        self.notifier.ready(self._status_line())
+        return True
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """Apply ``config``: added certificates are declared, removed ones are no longer
+        renewed by this member, the rest applies from the next pass (hooks, self-check,
+        intervals). What only a restart can change is kept, and said."""
+        needs_restart = [f for f in RESTART_FIELDS if getattr(config, f) != getattr(self.config, f)]
+        if needs_restart:
+            self.log.warning(
+                "reload-needs-restart",
+                f"reload: {', '.join(needs_restart)} changed; that takes a restart, "
+                "the running value stays",
+                fields=needs_restart,
+            )
+        config = replace(config, **{f: getattr(self.config, f) for f in RESTART_FIELDS})
+        if (config.directory, config.ca_bundle, config.email) != (
+            self.config.directory,
+            self.config.ca_bundle,
+            self.config.email,
+        ):
+            self._client = None  # the next renewal opens a session on the new CA settings
+        before = {spec.name for spec in self.config.certificates}
+        after = {spec.name for spec in config.certificates}
+        self.config = config
+        self._withdrawn = (self._withdrawn | (before - after)) - after
+        for name in sorted(before - after):
+            self.log.info(
+                "withdrawn",
+                f"{name} was removed from this member's file: this member no longer renews "
+                "it (it stays declared in the cluster; `acmelb cluster remove` ends it there)",
+                name,
+            )
+        if self.joined:
+            with contextlib.suppress(StoreUnavailable):  # declared when the store is back
+                self._declare()
+        self.log.info(
+            "reloaded",
+            f"configuration reloaded: {len(after)} certificate(s), "
+            f"{len(after - before)} added, {len(before - after)} removed",
+            added=sorted(after - before),
+            removed=sorted(before - after),
+        )
+        self._wake_sync.set()
+        self._wake_renewal.set()
+        self._beat_now.set()
 
     def stop(self) -> None:
+        self.notifier.stopping()
         self.stopping.set()
         self._wake_sync.set()
         self._wake_renewal.set()
+        self._beat_now.set()
         for thread in self._threads:
             thread.join(10)
         if self._cancel_watch is not None:
@@ -299,18 +455,43 @@ class Agent:
         self.kv.close()
 
     def _request_logged(self, entry: RequestLog) -> None:
-        self.log(
+        self.log.info(
+            "responder-request",
             f"responder: {entry.client} {entry.method} {entry.target} Host={entry.host} "
-            f"UA={entry.user_agent!r} -> {entry.status} ({entry.answer})"
+            f"UA={entry.user_agent!r} -> {entry.status} ({entry.answer})",
+            client=entry.client,
+            method=entry.method,
+            target=entry.target,
+            host=entry.host,
+            user_agent=entry.user_agent,
+            status=entry.status,
+            answer=entry.answer,
         )
 
     # -- heartbeat: leases and the member record --------------------------------------
     def _heartbeat_loop(self) -> None:
+        # the watchdog is petted from here: a heartbeat that hangs is an agent that hangs
+        interval = self.config.lease_ttl / 3
+        if self.notifier.watchdog_interval is not None:
+            interval = min(interval, self.notifier.watchdog_interval)
         while not self.stopping.is_set():
-            self._beat_now.wait(self.config.lease_ttl / 3)
+            self.notifier.watchdog()
+            self._beat_now.wait(interval)
             self._beat_now.clear()
-            if not self.stopping.is_set():
+            if self.stopping.is_set():
+                return
+            if self.joined:
                 self._heartbeat()
+            elif self._connect():
+                self._late_join()
+
+    def _late_join(self) -> None:
+        self._join()
+        if self.joined:
+            self.log.info("joined", "the store answers: joined the cluster", store=self.kv.where)
+            self.notifier.status(self._status_line())
+            self._wake_sync.set()
+            self._wake_renewal.set()
 
     def _heartbeat(self) -> None:
         try:
@@ -338,12 +519,18 @@ class Agent:
         )
 
     def _store_reached(self, ok: bool, exc: Exception | None = None) -> None:
-        if ok != self.state.store_ok:
-            self.log(
-                "store reachable again"
-                if ok
-                else f"store unreachable: {exc}; serving what is installed, issuing nothing"
-            )
+        first = not self._store_known  # the first answer (or its absence) at start
+        self._store_known = True
+        if ok != self.state.store_ok or (first and not ok):
+            if ok and not first:
+                self.log.info("store-reachable", "store reachable again", store=self.kv.where)
+            elif not ok:
+                self.log.error(
+                    "store-unreachable",
+                    f"store unreachable: {exc}; serving what is installed, issuing nothing",
+                    store=self.kv.where,
+                    reason=str(exc),
+                )
         self.state.store_ok = ok
         self.metrics.store_up.set(1 if ok else 0)
 
@@ -352,7 +539,7 @@ class Agent:
         while not self.stopping.is_set():
             self._wake_sync.wait(RESYNC_INTERVAL)
             self._wake_sync.clear()
-            if not self.stopping.is_set():
+            if self.joined and not self.stopping.is_set():
                 self._sync()
 
     def _sync(self) -> None:
@@ -373,7 +560,7 @@ class Agent:
         except StoreUnavailable as exc:
             self._store_reached(False, exc)
         except AcmelbError as exc:
-            self.log(f"sync: {exc}")
+            self.log.error("sync-failed", f"sync: {exc}", reason=str(exc))
 
     def _watch(self) -> None:
         if self._cancel_watch is not None:
@@ -451,7 +638,9 @@ class Agent:
             if self._member_lease is not None:
                 self.store.answer_probe(probe_id, result, self._member_lease)
         except (StoreUnavailable, ValueError, TypeError) as exc:
-            self.log(f"probe {probe_id}: {exc}")
+            self.log.warning(
+                "probe-failed", f"probe {probe_id}: {exc}", probe=probe_id, reason=str(exc)
+            )
 
     def _specs(self) -> list[CertificateSpec]:
         """The declared certificates, with this member's deploy hook and self-check (and,
@@ -503,9 +692,13 @@ class Agent:
             del self.state.installed[name]
             self.hooks.forget(name)
             self.state.removed.add(name)
-            self.log(
+            live = self.local.lineage(name).live_dir
+            self.log.warning(
+                "undeclared",
                 f"{name} is no longer declared in the cluster (cluster remove): its files stay "
-                f"in {self.local.lineage(name).live_dir}; delete them once nothing uses them"
+                f"in {live}; delete them once nothing uses them",
+                name,
+                path=str(live),
             )
             self._beat_now.set()
 
@@ -525,7 +718,14 @@ class Agent:
         self.metrics.not_after.labels(name=spec.name).set(cert.not_after)
         if changed:
             live = self.local.lineage(spec.name).live_dir
-            self.log(f"installed {spec.name} version {cert.version} in {live}")
+            self.log.info(
+                "installed",
+                f"installed {spec.name} version {cert.version} in {live}",
+                spec.name,
+                version=cert.version,
+                path=str(live),
+                not_after=cert.not_after,
+            )
         self._beat_now.set()
         last = self.hooks.get(spec.name)
         if spec.deploy_hook and (changed or last is None or last.version != cert.version):
@@ -556,7 +756,14 @@ class Agent:
             self.hooks.record(job.spec.name, run)
             self.metrics.hook_ran(job.spec.name, outcome.ok)
         names = ", ".join(f"{j.spec.name} v{j.version}" for j in jobs)
-        self.log(f"deploy hook for {names}{outcome.clause()}")
+        for job in jobs:  # one line per certificate: each line names its certificate
+            self.log.emit(
+                logging.INFO if outcome.ok else logging.ERROR,
+                "deploy-hook" if outcome.ok else "deploy-hook-failed",
+                f"deploy hook for {names}{outcome.clause()}",
+                job.spec.name,
+                {"version": job.version, "exit_status": outcome.exit_status, "batch": len(jobs)},
+            )
 
     def _retry_failed_hook(self, spec: CertificateSpec) -> None:
         """A failed deploy hook is run again every check interval until it succeeds."""
@@ -570,7 +777,13 @@ class Agent:
         self._run_hook(spec.deploy_hook, [Deploy(spec, last.version, spec.names)])
         retried = self.hooks.get(spec.name)
         if retried is not None and retried.ok:
-            self.log(f"{spec.name}: deploy hook for version {version} succeeded on a retry")
+            self.log.info(
+                "deploy-hook",
+                f"{spec.name}: deploy hook for version {version} succeeded on a retry",
+                spec.name,
+                version=version,
+                retry=True,
+            )
 
     def _install_files(self, spec: CertificateSpec, cert: StoredCertificate) -> bool:
         from acmelb.acme.ca import CAConfig
@@ -624,11 +837,15 @@ class Agent:
         return sorted(specs, key=rank)
 
     def _due(self) -> list[CertificateSpec]:
-        if not self.state.store_ok:
+        if not self.joined or not self.state.store_ok:
             return []
         now = time.time()
         try:
-            return [spec for spec in self._specs() if self._next_attempt(spec) <= now]
+            return [
+                spec
+                for spec in self._specs()
+                if spec.name not in self._withdrawn and self._next_attempt(spec) <= now
+            ]
         except StoreUnavailable as exc:
             self._store_reached(False, exc)
             return []
@@ -694,11 +911,18 @@ class Agent:
             finally:
                 self.kv.revoke(lease)
         except (StoreUnavailable, LockLost) as exc:
-            self.log(f"{spec.name}: ARI poll: {exc}")
+            self.log.warning(
+                "ari-poll-failed", f"{spec.name}: ARI poll: {exc}", spec.name, reason=str(exc)
+            )
         except AcmelbError as exc:  # the CA is away: the window known stays
             # asked again after a minute (or the check interval), not on every pass
             self._ari_retry[spec.name] = time.time() + max(ARI_RETRY, self.config.check_interval)
-            self.log(f"{spec.name}: ARI poll failed: {exc}")
+            self.log.warning(
+                "ari-poll-failed",
+                f"{spec.name}: ARI poll failed: {exc}",
+                spec.name,
+                reason=str(exc),
+            )
 
     def _poll_locked(self, spec: CertificateSpec, serial: str, fence: Fence) -> None:
         from acmelb.acme import ari
@@ -722,7 +946,14 @@ class Agent:
         self.store.save_ari(fence, spec.name, state)
         self._aris[spec.name] = state
         self.metrics.ari_polled(spec.name, state)
-        self.log(f"{spec.name}: ARI poll: {ari.describe(state)}")
+        self.log.info(
+            "ari-polled",
+            f"{spec.name}: ARI poll: {ari.describe(state)}",
+            spec.name,
+            window_start=state.window.start,
+            window_end=state.window.end,
+            moment=state.moment,
+        )
 
     def _next_attempt(self, spec: CertificateSpec) -> float:
         """When this member should next look at ``spec``: due, and not waiting."""
@@ -799,7 +1030,13 @@ class Agent:
             self.state.problems[spec.name] = str(exc)
             outcome = "lock-lost" if isinstance(exc, LockLost) else "failure"
             self.metrics.renewals.labels(name=spec.name, outcome=outcome).inc()
-            self.log(f"renewal of {spec.name} failed: {exc}")
+            self.log.error(
+                "renewal-failed",
+                f"renewal of {spec.name} failed: {exc}",
+                spec.name,
+                reason=str(exc),
+                error=type(exc).__name__,
+            )
             # not the CA's nor the certificate's: a successor holds the lock, or the store
             # is away (the agent issues nothing without it anyway)
             if not isinstance(exc, LockLost | StoreUnavailable):
@@ -826,13 +1063,23 @@ class Agent:
             )
             self.store.record_failure(fence, spec.name, backoff)
         except (StoreUnavailable, LockLost) as store_exc:
-            self.log(f"{spec.name}: the back-off could not be recorded: {store_exc}")
+            self.log.error(
+                "backoff-not-recorded",
+                f"{spec.name}: the back-off could not be recorded: {store_exc}",
+                spec.name,
+                reason=str(store_exc),
+            )
             return
         self._backoffs[spec.name] = backoff
         self.metrics.backoff(spec.name, backoff)
-        self.log(
+        self.log.warning(
+            "backoff",
             f"{spec.name}: failure {backoff.failures} in a row ({backoff.kind}); the cluster "
-            f"waits {backoff.next_attempt - now:.0f} s before the next attempt"
+            f"waits {backoff.next_attempt - now:.0f} s before the next attempt",
+            spec.name,
+            failures=backoff.failures,
+            kind=backoff.kind,
+            next_attempt=backoff.next_attempt,
         )
 
     def _issue(self, spec: CertificateSpec, fence: Fence) -> None:
@@ -852,16 +1099,23 @@ class Agent:
                 started_by=self.config.member,
                 started_at=time.time(),
             )
-            self.log(f"{spec.name}: this member holds the lock; ordering")
+            self.log.info(
+                "ordering", f"{spec.name}: this member holds the lock; ordering", spec.name
+            )
         else:
-            self.log(
+            self.log.info(
+                "resuming-order",
                 f"{spec.name}: resuming the order {order.state.order_url} left by "
-                f"{order.started_by} at step {order.state.step.value}"
+                f"{order.started_by} at step {order.state.step.value}",
+                spec.name,
+                order=order.state.order_url,
+                started_by=order.started_by,
+                step=order.state.step.value,
             )
         self_check = make_self_check(
             spec.self_check,
             SolverOptions(kind="cluster"),
-            self.log,
+            self.log.progress(spec.name),
             more_vantages=lambda: self._member_vantages(fence),
         )
 
@@ -878,7 +1132,7 @@ class Agent:
             ClusterSolver(self.store, fence, self.tokens),
             save=save,
             self_check=self_check,
-            progress=lambda m: self.log(f"{spec.name}: {m}"),
+            progress=self.log.progress(spec.name),
             on_step=on_step,
             # refused before any answer: the order stays pending, resumed after the back-off
             keep_unanswered=True,
@@ -909,9 +1163,12 @@ class Agent:
         if state.window.start < lifetime.start and state.moment < lifetime.start:
             self.metrics.ari_early_renewals.labels(name=spec.name).inc()
             said = f"; the CA explains: {state.explanation_url}" if state.explanation_url else ""
-            self.log(
+            self.log.info(
+                "ari-early-renewal",
                 f"{spec.name}: renewing early, in the CA's ARI window (before the lifetime's "
-                f"window opens){said}"
+                f"window opens){said}",
+                spec.name,
+                explanation_url=state.explanation_url,
             )
         return state.cert_id or None
 
@@ -923,10 +1180,20 @@ class Agent:
         try:
             status = client.fetch_order_body(pending.state.order_url).status.name
         except AcmelbError as exc:
-            self.log(f"{spec.name}: the pending order cannot be resumed ({exc}); a new one")
+            self.log.warning(
+                "order-not-resumed",
+                f"{spec.name}: the pending order cannot be resumed ({exc}); a new one",
+                spec.name,
+                reason=str(exc),
+            )
             return None
         if status in ("invalid", "deactivated", "expired", "revoked"):
-            self.log(f"{spec.name}: the pending order is {status}; a new one")
+            self.log.info(
+                "order-not-resumed",
+                f"{spec.name}: the pending order is {status}; a new one",
+                spec.name,
+                reason=status,
+            )
             return None
         return replace(pending, state=pending.state.resume_point())
 
@@ -961,8 +1228,12 @@ class Agent:
             ),
         )
         expires = datetime.datetime.fromtimestamp(not_after, datetime.UTC)
-        self.log(
-            f"{spec.name}: version {version} stored, valid until {expires:%Y-%m-%d %H:%M:%S} UTC"
+        self.log.info(
+            "stored",
+            f"{spec.name}: version {version} stored, valid until {expires:%Y-%m-%d %H:%M:%S} UTC",
+            spec.name,
+            version=version,
+            not_after=not_after,
         )
 
     def _ca_client(self) -> Any:
