@@ -716,6 +716,7 @@ class Agent:
         self.state.installed[spec.name] = cert.version
         self.metrics.installed_version.labels(name=spec.name).set(cert.version)
         self.metrics.not_after.labels(name=spec.name).set(cert.not_after)
+        self.metrics.not_before.labels(name=spec.name).set(cert.not_before)
         if changed:
             live = self.local.lineage(spec.name).live_dir
             self.log.info(

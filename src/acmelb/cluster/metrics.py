@@ -25,6 +25,12 @@ class AgentMetrics:
             ["name"],
             registry=r,
         )
+        self.not_before = Gauge(
+            "acmelb_certificate_not_before_seconds",
+            "Start of validity of the certificate version installed here (epoch s)",
+            ["name"],
+            registry=r,
+        )
         self.installed_version = Gauge(
             "acmelb_certificate_installed_version",
             "Cluster version of the certificate installed here",
