@@ -112,8 +112,11 @@ def parent_refs_patch(challenge: Challenge, gateway: Gateway, section: str, why:
     return Patch(patch.why, patch.command, fragment=patch.fragment, notes=(PER_CERTIFICATE_NOTE,))
 
 
-def add_listener_patch(gateway: Gateway, name: str, namespace: str, hostname: str | None) -> Patch:
-    """A new plain HTTP listener on port 80 for the solver's namespace (and name)."""
+def add_listener_patch(
+    gateway: Gateway, name: str, namespace: str, hostname: str | None
+) -> tuple[Patch, str]:
+    """A new plain HTTP listener on port 80 for the solver's namespace (and name), and the
+    listener's name."""
     obj, listeners = changed(gateway)
     taken = {str(lst.get("name")) for lst in listeners}
     listener_name = name if name not in taken else f"acme-{name}"
@@ -129,12 +132,12 @@ def add_listener_patch(gateway: Gateway, name: str, namespace: str, hostname: st
         "namespaces": {"from": "Selector", "selector": {"matchExpressions": [expression]}}
     }
     listeners.append(new)
-    return Patch(
-        f"Add an HTTP listener on port {HTTP_PORT} to {gateway.ref} for the solver's route "
-        f"(then name it, sectionName {listener_name}, in the issuer's parentRefs):",
+    patch = Patch(
+        f"Add an HTTP listener on port {HTTP_PORT} to {gateway.ref} for the solver's route:",
         json_patch(gateway, [{"op": "add", "path": "/spec/listeners/-", "value": new}]),
         manifest=obj,
     )
+    return patch, listener_name
 
 
 def rejection_patches(solver: Solver, rejection: Rejection) -> list[Patch]:
@@ -143,6 +146,8 @@ def rejection_patches(solver: Solver, rejection: Rejection) -> list[Patch]:
         return [_describe("httproute", rejection.route.meta.namespace, rejection.route.meta.name)]
     if reason == "NotAllowedByListeners":
         return [admit_patch(parent, lst, ch.namespace) for lst in rejection.listeners if lst.http]
+    if parent.parent is not None and not parent.http_listeners(HTTP_PORT):
+        return listener_set_fallback(solver, parent)
     better = matching_listener(parent, ch.dns_name)
     if better is not None and better not in rejection.listeners:
         return [
@@ -157,8 +162,33 @@ def rejection_patches(solver: Solver, rejection: Rejection) -> list[Patch]:
     if reason in ("NoMatchingListenerHostname", "NoMatchingParent", "NotAnHTTPListener"):
         hostname = ch.dns_name if reason == "NoMatchingListenerHostname" else None
         name = "acme-" + ch.dns_name if hostname else "http"
-        return [add_listener_patch(parent, name, ch.namespace, hostname)]
+        patch, added = add_listener_patch(parent, name, ch.namespace, hostname)
+        why = f"and name that listener ({added}) in the issuer's gatewayHTTPRoute parentRefs:"
+        return [patch, parent_refs_patch(ch, parent, added, why)]
     return [_describe("httproute", rejection.route.meta.namespace, rejection.route.meta.name)]
+
+
+def listener_set_fallback(solver: Solver, listener_set: Gateway) -> list[Patch]:
+    """A ListenerSet with no HTTP listener: route the solver through its Gateway's port-80
+    listener instead (cert-manager >= 1.21 does so itself with the Certificate annotation
+    acme.cert-manager.io/http01-parentreffallback; cert-manager#8748)."""
+    assert listener_set.parent is not None
+    gateway = solver.gateway.parent(listener_set.parent)
+    listener = matching_listener(gateway, solver.challenge.dns_name) if gateway else None
+    if gateway is None or listener is None:
+        return [_describe("listenerset", listener_set.meta.namespace, listener_set.meta.name)]
+    patches = [
+        parent_refs_patch(
+            solver.challenge,
+            gateway,
+            listener.name,
+            f"{listener_set.ref} has no HTTP listener on port {HTTP_PORT}: name its Gateway's "
+            f"listener {listener.name!r} in the issuer's parentRefs instead:",
+        )
+    ]
+    if listener.allowed.admits(solver.challenge.namespace, gateway.meta.namespace) is False:
+        patches.append(admit_patch(gateway, listener, solver.challenge.namespace))
+    return patches
 
 
 def _describe(kind: str, namespace: str, name: str) -> Patch:

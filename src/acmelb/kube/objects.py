@@ -473,12 +473,16 @@ class Cluster:
             for p in self.pods
             if any(owned_by(g, p.meta) for g in gateways) or any(s.selects(p) for s in services)
         ]
+        names = {g.class_name for g in parents}
+        classes = [c for c in self.gateway_classes if c.meta.name in names]
+        if any(c.implementation == "Traefik" for c in classes):
+            # Traefik serves its Gateways from its own pods, not from pods made per Gateway
+            pods += [c.pod for c in self.controllers if c.product == "traefik"]
+            services += [s for s in self.services if any(s.selects(p) for p in pods)]
         return GatewayPath(
             routes=routes,
             parents=parents,
-            classes=[
-                c for c in self.gateway_classes if c.meta.name in {g.class_name for g in parents}
-            ],
+            classes=classes,
             services=services,
             pods=pods,
             neighbours=[
