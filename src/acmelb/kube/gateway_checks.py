@@ -56,7 +56,8 @@ class SolverRouteNotAccepted:
                 Code.SOLVER_ROUTE_NOT_ACCEPTED,
                 f"the solver's HTTPRoute is not attached to {first.ref.ref} ({said.reason})",
                 f"cert-manager's HTTPRoute {first.route.meta.ref} for {ch.dns_name} names "
-                f"{first.ref.ref} as its parent, and its status there says {said.line()}. "
+                f"{first.ref.ref} as its parent, and its status there says "
+                f"{said.line().rstrip('.')}. "
                 f"{rejection_detail(first, ch.namespace, ch.dns_name)} The challenge path "
                 "is then not routed to the solver: the Gateway answers 404, or another "
                 "route on the listener (a redirect to HTTPS) takes it.",
