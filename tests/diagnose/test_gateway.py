@@ -649,3 +649,168 @@ def test_diagnose_stdin_names_the_cause_with_the_patch(
     assert code == 1
     assert "root cause: solver-route-not-accepted" in out
     assert "kubectl patch gateway -n infra external --type=json" in out
+
+
+# -- every failure mode on every Gateway fixture --------------------------------------------
+
+
+def _gateway(data: dict[str, Any]) -> dict[str, Any]:
+    return items(data, "Gateway")[0]
+
+
+def _http_listener(data: dict[str, Any]) -> dict[str, Any]:
+    return next(lst for lst in _gateway(data)["spec"]["listeners"] if lst["protocol"] == "HTTP")
+
+
+def _refuse(data: dict[str, Any], reason: str, message: str) -> None:
+    for parent in solver_route(data)["status"]["parents"]:
+        parent["conditions"][0].update(status="False", reason=reason, message=message)
+
+
+def _not_allowed(data: dict[str, Any]) -> None:
+    namespace = item(data, "Challenge")["metadata"]["namespace"]
+    if _gateway(data)["metadata"]["namespace"] == namespace:  # Same would admit it
+        selector = {"matchLabels": {"shared-gateway-access": "true"}}
+        _http_listener(data)["allowedRoutes"] = {
+            "namespaces": {"from": "Selector", "selector": selector}
+        }
+    else:
+        _http_listener(data)["allowedRoutes"] = {"namespaces": {"from": "Same"}}
+    _refuse(data, "NotAllowedByListeners", "No listeners included by this parent ref allowed it")
+
+
+def _other_hostname(data: dict[str, Any]) -> None:
+    _http_listener(data)["hostname"] = "other.example.org"
+    _refuse(data, "NoMatchingListenerHostname", "No matching listener hostname")
+
+
+def _https_section(data: dict[str, Any]) -> None:
+    for obj in data["items"]:
+        for ref in _parent_refs(obj):
+            ref["sectionName"] = "https"
+
+
+def _waiting_for_secret(data: dict[str, Any]) -> None:
+    status = _gateway(data)["status"]
+    status["conditions"][-1].update(status="False", reason="Invalid", message="not programmed")
+    for lst in status.get("listeners") or []:
+        if lst["name"] == "https":
+            lst["conditions"] = [
+                {
+                    "type": "ResolvedRefs",
+                    "status": "False",
+                    "lastTransitionTime": "2026-06-01T10:00:00Z",
+                    "reason": "InvalidCertificateRef",
+                    "message": "Secret does not exist",
+                }
+            ]
+
+
+def _redirect(data: dict[str, Any]) -> None:
+    _not_allowed(data)
+    gateway = _gateway(data)
+    ref = {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": gateway["metadata"]["name"],
+        "namespace": gateway["metadata"]["namespace"],
+        "sectionName": _http_listener(data)["name"],
+    }
+    data["items"].append(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "to-https", "namespace": gateway["metadata"]["namespace"]},
+            "spec": {
+                "parentRefs": [ref],
+                "rules": [
+                    {
+                        "filters": [
+                            {"type": "RequestRedirect", "requestRedirect": {"scheme": "https"}}
+                        ]
+                    }
+                ],
+            },
+        }
+    )
+
+
+def _support_off(data: dict[str, Any]) -> None:
+    data["items"] = [i for i in data["items"] if i["kind"] != "HTTPRoute"]
+    item(data, "Challenge")["status"].update(
+        presented=False, reason="couldn't Present challenge: gateway api is not enabled"
+    )
+
+
+def _proxy_at_the_lb(data: dict[str, Any]) -> None:
+    cluster = cluster_of(data)
+    (service,) = cluster.solver_for(cluster.challenges[0]).gateway.services
+    raw = item(data, "Service", service.meta.name)
+    raw["metadata"].setdefault("annotations", {})[
+        "service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol"
+    ] = "true"
+
+
+# mode -> (the fault, the root cause, a text its fix must hold)
+MODES = {
+    "not-allowed": (_not_allowed, Code.SOLVER_ROUTE_NOT_ACCEPTED, "kubectl "),
+    "other-hostname": (_other_hostname, Code.SOLVER_ROUTE_NOT_ACCEPTED, '"hostname":'),
+    "https-section": (_https_section, Code.SOLVER_ROUTE_NOT_ACCEPTED, "sectionName: http"),
+    "waiting-for-secret": (
+        _waiting_for_secret,
+        Code.LISTENER_NOT_PROGRAMMED,
+        '"op":"remove","path":"/spec/listeners/1"',
+    ),
+    "redirect": (_redirect, Code.SOLVER_ROUTE_NOT_ACCEPTED, "kubectl "),
+    "support-off": (_support_off, Code.GATEWAY_API_DISABLED, "config.enableGatewayAPI=true"),
+    "proxy-at-the-lb": (
+        _proxy_at_the_lb,
+        Code.LB_PROXY_SHORTCUT,
+        "service.beta.kubernetes.io/do-loadbalancer-hostname",
+    ),
+}
+MATRIX = [
+    (name, mode)
+    for name in GATEWAY_FIXTURES
+    for mode in sorted(MODES)
+    if not (name == "gke" and mode == "proxy-at-the-lb")  # GKE: a Google LB, no Service
+]
+
+
+def faulty(name: str, mode: str) -> dict[str, Any]:
+    data = healthy(objects(name))
+    MODES[mode][0](data)
+    return data
+
+
+@pytest.mark.parametrize(("name", "mode"), MATRIX)
+def test_every_failure_mode_on_every_gateway_names_its_root_and_fix(name: str, mode: str) -> None:
+    _fault, root, fix = MODES[mode]
+    report = report_of(faulty(name, mode))
+    assert report.root_cause is not None and report.root_cause.code is root, [
+        f.code.value for f in report.findings
+    ]
+    lead = next(f for f in report.findings if f.code is root)
+    assert fix in lead.remedy
+    if mode == "redirect":
+        assert Code.GATEWAY_REDIRECTS_SOLVER in report.root_cause.consequences
+    if mode == "support-off":
+        assert Code.SOLVER_NOT_PRESENTED in report.root_cause.consequences
+
+
+@needs_crds
+@pytest.mark.parametrize(("name", "mode"), MATRIX)
+def test_every_failure_modes_patches_validate(
+    name: str, mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = printed(faulty(name, mode), tmp_path, capsys)
+    # a change that is a command only (kubectl label, helm) is a comment, no document
+    assert out.startswith("# ") and "no change to suggest" not in out
+    docs = [d for d in yaml.safe_load_all(out) if d is not None]
+    for doc in docs:
+        if doc.get("apiVersion", "").startswith("gateway.networking.k8s.io/"):
+            gateway_schema.validate(doc)
+        elif "kind" not in doc:
+            for solver in doc["spec"]["acme"]["solvers"]:
+                for ref in (solver["http01"].get("gatewayHTTPRoute") or {}).get("parentRefs", []):
+                    jsonschema.Draft7Validator(gateway_schema.parent_ref_schema()).validate(ref)
