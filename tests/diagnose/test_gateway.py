@@ -814,3 +814,56 @@ def test_every_failure_modes_patches_validate(
             for solver in doc["spec"]["acme"]["solvers"]:
                 for ref in (solver["http01"].get("gatewayHTTPRoute") or {}).get("parentRefs", []):
                     jsonschema.Draft7Validator(gateway_schema.parent_ref_schema()).validate(ref)
+
+
+# -- a wildcard listener hostname: the gateway-shim's Certificate HTTP-01 cannot issue ----------
+
+# As posted in cert-manager/cert-manager#6524: listeners with hostname "*.dev.domain.com"
+# under cert-manager.io/issuer; the gateway-shim's Certificate asks for the wildcard.
+WILDCARD_CERTIFICATE = {
+    "apiVersion": "cert-manager.io/v1",
+    "kind": "Certificate",
+    "metadata": {
+        "name": "blog-example-com-tls",
+        "namespace": "infra",
+        "ownerReferences": [
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "name": "external",
+                "uid": "0ab191f4-0005-45b6-a278-aacbcd19ad05",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    },
+    "spec": {
+        "dnsNames": ["*.example.com"],
+        "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt-staging"},
+        "secretName": "blog-example-com-tls",
+    },
+}
+WILDCARD_SAID = (
+    "Certificate infra/blog-example-com-tls (made by the gateway-shim from Gateway "
+    "infra/external) asks for *.example.com: HTTP-01 cannot validate a wildcard name"
+)
+
+
+def test_a_wildcard_certificate_without_challenge_is_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = objects("gke")
+    data["items"] = [i for i in data["items"] if i["kind"] != "Challenge"]
+    data["items"].append(WILDCARD_CERTIFICATE)
+    path = tmp_path / "wild.json"
+    path.write_text(json.dumps(data))
+    assert main(["diagnose", "--kube", str(path), "--no-probe"]) == 2
+    err = capsys.readouterr().err
+    assert WILDCARD_SAID in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_wildcard_certificate_beside_a_challenge_is_a_note() -> None:
+    data = objects("gke")
+    data["items"].append(WILDCARD_CERTIFICATE)
+    todo = plan([], cluster=cluster_of(data))
+    assert any(WILDCARD_SAID in line for line in todo.infos)

@@ -59,6 +59,7 @@ CHALLENGE_PATH = "/.well-known/acme-challenge/"
 # silently, any other kind is skipped with a note (a dump may hold more than it asked for).
 READ_KINDS = {
     "Challenge",
+    "Certificate",
     "Ingress",
     "Service",
     "Pod",
@@ -69,7 +70,7 @@ READ_KINDS = {
     "ListenerSet",
     "XListenerSet",
 }
-UNREAD_KINDS = {"Order", "Certificate", "Issuer", "ClusterIssuer", "EndpointSlice"}
+UNREAD_KINDS = {"Order", "Issuer", "ClusterIssuer", "EndpointSlice"}
 
 
 def label_hash(text: str) -> str:
@@ -363,6 +364,44 @@ def _event(item: dict[str, Any]) -> Event:
     )
 
 
+@dataclass(frozen=True)
+class Certificate:
+    """A cert-manager Certificate: its names, and the Gateway whose listener hostnames the
+    gateway-shim made it from (its owner reference), if any."""
+
+    meta: Meta
+    dns_names: tuple[str, ...]
+    owner_gateway: str | None
+
+    @property
+    def wildcard_note(self) -> str | None:
+        """Why HTTP-01 can never issue it (None: it can)."""
+        wild = [n for n in self.dns_names if n.startswith("*.")]
+        if not wild:
+            return None
+        made = f" (made by the gateway-shim from Gateway {self.owner_gateway})"
+        return (
+            f"Certificate {self.meta.ref}{made if self.owner_gateway else ''} asks for "
+            f"{', '.join(wild)}: HTTP-01 cannot validate a wildcard name, so no HTTP-01 "
+            "Challenge is ever created; give the listener a hostname without '*', or use a "
+            "DNS-01 solver for it"
+        )
+
+
+def certificate_from_item(item: dict[str, Any]) -> Certificate:
+    meta = meta_of("Certificate", item)
+    owners = as_list(as_dict(item.get("metadata")).get("ownerReferences"))
+    gateway = next(
+        (as_dict(o).get("name") for o in owners if as_dict(o).get("kind") == "Gateway"), None
+    )
+    names = as_list(as_dict(item.get("spec")).get("dnsNames"))
+    return Certificate(
+        meta,
+        tuple(str(n) for n in names),
+        f"{meta.namespace}/{gateway}" if gateway else None,
+    )
+
+
 @dataclass
 class GatewayPath:
     """The Gateway API side of one Challenge: its solver HTTPRoutes, the Gateways and
@@ -399,6 +438,7 @@ class Cluster:
     gateway_classes: list[GatewayClass] = field(default_factory=list)
     gateways: list[Gateway] = field(default_factory=list)  # Gateways and ListenerSets
     routes: list[HTTPRoute] = field(default_factory=list)
+    certificates: list[Certificate] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # kind -> how many
 
     @property
@@ -407,11 +447,13 @@ class Cluster:
 
     @property
     def notes(self) -> list[str]:
-        """One line naming the kinds of the file that nothing reads (none: empty)."""
-        if not self.skipped:
-            return []
-        kinds = ", ".join(f"{k} ({n})" for k, n in sorted(self.skipped.items()))
-        return [f"skipped the objects of kinds acmelb does not read: {kinds}"]
+        """Lines about the file beyond its Challenges: wildcard Certificates HTTP-01 cannot
+        issue, and the kinds nothing reads."""
+        notes = [n for n in (c.wildcard_note for c in self.certificates) if n]
+        if self.skipped:
+            kinds = ", ".join(f"{k} ({n})" for k, n in sorted(self.skipped.items()))
+            notes.append(f"skipped the objects of kinds acmelb does not read: {kinds}")
+        return notes
 
     def solver_for(self, challenge: Challenge) -> Solver:
         """The objects connected to one Challenge."""
@@ -553,6 +595,10 @@ def parse_cluster(text: str, source: str = "input") -> Cluster:
     cluster = Cluster()
     for i, item in enumerate(data["items"]):
         _add(cluster, item, f"{source}: items[{i}]")
+    wildcards = [n for n in (c.wildcard_note for c in cluster.certificates) if n]
+    if not cluster.challenges and wildcards:
+        # the one cause the file can still name: a wildcard never gets an HTTP-01 Challenge
+        raise UsageError(f"{source}: no cert-manager Challenge in the list: {wildcards[0]}")
     if not cluster.challenges:
         raise UsageError(
             f"{source}: no cert-manager Challenge in the list; expected `{KUBECTL_COMMAND}` output"
@@ -584,6 +630,8 @@ def _add(cluster: Cluster, item: Any, where: str) -> None:
         cluster.gateway_classes.append(class_from_item(item))
     elif kind == "HTTPRoute":
         cluster.routes.append(route_from_item(item))
+    elif kind == "Certificate":
+        cluster.certificates.append(certificate_from_item(item))
     else:  # Gateway, ListenerSet, XListenerSet
         cluster.gateways.append(gateway_from_item(str(kind), item))
 
