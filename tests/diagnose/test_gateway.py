@@ -867,3 +867,15 @@ def test_a_wildcard_certificate_beside_a_challenge_is_a_note() -> None:
     data["items"].append(WILDCARD_CERTIFICATE)
     todo = plan([], cluster=cluster_of(data))
     assert any(WILDCARD_SAID in line for line in todo.infos)
+
+
+def test_a_gateway_challenge_read_alone_is_not_taken_for_missing_crds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --challenges: the Challenge without its cluster says nothing about the CRDs
+    data = objects("envoy-gateway")
+    data["items"] = items(data, "Challenge")
+    path = tmp_path / "challenges.json"
+    path.write_text(json.dumps(data))
+    assert main(["diagnose", "--challenges", str(path), "--no-probe"]) == 0
+    assert "gateway-api-disabled" not in capsys.readouterr().out

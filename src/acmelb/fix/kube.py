@@ -19,7 +19,8 @@ def solver_patches(solver: Solver) -> list[Patch]:
     """Every patch for one Challenge's objects, in the order the checks run."""
     patches = gateway_patches(solver)
     said = rules.present_failures(solver)
-    if said and not patches:  # a Gateway API cause explains the failure to present
+    # Gateway support off explains the failure to present: its patch is the one to apply
+    if said and not gateway_rules.api_mismatch(solver):
         patches += fixes.not_presented_patches(solver, " ".join(said))
     for service in solver.front_services:
         provider = rules.proxy_shortcut(service)

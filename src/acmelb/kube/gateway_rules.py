@@ -218,7 +218,7 @@ def api_mismatch(solver: Solver) -> list[str]:
     ]
     if ch.reason and API_DISABLED_TEXT in ch.reason.lower():
         lines.append(f"Challenge {ch.ref}: reason: {ch.reason}")
-    kind = solver_kind(solver)
+    kind = solver_kind(solver) if solver.from_cluster else None  # alone: nothing to compare
     if kind == "gatewayHTTPRoute" and not solver.gateway.routes and not solver.gateway_api_seen:
         lines.append(
             f"Challenge {ch.ref}: solver gatewayHTTPRoute, and the file holds no HTTPRoute, "

@@ -547,12 +547,13 @@ class Solver:
     events: list[Event] = field(default_factory=list)
     gateway: GatewayPath = field(default_factory=GatewayPath)
     gateway_api_seen: bool = False  # the file holds any Gateway API object
+    from_cluster: bool = True  # False: the Challenge alone (--challenges), nothing around it
     all_gateways: list[Gateway] = field(default_factory=list)  # every Gateway in the file
 
     @classmethod
     def alone(cls, challenge: Challenge) -> Solver:
         """A Challenge read without its cluster (``--challenges``): its own fields only."""
-        return cls(challenge, [], [], [], [], [], [])
+        return cls(challenge, [], [], [], [], [], [], from_cluster=False)
 
     @property
     def challenge_meta(self) -> Meta:
