@@ -106,3 +106,18 @@ def test_proxy_protocol_on_the_gateways_lb_is_what_the_inside_probe_meets(
     assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
     assert doc["root_cause"]["code"] == "lb-proxy-protocol-shortcut"
     assert "proxy-protocol-required" in doc["root_cause"]["consequences"]
+
+
+def test_a_gateway_not_programmed_serves_nothing_on_port_80(
+    lab_scenario: LabFactory, tmp_path: Path
+) -> None:
+    # NGINX Gateway Fabric waiting for the certificate's Secret programs nothing: the LB
+    # finds no listener behind it (the lab's backend has nothing on port 80)
+    lab = lab_scenario("haproxy-tcp", backends=("none",))
+    path = gateway_cluster_file(lab, "nginx-gateway-fabric", tmp_path)
+    doc, _said = diagnose_kube(lab, path, inside=())
+    root = doc["root_cause"]
+    assert root["code"] == "listener-not-programmed"
+    unreachable = {"port-80-refused", "port-80-timeout", "empty-reply", "read-timeout"}
+    assert unreachable & set(root["consequences"]), codes(doc)
+    assert doc["verdicts"]["acme-ca"] == "fail" and not doc["ok"]
