@@ -879,3 +879,15 @@ def test_a_gateway_challenge_read_alone_is_not_taken_for_missing_crds(
     path.write_text(json.dumps(data))
     assert main(["diagnose", "--challenges", str(path), "--no-probe"]) == 0
     assert "gateway-api-disabled" not in capsys.readouterr().out
+
+
+def test_the_readmes_gateway_report_is_what_acmelb_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "envoy-gateway.json"
+    path.write_text(json.dumps(objects("envoy-gateway")))
+    assert main(["diagnose", "--kube", str(path), "--no-probe"]) == 1
+    report = capsys.readouterr().out
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "root cause: solver-route-not-accepted" in report
+    assert report in readme, "README's Gateway API report is stale: paste the new one"
