@@ -891,3 +891,13 @@ def test_the_readmes_gateway_report_is_what_acmelb_prints(
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "root cause: solver-route-not-accepted" in report
     assert report in readme, "README's Gateway API report is stale: paste the new one"
+
+
+def test_explain_names_gateway_support_off() -> None:
+    from acmelb.doctor.explain import explain
+
+    said = explain(
+        "couldn't Present challenge ...: gateway api is not enabled"  # as users quote it
+    )
+    assert said.candidates[:2] == ["gateway-api-disabled", "solver-not-presented"]
+    assert "config.enableGatewayAPI=true" in said.reasoning
