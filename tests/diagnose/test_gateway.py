@@ -901,3 +901,36 @@ def test_explain_names_gateway_support_off() -> None:
     )
     assert said.candidates[:2] == ["gateway-api-disabled", "solver-not-presented"]
     assert "config.enableGatewayAPI=true" in said.reasoning
+
+
+# -- odd input: never a traceback -------------------------------------------------------------
+
+ODD_VALUES = (None, 7, "x", [], {}, [None], [7], {"x": None})
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside the object (dict keys and list indexes)."""
+    found: list[tuple[Any, ...]] = []
+    children = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, child in children:
+        found.append((*prefix, key))
+        if isinstance(child, dict | list):
+            found += _paths(child, (*prefix, key))
+    return found
+
+
+@pytest.mark.parametrize("kind", ["Gateway", "HTTPRoute", "GatewayClass"])
+def test_odd_values_in_gateway_objects_never_raise(kind: str) -> None:
+    base = objects("envoy-gateway")
+    index = next(i for i, obj in enumerate(base["items"]) if obj["kind"] == kind)
+    for path in _paths(base["items"][index]):
+        for odd in ODD_VALUES:
+            data = copy.deepcopy(base)
+            target = data["items"][index]
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = odd
+            cluster = cluster_of(data)
+            for todo in plan([], cluster=cluster).targets:
+                read_objects(todo)
+            cluster_patches(cluster)

@@ -21,6 +21,7 @@ from acmelb.kube.gateway_rules import (
     http_gateway,
     matching_listener,
 )
+from acmelb.kube.meta import as_dict, as_list
 from acmelb.kube.patches import Patch, clean_object, issuer_fragment
 
 if TYPE_CHECKING:
@@ -44,7 +45,12 @@ def json_patch(target: Gateway, ops: list[dict[str, Any]]) -> str:
 def changed(target: Gateway) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A clean copy of the object to change, and its spec.listeners list."""
     obj = clean_object(target.raw)
-    listeners: list[dict[str, Any]] = obj.setdefault("spec", {}).setdefault("listeners", [])
+    if not isinstance(obj.get("spec"), dict):
+        obj["spec"] = {}
+    found = obj["spec"].get("listeners")
+    # odd input (not what an API server returns): the parsed view read it as empty
+    listeners = [lst if isinstance(lst, dict) else {} for lst in as_list(found)]
+    obj["spec"]["listeners"] = listeners
     return obj, listeners
 
 
@@ -65,7 +71,7 @@ def admitted(listener: Listener, raw: dict[str, Any], owner: str, wanted: str) -
     allowed: dict[str, Any] = {
         "namespaces": {"from": "Selector", "selector": {"matchExpressions": [expression]}}
     }
-    kinds = (raw.get("allowedRoutes") or {}).get("kinds")
+    kinds = as_dict(raw.get("allowedRoutes")).get("kinds")
     if kinds:
         allowed["kinds"] = kinds
     return allowed
@@ -308,9 +314,12 @@ def infrastructure_patch(
         return None
     value = provider.hostname_value.format(name=challenge.dns_name)
     obj = clean_object(gateway.raw)
-    spec = obj.setdefault("spec", {})
-    notes = spec.setdefault("infrastructure", {}).setdefault("annotations", {})
-    notes[provider.hostname_annotation] = value
+    spec = obj["spec"] = as_dict(obj.get("spec"))
+    infrastructure = spec["infrastructure"] = as_dict(spec.get("infrastructure"))
+    infrastructure["annotations"] = {
+        **as_dict(infrastructure.get("annotations")),
+        provider.hostname_annotation: value,
+    }
     op = {
         "op": "add",
         "path": "/spec/infrastructure",

@@ -611,6 +611,7 @@ def _add(cluster: Cluster, item: Any, where: str) -> None:
     if not isinstance(item, dict):
         raise UsageError(f"{where} is not an object")
     kind = item.get("kind")
+    kind = kind if isinstance(kind, str) else repr(kind)  # a list is not even hashable
     if kind not in READ_KINDS:
         if kind not in UNREAD_KINDS:
             # repr(): the input's text must not reach the terminal raw (newlines, escapes)

@@ -174,11 +174,13 @@ def clean_object(raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of an object as read, without its status and server-set metadata."""
     obj = copy.deepcopy(raw)
     obj.pop("status", None)
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}  # odd input: nothing to drop, no traceback
     for key in _SERVER_FIELDS:
         meta.pop(key, None)
-    notes = meta.get("annotations") or {}
-    notes.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    notes = meta.get("annotations")
+    if isinstance(notes, dict):
+        notes.pop("kubectl.kubernetes.io/last-applied-configuration", None)
     return obj
 
 
