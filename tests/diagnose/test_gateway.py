@@ -934,3 +934,13 @@ def test_odd_values_in_gateway_objects_never_raise(kind: str) -> None:
             for todo in plan([], cluster=cluster).targets:
                 read_objects(todo)
             cluster_patches(cluster)
+
+
+def test_a_refusal_with_no_listener_to_change_still_says_what_to_do() -> None:
+    data = objects("envoy-gateway")
+    for ref in _parent_refs(solver_route(data)):
+        ref["sectionName"] = "web"  # a listener the Gateway does not have
+    found = finding(data, Code.SOLVER_ROUTE_NOT_ACCEPTED)
+    assert found.remedy.strip()
+    assert "no listener the parentRef can use" in found.explanation
+    assert "sectionName: http" in found.remedy and "admit routes from shop" in found.remedy

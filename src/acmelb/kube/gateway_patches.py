@@ -150,13 +150,14 @@ def rejection_patches(solver: Solver, rejection: Rejection) -> list[Patch]:
     ch, parent, reason = solver.challenge, rejection.parent, rejection.condition.reason
     if parent is None:
         return [_describe("httproute", rejection.route.meta.namespace, rejection.route.meta.name)]
-    if reason == "NotAllowedByListeners":
-        return [admit_patch(parent, lst, ch.namespace) for lst in rejection.listeners if lst.http]
+    admit = [admit_patch(parent, lst, ch.namespace) for lst in rejection.listeners if lst.http]
+    if reason == "NotAllowedByListeners" and admit:
+        return admit
     if parent.parent is not None and not parent.http_listeners(HTTP_PORT):
         return listener_set_fallback(solver, parent)
     better = matching_listener(parent, ch.dns_name)
     if better is not None and better not in rejection.listeners:
-        return [
+        patches = [
             parent_refs_patch(
                 ch,
                 parent,
@@ -165,6 +166,9 @@ def rejection_patches(solver: Solver, rejection: Rejection) -> list[Patch]:
                 "gatewayHTTPRoute parentRefs:",
             )
         ]
+        if better.allowed.admits(ch.namespace, parent.meta.namespace) is False:
+            patches.append(admit_patch(parent, better, ch.namespace))
+        return patches
     if reason in ("NoMatchingListenerHostname", "NoMatchingParent", "NotAnHTTPListener"):
         hostname = ch.dns_name if reason == "NoMatchingListenerHostname" else None
         name = "acme-" + ch.dns_name if hostname else "http"
