@@ -135,6 +135,7 @@ class LbProxyShortcut:
             if provider is None:
                 continue
             ips = ", ".join(e.ip or "" for e in service.lb_ingress)
+            pods = "Gateway" if solver.gateway.owner_of(service) else "ingress"
             bare = "IPs" if len(service.lb_ingress) > 1 else "IP"
             found.append(
                 Finding(
@@ -144,8 +145,7 @@ class LbProxyShortcut:
                     f"The Service {service.meta.ref} turns on PROXY protocol at the "
                     f"{provider.name} load balancer ({provider.enabled_by(service)}) and its "
                     f"status publishes the bare {bare} {ips} without ipMode: Proxy. kube-proxy "
-                    "routes in-cluster traffic for that address straight to the pods behind it "
-                    "(ingress controller or Gateway), "
+                    f"routes in-cluster traffic for that address straight to the {pods} pods, "
                     "without the PROXY header they now require: cert-manager's self-check "
                     "gets EOF or a timeout while the CA, through the LB, would pass.",
                     fixes.remedy(proxy_patches(solver, service, provider)),
