@@ -944,3 +944,11 @@ def test_a_refusal_with_no_listener_to_change_still_says_what_to_do() -> None:
     assert found.remedy.strip()
     assert "no listener the parentRef can use" in found.explanation
     assert "sectionName: http" in found.remedy and "admit routes from shop" in found.remedy
+
+
+def test_the_readme_and_docs_give_the_same_kubectl_command() -> None:
+    from acmelb.kube.challenges import KUBECTL_KINDS
+
+    root = Path(__file__).resolve().parents[2]
+    assert f"KINDS={KUBECTL_KINDS}\n" in (root / "README.md").read_text()
+    assert KUBECTL_COMMAND in (root / "docs/diagnose.md").read_text()
