@@ -58,10 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     objects.add_argument(
         "--kube",
         metavar="FILE",
-        help=f"`{KUBECTL_COMMAND}` output ('-' = stdin): each pending HTTP-01 Challenge with "
-        "its solver, Ingress class, controller, load balancer Service and events; the "
-        "controller pod becomes the inside vantage (kubectl exec) and the LB address the "
-        "address probed, unless --inside/--resolve say otherwise",
+        help=f"`{KUBECTL_COMMAND}` output ('-' = stdin; a kind the cluster does not serve "
+        "makes kubectl fail: drop it from the list, other kinds in the file are skipped): "
+        "each pending HTTP-01 Challenge with its solver, Ingress class and controller or "
+        "HTTPRoute, Gateway and listener, load balancer Service and events; the controller "
+        "or Gateway pod becomes the inside vantage (kubectl exec) and the LB or Gateway "
+        "address the address probed, unless --inside/--resolve say otherwise",
     )
     p.add_argument(
         "--no-probe",

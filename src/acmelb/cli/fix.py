@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from acmelb.kube.challenges import KUBECTL_COMMAND
+
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -68,8 +70,8 @@ def register(sub: Any) -> None:
     source.add_argument(
         "--kube",
         metavar="FILE",
-        help="`kubectl get challenges,orders,certificates,ingresses,services,endpointslices,"
-        "pods,events -A -o json` output ('-' = stdin)",
+        help=f"`{KUBECTL_COMMAND}` output ('-' = stdin); a kind the cluster does not serve "
+        "makes kubectl fail: drop it from the list",
     )
     k8s.add_argument(
         "--provider", choices=("digitalocean", "hetzner", "scaleway", "generic"), default="generic"

@@ -86,6 +86,10 @@ class Code(enum.Enum):
     INGRESS_REDIRECTS_SOLVER = "ingress-redirects-solver"
     INGRESS_CLASS_UNSERVED = "ingress-class-unserved"
     SELF_CHECK_SKIPPED = "self-check-skipped"
+    SOLVER_ROUTE_NOT_ACCEPTED = "solver-route-not-accepted"
+    LISTENER_NOT_PROGRAMMED = "listener-not-programmed"
+    GATEWAY_REDIRECTS_SOLVER = "gateway-redirects-solver"
+    GATEWAY_API_DISABLED = "gateway-api-disabled"
 
     @property
     def default_severity(self) -> Severity:
@@ -407,6 +411,52 @@ CODES: dict[Code, CodeInfo] = {
         "outside probes fail: cert-manager will ask the CA anyway and spend failed "
         "validations (rate-limited)",
         "fix the failing path, and drop `waitInsteadOfSelfCheck` until the CA's view passes",
+    ),
+    # -- the Gateway API (cert-manager's gatewayHTTPRoute solver) --
+    Code.SOLVER_ROUTE_NOT_ACCEPTED: CodeInfo(
+        Severity.ERROR,
+        Stage.KUBE,
+        "the solver's HTTPRoute is not attached to the Gateway",
+        "the solver HTTPRoute's `status.parents[]` has `Accepted: False` for its Gateway or "
+        "ListenerSet: `NotAllowedByListeners` (the listener's `allowedRoutes` admits another "
+        "namespace), `NoMatchingListenerHostname`, `NoMatchingParent` (no HTTP listener on "
+        "port 80, a `sectionName` naming the HTTPS listener) or the implementation's own "
+        "reason: the challenge path is not routed to the solver",
+        "admit the solver's namespace on the port-80 listener, or name that listener in the "
+        "issuer's `parentRefs` (`sectionName`)",
+    ),
+    Code.LISTENER_NOT_PROGRAMMED: CodeInfo(
+        Severity.ERROR,
+        Stage.KUBE,
+        "the Gateway or its HTTP listener is not programmed",
+        "the Gateway's (or ListenerSet's) status says `Programmed: False`, or the listener "
+        "the solver route uses has `Programmed`/`Accepted`/`ResolvedRefs: False`; with an "
+        "HTTPS listener waiting for the Secret HTTP-01 is to produce (`InvalidCertificateRef`) "
+        "some implementations program nothing: a deadlock",
+        "fix the listener the status names; drop the waiting HTTPS listener until the "
+        "certificate exists",
+    ),
+    Code.GATEWAY_REDIRECTS_SOLVER: CodeInfo(
+        Severity.ERROR,
+        Stage.KUBE,
+        "a redirect on the Gateway catches the challenge path",
+        "another HTTPRoute on the solver's Gateway has a `RequestRedirect` filter for the "
+        "challenge's host and path, and the solver route is not attached to that listener "
+        "(an attached solver route's `Exact` match would win); or the Traefik data plane "
+        "redirects its entrypoint or answers `acme-http@internal` on it",
+        "attach the solver route to the redirecting listener (`sectionName` in the issuer's "
+        "`parentRefs`)",
+    ),
+    Code.GATEWAY_API_DISABLED: CodeInfo(
+        Severity.ERROR,
+        Stage.KUBE,
+        "cert-manager's Gateway API support does not match the cluster",
+        "the Challenge or its events say `gateway api is not enabled` (cert-manager runs "
+        "without `--enable-gateway-api`), the solver is `gatewayHTTPRoute` and the file "
+        "holds no Gateway API object at all (CRDs missing), or the issuer still uses the "
+        "`http01.ingress` solver while the cluster serves Gateways and no ingress controller",
+        "enable cert-manager's Gateway API support (and restart it after installing the "
+        "CRDs), or move the issuer to the `gatewayHTTPRoute` solver",
     ),
 }
 

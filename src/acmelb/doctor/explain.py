@@ -366,7 +366,7 @@ _PRESENTING = re.compile(
     r"Error presenting challenge|PresentError|admission webhook .{0,80}denied the request|"
     r"cannot be used with\s+pathType|exceeded quota|error ensuring http01 challenge|"
     r"ingress\.networking\.k8s\.io \\?\"[^\"\\]+\\?\" not found|"
-    r"services \\?\"cm-acme-http-solver",
+    r"services \\?\"cm-acme-http-solver|gateway api is not enabled",
     re.I,
 )
 _CONNECTION = re.compile(
@@ -581,6 +581,13 @@ def _presenting(exp: Explanation, raw: str) -> Reading:
             "path for pathType Exact, which cert-manager 1.18 made the solver's type. Turn "
             "off the ACMEHTTP01IngressPathTypeExact feature gate of cert-manager, or "
             "strict-validate-path-type in ingress-nginx."
+        )
+    if re.search(r"gateway api is not enabled", raw, re.I):
+        # cert-manager runs without --enable-gateway-api: no solver HTTPRoute is created
+        return [Code.GATEWAY_API_DISABLED, Code.SOLVER_NOT_PRESENTED], why + (
+            " Here cert-manager's Gateway API support is off (--enable-gateway-api, Helm "
+            "config.enableGatewayAPI=true), so the gatewayHTTPRoute solver creates no "
+            "HTTPRoute; it reads the Gateway API CRDs once, at start."
         )
     return [Code.SOLVER_NOT_PRESENTED], why
 

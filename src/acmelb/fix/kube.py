@@ -8,6 +8,8 @@ line, and the whole changed object or the issuer's fragment). Nothing here print
 from __future__ import annotations
 
 from acmelb.kube import checks as rules
+from acmelb.kube import gateway_patches as gateway_fixes
+from acmelb.kube import gateway_rules
 from acmelb.kube import patches as fixes
 from acmelb.kube.objects import Cluster, Solver
 from acmelb.kube.patches import Patch
@@ -15,14 +17,15 @@ from acmelb.kube.patches import Patch
 
 def solver_patches(solver: Solver) -> list[Patch]:
     """Every patch for one Challenge's objects, in the order the checks run."""
-    patches: list[Patch] = []
+    patches = gateway_patches(solver)
     said = rules.present_failures(solver)
-    if said:
+    # Gateway support off explains the failure to present: its patch is the one to apply
+    if said and not gateway_rules.api_mismatch(solver):
         patches += fixes.not_presented_patches(solver, " ".join(said))
     for service in solver.front_services:
         provider = rules.proxy_shortcut(service)
         if provider is not None:
-            patches += fixes.proxy_shortcut_patches(service, provider, solver.challenge)
+            patches += rules.proxy_patches(solver, service, provider)
     local = rules.local_policy_services(solver)
     if local and rules.nodes_without_controller(solver):
         patches.append(fixes.traffic_policy_patch(local[0]))
@@ -32,6 +35,22 @@ def solver_patches(solver: Solver) -> list[Patch]:
     served = rules.served_classes(solver)
     if rules.unserved_classes(solver) and served:
         patches += fixes.ingress_class_patches(solver, served[0])
+    return patches
+
+
+def gateway_patches(solver: Solver) -> list[Patch]:
+    """The patches for what the Gateway API rules find, in the order the checks run."""
+    patches: list[Patch] = []
+    mismatch = gateway_rules.api_mismatch(solver)
+    if mismatch:
+        patches += gateway_fixes.api_disabled_patches(solver, mismatch)
+    for rejection in gateway_rules.rejections(solver):
+        patches += gateway_fixes.rejection_patches(solver, rejection)
+    for item in gateway_rules.unprogrammed(solver)[:1]:
+        patches += gateway_fixes.unprogrammed_patches(item)
+    redirects = gateway_rules.gateway_redirects(solver)
+    if redirects:
+        patches += gateway_fixes.redirect_patches(solver, redirects)
     return patches
 
 

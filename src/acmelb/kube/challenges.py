@@ -8,8 +8,13 @@ from typing import Any
 
 from acmelb.errors import UsageError
 
-# What ``acmelb diagnose --kube`` reads (``acmelb.kube.objects``): the objects around a Challenge.
-KUBECTL_KINDS = "challenges,orders,certificates,ingresses,services,endpointslices,pods,events"
+# What ``acmelb diagnose --kube`` reads (``acmelb.kube.objects``): the objects around a Challenge,
+# through an Ingress or through the Gateway API. A cluster that does not serve a kind (no
+# Gateway API CRDs, no ListenerSet) makes kubectl fail: drop that kind from the list.
+KUBECTL_KINDS = (
+    "challenges,orders,certificates,issuers,clusterissuers,ingresses,services,endpointslices,"
+    "pods,events,gatewayclasses,gateways,httproutes,listenersets"
+)
 KUBECTL_COMMAND = f"kubectl get {KUBECTL_KINDS} -A -o json"
 
 

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from acmelb.doctor.checks.base import Check, Context, le_verdict
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import Code, Finding
+from acmelb.kube import gateway_patches
 from acmelb.kube import patches as fixes
+from acmelb.kube.gateway_checks import GATEWAY_CHECKS
 from acmelb.kube.objects import (
     Event,
     Ingress,
@@ -133,6 +135,7 @@ class LbProxyShortcut:
             if provider is None:
                 continue
             ips = ", ".join(e.ip or "" for e in service.lb_ingress)
+            pods = "Gateway" if solver.gateway.owner_of(service) else "ingress"
             bare = "IPs" if len(service.lb_ingress) > 1 else "IP"
             found.append(
                 Finding(
@@ -142,10 +145,10 @@ class LbProxyShortcut:
                     f"The Service {service.meta.ref} turns on PROXY protocol at the "
                     f"{provider.name} load balancer ({provider.enabled_by(service)}) and its "
                     f"status publishes the bare {bare} {ips} without ipMode: Proxy. kube-proxy "
-                    "routes in-cluster traffic for that address straight to the ingress pods, "
+                    f"routes in-cluster traffic for that address straight to the {pods} pods, "
                     "without the PROXY header they now require: cert-manager's self-check "
                     "gets EOF or a timeout while the CA, through the LB, would pass.",
-                    fixes.remedy_proxy_shortcut(service, provider, solver.challenge),
+                    fixes.remedy(proxy_patches(solver, service, provider)),
                     evidence=[
                         f"{service.meta.ref}: {provider.enabled_by(service)}",
                         f"{service.meta.ref}: status.loadBalancer.ingress = "
@@ -162,12 +165,29 @@ class LbProxyShortcut:
         return found
 
 
+def proxy_patches(solver: Solver, service: Service, provider: Provider) -> list[fixes.Patch]:
+    """The hostname annotation: on the Service, or through the Gateway that owns it (its
+    implementation would undo a change made on the Service itself)."""
+    owner = solver.gateway.owner_of(service)
+    through = (
+        gateway_patches.infrastructure_patch(owner, service, provider, solver.challenge)
+        if owner is not None
+        else None
+    )
+    if through is not None:
+        return [through]
+    return fixes.proxy_shortcut_patches(service, provider, solver.challenge)
+
+
 # -- traffic-policy-local ------------------------------------------------------------------
 
 
 def nodes_without_controller(solver: Solver) -> list[str]:
-    """The nodes of the solver pods that run no pod of the controllers serving its class."""
-    served = {c.pod.node for c in solver.controllers}
+    """The nodes of the solver pods that run no pod of the controllers serving its class
+    or of its Gateway (none when the file holds no such pod: nothing can be said)."""
+    served = {p.node for p in solver.data_plane}
+    if not served:
+        return []
     return sorted({p.node for p in solver.pods if p.node and p.node not in served})
 
 
@@ -189,7 +209,7 @@ class TrafficPolicyLocal:
         if not lonely:
             return []
         services = local_policy_services(solver)
-        controllers = sorted({f"{c.pod.meta.name} on {c.pod.node}" for c in solver.controllers})
+        controllers = sorted({f"{p.meta.name} on {p.node}" for p in solver.data_plane})
         return [
             Finding(
                 Code.TRAFFIC_POLICY_LOCAL,
@@ -380,6 +400,7 @@ def _short(lines: Sequence[str], limit: int = 4) -> list[str]:
 
 # Registered into the doctor's runner by acmelb.kube, in this order.
 KUBE_CHECKS: tuple[Check, ...] = (
+    *GATEWAY_CHECKS,
     SolverNotPresented(),
     LbProxyShortcut(),
     TrafficPolicyLocal(),

@@ -2,7 +2,8 @@
 
 Input is the List that ``kubectl get KUBECTL_KINDS -A -o json`` prints
 (``KUBECTL_COMMAND``). ``parse_cluster`` wraps its items in typed views
-(``Pod``, ``Service``, ``Ingress``, ``Event`` and ``k8s.Challenge``), and
+(``Pod``, ``Service``, ``Ingress``, ``Event``, ``Challenge`` and the Gateway API kinds of
+``acmelb.kube.gateway``; other kinds are skipped with a note), and
 ``Cluster.solver_for`` connects one Challenge to what serves it:
 
     Challenge -> solver Pod, Service, Ingress   (cert-manager's labels: the solver flag and
@@ -10,6 +11,11 @@ Input is the List that ``kubectl get KUBECTL_KINDS -A -o json`` prints
               -> the Ingress class -> the controller Pods serving it (ingress-nginx, Traefik)
               -> the LoadBalancer/NodePort Service selecting those Pods (annotations, status)
               -> the Events of every one of them
+    Challenge -> solver HTTPRoute (the same labels)   (cert-manager's gatewayHTTPRoute solver)
+              -> its parentRefs: Gateway or ListenerSet, and the ListenerSet's Gateway
+              -> the GatewayClass (controllerName: the implementation)
+              -> the Service and Pods the implementation made for the Gateway (its labels)
+              -> the other HTTPRoutes on those Gateways (a redirect that catches the path)
 
 No API server is asked: everything comes from the file. Nothing here prints.
 """
@@ -24,7 +30,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from acmelb.errors import UsageError
-from acmelb.kube.challenges import KUBECTL_COMMAND, KUBECTL_KINDS, Challenge, challenge_from_item
+from acmelb.kube.challenges import KUBECTL_COMMAND, Challenge, challenge_from_item
+from acmelb.kube.gateway import (
+    Gateway,
+    GatewayClass,
+    HTTPRoute,
+    ParentRef,
+    class_from_item,
+    gateway_from_item,
+    owned_by,
+    route_from_item,
+)
+from acmelb.kube.meta import Meta, as_dict, as_list, meta_of, str_map
 
 if TYPE_CHECKING:
     from acmelb.doctor.vantage import ProbeSettings
@@ -38,36 +55,27 @@ TOKEN_LABEL = "acme.cert-manager.io/http-token"
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 
-# Kinds the command lists; anything else in the file means it is not that output.
-KNOWN_KINDS = {
+# Kinds read from the file; kinds the command lists and no check reads yet are passed over
+# silently, any other kind is skipped with a note (a dump may hold more than it asked for).
+READ_KINDS = {
     "Challenge",
-    "Order",
     "Certificate",
     "Ingress",
     "Service",
-    "EndpointSlice",
     "Pod",
     "Event",
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "ListenerSet",
+    "XListenerSet",
 }
+UNREAD_KINDS = {"Order", "Issuer", "ClusterIssuer", "EndpointSlice"}
 
 
 def label_hash(text: str) -> str:
     """cert-manager's label value for a name or token: adler32, in decimal."""
     return str(zlib.adler32(text.encode("utf-8")))
-
-
-@dataclass(frozen=True)
-class Meta:
-    kind: str
-    namespace: str
-    name: str
-    uid: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -278,7 +286,7 @@ def solver_classes(solver: Solver) -> list[str]:
     found = sorted({i.class_name for i in solver.ingresses if i.class_name})
     if found or solver.ingresses:
         return found
-    config = _dict(_dict(solver.challenge.solver.get("http01")).get("ingress"))
+    config = as_dict(as_dict(solver.challenge.solver.get("http01")).get("ingress"))
     wanted = config.get("ingressClassName") or config.get("class")
     return [str(wanted)] if wanted else []
 
@@ -286,62 +294,36 @@ def solver_classes(solver: Solver) -> list[str]:
 # -- parsing ------------------------------------------------------------------------------
 
 
-def _str_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _meta(kind: str, item: dict[str, Any]) -> Meta:
-    meta = _dict(item.get("metadata"))
-    return Meta(
-        kind=kind,
-        namespace=str(meta.get("namespace") or "default"),
-        name=str(meta.get("name") or ""),
-        uid=str(meta.get("uid") or ""),
-        labels=_str_map(meta.get("labels")),
-        annotations=_str_map(meta.get("annotations")),
-    )
-
-
 def _pod(item: dict[str, Any]) -> Pod:
-    spec = _dict(item.get("spec"))
+    spec = as_dict(item.get("spec"))
     args: list[str] = []
-    for container in _list(spec.get("containers")):
-        c = _dict(container)
-        args += [str(a) for a in _list(c.get("command")) + _list(c.get("args"))]
+    for container in as_list(spec.get("containers")):
+        c = as_dict(container)
+        args += [str(a) for a in as_list(c.get("command")) + as_list(c.get("args"))]
     node = spec.get("nodeName")
     return Pod(
-        meta=_meta("Pod", item),
+        meta=meta_of("Pod", item),
         node=str(node) if node else None,
-        phase=str(_dict(item.get("status")).get("phase") or ""),
+        phase=str(as_dict(item.get("status")).get("phase") or ""),
         args=tuple(args),
     )
 
 
 def _service(item: dict[str, Any]) -> Service:
-    spec = _dict(item.get("spec"))
-    lb = _dict(_dict(item.get("status")).get("loadBalancer"))
+    spec = as_dict(item.get("spec"))
+    lb = as_dict(as_dict(item.get("status")).get("loadBalancer"))
     entries = tuple(
         LbIngress(
             ip=str(e["ip"]) if e.get("ip") else None,
             hostname=str(e["hostname"]) if e.get("hostname") else None,
             ip_mode=str(e["ipMode"]) if e.get("ipMode") else None,
         )
-        for e in map(_dict, _list(lb.get("ingress")))
+        for e in map(as_dict, as_list(lb.get("ingress")))
     )
     return Service(
-        meta=_meta("Service", item),
+        meta=meta_of("Service", item),
         type=str(spec.get("type") or "ClusterIP"),
-        selector=_str_map(spec.get("selector")),
+        selector=str_map(spec.get("selector")),
         external_traffic_policy=str(spec.get("externalTrafficPolicy") or "Cluster"),
         lb_ingress=entries,
         raw=item,
@@ -349,13 +331,13 @@ def _service(item: dict[str, Any]) -> Service:
 
 
 def _ingress(item: dict[str, Any]) -> Ingress:
-    meta = _meta("Ingress", item)
-    spec = _dict(item.get("spec"))
+    meta = meta_of("Ingress", item)
+    spec = as_dict(item.get("spec"))
     class_name = spec.get("ingressClassName") or meta.annotations.get(CLASS_ANNOTATION)
     paths: list[IngressPath] = []
-    for rule in map(_dict, _list(spec.get("rules"))):
-        for p in map(_dict, _list(_dict(rule.get("http")).get("paths"))):
-            backend = _dict(_dict(p.get("backend")).get("service")).get("name")
+    for rule in map(as_dict, as_list(spec.get("rules"))):
+        for p in map(as_dict, as_list(as_dict(rule.get("http")).get("paths"))):
+            backend = as_dict(as_dict(p.get("backend")).get("service")).get("name")
             paths.append(
                 IngressPath(
                     host=str(rule.get("host") or ""),
@@ -368,8 +350,8 @@ def _ingress(item: dict[str, Any]) -> Ingress:
 
 
 def _event(item: dict[str, Any]) -> Event:
-    involved = _dict(item.get("involvedObject") or item.get("regarding"))
-    count = item.get("count") or _dict(item.get("series")).get("count") or 1
+    involved = as_dict(item.get("involvedObject") or item.get("regarding"))
+    count = item.get("count") or as_dict(item.get("series")).get("count") or 1
     return Event(
         involved_kind=str(involved.get("kind") or ""),
         involved_namespace=str(involved.get("namespace") or ""),
@@ -382,19 +364,96 @@ def _event(item: dict[str, Any]) -> Event:
     )
 
 
+@dataclass(frozen=True)
+class Certificate:
+    """A cert-manager Certificate: its names, and the Gateway whose listener hostnames the
+    gateway-shim made it from (its owner reference), if any."""
+
+    meta: Meta
+    dns_names: tuple[str, ...]
+    owner_gateway: str | None
+
+    @property
+    def wildcard_note(self) -> str | None:
+        """Why HTTP-01 can never issue it (None: it can)."""
+        wild = [n for n in self.dns_names if n.startswith("*.")]
+        if not wild:
+            return None
+        made = f" (made by the gateway-shim from Gateway {self.owner_gateway})"
+        return (
+            f"Certificate {self.meta.ref}{made if self.owner_gateway else ''} asks for "
+            f"{', '.join(wild)}: HTTP-01 cannot validate a wildcard name, so no HTTP-01 "
+            "Challenge is ever created; give the listener a hostname without '*', or use a "
+            "DNS-01 solver for it"
+        )
+
+
+def certificate_from_item(item: dict[str, Any]) -> Certificate:
+    meta = meta_of("Certificate", item)
+    owners = as_list(as_dict(item.get("metadata")).get("ownerReferences"))
+    gateway = next(
+        (as_dict(o).get("name") for o in owners if as_dict(o).get("kind") == "Gateway"), None
+    )
+    names = as_list(as_dict(item.get("spec")).get("dnsNames"))
+    return Certificate(
+        meta,
+        tuple(str(n) for n in names),
+        f"{meta.namespace}/{gateway}" if gateway else None,
+    )
+
+
+@dataclass
+class GatewayPath:
+    """The Gateway API side of one Challenge: its solver HTTPRoutes, the Gateways and
+    ListenerSets they name (with the Gateways of those ListenerSets), their classes, the
+    Services and data-plane Pods made for those Gateways, and the other HTTPRoutes on them."""
+
+    routes: list[HTTPRoute] = field(default_factory=list)
+    parents: list[Gateway] = field(default_factory=list)  # Gateways and ListenerSets
+    classes: list[GatewayClass] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    neighbours: list[HTTPRoute] = field(default_factory=list)
+
+    def parent(self, ref: ParentRef) -> Gateway | None:
+        return next((g for g in self.parents if g.key == ref.key), None)
+
+    def owner_of(self, service: Service) -> Gateway | None:
+        return next((g for g in self.parents if owned_by(g, service.meta)), None)
+
+    def implementation(self, gateway: Gateway) -> str:
+        cls = next((c for c in self.classes if c.meta.name == gateway.class_name), None)
+        return cls.implementation if cls else "unknown"
+
+
 @dataclass
 class Cluster:
-    """Every object of the file, by kind."""
+    """Every object of the file, by kind, and the kinds skipped."""
 
     challenges: list[Challenge] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     ingresses: list[Ingress] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    gateway_classes: list[GatewayClass] = field(default_factory=list)
+    gateways: list[Gateway] = field(default_factory=list)  # Gateways and ListenerSets
+    routes: list[HTTPRoute] = field(default_factory=list)
+    certificates: list[Certificate] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # kind -> how many
 
     @property
     def controllers(self) -> list[Controller]:
         return [c for c in map(controller_of, self.pods) if c is not None]
+
+    @property
+    def notes(self) -> list[str]:
+        """Lines about the file beyond its Challenges: wildcard Certificates HTTP-01 cannot
+        issue, and the kinds nothing reads."""
+        notes = [n for n in (c.wildcard_note for c in self.certificates) if n]
+        if self.skipped:
+            kinds = ", ".join(f"{k} ({n})" for k, n in sorted(self.skipped.items()))
+            notes.append(f"skipped the objects of kinds acmelb does not read: {kinds}")
+        return notes
 
     def solver_for(self, challenge: Challenge) -> Solver:
         """The objects connected to one Challenge."""
@@ -420,6 +479,13 @@ class Cluster:
         controllers = [c for c in self.controllers if any(c.serves(k) for k in classes)]
         fronts = [s for s in self.services if s.type in ("LoadBalancer", "NodePort")]
         front = [s for s in fronts if any(s.selects(c.pod) for c in controllers)]
+        routes = [
+            r
+            for r in self.routes
+            if labelled(r.meta)
+            or (r.meta.namespace == challenge.namespace and r.serves_token(challenge.token or ""))
+        ]
+        path = self.gateway_path(routes)
         solver = Solver(
             challenge=challenge,
             pods=[p for p in self.pods if labelled(p.meta)],
@@ -427,10 +493,44 @@ class Cluster:
             ingresses=ingresses,
             controllers=controllers,
             all_controllers=self.controllers,
-            front_services=front,
+            front_services=[*front, *(s for s in path.services if s in fronts)],
+            gateway=path,
+            gateway_api_seen=bool(self.gateways or self.gateway_classes or self.routes),
+            all_gateways=self.gateways,
         )
         solver.events = [e for e in self.events if any(e.about(m) for m in solver.metas)]
         return solver
+
+    def gateway_path(self, routes: list[HTTPRoute]) -> GatewayPath:
+        """The Gateway API objects the solver routes lead to."""
+        keys = {p.key for r in routes for p in r.parents}
+        parents = [g for g in self.gateways if g.key in keys]
+        # a ListenerSet's listeners are served by its Gateway
+        keys |= {g.parent.key for g in parents if g.parent is not None}
+        parents = [g for g in self.gateways if g.key in keys]
+        gateways = [g for g in parents if g.key[0] == "Gateway"]
+        services = [s for s in self.services if any(owned_by(g, s.meta) for g in gateways)]
+        pods = [
+            p
+            for p in self.pods
+            if any(owned_by(g, p.meta) for g in gateways) or any(s.selects(p) for s in services)
+        ]
+        names = {g.class_name for g in parents}
+        classes = [c for c in self.gateway_classes if c.meta.name in names]
+        if any(c.implementation == "Traefik" for c in classes):
+            # Traefik serves its Gateways from its own pods, not from pods made per Gateway
+            pods += [c.pod for c in self.controllers if c.product == "traefik"]
+            services += [s for s in self.services if any(s.selects(p) for p in pods)]
+        return GatewayPath(
+            routes=routes,
+            parents=parents,
+            classes=classes,
+            services=services,
+            pods=pods,
+            neighbours=[
+                r for r in self.routes if r not in routes and any(p.key in keys for p in r.parents)
+            ],
+        )
 
 
 @dataclass
@@ -443,13 +543,17 @@ class Solver:
     ingresses: list[Ingress]
     controllers: list[Controller]  # the controllers serving the solver Ingress's class
     all_controllers: list[Controller]  # every controller in the file
-    front_services: list[Service]  # LoadBalancer/NodePort Services selecting those controllers
+    front_services: list[Service]  # LoadBalancer/NodePort Services of those controllers/Gateways
     events: list[Event] = field(default_factory=list)
+    gateway: GatewayPath = field(default_factory=GatewayPath)
+    gateway_api_seen: bool = False  # the file holds any Gateway API object
+    from_cluster: bool = True  # False: the Challenge alone (--challenges), nothing around it
+    all_gateways: list[Gateway] = field(default_factory=list)  # every Gateway in the file
 
     @classmethod
     def alone(cls, challenge: Challenge) -> Solver:
         """A Challenge read without its cluster (``--challenges``): its own fields only."""
-        return cls(challenge, [], [], [], [], [], [])
+        return cls(challenge, [], [], [], [], [], [], from_cluster=False)
 
     @property
     def challenge_meta(self) -> Meta:
@@ -457,21 +561,32 @@ class Solver:
 
     @property
     def metas(self) -> list[Meta]:
-        objects: list[Pod | Service | Ingress] = [*self.pods, *self.services, *self.ingresses]
+        objects: list[Pod | Service | Ingress | HTTPRoute] = [
+            *self.pods,
+            *self.services,
+            *self.ingresses,
+            *self.gateway.routes,
+        ]
         return [
             self.challenge_meta,
             *(o.meta for o in objects),
             *(s.meta for s in self.front_services),
+            *(g.meta for g in self.gateway.parents),
         ]
 
     @property
     def warnings(self) -> list[Event]:
         return [e for e in self.events if e.type == "Warning"]
 
+    @property
+    def data_plane(self) -> list[Pod]:
+        """The pods that receive the challenge's request: ingress controllers, Gateway pods."""
+        return [*(c.pod for c in self.controllers), *self.gateway.pods]
+
 
 def parse_cluster(text: str, source: str = "input") -> Cluster:
     """The objects of a ``kubectl get ... -o json`` List; UsageError (one line) if the text is
-    not such a List, holds a kind the command does not list, or holds no Challenge."""
+    not such a List or holds no Challenge. Kinds nothing reads are counted, not refused."""
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -481,6 +596,10 @@ def parse_cluster(text: str, source: str = "input") -> Cluster:
     cluster = Cluster()
     for i, item in enumerate(data["items"]):
         _add(cluster, item, f"{source}: items[{i}]")
+    wildcards = [n for n in (c.wildcard_note for c in cluster.certificates) if n]
+    if not cluster.challenges and wildcards:
+        # the one cause the file can still name: a wildcard never gets an HTTP-01 Challenge
+        raise UsageError(f"{source}: no cert-manager Challenge in the list: {wildcards[0]}")
     if not cluster.challenges:
         raise UsageError(
             f"{source}: no cert-manager Challenge in the list; expected `{KUBECTL_COMMAND}` output"
@@ -492,9 +611,13 @@ def _add(cluster: Cluster, item: Any, where: str) -> None:
     if not isinstance(item, dict):
         raise UsageError(f"{where} is not an object")
     kind = item.get("kind")
-    if kind not in KNOWN_KINDS:
-        # repr(): the input's text must not reach the terminal raw (newlines, escapes)
-        raise UsageError(f"{where} is a {str(kind)[:60]!r}, not one of the kinds {KUBECTL_KINDS}")
+    kind = kind if isinstance(kind, str) else repr(kind)  # a list is not even hashable
+    if kind not in READ_KINDS:
+        if kind not in UNREAD_KINDS:
+            # repr(): the input's text must not reach the terminal raw (newlines, escapes)
+            name = repr(str(kind)[:60])[1:-1]
+            cluster.skipped[name] = cluster.skipped.get(name, 0) + 1
+        return
     if kind == "Challenge":
         cluster.challenges.append(challenge_from_item(item, where))
     elif kind == "Pod":
@@ -505,7 +628,14 @@ def _add(cluster: Cluster, item: Any, where: str) -> None:
         cluster.ingresses.append(_ingress(item))
     elif kind == "Event":
         cluster.events.append(_event(item))
-    # Orders, Certificates and EndpointSlices are accepted; no check reads them yet
+    elif kind == "GatewayClass":
+        cluster.gateway_classes.append(class_from_item(item))
+    elif kind == "HTTPRoute":
+        cluster.routes.append(route_from_item(item))
+    elif kind == "Certificate":
+        cluster.certificates.append(certificate_from_item(item))
+    else:  # Gateway, ListenerSet, XListenerSet
+        cluster.gateways.append(gateway_from_item(str(kind), item))
 
 
 # -- where to probe from, and what ---------------------------------------------------------
@@ -536,17 +666,23 @@ def probe_plan(solvers: Iterable[Solver], user_inside: bool, user_resolve: bool)
     resolve: list[tuple[str, str]] = []
     infos: list[str] = []
     for s in solvers:
-        pod = next((c.pod for c in s.controllers if c.pod.phase in ("Running", "")), None)
+        pod = next((p for p in s.data_plane if p.phase in ("Running", "")), None)
         prefix = f"kubectl exec -n {pod.meta.namespace} {pod.meta.name} --" if pod else None
         if not user_inside and prefix and prefix not in inside:
             inside.append(prefix)
         # an LB that publishes a hostname (AWS) is found through DNS like any name
-        address = next((e.ip for svc in s.front_services for e in svc.lb_ingress if e.ip), None)
+        published = [e.ip for svc in s.front_services for e in svc.lb_ingress if e.ip]
+        # a Gateway's own status.addresses (GKE has no Service) come first
+        published = [*(a for g in s.gateway.parents for a in g.addresses), *published]
+        address = published[0] if published else None
         item = (s.challenge.dns_name, address) if address else None
         if not user_resolve and item and item not in resolve:
             resolve.append(item)
     if not inside and not user_inside:
-        infos.append("no ingress controller pod serving the solver's class: no inside vantage")
+        infos.append(
+            "no ingress controller pod serving the solver's class and no Gateway pod: "
+            "no inside vantage"
+        )
     return ProbePlan(inside, resolve, infos)
 
 

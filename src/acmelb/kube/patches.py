@@ -174,11 +174,13 @@ def clean_object(raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of an object as read, without its status and server-set metadata."""
     obj = copy.deepcopy(raw)
     obj.pop("status", None)
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}  # odd input: nothing to drop, no traceback
     for key in _SERVER_FIELDS:
         meta.pop(key, None)
-    notes = meta.get("annotations") or {}
-    notes.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    notes = meta.get("annotations")
+    if isinstance(notes, dict):
+        notes.pop("kubectl.kubernetes.io/last-applied-configuration", None)
     return obj
 
 
@@ -257,6 +259,8 @@ PATH_TYPE_EXACT_GATE = "ACMEHTTP01IngressPathTypeExact"
 
 def not_presented_patches(solver: Solver, said: str) -> list[Patch]:
     ch = solver.challenge
+    if "HTTPRoute" in said and ("parentRefs" in said or "sectionName" in said):
+        return [route_refused_patch(ch)]
     if "pathType" in said or "path type" in said.lower():
         # cert-manager >= 1.18 creates the solver path with pathType Exact, which ingress-nginx's
         # strict path validation rejects (cert-manager's feature gate comment says to disable it)
@@ -279,6 +283,28 @@ def not_presented_patches(solver: Solver, said: str) -> list[Patch]:
             shlex.join(["kubectl", "describe", "challenge", "-n", ch.namespace, ch.name]),
         )
     ]
+
+
+def route_refused_patch(challenge: Challenge) -> Patch:
+    """The API server refused the solver HTTPRoute over its parentRefs (two to one Gateway
+    without sectionName, cert-manager 1.20.0): the issuer's parentRefs, each with one."""
+    http01 = challenge.solver.get("http01")
+    route = http01.get("gatewayHTTPRoute") if isinstance(http01, dict) else None
+    refs = route.get("parentRefs") if isinstance(route, dict) else None
+    fixed = [
+        {**ref, "sectionName": ref.get("sectionName") or "http"}
+        for ref in (refs if isinstance(refs, list) else [])
+        if isinstance(ref, dict)
+    ]
+    # two refs to one parent differ by their sectionName only: keep one per listener
+    unique = list({json.dumps(ref, sort_keys=True): ref for ref in fixed}.values())
+    return issuer_fragment(
+        challenge,
+        {"http01": {"gatewayHTTPRoute": {"parentRefs": unique or [{"name": "GATEWAY"}]}}},
+        "The API server refused the solver's HTTPRoute over its parentRefs: give each of "
+        "the issuer's parentRefs the sectionName of the HTTP listener on port 80 (the "
+        "listener's name; 'http' is a guess), one per listener:",
+    )
 
 
 def proxy_shortcut_patches(
@@ -306,7 +332,10 @@ def proxy_shortcut_patches(
         ),
         issuer_fragment(
             challenge,
-            {"http01": {"ingress": {}}, "waitInsteadOfSelfCheck": "30s"},
+            {
+                "http01": challenge.solver.get("http01") or {"ingress": {}},
+                "waitInsteadOfSelfCheck": "30s",
+            },
             "Until then, if the CA passes through the LB, let cert-manager skip the self-check "
             "(cert-manager >= 1.21; the field sits beside http01 in the solver):",
         ),

@@ -73,6 +73,7 @@ def plan(
         raise UsageError(f"{which} brings its own tokens; drop --token/--key/--thumbprint")
     if cluster is not None:
         targets, infos = targets_from_challenges(cluster.challenges, names, cluster.solver_for)
+        infos = [*cluster.notes, *infos]
     else:
         targets, infos = targets_from_challenges(challenges or [], names)
     return Plan(targets, infos, cluster=True)
