@@ -88,8 +88,8 @@ def rejection_detail(rejection: Rejection, namespace: str, name: str) -> str:
     shown = "; ".join(lst.line() for lst in listeners) or "no listener the parentRef can use"
     if reason == "NotAllowedByListeners":
         return (
-            f"The listener admits routes of other namespaces only ({shown}); the solver route "
-            f"is in {namespace}."
+            f"The listener does not admit routes from the solver's namespace ({shown}); the "
+            f"solver route is in {namespace}."
         )
     if reason == "NoMatchingListenerHostname":
         return f"The listener serves other hostnames ({shown}); the solver route is for {name}."
