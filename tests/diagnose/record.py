@@ -199,6 +199,10 @@ SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "timeout": timeout,
     "empty-reply": with_server(close_at_once, repeat=1),
     "reset": with_server(reset, repeat=1),
+    # Go refuses a Content-Length that is not digits (net/http/transfer.go)
+    "malformed-content-length": with_server(
+        answer(200, KEYAUTH, {"Content-Length": f"{len(KEYAUTH)}, {len(KEYAUTH)}"}), repeat=1
+    ),
     "read-timeout": with_server(hang(1.0), repeat=1),
     "tls-on-http-port": tls_port,
     "nginx-400-https": with_server(

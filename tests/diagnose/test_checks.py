@@ -242,6 +242,7 @@ def test_dns_split_horizon() -> None:
         ("read-timeout", Code.READ_TIMEOUT),
         ("tls-on-http-port", Code.HTTP_ON_HTTPS_PORT),
         ("nginx-400-https", Code.HTTP_ON_HTTPS_PORT),
+        ("malformed-content-length", Code.MALFORMED_RESPONSE),
     ],
 )
 def test_connection_failures_from_outside(rec: str, code: Code) -> None:
@@ -249,6 +250,8 @@ def test_connection_failures_from_outside(rec: str, code: Code) -> None:
     f = finding(r, code)
     assert f.sev is Severity.ERROR and f.vantages == ["outside:local"]
     assert f.evidence and r.verdicts["acme-ca"] == "fail" and not r.ok
+    if code is Code.MALFORMED_RESPONSE:  # the evidence quotes Go's error
+        assert "bad Content-Length" in f.evidence[0]
 
 
 def test_ipv6_unreachable_dial_error_is_a_warning() -> None:

@@ -56,11 +56,11 @@ def _codes(doc: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize(
     ("address", "why"),
     [
-        ("198.51.100.7", "documentation range (RFC 5737)"),
-        ("10.0.0.8", "private (RFC 1918)"),
-        ("127.0.0.1", "loopback"),
-        ("2001:db8::7", "documentation range (RFC 3849)"),
-        ("::1", "loopback"),
+        ("198.51.100.7", "documentation, TEST-NET-2 (RFC 5737)"),
+        ("10.0.0.8", "private-use (RFC 1918)"),
+        ("127.0.0.1", "loopback (RFC 1122)"),
+        ("2001:db8::7", "documentation (RFC 3849)"),
+        ("::1", "loopback (RFC 4291)"),
     ],
 )
 def test_a_reserved_address_is_reported_as_for_a_name(address: str, why: str) -> None:
@@ -208,7 +208,7 @@ def test_an_address_outside_assume_public_is_reserved(
     good = serve(answer(200, KEYAUTH))
     code, [doc] = _diagnose(capsys, good.address, extra=("--dns-server", dns.spec))
     assert code == 1 and _codes(doc) == ["dns-reserved-address"]
-    assert doc["findings"][0]["evidence"] == [f"{good.address}: loopback"]
+    assert doc["findings"][0]["evidence"] == [f"{good.address}: loopback (RFC 1122)"]
     assert doc["verdicts"]["acme-ca"] == "fail"
     assert good.requests  # probed all the same, as a name resolving there is
     assert dns.queries == []

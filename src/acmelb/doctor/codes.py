@@ -78,6 +78,7 @@ class Code(enum.Enum):
     MIDDLEBOX_FINGERPRINT = "middlebox-fingerprint"
     VANTAGE_UNUSABLE = "vantage-unusable"
     READ_TIMEOUT = "read-timeout"
+    MALFORMED_RESPONSE = "malformed-response"
     CHECK_FAILED = "check-failed"
     SOLVER_NOT_PRESENTED = "solver-not-presented"
     PERSPECTIVE_BLOCKED = "perspective-blocked"
@@ -334,6 +335,19 @@ CODES: dict[Code, CodeInfo] = {
         "backend). `empty-reply` covers the connections that are *closed*; this one covers "
         "those left open",
         "fix the backend, or the PROXY/TLS setting of the listener",
+    ),
+    Code.MALFORMED_RESPONSE: CodeInfo(
+        Severity.ERROR,
+        Stage.HTTP,
+        "the answer is not HTTP that Go's client reads",
+        "the server answers, but Go's HTTP client (the CA's and cert-manager's) refuses "
+        "what it sends: two different Content-Lengths, a Content-Length that is not "
+        "digits (`87, 87`, `+87`), a Transfer-Encoding other than `chunked`, a header "
+        "line without a colon or with a space in its name, a status line such as "
+        "`HTTP/2 200`, more than five 1xx responses, or a failed TLS handshake on an "
+        "https hop; the evidence quotes Go's error",
+        "fix the server or load balancer that writes the response (its HTTP/1.1 framing "
+        "or headers), or the TLS setup of the https listener a redirect leads to",
     ),
     Code.CHECK_FAILED: CodeInfo(
         Severity.WARNING,

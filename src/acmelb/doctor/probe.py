@@ -49,7 +49,14 @@ DEFAULT_USER_AGENT = "acmelb-probe/1 (+HTTP-01 diagnosis; emulates an ACME valid
 # that both Boulder's and Go's (9 followed) limits can be judged on the same chain.
 MAX_HOPS = 11
 BODY_KEEP = 2048  # characters of body kept as evidence
-HEADER_LIMIT = 64 * 1024
+# Go's Transport reads response heads up to MaxResponseHeaderBytes, 10 MiB when unset
+# (net/http/transport.go, maxHeaderResponseSize), as Boulder's httpTransport leaves it
+HEADER_LIMIT = 10 << 20
+MAX_1XX = 5  # Go's max1xxResponses: more informational responses are an error
+# Go's textproto: a line ends in LF, a CR before it is dropped; the head ends at an empty line
+_HEAD_END = re.compile(b"\n\r?\n")
+# a header name is a token (RFC 9110); Go refuses a head with any other (textproto)
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)  # what Go's client follows
 
 # Outcomes of one fetch (one hop).  "response" is the only one with a status.
@@ -228,6 +235,19 @@ class _Reader:
         self.buf += data
         return True
 
+    def read_head(self, limit: int) -> Steps:
+        """Up to and including the empty line that ends a response head (LF or CRLF)."""
+        while True:
+            found = _HEAD_END.search(self.buf)
+            if found is not None:
+                out, self.buf = self.buf[: found.end()], self.buf[found.end() :]
+                return out
+            if len(self.buf) > limit:
+                raise ValueError("response head longer than %d bytes" % limit)
+            filled = yield from self._fill()
+            if not filled:
+                return None
+
     def read_until(self, marker: bytes, limit: int) -> Steps:
         while marker not in self.buf:
             if len(self.buf) > limit:
@@ -281,10 +301,9 @@ def _read_chunked(reader: _Reader, cap: int) -> Steps:
 
 
 def _decode_body(body: bytes) -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body.decode("latin-1")
+    # As Go's string(body) reads it: an invalid UTF-8 byte is U+FFFD, so a raw 0xA0 or
+    # 0x85 after the key authorization is not white space that Boulder trims.
+    return body.decode("utf-8", "replace")
 
 
 def _looks_tls(data: bytes) -> bool:
@@ -369,7 +388,7 @@ def fetch_steps(url: str, address: str, opts: Dict[str, Any], proxy_protocol: bo
             opts.get("user_agent") or DEFAULT_USER_AGENT,
         )
         reader = _Reader(read_timeout, deadline)
-        head = yield from _read_head(reader, read_timeout)
+        head = yield from _final_head(reader, read_timeout)
         yield from _read_response(rec, reader, head, int(opts.get("body_cap", 1024 * 1024)))
     except _Outcome as out:
         rec["outcome"], rec["error"] = out.outcome, out.error
@@ -430,7 +449,7 @@ def _send_request(path: str, host_header: str, user_agent: str) -> Steps:
 def _read_head(reader: _Reader, read_timeout: float) -> Steps:
     """The response head up to its blank line, or why none came."""
     try:
-        head = yield from reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
+        head = yield from reader.read_head(HEADER_LIMIT)
     except ConnectionResetError as exc:
         if reader.total:
             raise _Outcome(
@@ -454,6 +473,20 @@ def _read_head(reader: _Reader, read_timeout: float) -> Steps:
     return head
 
 
+def _final_head(reader: _Reader, read_timeout: float) -> Steps:
+    """The head of the final response: Go's transport reads past informational (1xx)
+    responses other than 101, at most ``MAX_1XX`` of them (net/http/transport.go)."""
+    informational = 0
+    while True:
+        head = yield from _read_head(reader, read_timeout)
+        status = parse_head(head.decode("latin-1"))[0]
+        if status is None or not 100 <= status <= 199 or status == 101:
+            return head
+        informational += 1
+        if informational > MAX_1XX:
+            raise _Outcome("bad-response", "net/http: too many 1xx informational responses")
+
+
 def _closed_early(data: bytes) -> _Outcome:
     """The connection closed before a complete head: what the bytes so far say."""
     body = _decode_body(data[:BODY_KEEP]) if data else None
@@ -471,11 +504,15 @@ def _closed_early(data: bytes) -> _Outcome:
 _STATUS_LINE = re.compile(r"^HTTP/\d(?:\.\d)?\s+(\d{3})(?:\s+(.*))?$")
 
 
+def _head_lines(text: str) -> List[str]:
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def parse_head(text: str) -> Tuple[Optional[int], str, List[List[str]]]:
-    """A response head (status line, then header lines; CRLF between) as status, reason
-    and headers; status is None when the first line is not an HTTP status line.
+    """A response head (status line, then header lines; LF or CRLF between) as status,
+    reason and headers; status is None when the first line is not an HTTP status line.
     Also used for the heads that curl prints (``acmelb.doctor.vantage``)."""
-    lines = text.split("\r\n")
+    lines = _head_lines(text)
     headers = [
         [k.strip(), v.strip()] for k, sep, v in (ln.partition(":") for ln in lines[1:]) if sep
     ]
@@ -485,16 +522,81 @@ def parse_head(text: str) -> Tuple[Optional[int], str, List[List[str]]]:
     return int(m.group(1)), (m.group(2) or "").strip(), headers
 
 
+def go_head_problem(text: str) -> Optional[str]:
+    """Why Go's ``http.ReadResponse`` refuses this head (net/http/response.go and
+    textproto), or None: the status line's version and code, and header lines."""
+    lines = [line for line in _head_lines(text) if line]
+    proto, sep, rest = lines[0].partition(" ") if lines else ("", "", "")
+    if not sep:
+        return "malformed HTTP response %r" % lines[0][:80] if lines else "empty response"
+    if not re.match(r"^HTTP/\d\.\d$", proto):
+        return "malformed HTTP version %r" % proto[:40]
+    code = rest.lstrip(" ").partition(" ")[0]
+    if len(code) != 3 or not code.isdigit():
+        return "malformed HTTP status code %r" % code[:40]
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            continue  # a folded continuation of the previous line
+        key, colon, _ = line.partition(":")
+        if not colon or (key and not _TOKEN.match(key)):
+            return "malformed MIME header line: %s" % line[:80]
+    return None
+
+
+def go_framing(text: str) -> Tuple[Optional[str], bool, Optional[str]]:
+    """How Go frames the body (net/http/transfer.go, readTransfer): the problem that
+    makes it refuse the response, whether it is chunked, its Content-Length ("" to read
+    to the end). Transfer-Encoding counts only from HTTP/1.1 on, and only "chunked";
+    several Content-Lengths must agree; a Content-Length is digits only."""
+    lines = _head_lines(text)
+    headers = parse_head(text)[2]
+    lengths = [v.strip() for k, v in headers if k.lower() == "content-length"]
+    encodings = [v.strip() for k, v in headers if k.lower() == "transfer-encoding"]
+    if len(set(lengths)) > 1:
+        return "http: message cannot contain multiple Content-Length headers", False, None
+    status = parse_head(text)[0]
+    if status is None or 100 <= status <= 199 or status in (204, 304):
+        return None, False, None  # no body, whatever the headers say
+    version = re.match(r"^HTTP/(\d)\.(\d) ", lines[0])
+    chunked = False
+    if (
+        encodings
+        and version is not None
+        and (int(version.group(1)), int(version.group(2))) >= (1, 1)
+    ):
+        if len(encodings) > 1:
+            return "too many transfer encodings: %r" % encodings, False, None
+        if encodings[0].lower() != "chunked":
+            return "unsupported transfer encoding: %r" % encodings[0][:40], False, None
+        chunked = True
+    length = lengths[0] if lengths and not chunked else None
+    if length and not length.isdigit():
+        return "bad Content-Length %r" % length[:40], False, None
+    return None, chunked, length
+
+
 def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Steps:
     """Status, headers and body (within ``body_cap``) into the hop record."""
-    status, reason, headers = parse_head(head.decode("latin-1"))
+    text = head.decode("latin-1")
+    problem = go_head_problem(text)
+    if problem is not None:
+        raise _Outcome("bad-response", problem)
+    status, reason, headers = parse_head(text)
     if status is None:
-        first = head.decode("latin-1").split("\r\n", 1)[0]
-        raise _Outcome("bad-response", "not an HTTP status line: %r" % first[:80])
+        raise _Outcome("bad-response", "not an HTTP status line: %r" % text.split("\n")[0][:80])
     rec["status"], rec["reason"], rec["headers"] = status, reason, headers[:100]
+    problem, chunked, length = go_framing(text)
+    if problem is not None:
+        raise _Outcome("bad-response", problem)
     hmap = {}  # type: Dict[str, str]
     for k, v in headers:
         hmap.setdefault(k.lower(), v)
+    hmap.pop("transfer-encoding", None)
+    hmap.pop("content-length", None)
+    if chunked:
+        hmap["transfer-encoding"] = "chunked"
+    if length:
+        hmap["content-length"] = length
     body, truncated, error = yield from _read_body(reader, status, hmap, body_cap)
     if error is None and not truncated:
         error = _short_of_length(body, hmap)

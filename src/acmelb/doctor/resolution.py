@@ -1491,38 +1491,78 @@ def preload() -> None:
         )
 
 
+# The IANA special-purpose address registries as Boulder embeds them (iana/data/
+# iana-ipv4-special-registry-1.csv and iana-ipv6-special-registry-1.csv, read by
+# iana.IsReservedAddr, which va/http.go:344 applies to redirect targets and va/dns.go:60
+# to DNS answers): an address in any block is refused; nothing else is (multicast is not
+# in them: the CA dials it, and fails). Most specific block first, for the name shown.
+IANA_RESERVED = (
+    ("0.0.0.0/32", "this host on this network", "RFC 1122"),
+    ("0.0.0.0/8", "this network", "RFC 791"),
+    ("10.0.0.0/8", "private-use", "RFC 1918"),
+    ("100.64.0.0/10", "shared address space, carrier-grade NAT", "RFC 6598"),
+    ("127.0.0.0/8", "loopback", "RFC 1122"),
+    ("169.254.0.0/16", "link-local", "RFC 3927"),
+    ("172.16.0.0/12", "private-use", "RFC 1918"),
+    ("192.0.0.0/29", "IPv4 service continuity prefix", "RFC 7335"),
+    ("192.0.0.8/32", "IPv4 dummy address", "RFC 7600"),
+    ("192.0.0.9/32", "Port Control Protocol anycast", "RFC 7723"),
+    ("192.0.0.10/32", "TURN anycast", "RFC 8155"),
+    ("192.0.0.170/31", "NAT64/DNS64 discovery", "RFC 8880"),
+    ("192.0.0.0/24", "IETF protocol assignments", "RFC 6890"),
+    ("192.0.2.0/24", "documentation, TEST-NET-1", "RFC 5737"),
+    ("192.31.196.0/24", "AS112-v4", "RFC 7535"),
+    ("192.52.193.0/24", "AMT", "RFC 7450"),
+    ("192.88.99.2/32", "6a44-relay anycast address", "RFC 6751"),
+    ("192.88.99.0/24", "deprecated 6to4 relay anycast", "RFC 7526"),
+    ("192.168.0.0/16", "private-use", "RFC 1918"),
+    ("192.175.48.0/24", "direct delegation AS112 service", "RFC 7534"),
+    ("198.18.0.0/15", "benchmarking", "RFC 2544"),
+    ("198.51.100.0/24", "documentation, TEST-NET-2", "RFC 5737"),
+    ("203.0.113.0/24", "documentation, TEST-NET-3", "RFC 5737"),
+    ("255.255.255.255/32", "limited broadcast", "RFC 8190"),
+    ("240.0.0.0/4", "reserved for future use", "RFC 1112"),
+    ("::1/128", "loopback", "RFC 4291"),
+    ("::/128", "unspecified", "RFC 4291"),
+    ("::ffff:0:0/96", "IPv4-mapped", "RFC 4291"),
+    ("64:ff9b::/96", "IPv4-IPv6 translation", "RFC 6052"),
+    ("64:ff9b:1::/48", "IPv4-IPv6 translation", "RFC 8215"),
+    ("100::/64", "discard-only", "RFC 6666"),
+    ("100:0:0:1::/64", "dummy IPv6 prefix", "RFC 9780"),
+    ("2001:1::1/128", "Port Control Protocol anycast", "RFC 7723"),
+    ("2001:1::2/128", "TURN anycast", "RFC 8155"),
+    ("2001:1::3/128", "DNS-SD service registration anycast", "RFC 9665"),
+    ("2001:2::/48", "benchmarking", "RFC 5180"),
+    ("2001:3::/32", "AMT", "RFC 7450"),
+    ("2001:4:112::/48", "AS112-v6", "RFC 7535"),
+    ("2001:10::/28", "deprecated ORCHID", "RFC 4843"),
+    ("2001:20::/28", "ORCHIDv2", "RFC 7343"),
+    ("2001:30::/28", "drone remote ID entity tags", "RFC 9374"),
+    ("2001::/32", "TEREDO", "RFC 4380"),
+    ("2001::/23", "IETF protocol assignments", "RFC 2928"),
+    ("2001:db8::/32", "documentation", "RFC 3849"),
+    ("2002::/16", "6to4", "RFC 3056"),
+    ("2620:4f:8000::/48", "direct delegation AS112 service", "RFC 7534"),
+    ("3fff::/20", "documentation", "RFC 9637"),
+    ("5f00::/16", "segment routing (SRv6) SIDs", "RFC 9602"),
+    ("fc00::/7", "unique-local", "RFC 4193"),
+    ("fe80::/10", "link-local", "RFC 4291"),
+)
+
+
+@functools.cache
+def _iana_reserved() -> tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...]:
+    return tuple((ipaddress.ip_network(net), f"{name} ({rfc})") for net, name, rfc in IANA_RESERVED)
+
+
 def reserved_reason(address: str) -> str | None:
-    """Why a CA will not connect to ``address``, or None for a public address."""
+    """Why a CA will not connect to ``address`` (its block in the IANA special-purpose
+    registries, as Boulder reads them), or None for an address it dials."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address.partition("%")[0])
     except ValueError:
         return "not an IP address"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_unspecified:
-        return "unspecified"
-    if isinstance(ip, ipaddress.IPv4Address):
-        if ip in ipaddress.ip_network("100.64.0.0/10"):
-            return "carrier-grade NAT (RFC 6598)"
-        if ip in ipaddress.ip_network("198.18.0.0/15"):
-            return "benchmarking range (RFC 2544)"
-        if any(
-            ip in ipaddress.ip_network(n)
-            for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
-        ):
-            return "documentation range (RFC 5737)"
-    elif ip in ipaddress.ip_network("2001:db8::/32"):
-        return "documentation range (RFC 3849)"
-    elif ip in ipaddress.ip_network("fc00::/7"):
-        return "unique local address (RFC 4193)"
-    if ip.is_private:
-        return "private (RFC 1918)" if ip.version == 4 else "private"
-    if ip.is_reserved:
-        return "reserved"
-    if not ip.is_global:
-        return "not globally routable"
+    for network, why in _iana_reserved():
+        if ip.version == network.version and ip in network:
+            return why
     return None

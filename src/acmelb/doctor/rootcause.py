@@ -135,6 +135,7 @@ _PRIORITY: tuple[Code, ...] = (
     Code.PORT_80_TIMEOUT,
     Code.READ_TIMEOUT,
     Code.EMPTY_REPLY,
+    Code.MALFORMED_RESPONSE,
     Code.BODY_TOO_LARGE,
     Code.TRAILING_WHITESPACE,
     Code.CHALLENGE_NOT_FOUND,

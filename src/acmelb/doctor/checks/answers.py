@@ -91,6 +91,7 @@ class Connection:
         Code.EMPTY_REPLY,
         Code.READ_TIMEOUT,
         Code.HTTP_ON_HTTPS_PORT,
+        Code.MALFORMED_RESPONSE,
     )
     stage = Stage.HTTP
     after: tuple[type, ...] = ()
@@ -103,9 +104,29 @@ class Connection:
         if not any(code in fails for code in self.codes):
             return []
         out: list[Finding] = []
+        texts = self.texts(ctx)
+        for code in self.codes:
+            items = fails.get(code, [])
+            if not items:
+                continue
+            title, expl, remedy = texts[code]
+            out.append(
+                Finding(
+                    code,
+                    title,
+                    expl.replace("{share}", _share(items, ctx)),
+                    remedy,
+                    vantages=_vantages(items),
+                    evidence=_evidence(items),
+                )
+            )
+        return out
+
+    def texts(self, ctx: Context) -> dict[Code, tuple[str, str, str]]:
+        """Title, explanation ({share}: how many probes) and remedy of each code."""
         where = _where(ctx)
         t = ctx.options.timeout
-        texts = {
+        return {
             Code.PORT_80_TIMEOUT: (
                 f"port 80 times out {where}",
                 f"Connecting to port 80 {where} gets no answer within {t:g} s ("
@@ -142,6 +163,19 @@ class Connection:
                 "`curl -v http://NAME/.well-known/acme-challenge/x` locally? If it needs "
                 "PROXY protocol, the LB must send it.",
             ),
+            Code.MALFORMED_RESPONSE: (
+                "the answer is not HTTP that Go's client reads",
+                "Something answers, but Go's HTTP client, which the CA and cert-manager "
+                "use, refuses the response ({share}): its head or its framing breaks "
+                "HTTP/1.1 (two different Content-Lengths, a Content-Length that is not "
+                "digits, a Transfer-Encoding other than chunked, a header line without a "
+                "colon, an `HTTP/2` status line on an HTTP/1 connection), or the TLS "
+                "handshake of an https hop fails. Browsers and curl are more lenient.",
+                "Fix what writes that response (the evidence quotes Go's error): usually "
+                "a custom or embedded HTTP server, a WAF, or a load balancer rule that "
+                "answers on its own; test with a Go client (`cmctl` or the CA's staging "
+                "environment), not with a browser.",
+            ),
             Code.HTTP_ON_HTTPS_PORT: (
                 "port 80 speaks TLS (plain HTTP reached an HTTPS listener)",
                 "The CA sends plain HTTP to port 80, and what answers there expects TLS "
@@ -153,22 +187,6 @@ class Connection:
                 "listener if you must: the CA follows redirects to port 443.",
             ),
         }
-        for code in self.codes:
-            items = fails.get(code, [])
-            if not items:
-                continue
-            title, expl, remedy = texts[code]
-            out.append(
-                Finding(
-                    code,
-                    title,
-                    expl.replace("{share}", _share(items, ctx)),
-                    remedy,
-                    vantages=_vantages(items),
-                    evidence=_evidence(items),
-                )
-            )
-        return out
 
 
 class Content:

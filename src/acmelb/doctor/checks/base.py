@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -326,7 +327,11 @@ class Verdict:
 
 
 def _port_of(url: str) -> tuple[str, str, int | None]:
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(\[[^\]]*\]|[^/:?#]*)(?::(\d*))?", url)
+    # userinfo ("user:pw@") is not part of the host: Go's URL.Hostname() drops it, and
+    # Boulder never looks at it
+    m = re.match(
+        r"^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^/?#@]*@)?(\[[^\]]*\]|[^/:?#]*)(?::(\d*))?", url
+    )
     if not m:
         return "", "", None
     scheme = m.group(1).lower()
@@ -428,12 +433,18 @@ def le_redirect_target_problem(target: str, options: Options | None = None) -> s
     if host.endswith(".well-known"):
         return "host ends in '.well-known' (a missing '/' in the redirect)"
     ip_problem = _redirect_ip_problem(host, policy)
-    if ip_problem is not None:
-        return ip_problem or None
-    if not _registered_tld(host, policy):
+    if ip_problem:
+        return ip_problem
+    if ip_problem is None and host.endswith("."):
+        return (
+            "the host ends in a dot: Boulder's IANA TLD lookup (iana.ExtractSuffix) finds "
+            "no TLD in it"
+        )
+    if ip_problem is None and not _registered_tld(host, policy):
         return "the host does not end in an IANA-registered top-level domain"
-    if len(_path_of(target).encode("utf-8")) > LE_MAX_REDIRECT_PATH:
-        return f"the path is longer than {LE_MAX_REDIRECT_PATH} bytes"
+    # Go's URL.Path is the decoded path: its length is what Boulder measures
+    if len(urllib.parse.unquote_to_bytes(_path_of(target))) > LE_MAX_REDIRECT_PATH:
+        return f"the path is longer than {LE_MAX_REDIRECT_PATH} bytes (decoded)"
     return None
 
 
@@ -448,12 +459,27 @@ def _redirect_ip_problem(host: str, options: Options) -> str | None:
         return None
     if zone:
         return "an IPv6 address with a scope zone"
-    if any(address in net for net in options.public_networks):
-        return ""
     from acmelb.doctor.resolution import reserved_reason
 
-    why = reserved_reason(str(address))
-    return f"{address} is {why}" if why else ""
+    public = any(address in net for net in options.public_networks)
+    why = None if public else reserved_reason(str(address))
+    if why:
+        return f"{_canonical(address)} is {why}"
+    if _canonical(address) != bare:
+        # Boulder's preresolved dialer is made for the canonical form, Go's transport
+        # dials the literal as written: "preresolvedDialer mismatch" (va/http.go:113)
+        return (
+            f"the IP literal [{bare}] is not written canonically ({_canonical(address)}): "
+            "Boulder's dialer refuses it (preresolvedDialer mismatch)"
+        )
+    return ""
+
+
+def _canonical(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as Go's netip.Addr.String writes it (an IPv4-mapped one in dotted form)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return address.compressed
 
 
 def _registered_tld(host: str, options: Options) -> bool:
@@ -514,7 +540,7 @@ OUTCOME_CODE = {
     "connect-error": Code.PORT_80_TIMEOUT,
     "reset": Code.EMPTY_REPLY,
     "empty-reply": Code.EMPTY_REPLY,
-    "bad-response": Code.EMPTY_REPLY,
+    "bad-response": Code.MALFORMED_RESPONSE,
     "read-timeout": Code.READ_TIMEOUT,
     "total-timeout": Code.READ_TIMEOUT,
     "tls-on-http-port": Code.HTTP_ON_HTTPS_PORT,

@@ -303,6 +303,7 @@ class InsideOnly:
         Code.EMPTY_REPLY,
         Code.READ_TIMEOUT,
         Code.HTTP_ON_HTTPS_PORT,
+        Code.MALFORMED_RESPONSE,
     )
     stage = Stage.COMPARE
     # their findings already explain what the inside gets wrong: then this one is quiet
