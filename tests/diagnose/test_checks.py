@@ -482,3 +482,21 @@ def test_every_code_is_covered_here() -> None:
     )
     missing = [c for c in Code if f"Code.{c.name}" not in text and f'"{c.value}"' not in text]
     assert missing == []
+
+
+def test_ipv6_dead_only_on_a_redirect_hop_is_an_error_and_the_root_cause() -> None:
+    """Boulder falls back from AAAA to A only on the first request: a redirect target
+    whose AAAA cannot be dialled fails validation, however its A answers (issue 23)."""
+    data = recording("redirect-ok")
+    for a in data["attempts"]:
+        if a["redirects"]:
+            a["final"]["fallback_from"] = {
+                "address": "2001:db8::20",
+                "outcome": "connect-refused",
+                "error": "connection refused",
+            }
+    r = analyse(target(), [VantageRun("outside:local", "outside", False, data)])
+    assert r.verdicts["acme-ca"] == "fail" and not r.ok
+    f = finding(r, Code.IPV6_UNREACHABLE)
+    assert f.sev is Severity.ERROR and any("could not be dialled" in e for e in f.evidence)
+    assert r.root_cause is not None and r.root_cause.code is Code.IPV6_UNREACHABLE
