@@ -474,11 +474,17 @@ def test_vantage_unusable() -> None:
 def test_every_code_is_covered_here() -> None:
     """Each Code is named by at least one test in this module, or (the KUBE stage's codes,
     raised from a cluster's objects) in tests/kube, or (perspective-blocked, which needs
-    several outside vantages) in test_rootcause.py."""
+    several outside vantages) in test_rootcause.py, or (tls-alpn-terminated, which only
+    explain names) in test_explain.py."""
     here = Path(__file__)
     text = "".join(
         p.read_text()
-        for p in (here, here.parents[1] / "kube/test_kube.py", here.with_name("test_rootcause.py"))
+        for p in (
+            here,
+            here.parents[1] / "kube/test_kube.py",
+            here.with_name("test_rootcause.py"),
+            here.with_name("test_explain.py"),
+        )
     )
     missing = [c for c in Code if f"Code.{c.name}" not in text and f'"{c.value}"' not in text]
     assert missing == []

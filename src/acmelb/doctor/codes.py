@@ -86,6 +86,7 @@ class Code(enum.Enum):
     INGRESS_REDIRECTS_SOLVER = "ingress-redirects-solver"
     INGRESS_CLASS_UNSERVED = "ingress-class-unserved"
     SELF_CHECK_SKIPPED = "self-check-skipped"
+    TLS_ALPN_TERMINATED = "tls-alpn-terminated"
 
     @property
     def default_severity(self) -> Severity:
@@ -407,6 +408,18 @@ CODES: dict[Code, CodeInfo] = {
         "outside probes fail: cert-manager will ask the CA anyway and spend failed "
         "validations (rate-limited)",
         "fix the failing path, and drop `waitInsteadOfSelfCheck` until the CA's view passes",
+    ),
+    Code.TLS_ALPN_TERMINATED: CodeInfo(
+        Severity.ERROR,
+        None,
+        "TLS-ALPN-01 meets a proxy that terminates TLS",
+        "named by `acmelb explain` only (the probes check HTTP-01): the CA's TLS-ALPN-01 "
+        "handshake (ALPN `acme-tls/1` on port 443) ends at a CDN, load balancer or proxy "
+        "that terminates TLS itself, so the ACME client behind it never answers it: "
+        '`Cannot negotiate ALPN protocol "acme-tls/1"`, Go autocert\'s `no viable '
+        "challenge type found`, a TLS alert from the proxy",
+        "pass port 443 through to the ACME client as TCP (no TLS termination; SNI routing "
+        "at most), or switch the client to HTTP-01 on port 80 (or DNS-01)",
     ),
 }
 
