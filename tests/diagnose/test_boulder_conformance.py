@@ -309,3 +309,42 @@ def test_b20_body_shorter_than_its_content_length_fails(serve: Serve) -> None:
     le, cm = verdicts(attempt)
     assert not le.ok and le.code is Code.WRONG_CONTENT and "unexpected EOF" in le.detail
     assert not cm.ok
+
+
+# -- B3 (issue 23): IPv6 is blamed only when IPv6 alone fails -----------------------------
+
+
+def _both_families(v6_answer: Attempt, v4_answer: Attempt) -> Any:
+    """One outside run with the AAAA attempt (a real chain, its address renamed to an
+    IPv6 one: only 127/8 is dialled here) and the A attempt."""
+    import json
+
+    from acmelb.doctor.checks.base import VantageRun
+
+    v6 = json.loads(json.dumps(v6_answer.raw).replace(v6_answer.address, "2001:db8::10"))
+    result = {
+        "schema": "acmelb.probe/v1",
+        "name": NAME,
+        "url": URL,
+        "resolution": {"name": NAME, "source": "given", "aaaa": ["2001:db8::10"],
+                       "a": [v4_answer.address], "error": None},
+        "attempts": [v6, v4_answer.raw],
+    }  # fmt: skip
+    return VantageRun("outside:local", "outside", False, result)
+
+
+@pytest.mark.parametrize(("v6_status", "v4_status", "blamed"), [(404, 404, False),
+                                                               (404, 200, True)])  # fmt: skip
+def test_b3_ipv6_is_blamed_only_when_ipv4_passes(
+    serve: Serve, v6_status: int, v4_status: int, blamed: bool
+) -> None:
+    from acmelb.doctor.diagnose import analyse
+
+    v6 = fetch(serve(answer(v6_status, KEYAUTH if v6_status == 200 else "nope")).address)
+    v4 = fetch(serve(answer(v4_status, KEYAUTH if v4_status == 200 else "nope")).address)
+    lab = Options(assume_public=["127.0.0.0/8", "2001:db8::/32"])
+    report = analyse(TARGET, [_both_families(v6, v4)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
+    codes = {f.code for f in report.findings}
+    assert (Code.IPV6_UNREACHABLE in codes) is blamed
+    assert report.root_cause.code is (Code.IPV6_UNREACHABLE if blamed else Code.CHALLENGE_NOT_FOUND)

@@ -201,6 +201,15 @@ def ca_failure(ctx: Context) -> tuple[VantageRun, Attempt, Verdict] | None:
     return None
 
 
+def _failure_code(findings: list[Finding], failure: tuple[VantageRun, Attempt, Verdict]) -> Code:
+    """The code the failing attempt stands for: an AAAA attempt of a name whose IPv6
+    alone fails (``ipv6-unreachable`` found) fails because of that, whatever it got."""
+    _, attempt, verdict = failure
+    assert verdict.code is not None
+    ipv6_alone = any(f.code is Code.IPV6_UNREACHABLE for f in findings)
+    return Code.IPV6_UNREACHABLE if attempt.family == "ipv6" and ipv6_alone else verdict.code
+
+
 def _explained(
     findings: list[Finding], failure: tuple[VantageRun, Attempt, Verdict]
 ) -> list[Finding]:
@@ -208,8 +217,7 @@ def _explained(
     a check's finding that explains it, raised to an error if it was not one (an AAAA dead
     only on a redirect hop is final for the CA), else a finding made from the attempt."""
     run, attempt, verdict = failure
-    code = verdict.code
-    assert code is not None
+    code = _failure_code(findings, failure)
     if any(f.sev.failing and explains(f.code, code) for f in findings):
         return findings
     line = f"the CA's verdict fails on this attempt: {describe(attempt)}"
@@ -240,7 +248,7 @@ def report_of(ctx: Context, judged: dict[str, str] | None = None) -> Report:
     failure = ca_failure(ctx) if judged.get("acme-ca") == FAIL else None
     if failure is not None:
         findings = sort_findings(_explained(findings, failure))
-    must = failure[2].code if failure is not None else None
+    must = _failure_code(findings, failure) if failure is not None else None
     folded, cause = attribute(findings, must, failing=judged.get("acme-ca") == FAIL)
     return Report(
         target=ctx.target,

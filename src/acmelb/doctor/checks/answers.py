@@ -26,13 +26,16 @@ Failures = dict[Code, list[tuple[Attempt, Verdict]]]
 
 
 def _ipv6_only_broken(attempts: list[Attempt], ctx: Context) -> bool:
+    """IPv6 alone fails: every AAAA attempt fails and IPv4 passes, or the AAAA address
+    cannot even be dialled while the A address answers. When IPv4 fails the same way
+    (the same 404, wrong key, refused redirect or dead 443), the fault is not IPv6's."""
     v6 = [a for a in attempts if a.family == "ipv6"]
     v4 = [a for a in attempts if a.family == "ipv4"]
-    return (
-        bool(v6 and v4)
-        and all(not le_verdict(a, ctx.target, ctx.options).ok for a in v6)
-        and any(le_verdict(a, ctx.target, ctx.options).ok or not a.dial_error for a in v4)
-    )
+    if not (v6 and v4) or any(le_verdict(a, ctx.target, ctx.options).ok for a in v6):
+        return False
+    if any(le_verdict(a, ctx.target, ctx.options).ok for a in v4):
+        return True
+    return all(a.dial_error for a in v6) and any(not a.dial_error for a in v4)
 
 
 def le_failures(ctx: Context) -> Failures:
