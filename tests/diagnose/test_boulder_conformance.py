@@ -348,3 +348,29 @@ def test_b3_ipv6_is_blamed_only_when_ipv4_passes(
     codes = {f.code for f in report.findings}
     assert (Code.IPV6_UNREACHABLE in codes) is blamed
     assert report.root_cause.code is (Code.IPV6_UNREACHABLE if blamed else Code.CHALLENGE_NOT_FOUND)
+
+
+# -- B13 (issue 23): Boulder's reserved blocks are IANA's special-purpose registries -------
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("240.0.0.1", "reserved for future use (240.0.0.0/4"),
+    ("10.0.0.1", "private (RFC 1918)"),
+    ("192.0.0.9", "Port Control Protocol anycast"),
+    ("192.31.196.1", "AS112-v4"),
+    ("192.52.193.1", "AMT"),
+    ("192.88.99.1", "6to4 relay"),
+    ("192.175.48.1", "AS112"),
+    ("[2002::1]", "6to4"),
+    ("[3fff::1]", "documentation, RFC 9637"),
+    ("[2620:4f:8000::1]", "AS112"),
+])  # fmt: skip
+def test_b13_reserved_blocks_and_their_names(address: str, why: str) -> None:
+    problem = le_redirect_target_problem(f"http://{address}/ok")
+    assert problem is not None and why in problem
+    if not why.startswith("private"):
+        assert "RFC 1918" not in problem  # 240.0.0.0/4 was called private
+
+
+def test_b13_a_public_address_is_not_reserved() -> None:
+    assert le_redirect_target_problem("http://8.8.8.8/ok") is None

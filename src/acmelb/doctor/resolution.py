@@ -1519,10 +1519,39 @@ def reserved_reason(address: str) -> str | None:
         return "documentation range (RFC 3849)"
     elif ip in ipaddress.ip_network("fc00::/7"):
         return "unique local address (RFC 4193)"
+    if any(ip in net for net in _RFC1918):
+        return "private (RFC 1918)"
+    if ip in _FUTURE_USE:
+        return "reserved for future use (240.0.0.0/4, RFC 1112)"
+    special = next((why for net, why in _IANA_SPECIAL if ip in net), None)
+    if special is not None:
+        return special
     if ip.is_private:
-        return "private (RFC 1918)" if ip.version == 4 else "private"
+        return "private" if ip.version == 6 else "special-purpose (IANA registry)"
     if ip.is_reserved:
         return "reserved"
     if not ip.is_global:
         return "not globally routable"
     return None
+
+
+_RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_FUTURE_USE = ipaddress.ip_network("240.0.0.0/4")
+# Boulder refuses every block of IANA's special-purpose registries (iana/ip.go,
+# IsReservedAddr), also those the registry marks globally reachable, which Python's
+# ipaddress counts as global
+_IANA_SPECIAL = tuple(
+    (ipaddress.ip_network(net), f"IANA special-purpose ({why})")
+    for net, why in (
+        ("192.0.0.9/32", "Port Control Protocol anycast, RFC 7723"),
+        ("192.0.0.10/32", "TURN anycast, RFC 8155"),
+        ("192.31.196.0/24", "AS112-v4, RFC 7535"),
+        ("192.52.193.0/24", "AMT, RFC 7450"),
+        ("192.88.99.0/24", "deprecated 6to4 relay anycast, RFC 7526"),
+        ("192.175.48.0/24", "Direct Delegation AS112 Service, RFC 7534"),
+        ("2002::/16", "6to4, RFC 3056"),
+        ("2620:4f:8000::/48", "Direct Delegation AS112 Service, RFC 7534"),
+        ("3fff::/20", "documentation, RFC 9637"),
+        ("2001::/23", "IETF protocol assignments, RFC 2928"),
+    )
+)
