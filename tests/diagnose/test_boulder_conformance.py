@@ -374,3 +374,32 @@ def test_b13_reserved_blocks_and_their_names(address: str, why: str) -> None:
 
 def test_b13_a_public_address_is_not_reserved() -> None:
     assert le_redirect_target_problem("http://8.8.8.8/ok") is None
+
+
+# -- PROXY protocol (issue 23): a PROXY-prefixed request must really be rescued -------------
+
+
+@pytest.mark.parametrize(("with_header", "named"), [(answer(200, KEYAUTH), True),
+                                                    (answer(404, "nope"), False)])  # fmt: skip
+def test_proxy_protocol_required_only_when_the_header_rescues(
+    serve: Serve, with_header: Any, named: bool
+) -> None:
+    """A listener that closes requests without a PROXY line (nginx `listen 80
+    proxy_protocol`): the probe retries with the header. Only an answer the CA could use
+    (not a 404: the path lacks the token either way) names proxy-protocol-required."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+    from tests.diagnose.servers import proxy_required
+
+    s = serve(proxy_required(with_header))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [s.address], "resolve": {},
+        "proxy_protocol": "on-failure", "options": OPTS,
+    })  # fmt: skip
+    assert any(a["proxy_protocol"] for a in result["attempts"])  # the probe retried
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    codes = {f.code for f in report.findings}
+    assert (Code.PROXY_PROTOCOL_REQUIRED in codes) is named
+    assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
+    assert report.root_cause.code is (Code.PROXY_PROTOCOL_REQUIRED if named else Code.EMPTY_REPLY)
