@@ -403,3 +403,28 @@ def test_proxy_protocol_required_only_when_the_header_rescues(
     assert (Code.PROXY_PROTOCOL_REQUIRED in codes) is named
     assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
     assert report.root_cause.code is (Code.PROXY_PROTOCOL_REQUIRED if named else Code.EMPTY_REPLY)
+
+
+# -- a refused :443 hop is named as port 443 (issue 23) ---------------------------------------
+
+
+def test_refused_443_hop_after_https_redirect_says_port_443(serve: Serve) -> None:
+    """Port 80 redirects to https (Boulder follows it, B10); nothing listens on 443 of the
+    redirect target. The finding keeps the refusal's code but names port 443, not 80."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    dead = loop_address()  # nothing listens on its port 443: refused
+    first = serve(redirecting("https://next.example.com/ok", 301))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"next.example.com": [dead]}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail"
+    found = {f.code: f for f in report.findings}
+    assert Code.PORT_80_REFUSED in found, found
+    assert "port 443" in found[Code.PORT_80_REFUSED].title
+    assert "port 80" not in found[Code.PORT_80_REFUSED].title
+    assert report.root_cause is not None and report.root_cause.code is Code.PORT_80_REFUSED

@@ -335,6 +335,11 @@ def _port_of(url: str) -> tuple[str, str, int | None]:
     return scheme, host, port
 
 
+def hop_port(url: str) -> int | None:
+    """The port a hop's URL dials (80/443 by scheme when none is given)."""
+    return _port_of(url)[2]
+
+
 def _memo(attempt: Attempt, key: str, *owners: object) -> tuple[bool, Verdict | None]:
     """The verdict remembered under ``key`` for these very objects (by identity)."""
     hit = attempt._memo.get(key)
