@@ -428,3 +428,47 @@ def test_refused_443_hop_after_https_redirect_says_port_443(serve: Serve) -> Non
     assert "port 443" in found[Code.PORT_80_REFUSED].title
     assert "port 80" not in found[Code.PORT_80_REFUSED].title
     assert report.root_cause is not None and report.root_cause.code is Code.PORT_80_REFUSED
+
+
+# -- redirect targets as Boulder parses them (issue 23) ---------------------------------------
+
+
+def test_b11_userinfo_in_location_is_ignored(serve: Serve) -> None:
+    """Go's URL.Hostname() drops `user:pass@`; Boulder follows to the host after it."""
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://user:secret@next.example.com/ok"))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert le.ok, le
+
+
+def test_b14_trailing_dot_host_is_refused(serve: Serve) -> None:
+    """publicsuffix-go has no rule for `next.example.com.` (empty last label)."""
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://next.example.com./ok"))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert not le.ok and le.code is Code.REDIRECT_BAD_TARGET
+    assert "IANA-registered" in le.detail
+
+
+def test_b15_path_limit_counts_decoded_bytes(serve: Serve) -> None:
+    """maxPathSize applies to req.URL.Path, after percent-decoding: 2100 bytes as
+    written, 700 decoded, is followed."""
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://next.example.com/" + "%70" * 700))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert le.ok, le
+    assert le_redirect_target_problem("http://next.example.com/" + "%70" * 2001) is not None
+
+
+@pytest.mark.parametrize(("host", "followed"), [("[2001:db8::1]", True),
+                                                ("[2001:db8:0::1]", False),
+                                                ("[2001:0db8::1]", False),
+                                                ("[2001:DB8::1]", True)])  # fmt: skip
+def test_b13_ipv6_literal_must_be_canonical(host: str, followed: bool) -> None:
+    """Boulder's preresolved dialer is built for netip's canonical form and refuses to
+    dial the host as written ("preresolvedDialer mismatch"); the host is lower-cased
+    first (B8). Judged on the rule (dialling 2001:db8:: is off limits here)."""
+    doc = Options(assume_public=["2001:db8::/32"])  # the documentation block stands for public
+    why = le_redirect_target_problem(f"http://{host}/ok", doc)
+    assert (why is None) is followed, why
+    assert le_redirect_target_problem("http://[0::1]/ok") is not None  # reserved as well

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import unquote_to_bytes
 
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import KEYAUTH_RE, Code, Finding
@@ -326,12 +327,16 @@ class Verdict:
 
 
 def _port_of(url: str) -> tuple[str, str, int | None]:
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(\[[^\]]*\]|[^/:?#]*)(?::(\d*))?", url)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)", url)
     if not m:
         return "", "", None
     scheme = m.group(1).lower()
-    host = m.group(2).strip("[]").lower()
-    port = int(m.group(3)) if m.group(3) else (443 if scheme == "https" else 80)
+    # Go's URL.Hostname() drops the userinfo (up to the last '@'); Boulder never looks at it.
+    authority = m.group(2).rpartition("@")[2]
+    hm = re.match(r"(\[[^\]]*\]|[^:]*)(?::(\d*))?", authority)
+    host = hm.group(1).strip("[]").lower() if hm else ""
+    digits = hm.group(2) if hm else None
+    port = int(digits) if digits else (443 if scheme == "https" else 80)
     return scheme, host, port
 
 
@@ -435,9 +440,11 @@ def le_redirect_target_problem(target: str, options: Options | None = None) -> s
     ip_problem = _redirect_ip_problem(host, policy)
     if ip_problem is not None:
         return ip_problem or None
-    if not _registered_tld(host, policy):
+    if host.endswith(".") or not _registered_tld(host, policy):
+        # publicsuffix-go finds no rule for a name ending in a dot (its last label is empty)
         return "the host does not end in an IANA-registered top-level domain"
-    if len(_path_of(target).encode("utf-8")) > LE_MAX_REDIRECT_PATH:
+    # Boulder measures req.URL.Path: the path after percent-decoding.
+    if len(unquote_to_bytes(_path_of(target))) > LE_MAX_REDIRECT_PATH:
         return f"the path is longer than {LE_MAX_REDIRECT_PATH} bytes"
     return None
 
@@ -453,12 +460,23 @@ def _redirect_ip_problem(host: str, options: Options) -> str | None:
         return None
     if zone:
         return "an IPv6 address with a scope zone"
-    if any(address in net for net in options.public_networks):
-        return ""
     from acmelb.doctor.resolution import reserved_reason
 
-    why = reserved_reason(str(address))
-    return f"{address} is {why}" if why else ""
+    public = any(address in net for net in options.public_networks)
+    why = None if public else reserved_reason(str(address))
+    if why:
+        return f"{address} is {why}"
+    if address.version == 6 and bare != _go_ipv6(address):
+        # Boulder's preresolved dialer is made for the canonical form (RFC 5952) and
+        # refuses to dial the host as written ("preresolvedDialer mismatch").
+        return f"the IPv6 address is not written in its canonical form {_go_ipv6(address)}"
+    return ""
+
+
+def _go_ipv6(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """netip.Addr.String() of an IPv6 address: RFC 5952, IPv4-mapped ones dotted."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped is not None else str(address)
 
 
 def _registered_tld(host: str, options: Options) -> bool:
