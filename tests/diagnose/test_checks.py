@@ -506,3 +506,18 @@ def test_ipv6_dead_only_on_a_redirect_hop_is_an_error_and_the_root_cause() -> No
     f = finding(r, Code.IPV6_UNREACHABLE)
     assert f.sev is Severity.ERROR and any("could not be dialled" in e for e in f.evidence)
     assert r.root_cause is not None and r.root_cause.code is Code.IPV6_UNREACHABLE
+
+
+def test_ipv6_only_name_refused_fails_the_ca() -> None:
+    """An IPv6-only name whose port 80 refuses: no A to fall back to, the CA fails (was
+    `unknown`); a local "network unreachable" stays unknown (this vantage may lack IPv6)."""
+    data = recording("ipv6-refused")
+    data["attempts"] = [a for a in data["attempts"] if ":" in a["address"]]
+    data["resolution"]["a"] = []
+    r = analyse(target(), [VantageRun("outside:local", "outside", False, data)])
+    assert r.verdicts["acme-ca"] == "fail" and not r.ok
+    assert r.root_cause is not None and r.root_cause.code is Code.PORT_80_REFUSED
+    for a in data["attempts"]:
+        a["final"]["outcome"], a["final"]["error"] = "connect-error", "Network is unreachable"
+    r = analyse(target(), [VantageRun("outside:local", "outside", False, data)])
+    assert r.verdicts["acme-ca"] == "unknown"

@@ -675,6 +675,10 @@ def ca_attempts(attempts: Sequence[Attempt]) -> list[Attempt]:
     pub = [a for a in attempts if a.target == "public" and not a.proxy]
     v6 = [a for a in pub if a.family == "ipv6"]
     v4 = [a for a in pub if a.family == "ipv4"]
+    if v6 and not v4:
+        # An IPv6-only name: no A to fall back to, so a refusal or a timeout is final for
+        # the CA; "network unreachable" may be this vantage's own lack of IPv6 (unknown).
+        return [a for a in v6 if a.final.outcome != "connect-error"]
     if v6 and not any(a.dial_error for a in v6):
         return v6
     return [a for a in v6 if not a.dial_error] + v4
