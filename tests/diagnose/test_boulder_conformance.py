@@ -472,3 +472,86 @@ def test_b13_ipv6_literal_must_be_canonical(host: str, followed: bool) -> None:
     why = le_redirect_target_problem(f"http://{host}/ok", doc)
     assert (why is None) is followed, why
     assert le_redirect_target_problem("http://[0::1]/ok") is not None  # reserved as well
+
+
+# -- G: Go's HTTP client reads the response head (Boulder's and cert-manager's) -------------
+
+_KA = KEYAUTH.encode()
+
+
+def _raw(data: bytes) -> Callable[[Any, bytes], None]:
+    def h(conn: Any, _req: bytes) -> None:
+        conn.sendall(data)  # whatever came (the probe may try TLS after a bad response)
+
+    return h
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 87\r\n\r\n",  # G1
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",  # G1
+        b"HTTP/1.1 200 OK\nContent-Length: 87\n\n",  # G2 bare LF
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\nContent-Length: 87\r\n\r\n",  # G3
+        b"HTTP/1.1 200 OK\r\nContent-Length: 87\r\nContent-Length: 87\r\n\r\n",  # G4 same twice
+    ],
+)
+def test_g_heads_go_reads(serve: Serve, head: bytes) -> None:
+    s = serve(_raw(head + _KA))
+    le, cm = verdicts(fetch(s.address))
+    assert le.ok, le
+    assert cm.ok, cm
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 87\r\nContent-Length: 88\r\n\r\n", "multiple"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 87, 87\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +87\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\nContent-Length: 87\r\n\r\n", "MIME header"),
+        (b"HTTP/2 200 OK\r\nContent-Length: 87\r\n\r\n", "HTTP version"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n", "transfer encoding"),
+    ],
+)
+def test_g5_malformed_heads_go_refuses(serve: Serve, head: bytes, why: str) -> None:
+    """Python would read these; Go's ReadResponse refuses them (no response at all)."""
+    s = serve(_raw(head + _KA))
+    attempt = fetch(s.address)
+    assert attempt.final.outcome == "bad-response" and why in attempt.final.error
+    le, cm = verdicts(attempt)
+    assert not le.ok and not cm.ok
+
+
+def test_g6_chunked_under_http_1_0_is_not_decoded(serve: Serve) -> None:
+    """Go ignores Transfer-Encoding on an HTTP/1.0 response: the chunk framing is body."""
+    chunked = b"%x\r\n" % len(_KA) + _KA + b"\r\n0\r\n\r\n"
+    s = serve(_raw(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked))
+    le, _ = verdicts(fetch(s.address))
+    assert not le.ok and le.code is Code.WRONG_CONTENT, le
+    s = serve(_raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked))
+    assert verdicts(fetch(s.address))[0].ok
+
+
+@pytest.mark.parametrize(("tail", "ok"), [(b"\xa0", False), (b"\x85", False),
+                                          ("\u00a0".encode(), True)])  # fmt: skip
+def test_b21_raw_latin1_space_bytes_are_not_trimmed(serve: Serve, tail: bytes, ok: bool) -> None:
+    """Go decodes a raw 0xA0/0x85 (not UTF-8) as U+FFFD, not a space: no trim; the UTF-8
+    encoded U+00A0 is a space and is trimmed."""
+    s = serve(_raw(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + _KA + tail))
+    le, _ = verdicts(fetch(s.address))
+    assert le.ok is ok, le
+
+
+def test_g5_a_head_go_refuses_is_named_as_such(serve: Serve) -> None:
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    s = serve(_raw(b"HTTP/1.1 200 OK\r\nContent-Length: 87\r\nContent-Length: 88\r\n\r\n" + _KA))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [s.address], "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and not report.ok
+    assert report.root_cause is not None and "Go" in report.root_cause.title

@@ -49,7 +49,9 @@ DEFAULT_USER_AGENT = "acmelb-probe/1 (+HTTP-01 diagnosis; emulates an ACME valid
 # that both Boulder's and Go's (9 followed) limits can be judged on the same chain.
 MAX_HOPS = 11
 BODY_KEEP = 2048  # characters of body kept as evidence
-HEADER_LIMIT = 64 * 1024
+# Go's transport reads response heads up to 10 MiB (MaxResponseHeaderBytes' default).
+HEADER_LIMIT = 10 << 20
+MAX_INFORMATIONAL = 5  # Go's transport skips up to 5 1xx heads (not 101) before the answer
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)  # what Go's client follows
 
 # Outcomes of one fetch (one hop).  "response" is the only one with a status.
@@ -239,6 +241,21 @@ class _Reader:
         out, self.buf = self.buf[:idx], self.buf[idx:]
         return out
 
+    def read_head(self, limit: int) -> Steps:
+        """Up to the blank line ending a head: CRLF or a bare LF (Go's textproto takes both)."""
+        start = 0
+        while True:
+            m = _HEAD_END.search(self.buf, max(0, start - 3))
+            if m:
+                out, self.buf = self.buf[: m.end()], self.buf[m.end() :]
+                return out
+            if len(self.buf) > limit:
+                raise ValueError("header section longer than %d bytes" % limit)
+            start = len(self.buf)
+            filled = yield from self._fill()
+            if not filled:
+                return None
+
     def read_exact(self, n: int) -> Steps:
         while len(self.buf) < n:
             filled = yield from self._fill()
@@ -254,6 +271,9 @@ class _Reader:
                 break
         out, self.buf = self.buf[: cap + 1], b""
         return out
+
+
+_HEAD_END = re.compile(b"\r?\n\r?\n")
 
 
 def _read_chunked(reader: _Reader, cap: int) -> Steps:
@@ -278,6 +298,47 @@ def _read_chunked(reader: _Reader, cap: int) -> Steps:
         if len(body) > cap:
             return body[: cap + 1], True
         yield from reader.read_exact(2)
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_GO_VERSION = re.compile(r"^HTTP/(1\.[01]|\d+\.\d+)$")
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+def go_head_problem(text: str) -> Optional[str]:
+    """Why Go's client (Boulder's and cert-manager's) refuses a response head Python
+    would read, or None: net/http ReadResponse, textproto ReadMIMEHeader, transfer.go."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    proto = lines[0].split(" ", 1)[0]
+    if not _GO_VERSION.match(proto):
+        return "malformed HTTP version %r" % proto
+    values = {}  # type: Dict[str, List[str]]
+    for ln in lines[1:]:
+        if not ln:
+            continue
+        if ":" not in ln and ln[0] not in " \t":
+            return "malformed MIME header line: %r" % ln[:60]
+        k, _sep, v = ln.partition(":")
+        values.setdefault(k.strip().lower(), []).append(v.strip(" \t"))
+    lengths = values.get("content-length", [])
+    if len(set(lengths)) > 1:
+        return "message cannot contain multiple Content-Length headers; got %r" % lengths
+    if lengths and lengths[0] and not _DIGITS.match(lengths[0]):
+        return "bad Content-Length %r" % lengths[0]
+    codings = values.get("transfer-encoding", [])
+    if codings and proto != "HTTP/1.0":
+        if len(codings) != 1:
+            return "too many transfer encodings: %r" % codings
+        if codings[0].lower() != "chunked":
+            return "unsupported transfer encoding: %r" % codings[0]
+    return None
 
 
 def _decode_body(body: bytes) -> str:
@@ -370,6 +431,12 @@ def fetch_steps(url: str, address: str, opts: Dict[str, Any], proxy_protocol: bo
         )
         reader = _Reader(read_timeout, deadline)
         head = yield from _read_head(reader, read_timeout)
+        for _ in range(MAX_INFORMATIONAL):
+            # Go's transport reads past 1xx heads (100 Continue, 103 Early Hints), not 101
+            status = parse_head(head.decode("latin-1"))[0]
+            if status is None or not 100 <= status < 200 or status == 101:
+                break
+            head = yield from _read_head(reader, read_timeout)
         yield from _read_response(rec, reader, head, int(opts.get("body_cap", 1024 * 1024)))
     except _Outcome as out:
         rec["outcome"], rec["error"] = out.outcome, out.error
@@ -430,7 +497,7 @@ def _send_request(path: str, host_header: str, user_agent: str) -> Steps:
 def _read_head(reader: _Reader, read_timeout: float) -> Steps:
     """The response head up to its blank line, or why none came."""
     try:
-        head = yield from reader.read_until(b"\r\n\r\n", HEADER_LIMIT)
+        head = yield from reader.read_head(HEADER_LIMIT)
     except ConnectionResetError as exc:
         if reader.total:
             raise _Outcome(
@@ -475,7 +542,7 @@ def parse_head(text: str) -> Tuple[Optional[int], str, List[List[str]]]:
     """A response head (status line, then header lines; CRLF between) as status, reason
     and headers; status is None when the first line is not an HTTP status line.
     Also used for the heads that curl prints (``acmelb.doctor.vantage``)."""
-    lines = text.split("\r\n")
+    lines = text.replace("\r\n", "\n").split("\n")
     headers = [
         [k.strip(), v.strip()] for k, sep, v in (ln.partition(":") for ln in lines[1:]) if sep
     ]
@@ -487,14 +554,20 @@ def parse_head(text: str) -> Tuple[Optional[int], str, List[List[str]]]:
 
 def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Steps:
     """Status, headers and body (within ``body_cap``) into the hop record."""
-    status, reason, headers = parse_head(head.decode("latin-1"))
+    text = head.decode("latin-1")
+    status, reason, headers = parse_head(text)
     if status is None:
-        first = head.decode("latin-1").split("\r\n", 1)[0]
+        first = text.replace("\r\n", "\n").split("\n", 1)[0]
         raise _Outcome("bad-response", "not an HTTP status line: %r" % first[:80])
+    problem = go_head_problem(text)
+    if problem is not None:
+        raise _Outcome("bad-response", "Go's HTTP client refuses the response: " + problem)
     rec["status"], rec["reason"], rec["headers"] = status, reason, headers[:100]
     hmap = {}  # type: Dict[str, str]
     for k, v in headers:
         hmap.setdefault(k.lower(), v)
+    if text.startswith("HTTP/1.0 "):
+        hmap.pop("transfer-encoding", None)  # Go ignores Transfer-Encoding under HTTP/1.0
     body, truncated, error = yield from _read_body(reader, status, hmap, body_cap)
     if error is None and not truncated:
         error = _short_of_length(body, hmap)
@@ -506,6 +579,7 @@ def _read_response(rec: Hop, reader: _Reader, head: bytes, body_cap: int) -> Ste
         rec["body_incomplete"] = True
     rec["outcome"] = "response"
     rec["body"] = _decode_body(body[:BODY_KEEP])
+    rec["body_not_utf8"] = not _is_utf8(body[:BODY_KEEP])
     rec["body_length"] = body_cap if truncated else len(body)
     rec["body_truncated"] = truncated
 
@@ -681,6 +755,7 @@ def new_hop(url: str, **fields: Any) -> Hop:
         "body_length": None,
         "body_truncated": False,
         "body_incomplete": False,
+        "body_not_utf8": False,
         "content_encoding": None,
         "tls_version": None,
         "fallback_from": None,

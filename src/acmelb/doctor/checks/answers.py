@@ -141,6 +141,34 @@ def _connection_texts(ctx: Context) -> dict[Code, tuple[str, str, str]]:
 
 
 _HTTPS_HOP = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY)
+GO_REFUSES = "Go's HTTP client refuses the response"  # the probe's words (probe.py)
+
+
+def _texts_for(
+    code: Code, items: list[tuple[Attempt, Verdict]], ctx: Context
+) -> tuple[str, str, str]:
+    """The words for one connection code: a failing :443 hop and a head Go refuses have
+    their own."""
+    if code is Code.EMPTY_REPLY and all(
+        (a.final.error or "").startswith(GO_REFUSES) for a, _ in items
+    ):
+        return (
+            "the response head is malformed: the CA's HTTP client (Go) refuses it",
+            "An HTTP response came back, but its head breaks HTTP/1.1 framing rules that "
+            "Go's client enforces ({share}): two different Content-Lengths, a Content-Length "
+            "that is not a plain number, a header line without a colon, a Transfer-Encoding "
+            "other than chunked, or a status line that is not HTTP/1.x. Browsers and curl "
+            "may read it; Boulder and cert-manager's self-check do not.".replace(
+                "{share}", _share(items, ctx)
+            ),
+            "Fix the server or proxy that writes this response (see the evidence for which "
+            "rule it breaks); put a standard web server or the ACME client's own responder "
+            "in front of /.well-known/acme-challenge/.",
+        )
+    port = 443 if all(hop_port(a.final.url) == 443 for a, _ in items) else 80
+    if port == 443 and code in _HTTPS_HOP:
+        return _https_hop_texts(code, items, ctx)
+    return _connection_texts(ctx)[code]
 
 
 def _https_hop_texts(
@@ -206,11 +234,7 @@ class Connection:
             items = fails.get(code, [])
             if not items:
                 continue
-            port = 443 if all(hop_port(a.final.url) == 443 for a, _ in items) else 80
-            if port == 443 and code in _HTTPS_HOP:
-                title, expl, remedy = _https_hop_texts(code, items, ctx)
-            else:
-                title, expl, remedy = _connection_texts(ctx)[code]
+            title, expl, remedy = _texts_for(code, items, ctx)
             out.append(
                 Finding(
                     code,

@@ -34,6 +34,7 @@ GO_MAX_REQUESTS = 10  # Go's default CheckRedirect: the 10th redirect is refused
 # Go's unicode.IsSpace, which Boulder trims from the right (strings.TrimRightFunc):
 # the Unicode White_Space property. Python's str.isspace differs (it also counts
 # U+001C..U+001F), so the set is spelled out.
+GO_ASCII_SPACE = "\t\n\v\f\r "
 GO_SPACE = (
     "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -576,8 +577,11 @@ def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None
             f"the body could not be read whole ({hop.error}): a CA reports "
             "'Error reading HTTP response body'",
         )
-    compared = body.rstrip(GO_SPACE) if trim else body
-    shaped = KEYAUTH_RE.match(body.rstrip(GO_SPACE))
+    # Go decodes bytes that are not UTF-8 as U+FFFD, not a space: a raw 0xA0 or 0x85 after
+    # the key is not trimmed (the body was read as latin-1 here).
+    space = GO_ASCII_SPACE if hop.raw.get("body_not_utf8") else GO_SPACE
+    compared = body.rstrip(space) if trim else body
+    shaped = KEYAUTH_RE.match(body.rstrip(space))
     if target.random_token:
         if shaped and shaped.group(1) == target.token:
             return Verdict(
@@ -590,7 +594,7 @@ def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None
         return Verdict(True)
     if compared == target.key_authorization:
         return Verdict(True)
-    if body.rstrip(GO_SPACE) == target.key_authorization:
+    if body.rstrip(space) == target.key_authorization:
         return Verdict(
             False,
             Code.TRAILING_WHITESPACE,
