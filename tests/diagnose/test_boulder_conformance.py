@@ -555,3 +555,26 @@ def test_g5_a_head_go_refuses_is_named_as_such(serve: Serve) -> None:
     report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
     assert report.verdicts["acme-ca"] == "fail" and not report.ok
     assert report.root_cause is not None and "Go" in report.root_cause.title
+
+
+def test_b10_plain_http_on_443_after_https_redirect_is_a_tls_failure(serve: Serve) -> None:
+    """The https hop reaches a plain-HTTP listener on 443: the TLS handshake fails. The
+    finding says so (port 443, TLS), not "closes without a response" with PROXY advice."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    address = loop_address()
+    # no TLS on 443: a plain-HTTP server answering at once (the handshake reads HTTP)
+    serve(answer(200, KEYAUTH), address=address, port=443, read_first=False)
+    first = serve(redirecting("https://next.example.com/ok", 301))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"next.example.com": [address]}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and not report.ok
+    assert report.root_cause is not None
+    assert "TLS handshake on port 443" in report.root_cause.title
+    f = next(f for f in report.findings if f.code is report.root_cause.code)
+    assert "PROXY" not in f.explanation

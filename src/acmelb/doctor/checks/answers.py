@@ -199,6 +199,16 @@ def _https_hop_texts(
             "443, or the load balancer has no listener on it.",
             remedy,
         )
+    if all(a.final.error.startswith("TLS handshake failed") for a, _ in items):
+        return (
+            "the TLS handshake on port 443 fails after the redirect to https",
+            "Port 80 redirects to https, and the TLS handshake on port 443 of the redirect "
+            f"target fails ({share}): plain HTTP served on 443 (`wrong version number`), "
+            "or a server offering only TLS below 1.2 (`unsupported protocol`), which the "
+            "CA's Go client refuses.",
+            "Serve TLS 1.2 or later on port 443 with any certificate (the CA does not check "
+            "it), or stop redirecting /.well-known/acme-challenge/ to https.",
+        )
     return (
         "the https hop closes without an HTTP response",
         "Port 80 redirects to https, and the TLS connection to port 443 is closed without "

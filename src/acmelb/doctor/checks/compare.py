@@ -110,6 +110,8 @@ class ProxyProtocol:
             for a in run.attempts:
                 if a.proxy or _usable(a) or a.final.outcome not in (*NO_ANSWER, "response"):
                     continue
+                if a.redirects:
+                    continue  # the first hop answered without a header: no PROXY needed there
                 rescue = _proxy_rescued(run, a.address, a.target, ctx.target)
                 if rescue is None or a.number != 1:
                     continue
