@@ -578,3 +578,22 @@ def test_b10_plain_http_on_443_after_https_redirect_is_a_tls_failure(serve: Serv
     assert "TLS handshake on port 443" in report.root_cause.title
     f = next(f for f in report.findings if f.code is report.root_cause.code)
     assert "PROXY" not in f.explanation
+
+
+def test_redirect_to_a_name_without_address_fails_with_a_finding_naming_it(serve: Serve) -> None:
+    """A redirect to a name that does not resolve (NXDOMAIN or no address): the CA
+    fails; the report is not ok and its root cause names the redirect target (issue 23:
+    it had a failing verdict and no finding)."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    first = serve(redirecting("http://nx.example.com/ok"))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"nx.example.com": []}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and not report.ok
+    assert report.root_cause is not None and report.root_cause.code is Code.DNS_NO_ADDRESS
+    assert "nx.example.com" in report.root_cause.title

@@ -226,9 +226,11 @@ def _explained(
             raised = replace(f, severity=Severity.ERROR, evidence=[*f.evidence, line])
             return [*findings[:i], raised, *findings[i + 1 :]]
     info = code.info
+    # on a redirect hop the failing URL is not the challenge's: name it
+    where = f" on the redirect to {attempt.final.url}" if attempt.redirects else ""
     made = Finding(
         code,
-        f"the CA's validation fails: {info.title}",
+        f"the CA's validation fails{where}: {info.title}",
         f"{info.explanation[:1].upper()}{info.explanation[1:]}. No check explained this "
         "attempt on its own; the CA's rules fail it.",
         f"{info.remedy[:1].upper()}{info.remedy[1:]}.",
