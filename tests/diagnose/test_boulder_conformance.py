@@ -597,3 +597,22 @@ def test_redirect_to_a_name_without_address_fails_with_a_finding_naming_it(serve
     assert report.verdicts["acme-ca"] == "fail" and not report.ok
     assert report.root_cause is not None and report.root_cause.code is Code.DNS_NO_ADDRESS
     assert "nx.example.com" in report.root_cause.title
+
+
+def test_hung_443_hop_after_https_redirect_says_port_443(serve: Serve) -> None:
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+    from tests.diagnose.servers import hang
+
+    address = loop_address()
+    serve(hang(2.0), address=address, port=443, read_first=False)  # accepts, says nothing
+    first = serve(redirecting("https://next.example.com/ok", 301))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"next.example.com": [address]}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
+    assert report.root_cause.code is Code.READ_TIMEOUT
+    assert "port 443" in report.root_cause.title

@@ -140,7 +140,7 @@ def _connection_texts(ctx: Context) -> dict[Code, tuple[str, str, str]]:
     }
 
 
-_HTTPS_HOP = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY)
+_HTTPS_HOP = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY, Code.READ_TIMEOUT)
 GO_REFUSES = "Go's HTTP client refuses the response"  # the probe's words (probe.py)
 
 
@@ -197,6 +197,14 @@ def _https_hop_texts(
             "Port 80 redirects to https, and connecting to port 443 of the redirect target "
             f"gets no answer within {t:g} s ({share}): a firewall or security group drops "
             "443, or the load balancer has no listener on it.",
+            remedy,
+        )
+    if code is Code.READ_TIMEOUT:
+        return (
+            "port 443 accepts, then no answer in time after the redirect to https",
+            "Port 80 redirects to https, and port 443 of the redirect target accepts the "
+            f"connection but the TLS handshake or the HTTP answer does not come within "
+            f"{t:g} s ({share}): a listener waiting for a PROXY header, or a hung backend.",
             remedy,
         )
     if all(a.final.error.startswith("TLS handshake failed") for a, _ in items):
