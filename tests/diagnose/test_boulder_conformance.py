@@ -309,3 +309,310 @@ def test_b20_body_shorter_than_its_content_length_fails(serve: Serve) -> None:
     le, cm = verdicts(attempt)
     assert not le.ok and le.code is Code.WRONG_CONTENT and "unexpected EOF" in le.detail
     assert not cm.ok
+
+
+# -- B3 (issue 23): IPv6 is blamed only when IPv6 alone fails -----------------------------
+
+
+def _both_families(v6_answer: Attempt, v4_answer: Attempt) -> Any:
+    """One outside run with the AAAA attempt (a real chain, its address renamed to an
+    IPv6 one: only 127/8 is dialled here) and the A attempt."""
+    import json
+
+    from acmelb.doctor.checks.base import VantageRun
+
+    v6 = json.loads(json.dumps(v6_answer.raw).replace(v6_answer.address, "2001:db8::10"))
+    result = {
+        "schema": "acmelb.probe/v1",
+        "name": NAME,
+        "url": URL,
+        "resolution": {"name": NAME, "source": "given", "aaaa": ["2001:db8::10"],
+                       "a": [v4_answer.address], "error": None},
+        "attempts": [v6, v4_answer.raw],
+    }  # fmt: skip
+    return VantageRun("outside:local", "outside", False, result)
+
+
+@pytest.mark.parametrize(("v6_status", "v4_status", "blamed"), [(404, 404, False),
+                                                               (404, 200, True)])  # fmt: skip
+def test_b3_ipv6_is_blamed_only_when_ipv4_passes(
+    serve: Serve, v6_status: int, v4_status: int, blamed: bool
+) -> None:
+    from acmelb.doctor.diagnose import analyse
+
+    v6 = fetch(serve(answer(v6_status, KEYAUTH if v6_status == 200 else "nope")).address)
+    v4 = fetch(serve(answer(v4_status, KEYAUTH if v4_status == 200 else "nope")).address)
+    lab = Options(assume_public=["127.0.0.0/8", "2001:db8::/32"])
+    report = analyse(TARGET, [_both_families(v6, v4)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
+    codes = {f.code for f in report.findings}
+    assert (Code.IPV6_UNREACHABLE in codes) is blamed
+    assert report.root_cause.code is (Code.IPV6_UNREACHABLE if blamed else Code.CHALLENGE_NOT_FOUND)
+
+
+# -- B13 (issue 23): Boulder's reserved blocks are IANA's special-purpose registries -------
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("240.0.0.1", "reserved for future use (RFC 1112)"),
+    ("10.0.0.1", "private-use (RFC 1918)"),
+    ("192.0.0.9", "Port Control Protocol anycast"),
+    ("192.31.196.1", "AS112-v4"),
+    ("192.52.193.1", "AMT"),
+    ("192.88.99.1", "6to4 relay"),
+    ("192.175.48.1", "AS112"),
+    ("[2002::1]", "6to4"),
+    ("[3fff::1]", "documentation (RFC 9637)"),
+    ("[2620:4f:8000::1]", "AS112"),
+])  # fmt: skip
+def test_b13_reserved_blocks_and_their_names(address: str, why: str) -> None:
+    problem = le_redirect_target_problem(f"http://{address}/ok")
+    assert problem is not None and why in problem
+    if not why.startswith("private-use"):
+        assert "RFC 1918" not in problem  # 240.0.0.0/4 was called private
+
+
+def test_b13_a_public_address_is_not_reserved() -> None:
+    assert le_redirect_target_problem("http://8.8.8.8/ok") is None
+
+
+# -- PROXY protocol (issue 23): a PROXY-prefixed request must really be rescued -------------
+
+
+@pytest.mark.parametrize(("with_header", "named"), [(answer(200, KEYAUTH), True),
+                                                    (answer(404, "nope"), False)])  # fmt: skip
+def test_proxy_protocol_required_only_when_the_header_rescues(
+    serve: Serve, with_header: Any, named: bool
+) -> None:
+    """A listener that closes requests without a PROXY line (nginx `listen 80
+    proxy_protocol`): the probe retries with the header. Only an answer the CA could use
+    (not a 404: the path lacks the token either way) names proxy-protocol-required."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+    from tests.diagnose.servers import proxy_required
+
+    s = serve(proxy_required(with_header))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [s.address], "resolve": {},
+        "proxy_protocol": "on-failure", "options": OPTS,
+    })  # fmt: skip
+    assert any(a["proxy_protocol"] for a in result["attempts"])  # the probe retried
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    codes = {f.code for f in report.findings}
+    assert (Code.PROXY_PROTOCOL_REQUIRED in codes) is named
+    assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
+    assert report.root_cause.code is (Code.PROXY_PROTOCOL_REQUIRED if named else Code.EMPTY_REPLY)
+
+
+# -- a refused :443 hop is named as port 443 (issue 23) ---------------------------------------
+
+
+def test_refused_443_hop_after_https_redirect_says_port_443(serve: Serve) -> None:
+    """Port 80 redirects to https (Boulder follows it, B10); nothing listens on 443 of the
+    redirect target. The finding keeps the refusal's code but names port 443, not 80."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    dead = loop_address()  # nothing listens on its port 443: refused
+    first = serve(redirecting("https://next.example.com/ok", 301))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"next.example.com": [dead]}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail"
+    found = {f.code: f for f in report.findings}
+    assert Code.PORT_80_REFUSED in found, found
+    assert "port 443" in found[Code.PORT_80_REFUSED].title
+    assert "port 80" not in found[Code.PORT_80_REFUSED].title
+    assert report.root_cause is not None and report.root_cause.code is Code.PORT_80_REFUSED
+
+
+# -- redirect targets as Boulder parses them (issue 23) ---------------------------------------
+
+
+def test_b11_userinfo_in_location_is_ignored(serve: Serve) -> None:
+    """Go's URL.Hostname() drops `user:pass@`; Boulder follows to the host after it."""
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://user:secret@next.example.com/ok"))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert le.ok, le
+
+
+def test_b14_trailing_dot_host_is_refused(serve: Serve) -> None:
+    """publicsuffix-go has no rule for `next.example.com.` (empty last label)."""
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://next.example.com./ok"))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert not le.ok and le.code is Code.REDIRECT_BAD_TARGET
+    assert "IANA TLD lookup" in le.detail
+
+
+def test_b15_path_limit_counts_decoded_bytes(serve: Serve) -> None:
+    """maxPathSize applies to req.URL.Path, after percent-decoding: 2100 bytes as
+    written, 700 decoded, is followed."""
+    final = serve(answer(200, KEYAUTH))
+    first = serve(redirecting("http://next.example.com/" + "%70" * 700))
+    le, _ = verdicts(fetch(first.address, {"next.example.com": [final.address]}))
+    assert le.ok, le
+    assert le_redirect_target_problem("http://next.example.com/" + "%70" * 2001) is not None
+
+
+@pytest.mark.parametrize(("host", "followed"), [("[2001:db8::1]", True),
+                                                ("[2001:db8:0::1]", False),
+                                                ("[2001:0db8::1]", False),
+                                                ("[2001:DB8::1]", True)])  # fmt: skip
+def test_b13_ipv6_literal_must_be_canonical(host: str, followed: bool) -> None:
+    """Boulder's preresolved dialer is built for netip's canonical form and refuses to
+    dial the host as written ("preresolvedDialer mismatch"); the host is lower-cased
+    first (B8). Judged on the rule (dialling 2001:db8:: is off limits here)."""
+    doc = Options(assume_public=["2001:db8::/32"])  # the documentation block stands for public
+    why = le_redirect_target_problem(f"http://{host}/ok", doc)
+    assert (why is None) is followed, why
+    assert le_redirect_target_problem("http://[0::1]/ok") is not None  # reserved as well
+
+
+# -- G: Go's HTTP client reads the response head (Boulder's and cert-manager's) -------------
+
+_KA = KEYAUTH.encode()
+
+
+def _raw(data: bytes) -> Callable[[Any, bytes], None]:
+    def h(conn: Any, _req: bytes) -> None:
+        conn.sendall(data)  # whatever came (the probe may try TLS after a bad response)
+
+    return h
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 87\r\n\r\n",  # G1
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",  # G1
+        b"HTTP/1.1 200 OK\nContent-Length: 87\n\n",  # G2 bare LF
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\nContent-Length: 87\r\n\r\n",  # G3
+        b"HTTP/1.1 200 OK\r\nContent-Length: 87\r\nContent-Length: 87\r\n\r\n",  # G4 same twice
+    ],
+)
+def test_g_heads_go_reads(serve: Serve, head: bytes) -> None:
+    s = serve(_raw(head + _KA))
+    le, cm = verdicts(fetch(s.address))
+    assert le.ok, le
+    assert cm.ok, cm
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 87\r\nContent-Length: 88\r\n\r\n", "multiple"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 87, 87\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +87\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\nContent-Length: 87\r\n\r\n", "MIME header"),
+        (b"HTTP/2 200 OK\r\nContent-Length: 87\r\n\r\n", "HTTP version"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n", "transfer encoding"),
+    ],
+)
+def test_g5_malformed_heads_go_refuses(serve: Serve, head: bytes, why: str) -> None:
+    """Python would read these; Go's ReadResponse refuses them (no response at all)."""
+    s = serve(_raw(head + _KA))
+    attempt = fetch(s.address)
+    assert attempt.final.outcome == "bad-response" and why in attempt.final.error
+    le, cm = verdicts(attempt)
+    assert not le.ok and not cm.ok
+
+
+def test_g6_chunked_under_http_1_0_is_not_decoded(serve: Serve) -> None:
+    """Go ignores Transfer-Encoding on an HTTP/1.0 response: the chunk framing is body."""
+    chunked = b"%x\r\n" % len(_KA) + _KA + b"\r\n0\r\n\r\n"
+    s = serve(_raw(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked))
+    le, _ = verdicts(fetch(s.address))
+    assert not le.ok and le.code is Code.WRONG_CONTENT, le
+    s = serve(_raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked))
+    assert verdicts(fetch(s.address))[0].ok
+
+
+@pytest.mark.parametrize(("tail", "ok"), [(b"\xa0", False), (b"\x85", False),
+                                          ("\u00a0".encode(), True)])  # fmt: skip
+def test_b21_raw_latin1_space_bytes_are_not_trimmed(serve: Serve, tail: bytes, ok: bool) -> None:
+    """Go decodes a raw 0xA0/0x85 (not UTF-8) as U+FFFD, not a space: no trim; the UTF-8
+    encoded U+00A0 is a space and is trimmed."""
+    s = serve(_raw(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + _KA + tail))
+    le, _ = verdicts(fetch(s.address))
+    assert le.ok is ok, le
+
+
+def test_g5_a_head_go_refuses_is_named_as_such(serve: Serve) -> None:
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    s = serve(_raw(b"HTTP/1.1 200 OK\r\nContent-Length: 87\r\nContent-Length: 88\r\n\r\n" + _KA))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [s.address], "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and not report.ok
+    assert report.root_cause is not None and "Go" in report.root_cause.title
+
+
+def test_b10_plain_http_on_443_after_https_redirect_is_a_tls_failure(serve: Serve) -> None:
+    """The https hop reaches a plain-HTTP listener on 443: the TLS handshake fails. The
+    finding says so (port 443, TLS), not "closes without a response" with PROXY advice."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    address = loop_address()
+    # no TLS on 443: a plain-HTTP server answering at once (the handshake reads HTTP)
+    serve(answer(200, KEYAUTH), address=address, port=443, read_first=False)
+    first = serve(redirecting("https://next.example.com/ok", 301))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"next.example.com": [address]}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and not report.ok
+    assert report.root_cause is not None
+    assert "TLS handshake on port 443" in report.root_cause.title
+    f = next(f for f in report.findings if f.code is report.root_cause.code)
+    assert "PROXY" not in f.explanation
+
+
+def test_redirect_to_a_name_without_address_fails_with_a_finding_naming_it(serve: Serve) -> None:
+    """A redirect to a name that does not resolve (NXDOMAIN or no address): the CA
+    fails; the report is not ok and its root cause names the redirect target (issue 23:
+    it had a failing verdict and no finding)."""
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+
+    first = serve(redirecting("http://nx.example.com/ok"))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"nx.example.com": []}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and not report.ok
+    assert report.root_cause is not None and report.root_cause.code is Code.DNS_NO_ADDRESS
+    assert "nx.example.com" in report.root_cause.title
+
+
+def test_hung_443_hop_after_https_redirect_says_port_443(serve: Serve) -> None:
+    from acmelb.doctor.checks.base import VantageRun
+    from acmelb.doctor.diagnose import analyse
+    from tests.diagnose.servers import hang
+
+    address = loop_address()
+    serve(hang(2.0), address=address, port=443, read_first=False)  # accepts, says nothing
+    first = serve(redirecting("https://next.example.com/ok", 301))
+    result = probe.run_request({
+        "name": NAME, "url": URL, "repeat": 1, "addresses": [first.address],
+        "resolve": {"next.example.com": [address]}, "options": OPTS,
+    })  # fmt: skip
+    lab = Options(assume_public=["127.0.0.0/8"])
+    report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
+    assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
+    assert report.root_cause.code is Code.READ_TIMEOUT
+    assert "port 443" in report.root_cause.title

@@ -477,7 +477,8 @@ def test_vantage_unusable() -> None:
 def test_every_code_is_covered_here() -> None:
     """Each Code is named by at least one test in this module, or (the KUBE stage's codes,
     raised from a cluster's objects) in tests/kube or test_gateway.py, or
-    (perspective-blocked, which needs several outside vantages) in test_rootcause.py."""
+    (perspective-blocked, which needs several outside vantages) in test_rootcause.py, or
+    (tls-alpn-terminated, which only explain names) in test_explain.py."""
     here = Path(__file__)
     text = "".join(
         p.read_text()
@@ -486,7 +487,41 @@ def test_every_code_is_covered_here() -> None:
             here.parents[1] / "kube/test_kube.py",
             here.with_name("test_gateway.py"),
             here.with_name("test_rootcause.py"),
+            here.with_name("test_explain.py"),
         )
     )
     missing = [c for c in Code if f"Code.{c.name}" not in text and f'"{c.value}"' not in text]
     assert missing == []
+
+
+def test_ipv6_dead_only_on_a_redirect_hop_is_an_error_and_the_root_cause() -> None:
+    """Boulder falls back from AAAA to A only on the first request: a redirect target
+    whose AAAA cannot be dialled fails validation, however its A answers (issue 23)."""
+    data = recording("redirect-ok")
+    for a in data["attempts"]:
+        if a["redirects"]:
+            a["final"]["fallback_from"] = {
+                "address": "2001:db8::20",
+                "outcome": "connect-refused",
+                "error": "connection refused",
+            }
+    r = analyse(target(), [VantageRun("outside:local", "outside", False, data)])
+    assert r.verdicts["acme-ca"] == "fail" and not r.ok
+    f = finding(r, Code.IPV6_UNREACHABLE)
+    assert f.sev is Severity.ERROR and any("could not be dialled" in e for e in f.evidence)
+    assert r.root_cause is not None and r.root_cause.code is Code.IPV6_UNREACHABLE
+
+
+def test_ipv6_only_name_refused_fails_the_ca() -> None:
+    """An IPv6-only name whose port 80 refuses: no A to fall back to, the CA fails (was
+    `unknown`); a local "network unreachable" stays unknown (this vantage may lack IPv6)."""
+    data = recording("ipv6-refused")
+    data["attempts"] = [a for a in data["attempts"] if ":" in a["address"]]
+    data["resolution"]["a"] = []
+    r = analyse(target(), [VantageRun("outside:local", "outside", False, data)])
+    assert r.verdicts["acme-ca"] == "fail" and not r.ok
+    assert r.root_cause is not None and r.root_cause.code is Code.PORT_80_REFUSED
+    for a in data["attempts"]:
+        a["final"]["outcome"], a["final"]["error"] = "connect-error", "Network is unreachable"
+    r = analyse(target(), [VantageRun("outside:local", "outside", False, data)])
+    assert r.verdicts["acme-ca"] == "unknown"

@@ -515,3 +515,110 @@ def test_the_next_command_keeps_a_token_that_starts_with_a_dash() -> None:
     assert e.next is not None and e.token == token
     args = build_parser("diagnose").parse_args(shlex.split(e.next)[1:])
     assert args.names == ["www.example.com"] and args.token == token
+
+
+# -- evidence atoms (issue 23): what the message says happened, whatever its format --------
+
+
+@pytest.mark.parametrize(
+    ("message", "first", "source"),
+    [
+        (
+            "acme: error: 403 :: urn:ietf:params:acme:error:unauthorized :: Cannot negotiate "
+            'ALPN protocol "acme-tls/1" for tls-alpn-01 challenge',
+            "tls-alpn-terminated",
+            "lego",
+        ),
+        (
+            "http: TLS handshake error from 192.0.2.4:47452: acme/autocert: unable to satisfy "
+            '"https://acme-v02.api.letsencrypt.org/acme/authz-v3/1" for domain "example.com": '
+            "no viable challenge type found",
+            "tls-alpn-terminated",
+            "autocert",
+        ),
+        (
+            '[error] 7#7: *12 broken header: "GET /.well-known/acme-challenge/abc HTTP/1.1" '
+            "while reading PROXY protocol, client: 10.2.0.26, server: 0.0.0.0:80",
+            "proxy-protocol-required",
+            "other",
+        ),
+        (
+            'The HTTPRoute "cm-acme-http-solver-x" status: Accepted False, reason '
+            "NotAllowedByListeners",
+            "solver-not-presented",
+            "cert-manager",
+        ),
+        (
+            "the load balancer returns 503 Service Unavailable for the challenge path",
+            "http-error-status",
+            "other",
+        ),
+        ("dial tcp 203.0.113.7:80: connect: connection refused", "port-80-refused", "acme-ca"),
+        (
+            "no information found to solve challenge for identifier: example.com",
+            "challenge-not-found",
+            "caddy",
+        ),
+    ],
+)
+def test_atoms_name_causes_in_formats_no_rule_knows(message: str, first: str, source: str) -> None:
+    e = explain(message)
+    assert e.recognised and e.candidates[0] == first and e.source == source, e.candidates
+    jsonschema.validate(e.to_json(), SCHEMA)
+
+
+def test_tls_alpn_terminated_names_its_fix() -> None:
+    e = explain('Cannot negotiate ALPN protocol "acme-tls/1" for tls-alpn-01 challenge')
+    assert e.candidates[0] == "tls-alpn-terminated"
+    assert "TCP" in e.reasoning and "HTTP-01" in e.reasoning
+
+
+def test_connection_refused_is_a_refusal_not_a_timeout() -> None:
+    e = explain(PROP + CM + "dial tcp 203.0.113.7:80: connect: connection refused")
+    assert "port-80-refused" in e.candidates[:2] and "port-80-timeout" not in e.candidates
+
+
+def test_quoted_not_found_page_is_a_404_whatever_scheme() -> None:
+    e = explain(
+        f"Invalid response from https://www.example.com/.well-known/acme-challenge/{T} "
+        '[203.0.113.5]: "<html><head><title>Not Found</title></head>'
+    )
+    assert e.status == 404 and e.candidates[0] == "challenge-not-found"
+
+
+def test_our_token_with_another_suffix_is_another_account_even_redacted() -> None:
+    e = explain(
+        "did not get expected response when querying endpoint, expected "
+        '"lm1~~~~jA3I.nx~~~_nL0w9h5a3UU0" but got: lm1~~~~jA3I.Qz~~~_abcdefgh'
+    )
+    assert e.candidates[0] == "lb-intercepts-challenge"
+    assert "received body: other-thumbprint" in e.evidence
+
+
+def test_secondary_validation_puts_the_perspectives_first() -> None:
+    e = explain(
+        f"During secondary validation: 198.51.100.49: Fetching {URL}: "
+        "Timeout during connect (likely firewall problem)"
+    )
+    assert e.candidates[:2] == ["perspective-blocked", "port-80-timeout"]
+
+
+def test_ipv6_failing_where_ipv4_answers_is_the_aaaa_path() -> None:
+    e = explain(
+        f"curl -i6 -m6 {URL}\ncurl: (28) Failed to connect to www.example.com port 80 after "
+        f"3002 ms: Connection timed out\n\ncurl -i4 -m6 {URL}\nHTTP/1.1 404 Not Found"
+    )
+    assert e.candidates[0] == "ipv6-unreachable"
+
+
+def test_klog_wrapper_is_cert_manager() -> None:
+    e = explain(
+        'E1005 19:56:01.979482       1 controller.go:157] "re-queuing item due to error '
+        "processing\" err=\"wrong status code '503', expected '200'\" "
+        'logger="cert-manager.controller"'
+    )
+    assert e.source == "cert-manager" and e.candidates[0] == "http-error-status"
+
+
+def test_no_atom_at_all_is_not_recognised() -> None:
+    assert not explain("it does not work, please help").recognised

@@ -23,8 +23,11 @@ CORPUS = json.loads(
 SCHEMA = json.loads(
     importlib.resources.files("acmelb").joinpath("schemas/explain-v1.json").read_text()
 )
-# measured 33/40 top-1 and 40/40 top-3 (docs/diagnose.md); the floors leave no room to regress
-TOP1_FLOOR = 0.825
+# measured 33/40 top-1 and 40/40 top-3 (docs/diagnose.md); the floors leave no room to regress.
+# 32/40 since issue 23: "During secondary validation" ranks perspective-blocked first, and
+# win-acme#1465 (a firewall rule blocking some address ranges, seen by a secondary
+# perspective) is labelled port-80-timeout here, now second.
+TOP1_FLOOR = 0.8
 TOP3_FLOOR = 1.0
 
 

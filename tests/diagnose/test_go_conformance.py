@@ -1,7 +1,8 @@
 """Conformance with Boulder and Go's HTTP client beyond the first table (issue 23): redirect
 targets as Go's URL parser and Boulder's dialer read them, and responses as Go's transport
 reads them. Real servers on 127.x (and ::1), the real probe, Boulder's rules on the
-recorded chain. The rule ids (B24...) continue docs/diagnose.md's conformance table.
+recorded chain. The rule ids (B11..., G1...) are those of docs/diagnose.md's conformance
+tables.
 """
 
 from __future__ import annotations
@@ -33,17 +34,17 @@ def keyauth_with_head(head: str, body: bytes = KEYAUTH.encode()) -> bytes:
     return head.encode("latin-1") + body
 
 
-# -- B24-B27: redirect targets -----------------------------------------------------------
+# -- B11, B13, B14, B15: redirect targets -------------------------------------------------
 
 
-def test_b24_userinfo_in_a_redirect_target_is_ignored(serve: Serve) -> None:
+def test_b11_userinfo_in_a_redirect_target_is_ignored(serve: Serve) -> None:
     final = serve(answer(200, KEYAUTH))
     first = serve(redirecting(f"http://user:secret@{NEXT}/ok"))
     le, cm = verdicts(fetch(first.address, {NEXT: [final.address]}))
     assert le.ok and cm.ok, le
 
 
-def test_b25_a_trailing_dot_host_is_refused_by_boulder_not_by_go(serve: Serve) -> None:
+def test_b14_a_trailing_dot_host_is_refused_by_boulder_not_by_go(serve: Serve) -> None:
     final = serve(answer(200, KEYAUTH))
     first = serve(redirecting(f"http://{NEXT}./ok"))
     le, cm = verdicts(fetch(first.address, {NEXT: [final.address]}))
@@ -52,7 +53,7 @@ def test_b25_a_trailing_dot_host_is_refused_by_boulder_not_by_go(serve: Serve) -
 
 
 @pytest.mark.parametrize(("literal", "le_ok"), [("::1", True), ("0::1", False), ("0:0::1", False)])
-def test_b26_an_ipv6_literal_must_be_written_canonically(
+def test_b13_an_ipv6_literal_must_be_written_canonically(
     serve: Serve, literal: str, le_ok: bool
 ) -> None:
     try:
@@ -68,7 +69,7 @@ def test_b26_an_ipv6_literal_must_be_written_canonically(
         assert "preresolvedDialer mismatch" in le.detail
 
 
-def test_b27_the_path_limit_counts_decoded_bytes_ip_targets_included(serve: Serve) -> None:
+def test_b15_the_path_limit_counts_decoded_bytes_ip_targets_included(serve: Serve) -> None:
     encoded = "/" + "%70" * 700  # 2101 bytes as sent, 701 decoded: followed
     final = serve(by_path({encoded: http_response(200, KEYAUTH)}, http_response(404)))
     first = serve(redirecting(f"http://{NEXT}{encoded}"))
@@ -81,7 +82,7 @@ def test_b27_the_path_limit_counts_decoded_bytes_ip_targets_included(serve: Serv
     assert not le.ok and le.code is Code.REDIRECT_BAD_TARGET and "2000" in le.detail
 
 
-# -- B28-B33: responses as Go's transport reads them ----------------------------------------
+# -- G1-G7: responses as Go's transport reads them ----------------------------------------
 
 OK_HEAD = f"HTTP/1.1 200 OK\r\nContent-Length: {len(KEYAUTH)}\r\nConnection: close\r\n\r\n"
 
@@ -95,7 +96,7 @@ OK_HEAD = f"HTTP/1.1 200 OK\r\nContent-Length: {len(KEYAUTH)}\r\nConnection: clo
         ("HTTP/1.1 100 Continue\r\n\r\n" * 6, False),  # net/http: too many 1xx
     ],
 )
-def test_b28_informational_responses_are_skipped(
+def test_g1_informational_responses_are_skipped(
     serve: Serve, informational: str, le_ok: bool
 ) -> None:
     s = serve(raw(keyauth_with_head(informational + OK_HEAD)))
@@ -105,7 +106,7 @@ def test_b28_informational_responses_are_skipped(
         assert le.code is Code.MALFORMED_RESPONSE and "1xx" in le.detail
 
 
-def test_b29_bare_lf_line_endings_and_b30_heads_over_64_kib_are_read(serve: Serve) -> None:
+def test_g2_bare_lf_line_endings_and_g3_heads_over_64_kib_are_read(serve: Serve) -> None:
     s = serve(raw(keyauth_with_head(OK_HEAD.replace("\r\n", "\n"))))
     assert verdicts(fetch(s.address))[0].ok
     big = OK_HEAD.replace("\r\n\r\n", "\r\nX-Padding: " + "x" * 100_000 + "\r\n\r\n")
@@ -129,20 +130,20 @@ N = len(KEYAUTH)
         ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "transfer encoding"),
     ],
 )
-def test_b31_heads_go_refuses_are_malformed_responses(serve: Serve, head: str, why: str) -> None:
+def test_g5_heads_go_refuses_are_malformed_responses(serve: Serve, head: str, why: str) -> None:
     s = serve(raw(keyauth_with_head(head)))
     le, cm = verdicts(fetch(s.address))
     assert not le.ok and le.code is Code.MALFORMED_RESPONSE and why in le.detail, le
     assert not cm.ok
 
 
-def test_b31_the_same_content_length_twice_is_accepted(serve: Serve) -> None:
+def test_g4_the_same_content_length_twice_is_accepted(serve: Serve) -> None:
     head = f"HTTP/1.1 200 OK\r\nContent-Length: {N}\r\nContent-Length: {N}\r\n\r\n"
     s = serve(raw(keyauth_with_head(head)))
     assert verdicts(fetch(s.address))[0].ok
 
 
-def test_b32_transfer_encoding_under_http_1_0_is_ignored(serve: Serve) -> None:
+def test_g6_transfer_encoding_under_http_1_0_is_ignored(serve: Serve) -> None:
     chunked = f"{N:x}\r\n{KEYAUTH}\r\n0\r\n\r\n".encode()
     s = serve(
         raw(keyauth_with_head("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", chunked))
@@ -158,7 +159,7 @@ def test_b32_transfer_encoding_under_http_1_0_is_ignored(serve: Serve) -> None:
 
 
 @pytest.mark.parametrize("tail", [b"\xa0", b"\x85"])
-def test_b33_a_raw_non_utf8_byte_after_the_key_is_not_trimmed(serve: Serve, tail: bytes) -> None:
+def test_g7_a_raw_non_utf8_byte_after_the_key_is_not_trimmed(serve: Serve, tail: bytes) -> None:
     body = KEYAUTH.encode() + tail
     head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n"
     s = serve(raw(keyauth_with_head(head, body)))

@@ -91,6 +91,7 @@ class Code(enum.Enum):
     LISTENER_NOT_PROGRAMMED = "listener-not-programmed"
     GATEWAY_REDIRECTS_SOLVER = "gateway-redirects-solver"
     GATEWAY_API_DISABLED = "gateway-api-disabled"
+    TLS_ALPN_TERMINATED = "tls-alpn-terminated"
 
     @property
     def default_severity(self) -> Severity:
@@ -471,6 +472,18 @@ CODES: dict[Code, CodeInfo] = {
         "`http01.ingress` solver while the cluster serves Gateways and no ingress controller",
         "enable cert-manager's Gateway API support (and restart it after installing the "
         "CRDs), or move the issuer to the `gatewayHTTPRoute` solver",
+    ),
+    Code.TLS_ALPN_TERMINATED: CodeInfo(
+        Severity.ERROR,
+        None,
+        "TLS-ALPN-01 meets a proxy that terminates TLS",
+        "named by `acmelb explain` only (the probes check HTTP-01): the CA's TLS-ALPN-01 "
+        "handshake (ALPN `acme-tls/1` on port 443) ends at a CDN, load balancer or proxy "
+        "that terminates TLS itself, so the ACME client behind it never answers it: "
+        '`Cannot negotiate ALPN protocol "acme-tls/1"`, Go autocert\'s `no viable '
+        "challenge type found`, a TLS alert from the proxy",
+        "pass port 443 through to the ACME client as TCP (no TLS termination; SNI routing "
+        "at most), or switch the client to HTTP-01 on port 80 (or DNS-01)",
     ),
 }
 

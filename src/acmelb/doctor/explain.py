@@ -19,6 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from acmelb.doctor.atoms import TITLE_STATUS, Atoms, atoms, unescaped
 from acmelb.doctor.findings import KEYAUTH_RE, Code
 
 SCHEMA = "acmelb.explain/v1"
@@ -42,6 +43,8 @@ class Explanation:
     status: int | None = None
     title: str | None = None
     evidence: list[str] = field(default_factory=list)
+    # what the message says happened, whatever its format (not in the JSON)
+    atoms: Atoms = field(default_factory=Atoms, repr=False, compare=False)
 
     @property
     def recognised(self) -> bool:
@@ -87,14 +90,23 @@ _SOURCES: tuple[tuple[str, re.Pattern[str]], ...] = (
             re.I,
         ),
     ),
-    ("caddy", re.compile(r"caddy|certmagic|tls\.(obtain|issuance)|\"challenge failed\"", re.I)),
+    (
+        "caddy",
+        re.compile(
+            r"caddy|certmagic|tls\.(obtain|issuance)|\"challenge failed\"|"
+            r"no information found to solve challenge",
+            re.I,
+        ),
+    ),
+    ("autocert", re.compile(r"acme/autocert:")),
     (
         "cert-manager",
         re.compile(
             r"self check|Waiting for HTTP-01 challenge propagation|did not get expected response "
             r"when querying endpoint|wrong status code '\d+'|cert-manager|presented key \(|"
             r"Error presenting challenge|PresentError|acme-http-solver|reachabil\w* test failed|"
-            r"error waiting for key to be available",
+            r"error waiting for key to be available|re-queuing item due to error processing|"
+            r"logger=\"cert-manager",
             re.I,
         ),
     ),
@@ -302,6 +314,15 @@ _RULES: tuple[Rule, ...] = (
         "The CA could not fetch the challenge; the message does not say which way it failed.",
     ),
     _r(
+        r"failed to perform self check GET request",
+        (Code.NAT_LOOPBACK, Code.PROXY_PROTOCOL_REQUIRED, Code.DNS_SPLIT_HORIZON),
+        "cert-manager's self-check GET request itself failed (no HTTP answer; the message "
+        "was cut before saying how). From inside a cluster that is the public address not "
+        "reachable from inside (no NAT loopback), a listener expecting PROXY protocol "
+        "reached around the LB, or inside DNS answering differently.",
+        ("cert-manager",),
+    ),
+    _r(
         r"self check failed for domain|error waiting for key to be available",
         (
             Code.NAT_LOOPBACK,
@@ -330,6 +351,7 @@ _EXPECTED = (
     re.compile(r"expected '([^']*)' but got:\s?(.*)$", re.S),
     re.compile(r"did not match this challenge \"([^\"]*)\" != \"(.*?)\"", re.S),
     re.compile(r"did not match this challenge \[([^\]]*)\] != \[(.*?)\]", re.S),
+    re.compile(r"[Ee]xpected \"([^\"]*)\"\s*\n\s*[Gg]ot \"(.*?)\"", re.S),
 )
 # cert-manager v0.5-v0.6 printed the received body first
 _PRESENTED = re.compile(r"presented key \((.*?)\) did not match expected \(([^)]*)\)", re.S)
@@ -434,6 +456,8 @@ def _keyauth_shape(got: str, expected: str | None) -> str:
     m = KEYAUTH_RE.match(body)
     if m and token and m.group(1) == token and m.group(2) != thumb:
         return "other-thumbprint"
+    if _our_token_other_suffix(body, token, thumb):
+        return "other-thumbprint"
     if m and token and m.group(1) != token:
         return "other-token"
     cut = _TRUNCATED_RE.search(got)
@@ -446,6 +470,19 @@ def _keyauth_shape(got: str, expected: str | None) -> str:
     if re.fullmatch(r"[A-Za-z0-9_.-]+", body):
         return "opaque"
     return "text"
+
+
+def _our_token_other_suffix(body: str, token: str, thumb: str) -> bool:
+    """Our token, a dot, then something else: another account's key authorization even
+    when the values are redacted or shortened (``lm1~~~~jA3I.nx~~~_nL0``)."""
+    head, dot, tail = body.partition(".")
+    if not (dot and tail and token) or tail == thumb or " " in body:
+        return False
+    mask = re.compile(r"[~*…x]{2,}|\.\.\.")
+    if mask.search(head):  # a redacted token: its visible ends must be ours
+        ends = [part for part in mask.split(head) if part]
+        return bool(ends) and token.startswith(ends[0]) and token.endswith(ends[-1])
+    return head == token
 
 
 def _prefix_shape(prefix: str, expected: str) -> str:
@@ -608,6 +645,15 @@ def _https_hop(exp: Explanation, raw: str) -> Reading:
             "plain-HTTP listener on 443 or a missing SNI route is not). Exempt "
             "/.well-known/acme-challenge/ from the https redirect, or fix the 443 listener."
         )
+    if exp.source == "cert-manager" and not _CM_WRAPS_CA.search(raw):
+        # the self-check was sent to https: by the solver's own Ingress, or the whole host
+        return [Code.REDIRECT_HTTPS, Code.INGRESS_REDIRECTS_SOLVER, Code.NAT_LOOPBACK], (
+            f"cert-manager's self-check asked for http:// and was sent to {exp.fetched}, "
+            f"where connecting to port {port} failed: the error is on the https hop, not on "
+            "port 80. A redirect on the solver's Ingress (or the controller's whole entry "
+            "point) catches the challenge path; exempt /.well-known/acme-challenge/ from it, "
+            "or make port 443 reachable from inside the way 80 is."
+        )
     return [Code.REDIRECT_HTTPS, Code.PORT_80_TIMEOUT, Code.NAT_LOOPBACK], (
         f"Port 80 answered with a redirect to {exp.fetched}, and connecting to port {port} "
         "failed: the error is on the https hop (443 closed, not forwarded, or not reachable "
@@ -695,8 +741,164 @@ def _cluster_dns(exp: Explanation, raw: str) -> Reading:
     )
 
 
+# -- atom readings: what the message says happened, tried before the message-shape table --
+
+
+def _tls_alpn(exp: Explanation, raw: str) -> Reading:
+    a = exp.atoms
+    alert = bool(a.net) and a.net[0] == "tls" and exp.url is None
+    if not (a.tls_alpn or a.no_viable or alert):
+        return None
+    if a.no_viable:
+        exp.evidence.append("Go autocert: no viable challenge type")
+        return [Code.TLS_ALPN_TERMINATED, Code.PORT_80_REFUSED, Code.PORT_80_TIMEOUT], (
+            "Go's autocert solves TLS-ALPN-01 (and HTTP-01 only with its handler mounted "
+            "on port 80); 'no viable challenge type' means no challenge it offered could "
+            "be satisfied: the CA's TLS handshake on 443 ends at a CDN or proxy that "
+            "terminates TLS (Cloudflare's proxy, an HTTPS load balancer), or ports 443/80 "
+            "do not reach the program (published on other ports). Pass 443 through as TCP, "
+            "or serve autocert's HTTP handler on port 80."
+        )
+    exp.evidence.append("TLS-ALPN-01: the CA's TLS handshake on port 443")
+    return [Code.TLS_ALPN_TERMINATED, Code.HTTP_ON_HTTPS_PORT, Code.PORT_80_TIMEOUT], (
+        "This is TLS-ALPN-01, not HTTP-01: the CA opens TLS on port 443 asking for the ALPN "
+        "protocol acme-tls/1, and whatever answered did not speak it. A CDN, load balancer "
+        "or proxy that terminates TLS in front of the ACME client (Cloudflare's orange "
+        "cloud, an HTTPS listener, a TLS router that does not pass acme-tls/1 through) "
+        "answers the handshake itself. Pass port 443 through as TCP to the client, or "
+        "switch it to HTTP-01 (port 80) or DNS-01."
+    )
+
+
+def _proxy_header(exp: Explanation, raw: str) -> Reading:
+    if not exp.atoms.proxy_header:
+        return None
+    exp.evidence.append("the listener expected a PROXY protocol header")
+    return [Code.PROXY_PROTOCOL_REQUIRED, Code.LB_PROXY_SHORTCUT, Code.NAT_LOOPBACK], (
+        "The listener is set to read a PROXY protocol header first (nginx's 'broken header "
+        "... while reading PROXY protocol') and got a plain HTTP request: a client that "
+        "does not come through the PROXY-sending load balancer (cert-manager's self-check "
+        "taking kube-proxy's shortcut to the LB address, or a port whose LB listener does "
+        "not add the header). Send every port's traffic through the LB with PROXY, or let "
+        "the LB keep its hostname so in-cluster traffic goes out and back."
+    )
+
+
+def _gateway_route(exp: Explanation, raw: str) -> Reading:
+    # Gateway API conditions and fields quoted: the solver's route is not attached
+    reasons = exp.atoms.kube_reasons
+    if not reasons or _PRESENTING.search(raw):
+        return None
+    exp.evidence.append(f"Gateway API: {', '.join(reasons)}")
+    return [Code.SOLVER_NOT_PRESENTED, Code.CHALLENGE_NOT_FOUND, Code.DNS_SPLIT_HORIZON], (
+        "The message is about the solver's route on a Gateway: an HTTPRoute not accepted "
+        "(NoReadyListeners, NotAllowedByListeners: no HTTP listener on port 80 it may "
+        "attach to, allowedRoutes from another namespace, a listener not Programmed for "
+        "lack of its TLS secret), rejected by the API, or attached to the wrong listener "
+        "(no sectionName). Until it is attached to the port-80 listener, the challenge path "
+        "answers 404 or nothing. Read the HTTPRoute's and the Gateway's status conditions."
+    )
+
+
+def _bad_request(exp: Explanation, raw: str) -> Reading:
+    statuses = [exp.status, *exp.atoms.statuses]
+    if 400 not in statuses or re.search(r"plain HTTP request was sent", raw, re.I):
+        return None
+    exp.evidence.append("status 400 for a plain GET")
+    return [Code.PROXY_PROTOCOL_REQUIRED, Code.HTTP_ON_HTTPS_PORT, Code.HTTP_ERROR_STATUS], (
+        "A plain GET without body or cookies got 400 Bad Request: the listener did not read "
+        "what arrived as the protocol it expects. On port 80 behind a load balancer that is "
+        "a listener waiting for a PROXY protocol header (enabled on the LB or the proxy, "
+        "not on the path this request took), or a TLS listener; otherwise a WAF or the "
+        "application rejecting the request."
+    )
+
+
+def _secondary(exp: Explanation, found: tuple[list[Code], str]) -> tuple[list[Code], str]:
+    cands, why = found
+    exp.evidence.append("during secondary validation: the primary perspective passed")
+    cands = list(dict.fromkeys([Code.PERSPECTIVE_BLOCKED, *cands]))
+    return cands, (
+        "'During secondary validation' means the CA's primary perspective passed and one "
+        "of its remote perspectives failed: something admits only some of the CA's sources "
+        "(a firewall or geo-block, a CDN that cannot reach the origin from everywhere, rate "
+        "limits). " + why
+    )
+
+
+def _from_atoms(exp: Explanation) -> Reading:
+    """Candidates from the atoms alone, for a message in a format no rule knows."""
+    a = exp.atoms
+    if a.empty and exp.status is None:
+        return None
+    exp.evidence.append("read from the message's atoms (an unknown format)")
+    status = exp.status or (a.statuses[0] if a.statuses else None)
+    if status is not None:
+        return _by_status(status)
+    if a.net:
+        return _BY_NET.get(a.net[0], _BY_NET["timeout"])
+    if a.kube_reasons:
+        return [Code.SOLVER_NOT_PRESENTED, Code.CHALLENGE_NOT_FOUND], "A Gateway route problem."
+    if a.unknown_token:
+        return [Code.CHALLENGE_NOT_FOUND, Code.INCONSISTENT_BACKENDS, Code.WRONG_CONTENT], (
+            "The ACME client's own responder got a request for a token it has no pending "
+            "challenge for: another instance (a replica without shared storage) started this "
+            "challenge, the request came after the challenge ended, or it was a scanner. The "
+            "CA then gets a 404 from this instance."
+        )
+    return [Code.PORT_80_TIMEOUT, Code.CHALLENGE_NOT_FOUND, Code.DNS_SPLIT_HORIZON], (
+        "The message names an address but not what happened there."
+    )
+
+
+def _by_status(status: int) -> tuple[list[Code], str]:
+    if status == 404:
+        return [Code.CHALLENGE_NOT_FOUND, Code.INCONSISTENT_BACKENDS, Code.DNS_SPLIT_HORIZON], (
+            "The challenge path answered 404: what answers does not hold the token."
+        )
+    if status == 444:
+        return [Code.EMPTY_REPLY, Code.MIDDLEBOX_FINGERPRINT], (
+            "nginx's 444 closes the connection without an answer: a deny rule (bot blocker, "
+            "geo or IP filter) drops the validation request."
+        )
+    if status == 200:
+        return [Code.WRONG_CONTENT, Code.INCONSISTENT_BACKENDS], (
+            "Status 200, but not with the key authorization."
+        )
+    return [Code.HTTP_ERROR_STATUS, Code.MIDDLEBOX_FINGERPRINT, Code.WRONG_CONTENT], (
+        f"The challenge path answered {status}: an LB or CDN with no reachable backend "
+        "(502/503/52x), authentication or a WAF (401/403)."
+    )
+
+
+_BY_NET: dict[str, tuple[list[Code], str]] = {
+    "refused": ([Code.PORT_80_REFUSED, Code.NAT_LOOPBACK], "The connection was refused."),
+    "timeout": (
+        [Code.PORT_80_TIMEOUT, Code.IPV6_UNREACHABLE, Code.NAT_LOOPBACK],
+        "The connection timed out.",
+    ),
+    "read-timeout": ([Code.READ_TIMEOUT, Code.PROXY_PROTOCOL_REQUIRED], "No answer in time."),
+    "reset": ([Code.EMPTY_REPLY, Code.PROXY_PROTOCOL_REQUIRED], "The connection was reset."),
+    "eof": ([Code.EMPTY_REPLY, Code.PROXY_PROTOCOL_REQUIRED], "Closed without an answer."),
+    "tls": ([Code.HTTP_ON_HTTPS_PORT, Code.TLS_ALPN_TERMINATED], "A TLS exchange failed."),
+    "unreachable": ([Code.PORT_80_TIMEOUT, Code.IPV6_UNREACHABLE], "No route to the address."),
+    "nxdomain": ([Code.DNS_NO_ADDRESS, Code.DNS_SPLIT_HORIZON], "The name does not resolve."),
+    "servfail": ([Code.DNS_LOOKUP_FAILED], "The DNS lookup failed."),
+    "validation-data": (
+        [Code.EMPTY_REPLY, Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED],
+        "The CA could not fetch the challenge.",
+    ),
+}
+
+
+_ATOM_READINGS = (_tls_alpn, _proxy_header, _gateway_route, _bad_request)
+
 _READINGS = (
     _presenting,
+    _tls_alpn,
+    _proxy_header,
+    _gateway_route,
+    _bad_request,
     _glued_target,
     _https_hop,
     _redirect_target,
@@ -720,6 +922,8 @@ def _url_port(url: str) -> int:
         return int(m.group(1))
     return 443 if url.startswith("https://") else 80
 
+
+_WRONG_ANSWERS = (Code.CHALLENGE_NOT_FOUND, Code.HTTP_ERROR_STATUS, Code.WRONG_CONTENT)
 
 # Codes only an inside vantage can tell apart: the suggested command adds one.
 _INSIDE_CODES = (
@@ -767,7 +971,8 @@ def _read_values(exp: Explanation, raw: str) -> None:
     _read_expected(exp, raw)
     if exp.token is None and exp.expected and KEYAUTH_RE.match(exp.expected):
         exp.token = exp.expected.split(".", 1)[0]
-    fetched = [next(g for g in m.groups() if g) for m in _FETCHED_RE.finditer(raw)]
+    plain = unescaped(raw)  # klog and JSON lines escape the quotes around Go's URL
+    fetched = [next(g for g in m.groups() if g) for m in _FETCHED_RE.finditer(plain)]
     if fetched:
         exp.fetched = fetched[-1].rstrip(".:;'\"")
     _read_status(exp, raw)
@@ -804,6 +1009,8 @@ def _read_status(exp: Explanation, raw: str) -> None:
         words = re.match(r"(\d{3})\b", exp.title)
         if words and exp.status is None:
             exp.status = int(words.group(1))
+        if exp.status is None:  # "Not Found" is a 404 whatever scheme it came over
+            exp.status = TITLE_STATUS.get(exp.title.lower().strip(" ."))
     if exp.status is not None and exp.received is None:
         exp.received = f"HTTP {exp.status}"
 
@@ -822,13 +1029,37 @@ def _match_table(exp: Explanation, raw: str, context: str) -> Reading:
 
 def _ipv6_first(exp: Explanation, cands: list[Code], why: str) -> tuple[list[Code], str]:
     # a connection failure on an IPv6 address: the AAAA path is the first suspect
+    if exp.atoms.ipv6_only_fails:
+        exp.evidence.append("over IPv6 the connection fails, over IPv4 it answers")
+        cands = list(dict.fromkeys([Code.IPV6_UNREACHABLE, *cands]))
+        return cands, "IPv6 fails where IPv4 answers: the AAAA path is broken. " + why
     if not exp.address or ":" not in exp.address:
         return cands, why
+    if cands and cands[0] in _WRONG_ANSWERS and Code.IPV6_UNREACHABLE not in cands:
+        # an AAAA record pointing elsewhere than the A record answers wrongly
+        cands = [cands[0], Code.IPV6_UNREACHABLE, *cands[1:]]
+        return cands, why + (
+            f" The CA used the IPv6 address {exp.address}: if the AAAA record points "
+            "elsewhere than the A record (a registrar's default, an old server), that is "
+            "what answered."
+        )
     if not {Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.NAT_LOOPBACK} & set(cands):
         return cands, why
     exp.evidence.append(f"dialled {exp.address}: IPv6")
     cands = list(dict.fromkeys([Code.IPV6_UNREACHABLE, *cands]))
     return cands, why + f" The address {exp.address} is IPv6: check the AAAA path first."
+
+
+def _read(exp: Explanation, raw: str) -> Reading:
+    """The first reading that applies; a message whose format nothing knows but whose
+    atoms a reading understood is of source ``other``."""
+    for reading in _READINGS:
+        found = reading(exp, raw)
+        if found:
+            if exp.source == "unknown" and reading in _ATOM_READINGS:
+                exp.source = "other"
+            return found
+    return None
 
 
 def explain(text: str) -> Explanation:
@@ -842,9 +1073,15 @@ def explain(text: str) -> Explanation:
         exp.source, context = "cert-manager", "acme-ca"
     if exp.source in ("traefik", "caddy"):
         context = "lego" if exp.source == "traefik" else "acme-ca"
+    exp.atoms = atoms(raw)
     _read_values(exp, raw)
-    found = next((r for r in (f(exp, raw) for f in _READINGS) if r), None)
-    found = found or _match_table(exp, raw, context)
+    found = _read(exp, raw) or _match_table(exp, raw, context)
+    if found is None and exp.source == "unknown":
+        found = _from_atoms(exp)
+        exp.source = "other" if found else exp.source
+    found = found or _from_atoms(exp)
+    if found and exp.atoms.secondary:
+        found = _secondary(exp, found)
     if found:
         cands, why = _ipv6_first(exp, *found)
         exp.candidates = [code.value for code in cands]

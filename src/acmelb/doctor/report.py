@@ -10,7 +10,7 @@ document (``acmelb/schemas/diagnosis-v1.json``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from acmelb.doctor.checks.base import (
@@ -18,19 +18,31 @@ from acmelb.doctor.checks.base import (
     Context,
     Target,
     VantageRun,
+    Verdict,
     ca_attempts,
     cm_verdict,
     corroborated,
+    describe,
     go_path,
     le_verdict,
 )
 from acmelb.doctor.findings import Code, Finding, Severity, sort_findings
-from acmelb.doctor.rootcause import RootCause, attribute
+from acmelb.doctor.rootcause import RootCause, attribute, explains
 
 SCHEMA = "acmelb.diagnosis/v1"
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 
-__all__ = ["FAIL", "PASS", "SCHEMA", "UNKNOWN", "Report", "probes_json", "report_of", "verdicts"]
+__all__ = [
+    "FAIL",
+    "PASS",
+    "SCHEMA",
+    "UNKNOWN",
+    "Report",
+    "ca_failure",
+    "probes_json",
+    "report_of",
+    "verdicts",
+]
 
 
 @dataclass
@@ -142,40 +154,107 @@ def _quorum(states: list[str]) -> str:
 
 def _run_verdict(ctx: Context, run: VantageRun, ca: bool) -> str:
     """One vantage's verdict: every attempt the validator would make must pass."""
-    numbers = sorted({a.number for a in run.public_attempts})
-    if not numbers:
+    if not run.public_attempts:
         return FAIL  # resolved to nothing there
+    judged = _judged(ctx, run, ca)
+    results = [v.ok for _, v in judged if v is not None]
+    if results and not all(results):
+        return FAIL
+    unknown = any(v is None for _, v in judged)
+    return UNKNOWN if unknown or not results else PASS
+
+
+def _judged(ctx: Context, run: VantageRun, ca: bool) -> list[tuple[Attempt, Verdict | None]]:
+    """The attempts the validator would make, each with its verdict (None: unknown)."""
     if ca:
         chosen: list[Attempt] = ca_attempts(run.attempts)
     else:
+        numbers = sorted({a.number for a in run.public_attempts})
         chosen = [a for a in (go_path(run.attempts, n) for n in numbers) if a is not None]
-    results: list[bool] = []
-    unknown = False
+    out: list[tuple[Attempt, Verdict | None]] = []
     for a in chosen:
         v = le_verdict(a, ctx.target, ctx.options) if ca else cm_verdict(a, ctx.target)
         if ctx.target.key_authorization is None and v.ok:
-            unknown = True  # reachable, but content cannot be judged without the key
+            out.append((a, None))  # reachable, but content cannot be judged without the key
         elif (
             ctx.target.random_token
             and v.code is Code.LB_INTERCEPTS_CHALLENGE
             and not ctx.has(Code.LB_INTERCEPTS_CHALLENGE)
         ):
-            unknown = True  # the backend's own stateless responder: needs our thumbprint
+            out.append((a, None))  # the backend's own stateless responder: needs our thumbprint
+        elif ctx.target.random_token and v.code is Code.WRONG_CONTENT:
+            # a catch-all page for a random token: the real token may be routed to the
+            # responder while a challenge is pending (the check says so, a warning)
+            out.append((a, None))
         else:
-            results.append(v.ok)
-    if results and not all(results):
-        return FAIL
-    return UNKNOWN if unknown or not results else PASS
+            out.append((a, v))
+    return out
+
+
+def ca_failure(ctx: Context) -> tuple[VantageRun, Attempt, Verdict] | None:
+    """The first attempt that fails the CA's verdict: the primary perspective's first,
+    else a remote one's (None when no attempt fails: DNS, a fatal finding)."""
+    for run in ctx.outside:
+        for a, v in _judged(ctx, run, ca=True):
+            if v is not None and not v.ok and v.code is not None:
+                return run, a, v
+    return None
+
+
+def _failure_code(findings: list[Finding], failure: tuple[VantageRun, Attempt, Verdict]) -> Code:
+    """The code the failing attempt stands for: an AAAA attempt of a name whose IPv6
+    alone fails (``ipv6-unreachable`` found) fails because of that, whatever it got."""
+    _, attempt, verdict = failure
+    assert verdict.code is not None
+    ipv6_alone = any(f.code is Code.IPV6_UNREACHABLE for f in findings)
+    return Code.IPV6_UNREACHABLE if attempt.family == "ipv6" and ipv6_alone else verdict.code
+
+
+def _explained(
+    findings: list[Finding], failure: tuple[VantageRun, Attempt, Verdict]
+) -> list[Finding]:
+    """The findings with one, at error level, that accounts for the CA's failing attempt:
+    a check's finding that explains it, raised to an error if it was not one (an AAAA dead
+    only on a redirect hop is final for the CA), else a finding made from the attempt."""
+    run, attempt, verdict = failure
+    code = _failure_code(findings, failure)
+    if any(f.sev.failing and explains(f.code, code) for f in findings):
+        return findings
+    line = f"the CA's verdict fails on this attempt: {describe(attempt)}"
+    for i, f in enumerate(findings):
+        if explains(f.code, code):
+            raised = replace(f, severity=Severity.ERROR, evidence=[*f.evidence, line])
+            return [*findings[:i], raised, *findings[i + 1 :]]
+    info = code.info
+    # on a redirect hop the failing URL is not the challenge's: name it
+    where = f" on the redirect to {attempt.final.url}" if attempt.redirects else ""
+    made = Finding(
+        code,
+        f"the CA's validation fails{where}: {info.title}",
+        f"{info.explanation[:1].upper()}{info.explanation[1:]}. No check explained this "
+        "attempt on its own; the CA's rules fail it.",
+        f"{info.remedy[:1].upper()}{info.remedy[1:]}.",
+        severity=Severity.ERROR,
+        vantages=[run.label],
+        evidence=[e for e in (verdict.detail, describe(attempt)) if e],
+    )
+    return [*findings, made]
 
 
 def report_of(ctx: Context, judged: dict[str, str] | None = None) -> Report:
     """The verdicts from every finding as found (unless given), then the findings with
-    the consequences of the root cause folded."""
+    the consequences of the root cause folded. A failing ``acme-ca`` verdict always has
+    an error finding and a root cause that explain its failing attempt (issue 23)."""
     judged = judged if judged is not None else verdicts(ctx)
-    findings, cause = attribute(sort_findings(ctx.findings))
+    findings = sort_findings(ctx.findings)
+    failure = ca_failure(ctx) if judged.get("acme-ca") == FAIL else None
+    if failure is not None:
+        findings = sort_findings(_explained(findings, failure))
+    must = _failure_code(findings, failure) if failure is not None else None
+    folded, cause = attribute(findings, must, failing=judged.get("acme-ca") == FAIL)
     return Report(
         target=ctx.target,
-        findings=sort_findings(findings),
+        findings=sort_findings(folded),
         verdicts=judged,
         runs=ctx.runs,
         root_cause=cause,

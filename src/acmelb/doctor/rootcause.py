@@ -17,7 +17,7 @@ from typing import Any
 from acmelb.doctor.codes import Code, Severity
 from acmelb.doctor.findings import Finding
 
-__all__ = ["CONSEQUENCES", "RootCause", "attribute"]
+__all__ = ["CONSEQUENCES", "RootCause", "attribute", "explains"]
 
 _UNREACHABLE = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.READ_TIMEOUT, Code.EMPTY_REPLY)
 _WRONG_ANSWER = (
@@ -172,11 +172,15 @@ class RootCause:
         return f"root cause: {self.code.value}: {self.title}{also}"
 
 
-def attribute(findings: Sequence[Finding]) -> tuple[list[Finding], RootCause | None]:
+def attribute(
+    findings: Sequence[Finding], must_explain: Code | None = None, failing: bool = False
+) -> tuple[list[Finding], RootCause | None]:
     """The findings with consequences folded, and the root cause (None when nothing
-    at warning level or above was found)."""
+    at warning level or above was found). ``must_explain``: the code of the attempt that
+    fails the CA's verdict, which the root cause must account for; ``failing``: that
+    verdict fails, so the root cause is at least an error."""
     problems = [f for f in findings if f.sev.rank <= Severity.WARNING.rank]
-    root = _pick_root(problems)
+    root = _pick_root(problems, must_explain)
     if root is None:
         return list(findings), None
     follows = _closure(root.code)
@@ -186,6 +190,8 @@ def attribute(findings: Sequence[Finding]) -> tuple[list[Finding], RootCause | N
         if root.code in _OWN_SEVERITY
         else min((f.sev for f in [root, *folded]), key=lambda s: s.rank)
     )
+    if failing and not severity.failing:
+        severity = Severity.ERROR  # the CA fails: what explains it is not a warning
     out: list[Finding] = []
     for f in findings:
         if f is root:
@@ -196,6 +202,12 @@ def attribute(findings: Sequence[Finding]) -> tuple[list[Finding], RootCause | N
             out.append(f)
     codes = tuple(dict.fromkeys(f.code for f in folded))
     return out, RootCause(root.code, root.title, severity, codes)
+
+
+def explains(cause: Code, code: Code) -> bool:
+    """Whether a finding ``cause`` accounts for a failure shown as ``code`` (itself, or one
+    of its consequences, however indirect)."""
+    return cause is code or code in _closure(cause)
 
 
 def _closure(cause: Code) -> set[Code]:
@@ -210,13 +222,16 @@ def _closure(cause: Code) -> set[Code]:
     return found
 
 
-def _pick_root(problems: Sequence[Finding]) -> Finding | None:
+def _pick_root(problems: Sequence[Finding], must_explain: Code | None) -> Finding | None:
     present = {f.code for f in problems}
     explained = {c for cause in present for c in CONSEQUENCES.get(cause, ()) if c != cause}
     candidates = [f for f in problems if f.code not in explained] or list(problems)
     if not candidates:
         return None
-    return min(candidates, key=_rank)
+    # the CA fails on one attempt: the root cause is one that accounts for it
+    accounting = [f for f in candidates if must_explain and explains(f.code, must_explain)]
+    fatal = [f for f in candidates if f.sev is Severity.FATAL]
+    return min(fatal or accounting or candidates, key=_rank)
 
 
 def _rank(f: Finding) -> tuple[int, int]:

@@ -8,6 +8,7 @@ it: connection failures, status and content, redirects.
 from __future__ import annotations
 
 from collections import defaultdict
+from urllib.parse import urlsplit
 
 from acmelb.doctor.checks.base import (
     Attempt,
@@ -15,6 +16,7 @@ from acmelb.doctor.checks.base import (
     Verdict,
     dedupe,
     describe,
+    hop_port,
     le_redirect_problem,
     le_verdict,
 )
@@ -26,13 +28,16 @@ Failures = dict[Code, list[tuple[Attempt, Verdict]]]
 
 
 def _ipv6_only_broken(attempts: list[Attempt], ctx: Context) -> bool:
+    """IPv6 alone fails: every AAAA attempt fails and IPv4 passes, or the AAAA address
+    cannot even be dialled while the A address answers. When IPv4 fails the same way
+    (the same 404, wrong key, refused redirect or dead 443), the fault is not IPv6's."""
     v6 = [a for a in attempts if a.family == "ipv6"]
     v4 = [a for a in attempts if a.family == "ipv4"]
-    return (
-        bool(v6 and v4)
-        and all(not le_verdict(a, ctx.target, ctx.options).ok for a in v6)
-        and any(le_verdict(a, ctx.target, ctx.options).ok or not a.dial_error for a in v4)
-    )
+    if not (v6 and v4) or any(le_verdict(a, ctx.target, ctx.options).ok for a in v6):
+        return False
+    if any(le_verdict(a, ctx.target, ctx.options).ok for a in v4):
+        return True
+    return all(a.dial_error for a in v6) and any(not a.dial_error for a in v4)
 
 
 def le_failures(ctx: Context) -> Failures:
@@ -82,6 +87,143 @@ def _where(ctx: Context) -> str:
     return "from outside" if ctx.outside else "from inside (no outside vantage was given)"
 
 
+def _connection_texts(ctx: Context) -> dict[Code, tuple[str, str, str]]:
+    where = _where(ctx)
+    t = ctx.options.timeout
+    return {
+        Code.PORT_80_TIMEOUT: (
+            f"port 80 times out {where}",
+            f"Connecting to port 80 {where} gets no answer within {t:g} s ("
+            "{share}). Packets are dropped on the way: a firewall, a cloud security "
+            "group, or no listener for port 80 on the load balancer.",
+            "Open TCP port 80 from anywhere (0.0.0.0/0 and ::/0) in the firewall and "
+            "security group in front of the load balancer, and give the load balancer "
+            "a listener on port 80 forwarding to the backends. Let's Encrypt validates "
+            "from several networks and does not publish their addresses.",
+        ),
+        Code.PORT_80_REFUSED: (
+            f"port 80 is refused {where}",
+            "The address answers, but nothing listens on port 80 ({share}): a "
+            "connection refused (TCP RST) came back.",
+            "Add a port-80 listener on the load balancer (or the host the name points "
+            "at) that forwards to the service answering /.well-known/acme-challenge/.",
+        ),
+        Code.EMPTY_REPLY: (
+            "the connection closes without an HTTP response",
+            "The connection is accepted, then closed or reset before any HTTP "
+            "response ({share}). Typical causes: a backend expecting a PROXY protocol "
+            "header or TLS, a load balancer with no healthy backend that drops the "
+            "connection, or an IPS/WAF cutting the request.",
+            "Check the load balancer's backend health and logs for this listener; if "
+            "the backend requires PROXY protocol make the LB send it (HAProxy: "
+            "`server ... send-proxy`, nginx: `proxy_protocol on;` in the stream block).",
+        ),
+        Code.READ_TIMEOUT: (
+            "connected, but no HTTP response in time",
+            "The TCP connection is accepted, then no complete HTTP response arrives "
+            f"within {t:g} s ({{share}}): a hung backend, a listener that waits for a "
+            "PROXY header or TLS, or an LB forwarding to a dead backend.",
+            "Look at the backend behind port 80: is it up, and does it answer "
+            "`curl -v http://NAME/.well-known/acme-challenge/x` locally? If it needs "
+            "PROXY protocol, the LB must send it.",
+        ),
+        Code.MALFORMED_RESPONSE: (
+            "the answer is not HTTP that Go's client reads",
+            "Something answers, but Go's HTTP client, which the CA and cert-manager "
+            "use, refuses the response ({share}): its head or its framing breaks "
+            "HTTP/1.1 (two different Content-Lengths, a Content-Length that is not "
+            "digits, a Transfer-Encoding other than chunked, a header line without a "
+            "colon, an `HTTP/2` status line on an HTTP/1 connection), or the TLS "
+            "handshake of an https hop fails. Browsers and curl are more lenient.",
+            "Fix what writes that response (the evidence quotes Go's error): usually "
+            "a custom or embedded HTTP server, a WAF, or a load balancer rule that "
+            "answers on its own; test with a Go client (`cmctl` or the CA's staging "
+            "environment), not with a browser.",
+        ),
+        Code.HTTP_ON_HTTPS_PORT: (
+            "port 80 speaks TLS (plain HTTP reached an HTTPS listener)",
+            "The CA sends plain HTTP to port 80, and what answers there expects TLS "
+            "({share}). The load balancer forwards port 80 to the backend's HTTPS port, "
+            "or the listener on 80 is configured for SSL.",
+            "Forward port 80 to the backend's plain-HTTP port (e.g. 80 -> 80, not "
+            "80 -> 443), or remove `ssl` from the port-80 listener (nginx: "
+            "`listen 80;`, not `listen 80 ssl;`). Redirect to https from a plain-HTTP "
+            "listener if you must: the CA follows redirects to port 443.",
+        ),
+    }
+
+
+_HTTPS_HOP = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY, Code.READ_TIMEOUT)
+TLS_FAILED = "TLS handshake failed"  # the probe's words (probe.py, _start_tls)
+
+
+def _texts_for(
+    code: Code, items: list[tuple[Attempt, Verdict]], ctx: Context
+) -> tuple[str, str, str]:
+    """The words for one connection code: a failing :443 hop has its own."""
+    port = 443 if all(hop_port(a.final.url) == 443 for a, _ in items) else 80
+    tls_failed = all((a.final.error or "").startswith(TLS_FAILED) for a, _ in items)
+    if port == 443 and (code in _HTTPS_HOP or (code is Code.MALFORMED_RESPONSE and tls_failed)):
+        return _https_hop_texts(code, items, ctx)
+    return _connection_texts(ctx)[code]
+
+
+def _https_hop_texts(
+    code: Code, items: list[tuple[Attempt, Verdict]], ctx: Context
+) -> tuple[str, str, str]:
+    """Port 80 answered with a redirect to https; the :443 hop is what fails (Boulder
+    follows redirects to 443). The code keeps its name; the words say port 443."""
+    hosts = dedupe([urlsplit(a.final.url).netloc for a, _ in items], 3)
+    share = _share(items, ctx)
+    t = ctx.options.timeout
+    remedy = (
+        "Open and serve port 443 for " + ", ".join(hosts) + " (a TLS listener forwarding "
+        "/.well-known/acme-challenge/ to the service answering it), or stop redirecting the "
+        "challenge path to https: serve /.well-known/acme-challenge/ on plain HTTP."
+    )
+    if code is Code.PORT_80_REFUSED:
+        return (
+            "port 443 is refused after the redirect to https",
+            "Port 80 redirects to https, and port 443 of the redirect target refuses the "
+            f"connection ({share}): nothing listens on 443 there.",
+            remedy,
+        )
+    if code is Code.PORT_80_TIMEOUT:
+        return (
+            "port 443 times out after the redirect to https",
+            "Port 80 redirects to https, and connecting to port 443 of the redirect target "
+            f"gets no answer within {t:g} s ({share}): a firewall or security group drops "
+            "443, or the load balancer has no listener on it.",
+            remedy,
+        )
+    if code is Code.READ_TIMEOUT:
+        return (
+            "port 443 accepts, then no answer in time after the redirect to https",
+            "Port 80 redirects to https, and port 443 of the redirect target accepts the "
+            f"connection but the TLS handshake or the HTTP answer does not come within "
+            f"{t:g} s ({share}): a listener waiting for a PROXY header, or a hung backend.",
+            remedy,
+        )
+    if all((a.final.error or "").startswith(TLS_FAILED) for a, _ in items):
+        return (
+            "the TLS handshake on port 443 fails after the redirect to https",
+            "Port 80 redirects to https, and the TLS handshake on port 443 of the redirect "
+            f"target fails ({share}): plain HTTP served on 443 (`wrong version number`), "
+            "or a server offering only TLS below 1.2 (`unsupported protocol`), which the "
+            "CA's Go client refuses.",
+            "Serve TLS 1.2 or later on port 443 with any certificate (the CA does not check "
+            "it), or stop redirecting /.well-known/acme-challenge/ to https.",
+        )
+    return (
+        "the https hop closes without an HTTP response",
+        "Port 80 redirects to https, and the TLS connection to port 443 is closed without "
+        f"an HTTP response ({share}): a TLS handshake the CA cannot complete (a version "
+        "below TLS 1.2, no certificate for the name yet), or plain HTTP served on 443.",
+        "Serve TLS 1.2 or later on port 443 with any certificate (the CA does not check "
+        "it), or stop redirecting /.well-known/acme-challenge/ to https.",
+    )
+
+
 class Connection:
     """The TCP/HTTP exchange itself fails."""
 
@@ -104,12 +246,11 @@ class Connection:
         if not any(code in fails for code in self.codes):
             return []
         out: list[Finding] = []
-        texts = self.texts(ctx)
         for code in self.codes:
             items = fails.get(code, [])
             if not items:
                 continue
-            title, expl, remedy = texts[code]
+            title, expl, remedy = _texts_for(code, items, ctx)
             out.append(
                 Finding(
                     code,
@@ -121,72 +262,6 @@ class Connection:
                 )
             )
         return out
-
-    def texts(self, ctx: Context) -> dict[Code, tuple[str, str, str]]:
-        """Title, explanation ({share}: how many probes) and remedy of each code."""
-        where = _where(ctx)
-        t = ctx.options.timeout
-        return {
-            Code.PORT_80_TIMEOUT: (
-                f"port 80 times out {where}",
-                f"Connecting to port 80 {where} gets no answer within {t:g} s ("
-                "{share}). Packets are dropped on the way: a firewall, a cloud security "
-                "group, or no listener for port 80 on the load balancer.",
-                "Open TCP port 80 from anywhere (0.0.0.0/0 and ::/0) in the firewall and "
-                "security group in front of the load balancer, and give the load balancer "
-                "a listener on port 80 forwarding to the backends. Let's Encrypt validates "
-                "from several networks and does not publish their addresses.",
-            ),
-            Code.PORT_80_REFUSED: (
-                f"port 80 is refused {where}",
-                "The address answers, but nothing listens on port 80 ({share}): a "
-                "connection refused (TCP RST) came back.",
-                "Add a port-80 listener on the load balancer (or the host the name points "
-                "at) that forwards to the service answering /.well-known/acme-challenge/.",
-            ),
-            Code.EMPTY_REPLY: (
-                "the connection closes without an HTTP response",
-                "The connection is accepted, then closed or reset before any HTTP "
-                "response ({share}). Typical causes: a backend expecting a PROXY protocol "
-                "header or TLS, a load balancer with no healthy backend that drops the "
-                "connection, or an IPS/WAF cutting the request.",
-                "Check the load balancer's backend health and logs for this listener; if "
-                "the backend requires PROXY protocol make the LB send it (HAProxy: "
-                "`server ... send-proxy`, nginx: `proxy_protocol on;` in the stream block).",
-            ),
-            Code.READ_TIMEOUT: (
-                "connected, but no HTTP response in time",
-                "The TCP connection is accepted, then no complete HTTP response arrives "
-                f"within {t:g} s ({{share}}): a hung backend, a listener that waits for a "
-                "PROXY header or TLS, or an LB forwarding to a dead backend.",
-                "Look at the backend behind port 80: is it up, and does it answer "
-                "`curl -v http://NAME/.well-known/acme-challenge/x` locally? If it needs "
-                "PROXY protocol, the LB must send it.",
-            ),
-            Code.MALFORMED_RESPONSE: (
-                "the answer is not HTTP that Go's client reads",
-                "Something answers, but Go's HTTP client, which the CA and cert-manager "
-                "use, refuses the response ({share}): its head or its framing breaks "
-                "HTTP/1.1 (two different Content-Lengths, a Content-Length that is not "
-                "digits, a Transfer-Encoding other than chunked, a header line without a "
-                "colon, an `HTTP/2` status line on an HTTP/1 connection), or the TLS "
-                "handshake of an https hop fails. Browsers and curl are more lenient.",
-                "Fix what writes that response (the evidence quotes Go's error): usually "
-                "a custom or embedded HTTP server, a WAF, or a load balancer rule that "
-                "answers on its own; test with a Go client (`cmctl` or the CA's staging "
-                "environment), not with a browser.",
-            ),
-            Code.HTTP_ON_HTTPS_PORT: (
-                "port 80 speaks TLS (plain HTTP reached an HTTPS listener)",
-                "The CA sends plain HTTP to port 80, and what answers there expects TLS "
-                "({share}). The load balancer forwards port 80 to the backend's HTTPS port, "
-                "or the listener on 80 is configured for SSL.",
-                "Forward port 80 to the backend's plain-HTTP port (e.g. 80 -> 80, not "
-                "80 -> 443), or remove `ssl` from the port-80 listener (nginx: "
-                "`listen 80;`, not `listen 80 ssl;`). Redirect to https from a plain-HTTP "
-                "listener if you must: the CA follows redirects to port 443.",
-            ),
-        }
 
 
 class Content:

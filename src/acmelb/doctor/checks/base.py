@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import unquote_to_bytes
 
 from acmelb.doctor.codes import Stage
 from acmelb.doctor.findings import KEYAUTH_RE, Code, Finding
@@ -34,6 +34,7 @@ GO_MAX_REQUESTS = 10  # Go's default CheckRedirect: the 10th redirect is refused
 # Go's unicode.IsSpace, which Boulder trims from the right (strings.TrimRightFunc):
 # the Unicode White_Space property. Python's str.isspace differs (it also counts
 # U+001C..U+001F), so the set is spelled out.
+GO_ASCII_SPACE = "\t\n\v\f\r "
 GO_SPACE = (
     "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -327,17 +328,22 @@ class Verdict:
 
 
 def _port_of(url: str) -> tuple[str, str, int | None]:
-    # userinfo ("user:pw@") is not part of the host: Go's URL.Hostname() drops it, and
-    # Boulder never looks at it
-    m = re.match(
-        r"^([A-Za-z][A-Za-z0-9+.-]*)://(?:[^/?#@]*@)?(\[[^\]]*\]|[^/:?#]*)(?::(\d*))?", url
-    )
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)", url)
     if not m:
         return "", "", None
     scheme = m.group(1).lower()
-    host = m.group(2).strip("[]").lower()
-    port = int(m.group(3)) if m.group(3) else (443 if scheme == "https" else 80)
+    # Go's URL.Hostname() drops the userinfo (up to the last '@'); Boulder never looks at it.
+    authority = m.group(2).rpartition("@")[2]
+    hm = re.match(r"(\[[^\]]*\]|[^:]*)(?::(\d*))?", authority)
+    host = hm.group(1).strip("[]").lower() if hm else ""
+    digits = hm.group(2) if hm else None
+    port = int(digits) if digits else (443 if scheme == "https" else 80)
     return scheme, host, port
+
+
+def hop_port(url: str) -> int | None:
+    """The port a hop's URL dials (80/443 by scheme when none is given)."""
+    return _port_of(url)[2]
 
 
 def _memo(attempt: Attempt, key: str, *owners: object) -> tuple[bool, Verdict | None]:
@@ -436,14 +442,15 @@ def le_redirect_target_problem(target: str, options: Options | None = None) -> s
     if ip_problem:
         return ip_problem
     if ip_problem is None and host.endswith("."):
+        # publicsuffix-go finds no rule for a name ending in a dot (its last label is empty)
         return (
             "the host ends in a dot: Boulder's IANA TLD lookup (iana.ExtractSuffix) finds "
             "no TLD in it"
         )
     if ip_problem is None and not _registered_tld(host, policy):
         return "the host does not end in an IANA-registered top-level domain"
-    # Go's URL.Path is the decoded path: its length is what Boulder measures
-    if len(urllib.parse.unquote_to_bytes(_path_of(target))) > LE_MAX_REDIRECT_PATH:
+    # Boulder measures req.URL.Path (the path after percent-decoding), for every target
+    if len(unquote_to_bytes(_path_of(target))) > LE_MAX_REDIRECT_PATH:
         return f"the path is longer than {LE_MAX_REDIRECT_PATH} bytes (decoded)"
     return None
 
@@ -464,22 +471,21 @@ def _redirect_ip_problem(host: str, options: Options) -> str | None:
     public = any(address in net for net in options.public_networks)
     why = None if public else reserved_reason(str(address))
     if why:
-        return f"{_canonical(address)} is {why}"
-    if _canonical(address) != bare:
-        # Boulder's preresolved dialer is made for the canonical form, Go's transport
-        # dials the literal as written: "preresolvedDialer mismatch" (va/http.go:113)
+        return f"{_go_ipv6(address) if address.version == 6 else address} is {why}"
+    if address.version == 6 and bare != _go_ipv6(address):
+        # Boulder's preresolved dialer is made for the canonical form (RFC 5952) and
+        # refuses to dial the host as written ("preresolvedDialer mismatch").
         return (
-            f"the IP literal [{bare}] is not written canonically ({_canonical(address)}): "
+            f"the IP literal [{bare}] is not written canonically ({_go_ipv6(address)}): "
             "Boulder's dialer refuses it (preresolvedDialer mismatch)"
         )
     return ""
 
 
-def _canonical(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """The address as Go's netip.Addr.String writes it (an IPv4-mapped one in dotted form)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return f"::ffff:{address.ipv4_mapped}"
-    return address.compressed
+def _go_ipv6(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """netip.Addr.String() of an IPv6 address: RFC 5952, IPv4-mapped ones dotted."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped is not None else str(address)
 
 
 def _registered_tld(host: str, options: Options) -> bool:
@@ -579,8 +585,11 @@ def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None
             f"the body could not be read whole ({hop.error}): a CA reports "
             "'Error reading HTTP response body'",
         )
-    compared = body.rstrip(GO_SPACE) if trim else body
-    shaped = KEYAUTH_RE.match(body.rstrip(GO_SPACE))
+    # Go decodes bytes that are not UTF-8 as U+FFFD, not a space: a raw 0xA0 or 0x85 after
+    # the key is not trimmed (the body was read as latin-1 here).
+    space = GO_ASCII_SPACE if hop.raw.get("body_not_utf8") else GO_SPACE
+    compared = body.rstrip(space) if trim else body
+    shaped = KEYAUTH_RE.match(body.rstrip(space))
     if target.random_token:
         if shaped and shaped.group(1) == target.token:
             return Verdict(
@@ -593,7 +602,7 @@ def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None
         return Verdict(True)
     if compared == target.key_authorization:
         return Verdict(True)
-    if body.rstrip(GO_SPACE) == target.key_authorization:
+    if body.rstrip(space) == target.key_authorization:
         return Verdict(
             False,
             Code.TRAILING_WHITESPACE,
@@ -678,6 +687,10 @@ def ca_attempts(attempts: Sequence[Attempt]) -> list[Attempt]:
     pub = [a for a in attempts if a.target == "public" and not a.proxy]
     v6 = [a for a in pub if a.family == "ipv6"]
     v4 = [a for a in pub if a.family == "ipv4"]
+    if v6 and not v4:
+        # An IPv6-only name: no A to fall back to, so a refusal or a timeout is final for
+        # the CA; "network unreachable" may be this vantage's own lack of IPv6 (unknown).
+        return [a for a in v6 if a.final.outcome != "connect-error"]
     if v6 and not any(a.dial_error for a in v6):
         return v6
     return [a for a in v6 if not a.dial_error] + v4

@@ -12,6 +12,7 @@ from acmelb.doctor.checks.base import (
     GO_SPACE,
     Attempt,
     Context,
+    Target,
     VantageRun,
     ca_attempts,
     cm_verdict,
@@ -48,11 +49,25 @@ def _usable(a: Attempt) -> bool:
     return f.outcome == "response" and f.status is not None and f.status < 500 and f.status != 400
 
 
-def _proxy_rescued(run: VantageRun, address: str, target: str) -> Attempt | None:
+def _proxy_rescued(
+    run: VantageRun, address: str, target: str, challenge: Target | None = None
+) -> Attempt | None:
     for a in run.attempts:
-        if a.proxy and a.address == address and a.target == target and _usable(a):
+        if a.proxy and a.address == address and a.target == target and _rescues(a, challenge):
             return a
     return None
+
+
+def _rescues(a: Attempt, challenge: Target | None) -> bool:
+    """The request with a PROXY header got a real answer: with our token, anything but a
+    404 (a 404 with the header is no rescue: the path lacks the token either way, and
+    the CA would fail on it too); with a random token, or when only the listener matters
+    (NAT loopback), any answer of the web server."""
+    if not _usable(a):
+        return False
+    if challenge is None or challenge.key_authorization is None:
+        return True
+    return a.final.status != 404
 
 
 def _outside_addresses(ctx: Context) -> list[str]:
@@ -95,7 +110,9 @@ class ProxyProtocol:
             for a in run.attempts:
                 if a.proxy or _usable(a) or a.final.outcome not in (*NO_ANSWER, "response"):
                     continue
-                rescue = _proxy_rescued(run, a.address, a.target)
+                if a.redirects:
+                    continue  # the first hop answered without a header: no PROXY needed there
+                rescue = _proxy_rescued(run, a.address, a.target, ctx.target)
                 if rescue is None or a.number != 1:
                     continue
                 ev += [describe(a), describe(rescue)]
