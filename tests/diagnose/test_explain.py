@@ -545,7 +545,7 @@ def test_the_next_command_keeps_a_token_that_starts_with_a_dash() -> None:
         (
             'The HTTPRoute "cm-acme-http-solver-x" status: Accepted False, reason '
             "NotAllowedByListeners",
-            "solver-not-presented",
+            "solver-route-not-accepted",
             "cert-manager",
         ),
         (

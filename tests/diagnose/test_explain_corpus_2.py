@@ -28,7 +28,7 @@ SCHEMA = json.loads(
 TUNING = [e for e in CORPUS if not e["held_aside"]]
 HELD = [e for e in CORPUS if e["held_aside"]]
 # measured after the rules were final (docs/diagnose.md): top-1 and top-3 hits
-FLOORS = {"tuning": (TUNING, 24, 27), "held-aside": (HELD, 9, 11)}
+FLOORS = {"tuning": (TUNING, 23, 27), "held-aside": (HELD, 9, 11)}  # docs/diagnose.md
 # the Gateway API codes another branch adds; these entries move to them after the merge
 GATEWAY_CODES = {"solver-route-not-accepted", "listener-not-programmed"}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -790,7 +791,7 @@ def _gateway_route(exp: Explanation, raw: str) -> Reading:
     if not reasons or _PRESENTING.search(raw):
         return None
     exp.evidence.append(f"Gateway API: {', '.join(reasons)}")
-    return [Code.SOLVER_NOT_PRESENTED, Code.CHALLENGE_NOT_FOUND, Code.DNS_SPLIT_HORIZON], (
+    return _gateway_codes(reasons, raw), (
         "The message is about the solver's route on a Gateway: an HTTPRoute not accepted "
         "(NoReadyListeners, NotAllowedByListeners: no HTTP listener on port 80 it may "
         "attach to, allowedRoutes from another namespace, a listener not Programmed for "
@@ -798,6 +799,23 @@ def _gateway_route(exp: Explanation, raw: str) -> Reading:
         "(no sectionName). Until it is attached to the port-80 listener, the challenge path "
         "answers 404 or nothing. Read the HTTPRoute's and the Gateway's status conditions."
     )
+
+
+def _gateway_codes(reasons: Sequence[str], raw: str) -> list[Code]:
+    """Which Gateway API failure the quoted conditions point to first: a listener not
+    programmed (its certificate reference), a route the API server rejected (never
+    presented), else a route its parent did not accept."""
+    if any(
+        r in ("InvalidCertificateRef", "ListenersNotReady") or "Programmed" in r for r in reasons
+    ) or re.search(r"certificate ref", raw, re.I):
+        return [
+            Code.LISTENER_NOT_PROGRAMMED,
+            Code.SOLVER_ROUTE_NOT_ACCEPTED,
+            Code.CHALLENGE_NOT_FOUND,
+        ]
+    if "is invalid" in reasons:
+        return [Code.SOLVER_NOT_PRESENTED, Code.SOLVER_ROUTE_NOT_ACCEPTED, Code.CHALLENGE_NOT_FOUND]
+    return [Code.SOLVER_ROUTE_NOT_ACCEPTED, Code.CHALLENGE_NOT_FOUND, Code.SOLVER_NOT_PRESENTED]
 
 
 def _bad_request(exp: Explanation, raw: str) -> Reading:
