@@ -211,3 +211,31 @@ def test_agent_under_systemd_notify_json_logs_and_reload(
         and "agent.toml" in by_name["reload-refused"]["reason"]
     )
     assert not any("Traceback" in line for line in lines)
+
+
+def test_an_agent_started_while_its_store_is_away_joins_when_it_answers(
+    local_etcd: LocalEtcd, local_ca: LocalCA, tmp_path: Path
+) -> None:
+    """Started with etcd frozen (SIGSTOP: every request times out), the agent serves port
+    80 and is READY; when etcd answers again it proves the key, declares its certificate
+    and installs it, without a restart."""
+    from acmelb.cluster.agent import Agent
+    from acmelb.cluster.secrets import SecretBox
+    from tests.cluster.test_agent_local import agent_config
+
+    key = tmp_path / "store.key"
+    generate_key_file(key)
+    config = agent_config(local_etcd, local_ca, tmp_path / "late", "late1", ("late.test",))
+    local_etcd.process.send_signal(signal.SIGSTOP)
+    agent = Agent(config, SecretBox.from_file(key))
+    try:
+        agent.start()
+        assert not agent.joined and not agent.state.store_ok
+        assert challenge_status(local_ca.http_port) == 404  # port 80 answers meanwhile
+        local_etcd.process.send_signal(signal.SIGCONT)
+        wait_until(lambda: agent.joined, 30, "the late join")
+        live = tmp_path / "late" / "live" / "late.test" / "fullchain.pem"
+        wait_until(live.exists, 60, "the certificate installed after the join")
+    finally:
+        local_etcd.process.send_signal(signal.SIGCONT)
+        agent.stop()

@@ -316,9 +316,10 @@ class Agent:
         self._store_reached(True)
         return True
 
-    def _join(self) -> None:
+    def _join(self, *, sync_now: bool = True) -> None:
         """Declare this file's certificates, write the member record, install what the
-        cluster has: from now on the member takes part in renewals."""
+        cluster has (``sync_now``; else the sync loop does): from now on the member takes
+        part in renewals."""
         try:
             self._declare()
         except StoreUnavailable as exc:
@@ -326,7 +327,8 @@ class Agent:
             return
         self.joined = True
         self._heartbeat()
-        self._sync()
+        if sync_now:
+            self._sync()
 
     def _status_line(self) -> str:
         store = "store reachable" if self.state.store_ok else "store unreachable, waiting for it"
@@ -486,7 +488,7 @@ class Agent:
                 self._late_join()
 
     def _late_join(self) -> None:
-        self._join()
+        self._join(sync_now=False)  # the sync loop installs: one thread syncs at a time
         if self.joined:
             self.log.info("joined", "the store answers: joined the cluster", store=self.kv.where)
             self.notifier.status(self._status_line())
