@@ -54,7 +54,8 @@ def test_sighup_adds_a_certificate_everywhere_and_refuses_a_broken_file() -> Non
         for role in ROLES:  # the default hook deploys what any member adds (docs/cluster.md)
             path = write_config(lab, role, check_interval=1.0, extra=default_hook(lab, role))
             records[role] = lab.start_agent(role, agent_argv(lab, path))
-        wait_for(lambda: status(lab)[1].get("converged"), 90, "the first version everywhere")
+        wait_for(lambda: all(fullchain(lab, r) for r in ROLES), 90, "the first version everywhere")
+        wait_for(lambda: status(lab)[1].get("converged"), 30, "converged")
         poller = subprocess.Popen(
             [*lab.exec_prefix("b1"), sys.executable, "-c", POLLER, str(time.time() + 40)],
             stdout=subprocess.PIPE,
@@ -72,7 +73,8 @@ def test_sighup_adds_a_certificate_everywhere_and_refuses_a_broken_file() -> Non
                     "the added certificate on every member",
                 )
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{log(lab, 'b1')[-4000:]}") from None
+                said = {r: (str(lab.agent_log(r)), log(lab, r)[-3000:]) for r in ROLES}
+                raise AssertionError(f"{exc}\n{said}\n{status(lab)}") from None
             assert "configuration reloaded: 2 certificate(s), 1 added" in log(lab, "b1")
             config = lab.agent_state_dir("b1") / "agent.toml"
             config.write_text(config.read_text().replace("check_interval = 1.0", "check_int"))

@@ -20,6 +20,7 @@ from acmelb.lab import Lab, Scenario, build
 from tests.lab.cluster_agents import (
     NAME,
     agent_argv,
+    fullchain,
     log,
     start,
     status,
@@ -71,7 +72,9 @@ def versions_issued(lab: Lab) -> int:
 def test_continuous_renewal_never_serves_an_expired_certificate() -> None:
     with build(Scenario.cluster_preset(3, cert_validity=LIFETIME)) as lab:
         start(lab, ROLES, check_interval=1.0)
-        wait_for(lambda: status(lab)[1].get("converged"), 90, "the first version everywhere")
+        # converged is also true before any version exists: wait for the first one first
+        wait_for(lambda: all(fullchain(lab, r) for r in ROLES), 90, "the first version")
+        wait_for(lambda: status(lab)[1].get("converged"), 60, "the first version everywhere")
         first = versions_issued(lab)
         until = time.time() + RUN
         samplers = {

@@ -275,7 +275,10 @@ def test_names_from_the_labs_dns_server(lab_scenario: LabFactory) -> None:
     rc, doc = diagnose(lab, dns=True, assume_public=False, inside=())
     assert rc == 1 and codes(doc) == ["dns-reserved-address"]
     assert root(doc) == "dns-reserved-address"
-    assert "198.18.0.10: benchmarking range" in finding(doc, "dns-reserved-address")["evidence"][0]
+    assert (
+        "198.18.0.10: benchmarking (RFC 2544)"
+        in finding(doc, "dns-reserved-address")["evidence"][0]
+    )
 
 
 def test_cert_manager_challenge_list_on_a_hairpin_less_lb(

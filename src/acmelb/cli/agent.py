@@ -67,6 +67,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
+    # A reload asked before the agent runs would kill it (SIGHUP's default): the file is
+    # being read anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from acmelb.cli.logs import configure
     from acmelb.cluster.agent import Agent
     from acmelb.cluster.sdnotify import Notifier
