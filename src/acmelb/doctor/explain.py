@@ -417,21 +417,6 @@ def _source(text: str) -> str:
     return "unknown"
 
 
-def _unescape(text: str) -> str:
-    """JSON and Go %q escapes of a quoted body, undone for reading titles and status."""
-    for escaped, plain in (
-        ("\\u003c", "<"),
-        ("\\u003e", ">"),
-        ("\\u0026", "&"),
-        ('\\"', '"'),
-        ("\\r", "\r"),
-        ("\\n", "\n"),
-        ("\\t", "\t"),
-    ):
-        text = text.replace(escaped, plain)
-    return text
-
-
 def _address_kind(address: str) -> str | None:
     """loopback / private / public, documentation ranges counted as public."""
     try:
@@ -1020,7 +1005,7 @@ def _read_status(exp: Explanation, raw: str) -> None:
     status = _STATUS_RE.search(raw)
     if status:
         exp.status = int(next(g for g in status.groups() if g))
-    title = _TITLE_RE.search(_unescape(raw))
+    title = _TITLE_RE.search(unescaped(raw))
     if title:
         exp.title = next(g for g in title.groups() if g is not None)
         exp.evidence.append(f"quoted page title: {exp.title!r}")
