@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from acmelb import __version__
-from acmelb.cli.main import build_parser, main, run
+from acmelb.cli.main import build_parser, main, run, with_base64url_values_attached
 
 
 def test_version_in_process_and_as_subprocess(capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,3 +119,50 @@ def test_the_program_entry_runs_main_and_leaves_the_heap_to_the_exit(
     finally:
         gc.unfreeze()
     assert capsys.readouterr().out.strip() == f"acmelb {__version__}"
+
+
+DASH_THUMBPRINT = "-" + "A1b_" * 10 + "xy"  # 43 characters, as SHA-256 in base64url
+DASH_TOKEN = "-Rw9" + "k" * 39
+
+
+def test_base64url_values_may_begin_with_a_dash() -> None:
+    # One thumbprint in 64 begins with "-"; argparse alone takes it for an option.
+    parser = build_parser("serve")
+    argv = with_base64url_values_attached(
+        ["serve", "--token", DASH_TOKEN, "--key", f"{DASH_TOKEN}.{DASH_THUMBPRINT}"]
+    )
+    args = parser.parse_args(argv)
+    assert (args.token, args.key) == ([DASH_TOKEN], [f"{DASH_TOKEN}.{DASH_THUMBPRINT}"])
+    stateless = parser.parse_args(
+        with_base64url_values_attached(["serve", "--stateless", "--thumbprint", DASH_THUMBPRINT])
+    )
+    assert stateless.thumbprint == DASH_THUMBPRINT
+
+
+def test_a_missing_value_is_still_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # An option name after --thumbprint stays an option: the value is missing.
+    assert with_base64url_values_attached(["--thumbprint", "--stateless"]) == [
+        "--thumbprint",
+        "--stateless",
+    ]
+    assert main(["serve", "--thumbprint", "--stateless"]) == 2
+    assert "expected one argument" in capsys.readouterr().err
+
+
+def test_serve_starts_with_a_thumbprint_that_begins_with_a_dash() -> None:
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "acmelb", "serve", "--stateless"),
+            *("--thumbprint", DASH_THUMBPRINT, "--address", "127.0.0.1", "--port", "0"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert "listening" in proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

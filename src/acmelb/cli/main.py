@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,31 @@ COMMANDS = (
 )
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+# Options whose values are base64url (a thumbprint, a token, TOKEN.THUMBPRINT): one in
+# 64 begins with "-", which argparse takes for an option ("expected one argument").
+BASE64URL_VALUE_OPTIONS = frozenset({"--thumbprint", "--token", "--key"})
+# At least 128 bits (RFC 8555 section 8.3: 22 characters); an option name is lower case.
+_BASE64URL_VALUE = re.compile(r"-[A-Za-z0-9_-]{21,}(\.[A-Za-z0-9_-]+)?")
+_OPTION_NAME = re.compile(r"--?[a-z0-9-]+")
+
+
+def with_base64url_values_attached(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--thumbprint -Abc…`` written ``--thumbprint=-Abc…``, so that a
+    base64url value that happens to begin with "-" reaches its option."""
+    joined: list[str] = []
+    for arg in argv:
+        previous = joined[-1] if joined else ""
+        if (
+            previous in BASE64URL_VALUE_OPTIONS
+            and _BASE64URL_VALUE.fullmatch(arg)
+            and not _OPTION_NAME.fullmatch(arg)
+        ):
+            joined[-1] = f"{previous}={arg}"
+            continue
+        joined.append(arg)
+    return joined
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
@@ -68,7 +94,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_given = sys.argv[1:] if argv is None else list(argv)
+    args_given = with_base64url_values_attached(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_in(args_given))
     try:
         args = parser.parse_args(args_given)
