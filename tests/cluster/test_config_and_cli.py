@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import sys
@@ -13,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from acmelb.cli.main import main
+from acmelb.cli.render import render_cluster_status
 from acmelb.cluster.config import parse_config, parse_store_url
 from acmelb.cluster.metrics import AgentMetrics
+from acmelb.cluster.status import CertificateStatus, ClusterStatus
+from acmelb.cluster.store import MemberRecord
 from acmelb.errors import UsageError
 from tests.cluster.conftest import LocalEtcd
 from tests.conftest import free_port
@@ -282,3 +286,21 @@ def test_metrics_pass_promtool() -> None:
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_cluster_with_nothing_declared_or_nobody_alive_is_not_converged() -> None:
+    now = time.time()
+    member = MemberRecord("a1", now, now, True, installed={"a.test": 1})
+    certificate = CertificateStatus("a.test", ("a.test",), 1, now + 3600, None, None, None, {})
+
+    def summary(status: ClusterStatus) -> str:
+        out = io.StringIO()
+        render_cluster_status(status, out)
+        return out.getvalue().splitlines()[-1]
+
+    empty = ClusterStatus({"e": "ok"}, True, (member,), ())
+    assert not empty.converged and "no certificate declared" in summary(empty)
+    nobody = ClusterStatus({"e": "ok"}, True, (), (certificate,))
+    assert not nobody.converged and "no member alive" in summary(nobody)
+    served = ClusterStatus({"e": "ok"}, True, (member,), (certificate,))
+    assert served.converged and summary(served).startswith("converged")

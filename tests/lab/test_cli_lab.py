@@ -107,6 +107,8 @@ def test_everything_else_needs_root(capsys: pytest.CaptureFixture[str], args: li
         (["up", "dnat:teapot"], "unknown backend behaviour 'teapot'"),
         (["up", "dnat:responder", "--backend", "404"], "either in SCENARIO"),
         (["up", "dnat", "--shortcut", "b7"], "shortcut 'b7': no such backend"),
+        (["up", "cluster", "--backend", "none"], "size as a count"),
+        (["up", "cluster:2", "--backend", "none"], "either in SCENARIO"),
         (["down"], "give lab ids or --all"),
         (["down", "zzzz"], "no lab 'zzzz'"),
         (["exec", "zzzz:b1", "--", "true"], "no lab 'zzzz'"),

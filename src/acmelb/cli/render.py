@@ -384,4 +384,8 @@ def _summary_line(status: ClusterStatus) -> str:
         return f"UNHEALTHY: stragglers: {', '.join(late)} (see above)"
     if status.converged:
         return "converged: every member serves every current version"
+    if status.quorum and not status.certificates:
+        return "not converged yet: no certificate declared (agents declare theirs on start)"
+    if status.quorum and not status.members:
+        return "not converged yet: no member alive"
     return "not converged yet"

@@ -57,7 +57,10 @@ class ClusterStatus:
     @property
     def converged(self) -> bool:
         """Every live member has every certificate's current version installed, and its
-        deploy hook for it did not fail."""
+        deploy hook for it did not fail. A cluster with no member or no certificate
+        declared yet has converged on nothing: it is not converged."""
+        if not (self.members and self.certificates):
+            return False
         return self.quorum and all(
             c.version is not None
             and all(m.installed.get(c.name) == c.version for m in self.members)

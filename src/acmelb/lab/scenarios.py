@@ -277,11 +277,6 @@ class Scenario:
         (80 and 443), Pebble, DNS answering every name of the lab's zone, etcd."""
         if not 1 <= backends <= MAX_BACKENDS:
             raise UsageError(f"a lab has 1 to {MAX_BACKENDS} backends, not {backends}")
-        if "backends" in options:
-            raise UsageError(
-                "give a cluster lab's size as a count (cluster:N, --backends N), "
-                "not behaviours: its backends are free for the agents"
-            )
         options = {key: value for key, value in options.items() if key not in ("ca", "cluster")}
         options.setdefault("mode", Mode.ROUND_ROBIN if backends > 1 else Mode.HAPROXY_TCP)
         scenario = cls(backends=(Behaviour.NONE,) * backends, ca=True, cluster=True, **options)  # type: ignore[arg-type]
@@ -297,6 +292,11 @@ class Scenario:
         """
         mode_text, _, backends_text = spec.partition(":")
         if mode_text == "cluster":
+            if "backends" in options:  # cluster_preset's own parameter is the count
+                raise UsageError(
+                    "give a cluster lab's size as a count (cluster:N, --backends N), "
+                    "not behaviours: its backends are free for the agents"
+                )
             try:
                 count = int(backends_text) if backends_text else CLUSTER_BACKENDS
             except ValueError as exc:
