@@ -622,3 +622,38 @@ def test_klog_wrapper_is_cert_manager() -> None:
 
 def test_no_atom_at_all_is_not_recognised() -> None:
     assert not explain("it does not work, please help").recognised
+
+
+@pytest.mark.parametrize(
+    ("message", "first", "absent"),
+    [
+        (
+            "Invalid response from http://[2001:db8::7]/.well-known/acme-challenge/abc: 404",
+            "challenge-not-found",
+            {"redirect-bad-target", "ipv6-unreachable", "dns-split-horizon"},
+        ),
+        (
+            "Fetching http://[2001:db8::7]/.well-known/acme-challenge/abc: Timeout during "
+            "connect (likely firewall problem)",
+            "port-80-timeout",
+            {"ipv6-unreachable", "redirect-bad-target"},
+        ),
+        (
+            "198.51.100.7: Fetching http://198.51.100.7/.well-known/acme-challenge/abc: "
+            "Connection refused",
+            "port-80-refused",
+            {"dns-no-address"},
+        ),
+    ],
+)
+def test_ip_identifiers_are_read_whole_and_have_no_dns_causes(
+    message: str, first: str, absent: set[str]
+) -> None:
+    # An IP certificate's error names the address itself: the URL keeps its [v6] host,
+    # and causes that live in DNS (an AAAA record, split horizon) are not offered.
+    exp = explain(message)
+    host = message.split("http://", 1)[1].split("/", 1)[0]
+    assert exp.url == f"http://{host}/.well-known/acme-challenge/abc"
+    assert exp.name == host.strip("[]") and exp.token == "abc"
+    assert exp.candidates[0] == first and not absent & set(exp.candidates)
+    assert (exp.next or "").startswith(f"acmelb diagnose {exp.name} --token=abc")

@@ -344,7 +344,8 @@ _RULES: tuple[Rule, ...] = (
     ),
 )
 
-_URL_RE = re.compile(r"https?://[^\s'\"\\,)\]]+")
+# "]" ends a URL in prose, except the one closing an IPv6 literal host (RFC 3986 3.2.2)
+_URL_RE = re.compile(r"https?://(?:\[[0-9A-Fa-f:.]+\])?[^\s'\"\\,)\]]*")
 _TOKEN_RE = re.compile(r"/\.well-known/acme-challenge/([A-Za-z0-9_-]+)")
 _EXPECTED = (
     re.compile(r"[Ee]xpected \"([^\"]*)\" \(got \"(.*?)\"\)", re.S),
@@ -1053,6 +1054,34 @@ def _ipv6_first(exp: Explanation, cands: list[Code], why: str) -> tuple[list[Cod
     return cands, why + f" The address {exp.address} is IPv6: check the AAAA path first."
 
 
+# Nothing is looked up for an IP identifier (RFC 8738): no A/AAAA records, no CAA.
+_NAME_ONLY_CODES = (
+    Code.DNS_SPLIT_HORIZON,
+    Code.DNS_NO_ADDRESS,
+    Code.DNS_LOOKUP_FAILED,
+    Code.IPV6_UNREACHABLE,
+    Code.CAA_FORBIDS,
+)
+
+
+def _ip_identifier(exp: Explanation, cands: list[Code], why: str) -> tuple[list[Code], str]:
+    """The identifier is an address: the CA connects to it as given, so the causes that
+    live in DNS (an AAAA record beside a working A record among them) do not apply."""
+    kept = [code for code in cands if code not in _NAME_ONLY_CODES]
+    if not kept:
+        return cands, why
+    exp.evidence.append(f"the identifier is the IP address {exp.name}: no DNS involved")
+    return kept, why
+
+
+def _is_ip_literal(text: str | None) -> bool:
+    try:
+        ipaddress.ip_address(text or "")
+    except ValueError:
+        return False
+    return True
+
+
 def _read(exp: Explanation, raw: str) -> Reading:
     """The first reading that applies; a message whose format nothing knows but whose
     atoms a reading understood is of source ``other``."""
@@ -1086,7 +1115,8 @@ def explain(text: str) -> Explanation:
     if found and exp.atoms.secondary:
         found = _secondary(exp, found)
     if found:
-        cands, why = _ipv6_first(exp, *found)
+        ip_identifier = _is_ip_literal(exp.name)
+        cands, why = (_ip_identifier if ip_identifier else _ipv6_first)(exp, *found)
         exp.candidates = [code.value for code in cands]
         exp.reasoning = why
     if exp.source == "unknown" and exp.candidates:
