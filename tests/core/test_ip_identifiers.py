@@ -182,6 +182,7 @@ def test_ipv4_certificate_is_issued_and_renewed(local_ca: LocalCA, tmp_path: Pat
 
     renewed = run_acmelb("renew", "127.0.0.1", "--state-dir", str(state), "--force")
     assert renewed.returncode == 0, renewed.stderr
+    assert "warning:" not in renewed.stderr  # the CA issued it so: said once, at issue
     assert renewed.stdout.startswith("127.0.0.1: renewed: renewed, valid until"), renewed.stdout
     assert os.readlink(cert) == "../../archive/127.0.0.1/cert2.pem"
     assert _serial(cert) != first
@@ -190,6 +191,17 @@ def test_ipv4_certificate_is_issued_and_renewed(local_ca: LocalCA, tmp_path: Pat
     listed = run_acmelb("certificates", "--state-dir", str(state), "--json")
     [entry] = json.loads(listed.stdout)
     assert entry["name"] == "127.0.0.1" and entry["names"] == ["127.0.0.1"]
+
+
+def test_json_output_keeps_the_warnings_on_stderr(local_ca: LocalCA, tmp_path: Path) -> None:
+    issued = _issue(local_ca, tmp_path / "state", "127.0.0.3", "127.0.0.3", extra=("--json",))
+    assert issued.returncode == 0, issued.stderr
+    assert json.loads(issued.stdout)["names"] == ["127.0.0.3"]
+    assert (
+        [line for line in issued.stderr.splitlines() if line.startswith("acmelb:")]
+        == [line for line in issued.stderr.splitlines() if "warning: 127.0.0.3" in line]
+        != []
+    )
 
 
 def test_name_and_address_in_one_shortlived_certificate(local_ca: LocalCA, tmp_path: Path) -> None:

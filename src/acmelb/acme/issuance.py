@@ -491,8 +491,9 @@ class Issuer:
         self.store.prepare()
         client = client or open_account(self.store, request.ca)
         check_profile(client, request.profile)
+        # once, for a new lineage: a renewal repeats an order the CA already issued
         warning = ip_profile_warning(client, names, request.profile)
-        if warning is not None:
+        if warning is not None and not self.store.lineage(names[0]).exists():
             self.progress(warning)
         with self.store.lock(names[0]):
             own_solver = solver is None

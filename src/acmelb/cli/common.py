@@ -61,11 +61,14 @@ def ca_config(args: argparse.Namespace) -> Any:
 
 
 def progress_printer(args: argparse.Namespace) -> Any:
-    quiet = getattr(args, "json", False) or getattr(args, "quiet", False)
+    """Progress lines on stderr; --json keeps only the warnings (stdout stays JSON),
+    --quiet none."""
+    json_output, quiet = getattr(args, "json", False), getattr(args, "quiet", False)
 
     def show(message: str) -> None:
-        if not quiet:
-            print(f"acmelb: {message}", file=sys.stderr, flush=True)
+        if quiet or (json_output and not message.startswith("warning:")):
+            return
+        print(f"acmelb: {message}", file=sys.stderr, flush=True)
 
     return show
 
