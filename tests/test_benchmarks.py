@@ -115,6 +115,12 @@ def test_renewal_drill() -> None:
     assert "ARI requests per certificate per interval" in out and "drill:" in out
 
 
+def test_differential_score() -> None:
+    # 20 behaviours of the differential test's generator, judged by this tree
+    out = bench("differential_score.py", "--count", "20", "--seed", "3", timeout=120)
+    assert "20 behaviours, seed 3" in out and "got 0 of 20" in out
+
+
 def test_parse_wrk() -> None:
     import bench_responder
 

@@ -78,40 +78,48 @@ class Final:
         return (head + crlf).encode() + body
 
 
+# What a behaviour is drawn from, repeats as weights: hypothesis samples these, and
+# benchmarks/differential_score.py draws from the same tables with ``random``.
+REDIRECT_STATUSES = (301, 302, 307, 308) * 3 + (303,)
+REDIRECT_HOSTS = HOSTS[:3] * 3 + HOSTS[3:]
+TRAILING_DOTS = (False,) * 7 + (True,)
+REDIRECT_PORTS = (None,) * 6 + (80, 8080)
+MAX_REDIRECTS = 3
+BODY_CHOICES = (
+    KEYAUTH.encode(),
+    KEYAUTH.encode(),
+    KEYAUTH.encode(),
+    (KEYAUTH + "\n").encode(),
+    (KEYAUTH + "\u00a0").encode(),  # trimmed: Go's IsSpace
+    KEYAUTH.encode() + b"\xa0",  # a raw byte: U+FFFD, not trimmed
+    (" " + KEYAUTH).encode(),
+    (KEYAUTH + " " * 50).encode(),  # 137 bytes: over the limit
+    (KEYAUTH[:-1] + "A").encode(),
+    b"<html><title>404 Not Found</title></html>",
+    b"",
+)
+FINAL_STATUSES = (200, 200, 200, 404, 500)
+FRAMINGS = ("length", "length", "chunked", "close", "bad-length", "http10-chunked")
+INFORMATIONAL_HEADS = (0, 0, 1, 5, 6)
+
+
 def redirects() -> st.SearchStrategy[Redirect]:
     return st.builds(
         Redirect,
-        status=st.sampled_from((301, 302, 307, 308) * 3 + (303,)),
-        host=st.sampled_from(HOSTS[:3] * 3 + HOSTS[3:]),
-        trailing_dot=st.sampled_from((False,) * 7 + (True,)),
-        port=st.sampled_from((None,) * 6 + (80, 8080)),
+        status=st.sampled_from(REDIRECT_STATUSES),
+        host=st.sampled_from(REDIRECT_HOSTS),
+        trailing_dot=st.sampled_from(TRAILING_DOTS),
+        port=st.sampled_from(REDIRECT_PORTS),
         userinfo=st.booleans(),
     )
 
 
-BODIES = st.sampled_from(
-    (
-        KEYAUTH.encode(),
-        KEYAUTH.encode(),
-        KEYAUTH.encode(),
-        (KEYAUTH + "\n").encode(),
-        (KEYAUTH + "\u00a0").encode(),  # trimmed: Go's IsSpace
-        KEYAUTH.encode() + b"\xa0",  # a raw byte: U+FFFD, not trimmed
-        (" " + KEYAUTH).encode(),
-        (KEYAUTH + " " * 50).encode(),  # 137 bytes: over the limit
-        (KEYAUTH[:-1] + "A").encode(),
-        b"<html><title>404 Not Found</title></html>",
-        b"",
-    )
-)
 FINALS = st.builds(
     Final,
-    status=st.sampled_from((200, 200, 200, 404, 500)),
-    body=BODIES,
-    framing=st.sampled_from(
-        ("length", "length", "chunked", "close", "bad-length", "http10-chunked")
-    ),
-    informational=st.sampled_from((0, 0, 1, 5, 6)),
+    status=st.sampled_from(FINAL_STATUSES),
+    body=st.sampled_from(BODY_CHOICES),
+    framing=st.sampled_from(FRAMINGS),
+    informational=st.sampled_from(INFORMATIONAL_HEADS),
     bare_lf=st.booleans(),
 )
 
@@ -180,7 +188,7 @@ def stage() -> Iterator[Stage]:
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(chain=st.lists(redirects(), max_size=3).map(tuple), final=FINALS)
+@given(chain=st.lists(redirects(), max_size=MAX_REDIRECTS).map(tuple), final=FINALS)
 def test_verdict_follows_the_rule_table_and_the_report_the_invariant(
     stage: Stage, chain: tuple[Redirect, ...], final: Final
 ) -> None:
