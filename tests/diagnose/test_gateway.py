@@ -278,6 +278,21 @@ def test_an_implementations_own_reason_is_named() -> None:
     assert "kubectl describe httproute -n shop cm-acme-http-solver-x7k2p" in found.remedy
 
 
+@pytest.mark.parametrize("name", GATEWAY_FIXTURES)
+def test_a_route_no_controller_reported_on_is_named(name: str) -> None:
+    # The controller down (or the class served by none): the route has no status at all.
+    data = healthy(objects(name))
+    solver_route(data).pop("status", None)
+    report = report_of(data)
+    assert [f.code for f in report.findings] == [Code.SOLVER_ROUTE_NOT_ACCEPTED]
+    found = report.findings[0]
+    assert "(NoStatus)" in found.title and "No controller has processed" in found.explanation
+    assert report.root_cause is not None
+    assert report.root_cause.code is Code.SOLVER_ROUTE_NOT_ACCEPTED
+    gateway_class = item(data, "Gateway")["spec"]["gatewayClassName"]
+    assert f"kubectl get gatewayclass {gateway_class} -o 'jsonpath={{.status}}'" in found.remedy
+
+
 def listener_set_cluster() -> dict[str, Any]:
     """cert-manager 1.20+ with a ListenerSet holding only an HTTPS listener: its solver
     route names the ListenerSet, which has no HTTP listener (cert-manager#8748)."""

@@ -436,9 +436,11 @@ CODES: dict[Code, CodeInfo] = {
         "ListenerSet: `NotAllowedByListeners` (the listener's `allowedRoutes` admits another "
         "namespace), `NoMatchingListenerHostname`, `NoMatchingParent` (no HTTP listener on "
         "port 80, a `sectionName` naming the HTTPS listener) or the implementation's own "
-        "reason: the challenge path is not routed to the solver",
+        "reason; or no status at all for a parent in the file (`NoStatus`: no controller "
+        "processed the route): the challenge path is not routed to the solver",
         "admit the solver's namespace on the port-80 listener, or name that listener in the "
-        "issuer's `parentRefs` (`sectionName`)",
+        "issuer's `parentRefs` (`sectionName`); for `NoStatus`, a running controller for "
+        "the Gateway's class",
     ),
     Code.LISTENER_NOT_PROGRAMMED: CodeInfo(
         Severity.ERROR,

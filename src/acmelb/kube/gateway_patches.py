@@ -150,6 +150,8 @@ def rejection_patches(solver: Solver, rejection: Rejection) -> list[Patch]:
     ch, parent, reason = solver.challenge, rejection.parent, rejection.condition.reason
     if parent is None:
         return [_describe("httproute", rejection.route.meta.namespace, rejection.route.meta.name)]
+    if reason == "NoStatus":
+        return [_controller_check(parent)]
     admit = [admit_patch(parent, lst, ch.namespace) for lst in rejection.listeners if lst.http]
     if reason == "NotAllowedByListeners" and admit:
         return admit
@@ -199,6 +201,17 @@ def listener_set_fallback(solver: Solver, listener_set: Gateway) -> list[Patch]:
     if listener.allowed.admits(solver.challenge.namespace, gateway.meta.namespace) is False:
         patches.append(admit_patch(gateway, listener, solver.challenge.namespace))
     return patches
+
+
+def _controller_check(parent: Gateway) -> Patch:
+    """No controller wrote the route's status: is the parent's class accepted by a running
+    controller? (A GatewayClass no controller serves keeps no Accepted condition.)"""
+    gateway_class = parent.class_name or "CLASS"
+    return Patch(
+        "Check that a controller serves the Gateway's class (status Accepted=True, and its "
+        "pods running); when it does, read the objects again, and the route has a status:",
+        shlex.join(["kubectl", "get", "gatewayclass", gateway_class, "-o", "jsonpath={.status}"]),
+    )
 
 
 def _describe(kind: str, namespace: str, name: str) -> Patch:

@@ -69,6 +69,8 @@ def rejections(solver: Solver) -> list[Rejection]:
             listeners = tuple(candidate_listeners(parent, ref)) if parent else ()
             if refused is not None:
                 found.append(Rejection(route, ref, refused, parent, listeners))
+            elif status is None and parent is not None:
+                found.append(Rejection(route, ref, unreported(parent), parent, listeners))
             elif parent is not None and listeners and not any(lst.http for lst in listeners):
                 not_http = Condition(
                     "Accepted",
@@ -80,6 +82,18 @@ def rejections(solver: Solver) -> list[Rejection]:
                 )
                 found.append(Rejection(route, ref, not_http, parent, listeners))
     return found
+
+
+def unreported(parent: Gateway) -> Condition:
+    """The route names a parent that is in the objects read, but no controller wrote a
+    status for it: nothing has attached it (Gateway API: a controller writes one entry
+    per parentRef it is responsible for; RouteParentStatus, httproute_types.go)."""
+    return Condition(
+        "Accepted",
+        "Unknown",
+        "NoStatus",
+        f"no controller has written a status for {parent.ref} on this route",
+    )
 
 
 def rejection_detail(rejection: Rejection, namespace: str, name: str) -> str:
@@ -97,6 +111,13 @@ def rejection_detail(rejection: Rejection, namespace: str, name: str) -> str:
         return (
             f"The parentRef names no HTTP listener on port {HTTP_PORT} ({shown}): the "
             "challenge request arrives over plain HTTP on port 80."
+        )
+    if reason == "NoStatus":
+        return (
+            "No controller has processed the route for this parent: the Gateway's "
+            "controller is down or not running, its GatewayClass is served by no "
+            "controller, or the route was created seconds before the objects were read "
+            "(read them again to tell)."
         )
     return f"The implementation refused it ({shown})."
 
