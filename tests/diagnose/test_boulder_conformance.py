@@ -27,6 +27,7 @@ from acmelb.doctor.checks.base import (
     le_redirect_target_problem,
     le_verdict,
 )
+from acmelb.doctor.engine import probe_options
 from acmelb.doctor.findings import Code
 from tests.diagnose.servers import (
     KEYAUTH,
@@ -34,6 +35,7 @@ from tests.diagnose.servers import (
     Server,
     answer,
     by_path,
+    hang,
     http_response,
     loop_address,
     tls_context,
@@ -428,6 +430,65 @@ def test_refused_443_hop_after_https_redirect_says_port_443(serve: Serve) -> Non
     assert "port 443" in found[Code.PORT_80_REFUSED].title
     assert "port 80" not in found[Code.PORT_80_REFUSED].title
     assert report.root_cause is not None and report.root_cause.code is Code.PORT_80_REFUSED
+
+
+# -- B25: one deadline for the whole validation ----------------------------------------------
+
+DIAL = 1.0  # --timeout, scaled down: the deadline is 1.5 s (15 s at the default 10)
+
+
+def _late(seconds: float, then: bytes) -> Callable[[Any, bytes], None]:
+    def h(conn: Any, req: bytes) -> None:
+        hang(seconds)(conn, req)
+        conn.sendall(then)
+
+    return h
+
+
+def _timed(address: str, url: str = URL) -> Attempt:
+    opts: dict[str, Any] = {**probe_options(DIAL), "resolve_map": {NAME: [address]}}
+    chain = probe.fetch_chain(url, address, opts)
+    return Attempt("outside", "outside", {"address": address, "attempt": 1, **chain})
+
+
+def test_b25_an_answer_after_the_dials_share_passes_as_at_the_ca(serve: Serve) -> None:
+    # 1.2 s: past --timeout (the old read bound, a read-timeout), inside the deadline
+    s = serve(_late(1.2, http_response(200, KEYAUTH)))
+    attempt = _timed(s.address)
+    assert attempt.final.outcome == "response" and le_verdict(attempt, TARGET).ok is True
+
+
+def test_b25_silence_until_the_deadline_is_a_read_timeout(serve: Serve) -> None:
+    s = serve(hang(2.5))
+    attempt = _timed(s.address)
+    assert attempt.final.outcome == "read-timeout", attempt.final
+    assert 1.4 <= attempt.final.raw["elapsed_ms"] / 1000 < 2.2
+    assert le_verdict(attempt, TARGET).ok is False
+
+
+def test_b25_the_deadline_covers_every_hop(serve: Serve) -> None:
+    # each hop alone is in time (0.8 s), the two together are not: Boulder's one context
+    routes = {
+        PATH: http_response(302, "", {"Location": "/next"}),
+        "/next": http_response(200, KEYAUTH),
+    }
+
+    def slow_hops(conn: Any, req: bytes) -> None:
+        hang(0.8)(conn, req)
+        by_path(routes, http_response(404, ""))(conn, req)
+
+    s = serve(slow_hops)
+    attempt = _timed(s.address)
+    assert len(attempt.redirects) == 1
+    assert attempt.final.outcome in ("read-timeout", "total-timeout"), attempt.final
+    assert le_verdict(attempt, TARGET).ok is False
+
+
+def test_b25_the_default_timeout_is_the_cas() -> None:
+    # Boulder: each dial 10 s (va/va.go singleDialTimeout), the whole validation ~15 s
+    assert Options().timeout == 10.0
+    assert probe_options(Options().timeout)["deadline"] == 15.0
+    assert probe_options(Options().timeout)["connect_timeout"] == 10.0
 
 
 # -- redirect targets as Boulder parses them (issue 23) ---------------------------------------

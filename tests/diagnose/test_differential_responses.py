@@ -2,7 +2,7 @@
 behaviour (redirect chains in several forms, the final status, body, framing, informational
 responses, line endings), a real server on 127.x plays it, the real probe fetches it, and
 ``analyse`` judges it. The expected verdict comes from this file's own reading of the rule
-table (docs/diagnose.md, B5-B33), written from the behaviour, not from acmelb's code; the
+table (docs/diagnose.md, B5-B24 and G1-G7), written from the behaviour, not from acmelb's code; the
 report is held to the invariant: a failing CA verdict means ``ok`` false, an error finding
 and a root cause; ``ok`` true means no failing verdict.
 
@@ -131,18 +131,18 @@ def boulder_accepts(chain: tuple[Redirect, ...], final: Final) -> bool:
             return False
         if hop.port not in (None, 80, 443):  # B10
             return False
-        if hop.trailing_dot or hop.host.endswith(".invalidtld"):  # B25, B14
+        if hop.trailing_dot or hop.host.endswith(".invalidtld"):  # B14
             return False
-    if final.informational > 5 or final.framing == "bad-length":  # B28, B31
+    if final.informational > 5 or final.framing == "bad-length":  # G5: a 6th 1xx, "+N"
         return False
     if final.status != 200:  # B18
         return False
     body = final.body
-    if final.framing == "http10-chunked":  # B32: the framing is the body
+    if final.framing == "http10-chunked":  # G6: the framing is the body
         body = Final(200, body, "chunked", 0, False).wire().split(b"\r\n\r\n", 1)[1]
     if len(body) >= 128:  # B19
         return False
-    return body.decode("utf-8", "replace").rstrip(WHITE) == KEYAUTH  # B21, B22, B33
+    return body.decode("utf-8", "replace").rstrip(WHITE) == KEYAUTH  # B21, B22, G7
 
 
 class Stage:

@@ -131,9 +131,10 @@ def add_vantage_options(parser: Any, *, fleet: bool = False) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=5.0,
+        default=10.0,
         metavar="SECONDS",
-        help="per connection attempt (default 5)",
+        help="per connection attempt (default 10, as Let's Encrypt's); the whole "
+        "validation, redirects included, gets 1.5 times that (15 s, the CA's deadline)",
     )
     parser.add_argument(
         "--assume-public",

@@ -31,7 +31,7 @@
     [self_check]           # for every certificate unless it has its own
     mode = "strict"        # strict | tolerant | off
     outside = ["ssh probe@outside.example.net"]
-    timeout = 5
+    timeout = 10           # per dial; the whole validation gets 1.5 x (the CA's 15 s)
     assume_public = []
     dns_server = "192.0.2.53"
     total_timeout = 60
@@ -243,7 +243,7 @@ def _probe_settings(table: _Table) -> ProbeSettings:
             outside=table.strings("outside"),
             resolve=table.strings("resolve"),
             dns_server=table.get("dns_server", str),
-            timeout=table.get("timeout", float, 5.0),
+            timeout=table.get("timeout", float, 10.0),
             assume_public=table.strings("assume_public"),
         )
         build_vantages(settings)

@@ -61,7 +61,6 @@ def check_name(ctx: Context) -> None:
 
 
 def probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -> dict[str, Any]:
-    t = ctx.options.timeout
     return {
         "name": ctx.target.name,
         "url": ctx.target.url,
@@ -70,12 +69,27 @@ def probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -
         "resolve": ctx.options.resolve if not vantage.remote else {},
         "proxy_protocol": "on-failure",
         "local_probe": vantage.role is Role.INSIDE,
-        "options": {
-            "connect_timeout": t,
-            "read_timeout": t,
-            "total_timeout": 2 * t,
-            "body_cap": 1024 * 1024,
-        },
+        "options": probe_options(ctx.options.timeout),
+    }
+
+
+# Boulder dials each address for at most 10 s (va/va.go, singleDialTimeout) inside one
+# deadline for the whole validation, every hop and read included, of about 15 s (the
+# RPC's deadline less 200 ms, va/http.go). --timeout is the dial's share; the rest keeps
+# that ratio, so the default 10 gives the CA's 15 s.
+DEADLINE_PER_DIAL = 1.5
+
+
+def probe_options(timeout: float) -> dict[str, Any]:
+    """The probe's timing for a --timeout: each dial and TLS handshake at most
+    ``timeout``, the whole attempt (every hop, read and fallback) at most 1.5 times it."""
+    whole = DEADLINE_PER_DIAL * timeout
+    return {
+        "connect_timeout": timeout,
+        "read_timeout": whole,
+        "total_timeout": whole,
+        "deadline": whole,
+        "body_cap": 1024 * 1024,
     }
 
 

@@ -201,7 +201,7 @@ def curl_probe(
     there): one attempt per ``repeat``, the addresses curl connected to as resolution."""
     opts = request.get("options") or {}
     timeout = float(opts.get("connect_timeout", 5.0))
-    total = float(opts.get("total_timeout", timeout * 2))
+    total = float(opts.get("deadline") or opts.get("total_timeout", timeout * 2))
     repeat = max(1, int(request.get("repeat", 1)))
     attempts: list[dict[str, Any]] = []
     resolution: dict[str, Any] = {
@@ -423,7 +423,7 @@ class ProbeSettings:
     outside: tuple[str, ...] = ()  # command prefixes of vantages on the public side
     resolve: tuple[tuple[str, str], ...] = ()  # (name, address), in the order given
     dns_server: tuple[str, int] | None = None
-    timeout: float = 5.0  # per connection attempt
+    timeout: float = 10.0  # per connection attempt (the whole validation: 1.5 x)
     repeat: int = 3  # probes per address
     assume_public: tuple[str, ...] = ()  # CIDRs treated as public (labs, test networks)
     ca_identity: str = "letsencrypt.org"  # the CA's CAA identity
@@ -461,7 +461,7 @@ class ProbeSettings:
         outside: Sequence[str] = (),
         resolve: Sequence[str] = (),
         dns_server: str | None = None,
-        timeout: float = 5.0,
+        timeout: float = 10.0,
         repeat: int = 3,
         assume_public: Sequence[str] = (),
         ca_identity: str = "letsencrypt.org",

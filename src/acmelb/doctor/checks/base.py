@@ -225,7 +225,7 @@ class VantageRun:
 @dataclass
 class Options:
     repeat: int = 3
-    timeout: float = 5.0
+    timeout: float = 10.0  # per dial; the whole validation gets 1.5 times that
     ca_identity: str = "letsencrypt.org"
     dns_server: tuple[str, int] | None = None
     resolve: dict[str, list[str]] = field(default_factory=dict)
