@@ -412,7 +412,7 @@ def test_proxy_protocol_required_only_when_the_header_rescues(
 
 def test_refused_443_hop_after_https_redirect_says_port_443(serve: Serve) -> None:
     """Port 80 redirects to https (Boulder follows it, B10); nothing listens on 443 of the
-    redirect target. The finding keeps the refusal's code but names port 443, not 80."""
+    redirect target: port-443-refused, not port-80-refused."""
     from acmelb.doctor.checks.base import VantageRun
     from acmelb.doctor.diagnose import analyse
 
@@ -426,10 +426,10 @@ def test_refused_443_hop_after_https_redirect_says_port_443(serve: Serve) -> Non
     report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
     assert report.verdicts["acme-ca"] == "fail"
     found = {f.code: f for f in report.findings}
-    assert Code.PORT_80_REFUSED in found, found
-    assert "port 443" in found[Code.PORT_80_REFUSED].title
-    assert "port 80" not in found[Code.PORT_80_REFUSED].title
-    assert report.root_cause is not None and report.root_cause.code is Code.PORT_80_REFUSED
+    assert Code.PORT_443_REFUSED in found and Code.PORT_80_REFUSED not in found, found
+    assert "port 443" in found[Code.PORT_443_REFUSED].title
+    assert "port 80" not in found[Code.PORT_443_REFUSED].title
+    assert report.root_cause is not None and report.root_cause.code is Code.PORT_443_REFUSED
 
 
 # -- B25: one deadline for the whole validation ----------------------------------------------
@@ -637,6 +637,7 @@ def test_b10_plain_http_on_443_after_https_redirect_is_a_tls_failure(serve: Serv
     assert report.verdicts["acme-ca"] == "fail" and not report.ok
     assert report.root_cause is not None
     assert "TLS handshake on port 443" in report.root_cause.title
+    assert report.root_cause.code is Code.HTTPS_HOP_FAILED
     f = next(f for f in report.findings if f.code is report.root_cause.code)
     assert "PROXY" not in f.explanation
 
@@ -675,5 +676,5 @@ def test_hung_443_hop_after_https_redirect_says_port_443(serve: Serve) -> None:
     lab = Options(assume_public=["127.0.0.0/8"])
     report = analyse(TARGET, [VantageRun("outside:local", "outside", False, result)], lab)
     assert report.verdicts["acme-ca"] == "fail" and report.root_cause is not None
-    assert report.root_cause.code is Code.READ_TIMEOUT
+    assert report.root_cause.code is Code.HTTPS_HOP_FAILED
     assert "port 443" in report.root_cause.title

@@ -15,7 +15,15 @@ import pytest
 import acmelb.kube.plan  # noqa: F401 - registers the KUBE stage's checks
 from acmelb.doctor.checks import DEFAULT_RUNNER
 from acmelb.doctor.checks.answers import Content
-from acmelb.doctor.checks.base import Context, Options, Target, VantageRun
+from acmelb.doctor.checks.base import (
+    Attempt,
+    Context,
+    Options,
+    Target,
+    VantageRun,
+    le_verdict,
+    outcome_code,
+)
 from acmelb.doctor.diagnose import Report, analyse
 from acmelb.doctor.findings import Code, Finding, Severity
 from acmelb.doctor.resolution import CaaRecord, CaaResult, DnsResult, RRsetResult
@@ -525,3 +533,41 @@ def test_ipv6_only_name_refused_fails_the_ca() -> None:
         a["final"]["outcome"], a["final"]["error"] = "connect-error", "Network is unreachable"
     r = analyse(target(), [VantageRun("outside:local", "outside", False, data)])
     assert r.verdicts["acme-ca"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error", "code"),
+    [
+        ("connect-refused", "connection refused", Code.PORT_443_REFUSED),
+        ("connect-timeout", "connect timed out after 10.0 s", Code.PORT_443_TIMEOUT),
+        ("connect-error", "network unreachable", Code.PORT_443_TIMEOUT),
+        ("empty-reply", "closed without any response", Code.HTTPS_HOP_FAILED),
+        ("read-timeout", "connected, no response for 15.0 s", Code.HTTPS_HOP_FAILED),
+        ("bad-response", "TLS handshake failed: wrong version number", Code.HTTPS_HOP_FAILED),
+        ("bad-response", "net/http: malformed HTTP response", Code.MALFORMED_RESPONSE),
+    ],
+)
+def test_a_failing_https_hop_has_codes_of_its_own(outcome: str, error: str, code: Code) -> None:
+    """Port 80 answered with a redirect to https (the CA follows it): what fails on the
+    :443 hop is named as such, not as port 80 (issue 23)."""
+    https = f"https://app.example.com/.well-known/acme-challenge/{KEYAUTH_TOKEN}"
+    hop = {
+        "url": https.replace("https", "http", 1),
+        "status": 301,
+        "outcome": "response",
+        "location": https,
+        "redirect_to": https,
+    }
+    final = {"url": https, "address": "192.0.2.7", "outcome": outcome, "error": error}
+    attempt = Attempt("outside", "outside", {"address": "192.0.2.7", "attempt": 1,
+                                            "redirects": [hop], "final": final})  # fmt: skip
+    assert outcome_code(attempt.final) is code
+    verdict = le_verdict(attempt, Target("app.example.com", KEYAUTH_TOKEN, KEYAUTH))
+    assert verdict.ok is False and verdict.code is code
+    same_on_80 = Attempt("outside", "outside", {"address": "192.0.2.7", "attempt": 1,
+                         "redirects": [], "final": {**final, "url": hop["url"]}})  # fmt: skip
+    assert outcome_code(same_on_80.final) not in (
+        Code.PORT_443_REFUSED,
+        Code.PORT_443_TIMEOUT,
+        Code.HTTPS_HOP_FAILED,
+    )

@@ -72,11 +72,11 @@ def test_unattached_solver_route_lets_the_redirect_take_the_challenge(
     assert "solver-route-not-accepted" in found  # the HTTPRoute's status
     assert "gateway-redirects-solver" in found  # the redirect route on that listener
     assert "redirect-https" in found  # the probes were redirected to https
-    assert "port-80-refused" in found  # and nothing serves the solver there
+    assert "port-443-refused" in found  # and nothing serves the solver there
     assert doc["verdicts"]["acme-ca"] == "fail"
     root = doc["root_cause"]
     assert root["code"] == "solver-route-not-accepted"
-    assert {"gateway-redirects-solver", "port-80-refused"} <= set(root["consequences"])
+    assert {"gateway-redirects-solver", "port-443-refused"} <= set(root["consequences"])
 
 
 def test_unattached_solver_route_leaves_the_gateways_404(

@@ -112,10 +112,10 @@ def test_redirect_annotation_read_from_the_ingress_is_what_the_probes_follow(
     found = codes(doc)
     assert "ingress-redirects-solver" in found  # the objects
     assert "redirect-https" in found  # the probes were redirected to https
-    assert "port-80-refused" in found  # and nothing serves the solver there
+    assert "port-443-refused" in found  # and nothing serves the solver there
     assert doc["verdicts"]["acme-ca"] == "fail"
     assert doc["root_cause"]["code"] == "ingress-redirects-solver"
-    assert "port-80-refused" in doc["root_cause"]["consequences"]
+    assert "port-443-refused" in doc["root_cause"]["consequences"]
 
 
 @pytest.mark.parametrize(

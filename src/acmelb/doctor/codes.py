@@ -92,6 +92,9 @@ class Code(enum.Enum):
     GATEWAY_REDIRECTS_SOLVER = "gateway-redirects-solver"
     GATEWAY_API_DISABLED = "gateway-api-disabled"
     TLS_ALPN_TERMINATED = "tls-alpn-terminated"
+    PORT_443_REFUSED = "port-443-refused"
+    PORT_443_TIMEOUT = "port-443-timeout"
+    HTTPS_HOP_FAILED = "https-hop-failed"
 
     @property
     def default_severity(self) -> Severity:
@@ -345,10 +348,10 @@ CODES: dict[Code, CodeInfo] = {
         "what it sends: two different Content-Lengths, a Content-Length that is not "
         "digits (`87, 87`, `+87`), a Transfer-Encoding other than `chunked`, a header "
         "line without a colon or with a space in its name, a status line such as "
-        "`HTTP/2 200`, more than five 1xx responses, or a failed TLS handshake on an "
-        "https hop; the evidence quotes Go's error",
+        "`HTTP/2 200` or more than five 1xx responses (a failed TLS handshake on an https "
+        "hop is `https-hop-failed`); the evidence quotes Go's error",
         "fix the server or load balancer that writes the response (its HTTP/1.1 framing "
-        "or headers), or the TLS setup of the https listener a redirect leads to",
+        "or headers)",
     ),
     Code.CHECK_FAILED: CodeInfo(
         Severity.WARNING,
@@ -486,6 +489,35 @@ CODES: dict[Code, CodeInfo] = {
         "challenge type found`, a TLS alert from the proxy",
         "pass port 443 through to the ACME client as TCP (no TLS termination; SNI routing "
         "at most), or switch the client to HTTP-01 on port 80 (or DNS-01)",
+    ),
+    # -- a redirect to https: port 80 answered, the :443 hop fails (Boulder follows it) --
+    Code.PORT_443_REFUSED: CodeInfo(
+        Severity.ERROR,
+        Stage.HTTP,
+        "port 443 refuses connections after the redirect to https",
+        "port 80 answers with a redirect to https, which the CA follows (va/http.go), and "
+        "port 443 of the redirect target refuses the connection",
+        "serve port 443 (a TLS listener passing /.well-known/acme-challenge/ to the "
+        "responder), or stop redirecting the challenge path to https",
+    ),
+    Code.PORT_443_TIMEOUT: CodeInfo(
+        Severity.ERROR,
+        Stage.HTTP,
+        "port 443 times out after the redirect to https",
+        "port 80 answers with a redirect to https, and connecting to port 443 of the "
+        "redirect target times out (a firewall or security group dropping 443, no LB "
+        "listener)",
+        "open port 443 the way port 80 is open, or stop redirecting the challenge path to https",
+    ),
+    Code.HTTPS_HOP_FAILED: CodeInfo(
+        Severity.ERROR,
+        Stage.HTTP,
+        "the https hop fails after the redirect",
+        "port 80 answers with a redirect to https, port 443 accepts, and then the TLS "
+        "handshake fails (plain HTTP on 443, TLS below 1.2), or the connection closes or "
+        "hangs without an HTTP response",
+        "serve TLS 1.2 or later on port 443 with any certificate (the CA does not check "
+        "it), or stop redirecting the challenge path to https",
     ),
 }
 

@@ -626,7 +626,7 @@ def _https_hop(exp: Explanation, raw: str) -> Reading:
     port = _url_port(exp.fetched)
     exp.evidence.append(f"fetched {exp.fetched}: a redirect to https on port {port}")
     if _TLS_HOP.search(raw):
-        return [Code.REDIRECT_HTTPS, Code.HTTP_ON_HTTPS_PORT, Code.WRONG_CONTENT], (
+        return [Code.REDIRECT_HTTPS, Code.HTTPS_HOP_FAILED, Code.HTTP_ON_HTTPS_PORT], (
             f"Port 80 answered with a redirect to {exp.fetched}, and the TLS exchange on that "
             "hop failed (certificate errors alone are ignored by the CA, a TLS alert, a "
             "plain-HTTP listener on 443 or a missing SNI route is not). Exempt "
@@ -641,7 +641,9 @@ def _https_hop(exp: Explanation, raw: str) -> Reading:
             "point) catches the challenge path; exempt /.well-known/acme-challenge/ from it, "
             "or make port 443 reachable from inside the way 80 is."
         )
-    return [Code.REDIRECT_HTTPS, Code.PORT_80_TIMEOUT, Code.NAT_LOOPBACK], (
+    refused = re.search(r"refused", raw, re.I) is not None
+    on_443 = Code.PORT_443_REFUSED if refused else Code.PORT_443_TIMEOUT
+    return [Code.REDIRECT_HTTPS, on_443, Code.NAT_LOOPBACK], (
         f"Port 80 answered with a redirect to {exp.fetched}, and connecting to port {port} "
         "failed: the error is on the https hop (443 closed, not forwarded, or not reachable "
         "from this vantage), not on port 80. Exempt /.well-known/acme-challenge/ from the "

@@ -19,7 +19,15 @@ from acmelb.doctor.findings import Finding
 
 __all__ = ["CONSEQUENCES", "RootCause", "attribute", "explains"]
 
-_UNREACHABLE = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.READ_TIMEOUT, Code.EMPTY_REPLY)
+_UNREACHABLE = (
+    Code.PORT_80_TIMEOUT,
+    Code.PORT_80_REFUSED,
+    Code.READ_TIMEOUT,
+    Code.EMPTY_REPLY,
+    Code.PORT_443_REFUSED,
+    Code.PORT_443_TIMEOUT,
+    Code.HTTPS_HOP_FAILED,
+)
 _WRONG_ANSWER = (
     Code.CHALLENGE_NOT_FOUND,
     Code.HTTP_ERROR_STATUS,
@@ -135,6 +143,9 @@ _PRIORITY: tuple[Code, ...] = (
     Code.PORT_80_TIMEOUT,
     Code.READ_TIMEOUT,
     Code.EMPTY_REPLY,
+    Code.PORT_443_REFUSED,
+    Code.PORT_443_TIMEOUT,
+    Code.HTTPS_HOP_FAILED,
     Code.MALFORMED_RESPONSE,
     Code.BODY_TOO_LARGE,
     Code.TRAILING_WHITESPACE,

@@ -11,12 +11,12 @@ from collections import defaultdict
 from urllib.parse import urlsplit
 
 from acmelb.doctor.checks.base import (
+    TLS_FAILED,
     Attempt,
     Context,
     Verdict,
     dedupe,
     describe,
-    hop_port,
     le_redirect_problem,
     le_verdict,
 )
@@ -153,17 +153,14 @@ def _connection_texts(ctx: Context) -> dict[Code, tuple[str, str, str]]:
     }
 
 
-_HTTPS_HOP = (Code.PORT_80_TIMEOUT, Code.PORT_80_REFUSED, Code.EMPTY_REPLY, Code.READ_TIMEOUT)
-TLS_FAILED = "TLS handshake failed"  # the probe's words (probe.py, _start_tls)
+HTTPS_HOP_CODES = (Code.PORT_443_REFUSED, Code.PORT_443_TIMEOUT, Code.HTTPS_HOP_FAILED)
 
 
 def _texts_for(
     code: Code, items: list[tuple[Attempt, Verdict]], ctx: Context
 ) -> tuple[str, str, str]:
     """The words for one connection code: a failing :443 hop has its own."""
-    port = 443 if all(hop_port(a.final.url) == 443 for a, _ in items) else 80
-    tls_failed = all((a.final.error or "").startswith(TLS_FAILED) for a, _ in items)
-    if port == 443 and (code in _HTTPS_HOP or (code is Code.MALFORMED_RESPONSE and tls_failed)):
+    if code in HTTPS_HOP_CODES:
         return _https_hop_texts(code, items, ctx)
     return _connection_texts(ctx)[code]
 
@@ -172,7 +169,7 @@ def _https_hop_texts(
     code: Code, items: list[tuple[Attempt, Verdict]], ctx: Context
 ) -> tuple[str, str, str]:
     """Port 80 answered with a redirect to https; the :443 hop is what fails (Boulder
-    follows redirects to 443). The code keeps its name; the words say port 443."""
+    follows redirects to 443)."""
     hosts = dedupe([urlsplit(a.final.url).netloc for a, _ in items], 3)
     share = _share(items, ctx)
     t = ctx.options.timeout
@@ -181,14 +178,14 @@ def _https_hop_texts(
         "/.well-known/acme-challenge/ to the service answering it), or stop redirecting the "
         "challenge path to https: serve /.well-known/acme-challenge/ on plain HTTP."
     )
-    if code is Code.PORT_80_REFUSED:
+    if code is Code.PORT_443_REFUSED:
         return (
             "port 443 is refused after the redirect to https",
             "Port 80 redirects to https, and port 443 of the redirect target refuses the "
             f"connection ({share}): nothing listens on 443 there.",
             remedy,
         )
-    if code is Code.PORT_80_TIMEOUT:
+    if code is Code.PORT_443_TIMEOUT:
         return (
             "port 443 times out after the redirect to https",
             "Port 80 redirects to https, and connecting to port 443 of the redirect target "
@@ -196,7 +193,7 @@ def _https_hop_texts(
             "443, or the load balancer has no listener on it.",
             remedy,
         )
-    if code is Code.READ_TIMEOUT:
+    if all(a.final.outcome in ("read-timeout", "total-timeout") for a, _ in items):
         return (
             "port 443 accepts, then no answer in time after the redirect to https",
             "Port 80 redirects to https, and port 443 of the redirect target accepts the "
@@ -234,6 +231,7 @@ class Connection:
         Code.READ_TIMEOUT,
         Code.HTTP_ON_HTTPS_PORT,
         Code.MALFORMED_RESPONSE,
+        *HTTPS_HOP_CODES,
     )
     stage = Stage.HTTP
     after: tuple[type, ...] = ()

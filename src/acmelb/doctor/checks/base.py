@@ -554,6 +554,27 @@ OUTCOME_CODE = {
 }
 
 
+# A failing https hop (a redirect to https: port 80 answered) has codes of its own.
+HTTPS_HOP_CODE = {
+    Code.PORT_80_REFUSED: Code.PORT_443_REFUSED,
+    Code.PORT_80_TIMEOUT: Code.PORT_443_TIMEOUT,
+    Code.EMPTY_REPLY: Code.HTTPS_HOP_FAILED,
+    Code.READ_TIMEOUT: Code.HTTPS_HOP_FAILED,
+}
+TLS_FAILED = "TLS handshake failed"  # the probe's words (probe.py, _start_tls)
+
+
+def outcome_code(hop: Hop) -> Code:
+    """The code of a hop that got no HTTP response: by its outcome, and on an https hop
+    after a redirect by what failed there."""
+    code = OUTCOME_CODE.get(hop.outcome, Code.EMPTY_REPLY)
+    if not hop.url.lower().startswith("https://"):
+        return code
+    if code is Code.MALFORMED_RESPONSE and hop.error.startswith(TLS_FAILED):
+        return Code.HTTPS_HOP_FAILED
+    return HTTPS_HOP_CODE.get(code, code)
+
+
 def classify_response(hop: Hop, target: Target, trim: bool, max_body: int | None) -> Verdict:
     """Judge one final response against the key authorization."""
     status = hop.status
@@ -643,8 +664,7 @@ def _le_verdict(attempt: Attempt, target: Target, options: Options) -> Verdict:
     notes = red.notes if red is not None else []
     final = attempt.final
     if final.outcome != "response":
-        code = OUTCOME_CODE.get(final.outcome, Code.EMPTY_REPLY)
-        return Verdict(False, code, final.error or final.outcome, notes)
+        return Verdict(False, outcome_code(final), final.error or final.outcome, notes)
     v = classify_response(final, target, trim=True, max_body=LE_MAX_BODY)
     v.notes = notes + v.notes
     return v
@@ -672,9 +692,7 @@ def _cm_verdict(attempt: Attempt, target: Target) -> Verdict:
     if final.outcome == "redirect-error":
         return Verdict(False, Code.REDIRECT_TOO_MANY, final.error)
     if final.outcome != "response":
-        return Verdict(
-            False, OUTCOME_CODE.get(final.outcome, Code.EMPTY_REPLY), final.error or final.outcome
-        )
+        return Verdict(False, outcome_code(final), final.error or final.outcome)
     return classify_response(final, target, trim=False, max_body=None)
 
 

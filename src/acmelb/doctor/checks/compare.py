@@ -321,6 +321,9 @@ class InsideOnly:
         Code.READ_TIMEOUT,
         Code.HTTP_ON_HTTPS_PORT,
         Code.MALFORMED_RESPONSE,
+        Code.PORT_443_REFUSED,
+        Code.PORT_443_TIMEOUT,
+        Code.HTTPS_HOP_FAILED,
     )
     stage = Stage.COMPARE
     # their findings already explain what the inside gets wrong: then this one is quiet
