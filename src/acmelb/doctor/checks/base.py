@@ -529,7 +529,7 @@ def _le_no_fallback_after_redirect(attempt: Attempt) -> Verdict | None:
         code = (
             Code.IPV6_UNREACHABLE
             if ":" in address
-            else OUTCOME_CODE.get(str(failed.get("outcome")), Code.PORT_80_TIMEOUT)
+            else outcome_code(Hop({**failed, "url": hop.url}))
         )
         return Verdict(
             False,
