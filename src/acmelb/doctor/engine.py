@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from acmelb.doctor.checks.base import Context, Target, VantageRun
+from acmelb.doctor.checks.base import DEADLINE_PER_DIAL, Context, Target, VantageRun
 from acmelb.doctor.vantage import ProbeResult, Role, Vantage, VantageFailure
 from acmelb.errors import InvalidNameError
 from acmelb.names import looks_like_ip, normalize_identifier
@@ -71,13 +71,6 @@ def probe_request(ctx: Context, vantage: Vantage, addresses: list[str] | None) -
         "local_probe": vantage.role is Role.INSIDE,
         "options": probe_options(ctx.options.timeout),
     }
-
-
-# Boulder dials each address for at most 10 s (va/va.go, singleDialTimeout) inside one
-# deadline for the whole validation, every hop and read included, of about 15 s (the
-# RPC's deadline less 200 ms, va/http.go). --timeout is the dial's share; the rest keeps
-# that ratio, so the default 10 gives the CA's 15 s.
-DEADLINE_PER_DIAL = 1.5
 
 
 def probe_options(timeout: float) -> dict[str, Any]:

@@ -121,8 +121,8 @@ def _connection_texts(ctx: Context) -> dict[Code, tuple[str, str, str]]:
         Code.READ_TIMEOUT: (
             "connected, but no HTTP response in time",
             "The TCP connection is accepted, then no complete HTTP response arrives "
-            f"within {t:g} s ({{share}}): a hung backend, a listener that waits for a "
-            "PROXY header or TLS, or an LB forwarding to a dead backend.",
+            f"within {ctx.options.deadline:g} s ({{share}}): a hung backend, a listener that "
+            "waits for a PROXY header or TLS, or an LB forwarding to a dead backend.",
             "Look at the backend behind port 80: is it up, and does it answer "
             "`curl -v http://NAME/.well-known/acme-challenge/x` locally? If it needs "
             "PROXY protocol, the LB must send it.",
@@ -198,7 +198,8 @@ def _https_hop_texts(
             "port 443 accepts, then no answer in time after the redirect to https",
             "Port 80 redirects to https, and port 443 of the redirect target accepts the "
             f"connection but the TLS handshake or the HTTP answer does not come within "
-            f"{t:g} s ({share}): a listener waiting for a PROXY header, or a hung backend.",
+            f"{ctx.options.deadline:g} s ({share}): a listener waiting for a PROXY header, or a "
+            "hung backend.",
             remedy,
         )
     if all((a.final.error or "").startswith(TLS_FAILED) for a, _ in items):

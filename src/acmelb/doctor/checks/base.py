@@ -222,16 +222,28 @@ class VantageRun:
         return str(err) if err else None
 
 
+# Boulder dials each address for at most 10 s (va/va.go, singleDialTimeout) inside one
+# deadline for the whole validation, every hop and read included, of about 15 s (the
+# RPC's deadline less 200 ms, va/http.go). --timeout is the dial's share; the rest keeps
+# that ratio, so the default 10 gives the CA's 15 s.
+DEADLINE_PER_DIAL = 1.5
+
+
 @dataclass
 class Options:
     repeat: int = 3
-    timeout: float = 10.0  # per dial; the whole validation gets 1.5 times that
+    timeout: float = 10.0  # per dial; the whole validation gets DEADLINE_PER_DIAL times it
     ca_identity: str = "letsencrypt.org"
     dns_server: tuple[str, int] | None = None
     resolve: dict[str, list[str]] = field(default_factory=dict)
     # CIDRs, or DNS suffixes, treated as public (labs): addresses in them are not
     # reserved, names under them end in a registered TLD
     assume_public: list[str] = field(default_factory=list)
+
+    @property
+    def deadline(self) -> float:
+        """The whole validation's deadline: every hop, read and fallback of an attempt."""
+        return DEADLINE_PER_DIAL * self.timeout
 
     @cached_property
     def public_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
