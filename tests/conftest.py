@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,27 @@ def run_acmelb(
         input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
+
+
+@contextmanager
+def acmelb_serve(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``acmelb serve ARGS`` as a child process, once it says it listens; its stderr
+    (one line per request) stays readable; stopped on the way out."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "acmelb", "serve", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        assert "listening" in first, first
+        yield server
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def openssl_verify(bundle: Path, live_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ import pytest
 
 from acmelb import __version__
 from acmelb.cli.main import build_parser, main, run, with_base64url_values_attached
+from tests.conftest import acmelb_serve
 
 
 def test_version_in_process_and_as_subprocess(capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,19 +151,6 @@ def test_a_missing_value_is_still_a_usage_error(capsys: pytest.CaptureFixture[st
 
 
 def test_serve_starts_with_a_thumbprint_that_begins_with_a_dash() -> None:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "acmelb", "serve", "--stateless"),
-            *("--thumbprint", DASH_THUMBPRINT, "--address", "127.0.0.1", "--port", "0"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        assert "listening" in proc.stderr.readline()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with acmelb_serve("--stateless", "--thumbprint", DASH_THUMBPRINT, "--address", "127.0.0.1",
+                      "--port", "0") as server:  # fmt: skip
+        assert server.poll() is None

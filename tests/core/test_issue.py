@@ -8,7 +8,6 @@ import shlex
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +19,7 @@ import pytest
 from cryptography import x509
 
 from acmelb.cli.main import main
-from tests.conftest import LocalCA, openssl_verify, run_acmelb
+from tests.conftest import LocalCA, acmelb_serve, openssl_verify, run_acmelb
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,33 +131,12 @@ def test_stateless_solver_with_acmelb_serve(local_ca: LocalCA, tmp_path: Path) -
     assert account["uri"].startswith("https://")
     shown = run_acmelb("account", "show", *local_ca.ca_args(state), "--json")
     assert json.loads(shown.stdout)["thumbprint"] == account["thumbprint"]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "acmelb",
-            "serve",
-            "--stateless",
-            "--thumbprint",
-            account["thumbprint"],
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(local_ca.http_port),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stderr is not None
-        assert "listening" in server.stderr.readline()
+    port = str(local_ca.http_port)
+    thumbprint = account["thumbprint"]
+    with acmelb_serve("--stateless", "--thumbprint", thumbprint, "--address", "127.0.0.1",
+                      "--port", port):  # fmt: skip
         result = _issue(local_ca, state, "stateless.test", extra=("--solver", "stateless"))
         assert result.returncode == 0, result.stderr
-    finally:
-        server.terminate()
-        server.wait(5)
     assert openssl_verify(local_ca.root_bundle, state / "live" / "stateless.test").returncode == 0
 
 
@@ -166,36 +144,15 @@ def test_serve_solver_with_a_running_acmelb_serve_pending(
     local_ca: LocalCA, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "acmelb",
-            "serve",
-            "--pending",
-            "--state-dir",
-            str(state),
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(local_ca.http_port),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    port = str(local_ca.http_port)
+    with acmelb_serve("--pending", "--state-dir", str(state), "--address", "127.0.0.1",
+                      "--port", port) as server:  # fmt: skip
         assert server.stderr is not None
-        assert "listening" in server.stderr.readline()
         result = _issue(
             local_ca, state, "pending.test", "www.pending.test", extra=("--solver", "serve")
         )
         assert result.returncode == 0, result.stderr
         served = [server.stderr.readline() for _ in range(6)]  # Pebble's VA: 3 GETs a name
-    finally:
-        server.terminate()
-        server.wait(5)
     assert sum("-> 200 key authorization" in line for line in served) == 6
     assert openssl_verify(local_ca.root_bundle, state / "live" / "pending.test").returncode == 0
     assert list((state / "pending").iterdir()) == []  # nothing left pending
