@@ -657,3 +657,16 @@ def test_ip_identifiers_are_read_whole_and_have_no_dns_causes(
     assert exp.name == host.strip("[]") and exp.token == "abc"
     assert exp.candidates[0] == first and not absent & set(exp.candidates)
     assert (exp.next or "").startswith(f"acmelb diagnose {exp.name} --token=abc")
+
+
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [
+        ("Connection refused", "port-443-refused"),
+        ("Timeout during connect (likely firewall problem)", "port-443-timeout"),
+    ],
+)
+def test_a_failing_https_hop_names_port_443(tail: str, code: str) -> None:
+    # an https URL in a CA's error is a redirect target: the failure is on port 443
+    exp = explain(f"Fetching https://app.example.com/.well-known/acme-challenge/abc: {tail}")
+    assert exp.candidates[:2] == ["redirect-https", code]

@@ -641,8 +641,7 @@ def _https_hop(exp: Explanation, raw: str) -> Reading:
             "point) catches the challenge path; exempt /.well-known/acme-challenge/ from it, "
             "or make port 443 reachable from inside the way 80 is."
         )
-    refused = re.search(r"refused", raw, re.I) is not None
-    on_443 = Code.PORT_443_REFUSED if refused else Code.PORT_443_TIMEOUT
+    on_443 = Code.PORT_443_REFUSED if "refused" in exp.atoms.net else Code.PORT_443_TIMEOUT
     return [Code.REDIRECT_HTTPS, on_443, Code.NAT_LOOPBACK], (
         f"Port 80 answered with a redirect to {exp.fetched}, and connecting to port {port} "
         "failed: the error is on the https hop (443 closed, not forwarded, or not reachable "
