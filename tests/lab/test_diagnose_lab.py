@@ -238,6 +238,19 @@ def test_redirect_to_https(lab_scenario: LabFactory) -> None:
     assert root(doc) == "port-443-refused"  # on the https hop; redirect-https is context
 
 
+def test_redirect_to_https_where_the_lb_drops_443(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("haproxy-tcp", backends=("redirect-https",))
+    # the LB answers port 80 and silently drops 443: a security group open on 80 only
+    dropped = lab.run(
+        "lb", ["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "443", "-j", "DROP"]
+    )
+    assert dropped.returncode == 0, dropped.stderr
+    rc, doc = diagnose(lab, inside=(), repeat=1)
+    assert "redirect-https" in codes(doc)
+    assert rc == 1 and root(doc) == "port-443-timeout", codes(doc)
+    assert "port-80-timeout" not in codes(doc)
+
+
 def test_unusable_inside_vantage(lab_scenario: LabFactory) -> None:
     lab = lab_scenario("dnat-loopback")
     rc, doc = diagnose(lab, "--inside", "ip netns exec acmelb-no-such-ns", inside=())
@@ -394,3 +407,24 @@ def test_run_from_behind_the_lb_with_a_remote_outside_vantage(lab_scenario: LabF
     assert doc["verdicts"] == {"acme-ca": "pass", "cert-manager-self-check": "fail"}
     outside = [p for p in doc["probes"] if p["vantage"] == f"outside:{lab.vantage('pub')}"]
     assert outside and all(p["status"] == 200 for p in outside)
+
+
+def test_redirect_to_https_where_443_speaks_plain_http(lab_scenario: LabFactory) -> None:
+    lab = lab_scenario("haproxy-tcp", backends=("redirect-https",))
+    # plain HTTP on the VIP's port 443: the CA's TLS handshake fails there
+    plain = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("lb"), sys.executable, "-u", "-m", "http.server", "443",
+         "--bind", lab.vip],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert plain.stdout is not None
+        assert "Serving HTTP" in plain.stdout.readline()  # "" if it could not bind
+        rc, doc = diagnose(lab, inside=(), repeat=1)
+    finally:
+        plain.terminate()
+        plain.wait(10)
+    assert rc == 1 and root(doc) == "https-hop-failed", codes(doc)
+    assert "TLS handshake on port 443" in finding(doc, "https-hop-failed")["title"]
