@@ -214,10 +214,15 @@ def test_precedence_of_deploy_hooks() -> None:
             90,
             "both certificates everywhere",
         )
-        wait_for(lambda: all((marks / r).exists() for r in ROLES), 20, "the hooks")
+        # a hook runs after its install: wait for each hook's mark, not for the files alone
+        added = {r: lab.agent_state_dir(r) / "added" for r in ROLES}
+        wait_for(
+            lambda: all((marks / r).exists() and added[r].exists() for r in ROLES),
+            20,
+            "the hooks",
+        )
         assert (marks / "b1").read_text().split() == ["own-b1"]  # its own, for NAME
         for role in ("b2", "b3"):
             assert (marks / role).read_text().split() == [f"default-{role}"]
         for role in ROLES:
-            added = lab.agent_state_dir(role) / "added"
-            assert added.read_text().split() == [f"added-{other}"]  # the stored hook
+            assert added[role].read_text().split() == [f"added-{other}"]  # the stored hook
